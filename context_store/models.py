@@ -1,0 +1,175 @@
+"""SQLModel tables: the system of record. LanceDB only ever holds a projection of these.
+
+Company state and user state are versioned in separate tables. A version is never
+updated in place except to close it (``valid_to``) or to stamp when it was indexed, so
+"what did the knowledge base say at time T" is a query, not an archaeology project.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column, DateTime, LargeBinary, TypeDecorator
+from sqlmodel import Field, SQLModel
+
+__all__ = [
+    "ChunkRecord",
+    "Document",
+    "DocumentVersion",
+    "EmbeddingCacheEntry",
+    "IngestRun",
+    "SkippedInput",
+    "UserRecord",
+    "UserSnapshotVersion",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Stores UTC, returns aware UTC datetimes on SQLite and PostgreSQL alike."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Optional[datetime], dialect: Any) -> Optional[datetime]:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Optional[datetime], dialect: Any) -> Optional[datetime]:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def _ts(**kwargs: Any) -> Any:
+    index = kwargs.pop("index", False)
+    return Field(sa_column=Column(UTCDateTime(), index=index, nullable=kwargs.pop("nullable", True)), **kwargs)
+
+
+def _json(**kwargs: Any) -> Any:
+    return Field(sa_column=Column(JSON, nullable=True), **kwargs)
+
+
+class Document(SQLModel, table=True):
+    """A company-state document, identified by ``<source name>/<path inside the source>``."""
+
+    __tablename__ = "documents"
+
+    doc_id: str = Field(primary_key=True)
+    source_name: str = Field(index=True)
+    rel_path: str
+    kind: str = Field(default="article", index=True)  # article | staff_answer
+    current_version_id: Optional[str] = Field(default=None, index=True)
+    # What LanceDB holds for this document; differs from current_version_id while work is pending.
+    indexed_version_id: Optional[str] = Field(default=None)
+    created_at: datetime = _ts(default_factory=utcnow)
+    deleted_at: Optional[datetime] = _ts(default=None)
+    renamed_from: Optional[str] = Field(default=None)
+
+
+class DocumentVersion(SQLModel, table=True):
+    __tablename__ = "document_versions"
+
+    version_id: str = Field(primary_key=True)
+    doc_id: str = Field(foreign_key="documents.doc_id", index=True)
+    content_hash: str = Field(index=True)
+    title: str
+    text: str
+    source_path: str
+    source_mtime: Optional[datetime] = _ts(default=None)
+    observed_at: datetime = _ts(default_factory=utcnow)
+    valid_from: datetime = _ts(default_factory=utcnow, index=True)
+    valid_to: Optional[datetime] = _ts(default=None, index=True)
+    indexed_at: Optional[datetime] = _ts(default=None)
+    chunk_count: Optional[int] = None
+    meta: Optional[dict] = _json(default=None)
+
+
+class ChunkRecord(SQLModel, table=True):
+    """A chunk of one document version. ``chunk_hash`` keys the embedding cache."""
+
+    __tablename__ = "chunks"
+
+    version_id: str = Field(primary_key=True, foreign_key="document_versions.version_id")
+    ordinal: int = Field(primary_key=True)
+    chunk_id: str = Field(index=True)
+    doc_id: str = Field(index=True)
+    chunk_hash: str = Field(index=True)
+    heading: str = ""
+    text: str
+
+
+class EmbeddingCacheEntry(SQLModel, table=True):
+    __tablename__ = "embeddings"
+
+    chunk_hash: str = Field(primary_key=True)
+    model: str = Field(primary_key=True)
+    dim: int
+    vector: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
+class UserRecord(SQLModel, table=True):
+    __tablename__ = "users"
+
+    user_id: str = Field(primary_key=True)
+    source_name: str = Field(index=True)
+    source_path: str
+    current_version_id: Optional[str] = Field(default=None)
+    indexed_version_id: Optional[str] = Field(default=None)
+    first_seen: datetime = _ts(default_factory=utcnow)
+    deleted_at: Optional[datetime] = _ts(default=None)
+
+
+class UserSnapshotVersion(SQLModel, table=True):
+    __tablename__ = "user_snapshots"
+
+    version_id: str = Field(primary_key=True)
+    user_id: str = Field(foreign_key="users.user_id", index=True)
+    content_hash: str
+    captured_at: datetime = _ts()
+    observed_at: datetime = _ts(default_factory=utcnow)
+    valid_from: datetime = _ts(default_factory=utcnow, index=True)
+    valid_to: Optional[datetime] = _ts(default=None, index=True)
+    indexed_at: Optional[datetime] = _ts(default=None)
+    source_path: str
+    facts: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    raw: Optional[dict] = _json(default=None)
+
+
+class SkippedInput(SQLModel, table=True):
+    """An input we could not use, with the reason, until it is fixed (``resolved_at``)."""
+
+    __tablename__ = "skipped_inputs"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    state_kind: str = Field(index=True)  # company | user
+    source_name: str
+    path: str = Field(index=True)
+    reason: str
+    detail: str
+    first_seen: datetime = _ts(default_factory=utcnow)
+    last_seen: datetime = _ts(default_factory=utcnow)
+    resolved_at: Optional[datetime] = _ts(default=None, index=True)
+
+
+class IngestRun(SQLModel, table=True):
+    __tablename__ = "ingest_runs"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    state_kind: str = Field(index=True)
+    stage: str
+    trigger: str = "cli"
+    started_at: datetime = _ts(default_factory=utcnow)
+    finished_at: Optional[datetime] = _ts(default=None)
+    status: str = "running"
+    stats: Optional[dict] = _json(default=None)

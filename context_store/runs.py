@@ -1,0 +1,38 @@
+"""A log of ingest steps (who ran what, when, with which counts) for ``status`` and reports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlmodel import col, select
+
+from context_store.models import IngestRun, utcnow
+from context_store.store import ContextStore
+
+__all__ = ["last_runs", "track_run"]
+
+
+@contextmanager
+def track_run(store: ContextStore, state_kind: str, stage: str, trigger: str = "cli") -> Iterator[dict[str, Any]]:
+    """Record a run row; the caller fills the yielded dict with stats. Failures are recorded too."""
+    with store.session() as session:
+        run = IngestRun(state_kind=state_kind, stage=stage, trigger=trigger)
+        session.add(run)
+    stats: dict[str, Any] = {}
+    status = "failed"
+    try:
+        yield stats
+        status = "succeeded"
+    finally:
+        with store.session() as session:
+            row = session.get(IngestRun, run.id)
+            if row is not None:
+                row.finished_at, row.status, row.stats = utcnow(), status, stats or None
+                session.add(row)
+
+
+def last_runs(store: ContextStore, limit: int = 10) -> list[IngestRun]:
+    with store.session() as session:
+        return list(session.exec(select(IngestRun).order_by(col(IngestRun.id).desc()).limit(limit)).all())

@@ -1,0 +1,134 @@
+"""Settings: one YAML file per home directory, plus environment overrides.
+
+A *home* holds everything one freshcontext deployment owns: ``freshcontext.yaml``,
+the SQLite database and the LanceDB directory (unless URLs point elsewhere). Two homes
+never share state, which is what tests and side-by-side evaluations rely on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from context_store.errors import ConfigError
+
+__all__ = [
+    "CONFIG_FILE",
+    "ChunkingConfig",
+    "EmbeddingConfig",
+    "Settings",
+    "SourceConfig",
+    "resolve_home",
+]
+
+CONFIG_FILE = "freshcontext.yaml"
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+class SourceConfig(BaseModel):
+    name: str
+    path: Path
+    kind: str = "article"  # the document kind its files become: article | staff_answer | policy | ...
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_an_id(cls, value: str) -> str:
+        if not value or any(c in value for c in "/\\:' \""):
+            raise ValueError(f"source name {value!r} must be non-empty, without / \\ : quotes or spaces")
+        return value
+
+
+class ChunkingConfig(BaseModel):
+    max_chars: int = Field(default=1000, ge=200, le=20_000)
+    strategy: str = "markdown-sections-v1"
+
+    def fingerprint(self) -> str:
+        return f"{self.strategy}:{self.max_chars}"
+
+
+class EmbeddingConfig(BaseModel):
+    model: str = DEFAULT_MODEL
+    batch_size: int = Field(default=64, ge=1, le=4096)
+    device: str = "cpu"
+
+
+class Settings(BaseModel):
+    home: Path
+    database_url: str | None = None
+    lancedb_uri: str | None = None
+    company_sources: list[SourceConfig] = Field(default_factory=list)
+    user_sources: list[SourceConfig] = Field(default_factory=list)
+    max_file_bytes: int = Field(default=2_000_000, ge=1)
+    user_state_max_age_hours: float = Field(default=72.0, gt=0)
+    freshness_sla_seconds: float = Field(default=300.0, gt=0)
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
+    api_keys: list[str] = Field(default_factory=list)
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def sql_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'freshcontext.db'}"
+
+    @property
+    def vector_uri(self) -> str:
+        return self.lancedb_uri or str(self.home / "lancedb")
+
+    def index_code_version(self) -> str:
+        """Changes whenever chunking or the embedding model changes, so stale indexes show."""
+        raw = f"{self.chunking.fingerprint()}|{self.embedding.model}"
+        return hashlib.sha256(raw.encode()).hexdigest()[:12]
+
+    @classmethod
+    def load(cls, home: str | Path | None = None, **overrides: Any) -> "Settings":
+        """Read ``<home>/freshcontext.yaml`` if present; environment beats file, arguments beat both."""
+        home_path = resolve_home(home)
+        data: dict[str, Any] = {}
+        config_path = home_path / CONFIG_FILE
+        if config_path.exists():
+            try:
+                loaded = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+            except (yaml.YAMLError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{config_path}: not valid YAML ({exc})") from exc
+            if not isinstance(loaded, dict):
+                raise ConfigError(f"{config_path}: expected a mapping at the top level")
+            data.update(loaded)
+        for key, env in (("database_url", "FRESHCONTEXT_DATABASE_URL"), ("lancedb_uri", "FRESHCONTEXT_LANCEDB_URI")):
+            if os.environ.get(env):
+                data[key] = os.environ[env]
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        data["home"] = home_path
+        for key in ("company_sources", "user_sources"):
+            data[key] = [_resolve_source(s, home_path) for s in data.get(key) or []]
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(f"{config_path}: {exc}") from exc
+
+    def save(self) -> Path:
+        """Write the settings back to the home's config file (paths kept absolute)."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        path = self.home / CONFIG_FILE
+        payload = self.model_dump(mode="json", exclude={"home"}, exclude_none=True)
+        path.write_text(yaml.safe_dump(payload, sort_keys=False), encoding="utf-8")
+        return path
+
+
+def _resolve_source(source: Any, home: Path) -> Any:
+    if isinstance(source, SourceConfig):
+        source = source.model_dump()
+    if isinstance(source, dict) and "path" in source:
+        path = Path(str(source["path"])).expanduser()
+        source = {**source, "path": path if path.is_absolute() else (home / path).resolve()}
+    return source
+
+
+def resolve_home(home: str | Path | None = None) -> Path:
+    """Explicit argument, else ``FRESHCONTEXT_HOME``, else ``./.freshcontext``."""
+    chosen = home or os.environ.get("FRESHCONTEXT_HOME") or ".freshcontext"
+    return Path(chosen).expanduser().resolve()

@@ -1,0 +1,40 @@
+"""``ContextStore``: the SQL engine and the LanceDB tables of one home, opened together."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from context_store.database import get_engine, session_scope
+from context_store.settings import Settings
+from context_store.vector_index import VectorIndex
+
+__all__ = ["ContextStore"]
+
+
+class ContextStore:
+    def __init__(self, settings: Settings, *, index: VectorIndex | None = None) -> None:
+        self.settings = settings
+        self.index = index or VectorIndex(settings.vector_uri)
+        self._engine: Engine | None = None
+
+    @classmethod
+    def open(cls, home: str | Path | None = None, **overrides: Any) -> "ContextStore":
+        return cls(Settings.load(home, **overrides))
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self.settings.home.mkdir(parents=True, exist_ok=True)
+            self._engine = get_engine(self.settings.sql_url)
+        return self._engine
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with session_scope(self.engine) as session:
+            yield session

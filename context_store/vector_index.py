@@ -1,0 +1,235 @@
+"""LanceDB tables ``company_chunks`` and ``user_state``: a projection of the SQL store.
+
+Every write replaces the complete row set of a group of documents (or users) in one
+``merge_insert`` commit, so a reader sees either the old rows of a document or the new
+ones, never both and never neither.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+from lancedb.index import FTS
+
+__all__ = ["COMPANY_TABLE", "USER_TABLE", "VectorIndex", "company_schema", "quote", "user_schema"]
+
+log = logging.getLogger(__name__)
+
+COMPANY_TABLE = "company_chunks"
+USER_TABLE = "user_state"
+_TS = pa.timestamp("us", tz="UTC")
+T = TypeVar("T")
+
+
+def company_schema(dim: int) -> pa.Schema:
+    return pa.schema(
+        [
+            ("chunk_id", pa.string()),
+            ("doc_id", pa.string()),
+            ("version_id", pa.string()),
+            ("chunk_hash", pa.string()),
+            ("ordinal", pa.int32()),
+            ("kind", pa.string()),
+            ("title", pa.string()),
+            ("heading", pa.string()),
+            ("text", pa.string()),
+            ("source_path", pa.string()),
+            ("source_changed_at", _TS),
+            ("indexed_at", _TS),
+            ("vector", pa.list_(pa.float32(), dim)),
+        ]
+    )
+
+
+def user_schema(dim: int) -> pa.Schema:
+    return pa.schema(
+        [
+            ("fact_id", pa.string()),
+            ("user_id", pa.string()),
+            ("version_id", pa.string()),
+            ("fact_key", pa.string()),
+            ("text", pa.string()),
+            ("captured_at", _TS),
+            ("indexed_at", _TS),
+            ("vector", pa.list_(pa.float32(), dim)),
+        ]
+    )
+
+
+def quote(value: str) -> str:
+    """A SQL string literal for LanceDB filters."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _in_list(column: str, values: Iterable[str]) -> str:
+    return f"{column} IN ({', '.join(quote(v) for v in values)})"
+
+
+class VectorIndex:
+    """Both LanceDB tables of one deployment. Cheap to construct; connects lazily."""
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        company_table: str = COMPANY_TABLE,
+        user_table: str = USER_TABLE,
+        storage_options: dict[str, str] | None = None,
+    ) -> None:
+        self.uri = uri
+        self.company_table_name = company_table
+        self.user_table_name = user_table
+        self.storage_options = storage_options or None
+        self._db: Any = None
+
+    @property
+    def db(self) -> Any:
+        if self._db is None:
+            self._db = lancedb.connect(self.uri, storage_options=self.storage_options)
+        return self._db
+
+    def table(self, name: str) -> Any | None:
+        try:
+            return self.db.open_table(name)
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _table_for_write(self, name: str, schema: pa.Schema) -> Any:
+        table = self.table(name)
+        if table is None:
+            table = self.db.create_table(name, schema=schema, exist_ok=True)
+        return table
+
+    # -- writes --------------------------------------------------------------------------
+
+    def replace_documents(self, doc_ids: Sequence[str], rows: list[dict[str, Any]], dim: int) -> None:
+        """Make the rows of ``doc_ids`` exactly ``rows`` in one commit (empty rows = delete)."""
+        self._replace(self.company_table_name, company_schema(dim), "chunk_id", "doc_id", doc_ids, rows)
+
+    def replace_users(self, user_ids: Sequence[str], rows: list[dict[str, Any]], dim: int) -> None:
+        self._replace(self.user_table_name, user_schema(dim), "fact_id", "user_id", user_ids, rows)
+
+    def _replace(
+        self, name: str, schema: pa.Schema, key: str, group: str, group_ids: Sequence[str], rows: list[dict[str, Any]]
+    ) -> None:
+        if not group_ids:
+            return
+        table = self.table(name)
+        if table is None:
+            if not rows:
+                return  # nothing stored, nothing to delete
+            table = self._table_for_write(name, schema)
+        data = pa.Table.from_pylist(rows, schema=table.schema)
+        condition = _in_list(group, group_ids)
+
+        def commit() -> None:
+            (
+                table.merge_insert(key)
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .when_not_matched_by_source_delete(condition)
+                .execute(data)
+            )
+
+        _retry_conflicts(commit)
+        if rows and not self._has_fts(table):
+            table.create_index("text", config=FTS(), replace=True)
+
+    @staticmethod
+    def _has_fts(table: Any) -> bool:
+        return any(ix.index_type == "FTS" for ix in table.list_indices())
+
+    def optimize(self, *, cleanup_older_than: Any = None) -> None:
+        """Compact fragments and fold new rows into the full-text index."""
+        for name in (self.company_table_name, self.user_table_name):
+            table = self.table(name)
+            if table is not None:
+                _retry_conflicts(lambda: table.optimize(cleanup_older_than=cleanup_older_than))
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def ids(self, name: str, key: str) -> set[str]:
+        table = self.table(name)
+        if table is None:
+            return set()
+        n = table.count_rows()
+        if n == 0:
+            return set()
+        return set(table.search().select([key]).limit(n).to_arrow().column(key).to_pylist())
+
+    def count(self, name: str) -> int:
+        table = self.table(name)
+        return 0 if table is None else table.count_rows()
+
+    def versions(self) -> dict[str, int | None]:
+        out: dict[str, int | None] = {}
+        for name in (self.company_table_name, self.user_table_name):
+            table = self.table(name)
+            out[name] = None if table is None else table.version
+        return out
+
+    def unindexed_fts_rows(self) -> int:
+        table = self.table(self.company_table_name)
+        if table is None:
+            return 0
+        for ix in table.list_indices():
+            if ix.index_type == "FTS":
+                return int(table.index_stats(ix.name).num_unindexed_rows)
+        return table.count_rows()
+
+    def vector_search(
+        self, name: str, vector: np.ndarray, k: int, where: str | None = None, columns: list[str] | None = None
+    ) -> list[dict[str, Any]]:
+        table = self.table(name)
+        if table is None or k <= 0:
+            return []
+        query = table.search(np.asarray(vector, dtype=np.float32), vector_column_name="vector").metric("cosine")
+        if where:
+            query = query.where(where, prefilter=True)
+        if columns:
+            query = query.select([*columns, "_distance"])
+        return query.limit(k).to_list()
+
+    def text_search(
+        self, name: str, text: str, k: int, where: str | None = None, columns: list[str] | None = None
+    ) -> list[dict[str, Any]]:
+        table = self.table(name)
+        if table is None or k <= 0 or not text.strip() or not self._has_fts(table):
+            return []
+        query = table.search(text, query_type="fts")
+        if where:
+            query = query.where(where, prefilter=True)
+        if columns:
+            query = query.select([*columns, "_score"])
+        return query.limit(k).to_list()
+
+    def rows(self, name: str, where: str, columns: list[str] | None = None, limit: int = 10_000) -> list[dict[str, Any]]:
+        table = self.table(name)
+        if table is None:
+            return []
+        query = table.search().where(where)
+        if columns:
+            query = query.select(columns)
+        return query.limit(limit).to_list()
+
+
+def _retry_conflicts(fn: Callable[[], T], attempts: int = 8) -> T:
+    """Concurrent writers to one table can race on a commit; the loser retries with backoff."""
+    delay = 0.05
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:  # lance raises plain RuntimeError/OSError for conflicts
+            text = str(exc).lower()
+            if attempt == attempts - 1 or not ("conflict" in text or "retryable" in text):
+                raise
+            log.warning("LanceDB commit conflict (attempt %d): %s; retrying", attempt + 1, exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+    raise AssertionError("unreachable")

@@ -1,0 +1,1 @@
+"""Composition root: Dagster Definitions, resources, sensors, schedules, jobs, and the CLI."""

@@ -1,0 +1,258 @@
+"""``init``, ``demo``, ``ingest``, ``status`` and ``query``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from sqlmodel import col, func, select
+
+from assets.resources import source_configs_for_dirs
+from context_store.errors import FreshContextError
+from context_store.indexing import pending_documents
+from context_store.models import Document, DocumentVersion, UserRecord, UserSnapshotVersion, utcnow
+from context_store.retrieval import retrieve
+from context_store.runs import last_runs
+from context_store.settings import CONFIG_FILE, Settings
+from context_store.skipped_inputs import open_skips
+from context_store.store import ContextStore
+
+REPO_DEMO = Path(__file__).resolve().parents[2] / "demo"
+
+
+def _home(ctx: click.Context) -> Path:
+    return ctx.obj["home"]
+
+
+@click.command()
+@click.option("--company-dir", "company_dirs", multiple=True, type=click.Path(file_okay=False), help="A folder of help articles (repeatable).")
+@click.option("--user-dir", "user_dirs", multiple=True, type=click.Path(file_okay=False), help="A folder of user snapshots (repeatable).")
+@click.option("--model", default=None, help="sentence-transformers model name or path (default: bundled all-MiniLM-L6-v2).")
+@click.option("--force", is_flag=True, help="Overwrite an existing config file.")
+@click.pass_context
+def init(ctx: click.Context, company_dirs: tuple[str, ...], user_dirs: tuple[str, ...], model: str | None, force: bool) -> None:
+    """Write HOME/freshcontext.yaml naming the sources to ingest."""
+    home = _home(ctx)
+    if (home / CONFIG_FILE).exists() and not force:
+        raise click.ClickException(f"{home / CONFIG_FILE} exists; pass --force to overwrite it")
+    overrides: dict[str, Any] = {
+        "company_sources": source_configs_for_dirs(list(company_dirs)),
+        "user_sources": source_configs_for_dirs(list(user_dirs)),
+    }
+    if model:
+        overrides["embedding"] = {"model": model}
+    settings = Settings.load(home, **overrides)
+    path = settings.save()
+    click.echo(f"wrote {path}")
+
+
+@click.command()
+@click.option("--demo-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=REPO_DEMO, show_default=True)
+@click.pass_context
+def demo(ctx: click.Context, demo_dir: Path) -> None:
+    """Set up HOME with the bundled demo help centre and users, then ingest.
+
+    The first time, it ingests the original articles, then applies demo/company_edits and
+    demo/users_edits and ingests again, so the history shows real versions. Later calls
+    only ingest whatever changed in HOME/sources.
+    """
+    home = _home(ctx)
+    company, users, staff = home / "sources" / "company", home / "sources" / "users", home / "sources" / "staff_answers"
+    first_time = not (home / CONFIG_FILE).exists()
+    if first_time:
+        click.echo(f"setting up demo home in {home}")
+        shutil.copytree(demo_dir / "company", company, dirs_exist_ok=True)
+        shutil.copytree(demo_dir / "users", users, dirs_exist_ok=True)
+        if (demo_dir / "users_export").is_dir():
+            shutil.copytree(demo_dir / "users_export", users, dirs_exist_ok=True)
+        staff.mkdir(parents=True, exist_ok=True)
+        Settings.load(
+            home,
+            company_sources=[{"name": "company", "path": str(company)}, {"name": "staff", "path": str(staff), "kind": "staff_answer"}],
+            user_sources=[{"name": "users", "path": str(users)}],
+        ).save()
+        _run_ingest(home, progress=True)
+        click.echo("applying the demo's later edits (new versions of some articles and users)")
+        for edits, target in ((demo_dir / "company_edits", company), (demo_dir / "users_edits", users)):
+            if edits.is_dir():
+                for src in edits.rglob("*"):
+                    if src.is_file() and src.name != "README.md":
+                        dst = target / src.relative_to(edits)
+                        dst.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(src, dst)
+    _run_ingest(home, progress=True)
+
+
+def _run_ingest(
+    home: Path, *, company_dirs: list[str] | None = None, user_dirs: list[str] | None = None, progress: bool = True
+) -> dict[str, Any]:
+    from pipeline.runner import materialize_ingest
+
+    started = time.perf_counter()
+    result = materialize_ingest(
+        str(home), company_dirs=company_dirs, user_dirs=user_dirs, show_progress=progress and sys.stderr.isatty()
+    )
+    summary: dict[str, Any] = {"success": result.success, "seconds": round(time.perf_counter() - started, 2), "assets": {}}
+    for event in result.get_asset_materialization_events():
+        mat = event.step_materialization_data.materialization
+        summary["assets"][mat.asset_key.to_user_string()] = {
+            k: v.value for k, v in mat.metadata.items() if isinstance(v.value, (int, float, str)) and k != "skipped_inputs"
+        }
+    summary["checks"] = {
+        f"{e.asset_key.to_user_string()}:{e.check_name}": e.passed for e in result.get_asset_check_evaluations()
+    }
+    for name, meta in summary["assets"].items():
+        shown = ", ".join(f"{k}={v}" for k, v in meta.items() if not isinstance(v, str) or k == "model")
+        click.echo(f"{name}: {shown}", err=True)
+    for name, passed in summary["checks"].items():
+        click.echo(f"check {name}: {'passed' if passed else 'FAILED'}", err=True)
+    if not result.success:
+        failures = [e.message for e in result.all_events if e.is_failure]
+        raise click.ClickException("ingest failed: " + "; ".join(str(f) for f in failures[:3]))
+    return summary
+
+
+@click.command()
+@click.option("--company-dir", "company_dirs", multiple=True, type=click.Path(file_okay=False), help="Use this company folder instead of the configured ones (repeatable).")
+@click.option("--user-dir", "user_dirs", multiple=True, type=click.Path(file_okay=False), help="Use this user-snapshot folder instead of the configured ones (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.pass_context
+def ingest(ctx: click.Context, company_dirs: tuple[str, ...], user_dirs: tuple[str, ...], as_json: bool, no_progress: bool) -> None:
+    """Run the ingest asset graph in-process: version, chunk, embed what changed, index, audit."""
+    summary = _run_ingest(_home(ctx), company_dirs=list(company_dirs), user_dirs=list(user_dirs), progress=not no_progress)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+
+
+def _open(ctx: click.Context) -> ContextStore:
+    try:
+        return ContextStore.open(_home(ctx))
+    except FreshContextError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Counts, last runs, skipped inputs and stale sources of HOME."""
+    store = _open(ctx)
+    report = collect_status(store)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
+    c = report["counts"]
+    click.echo(f"home: {store.settings.home}")
+    click.echo(
+        f"documents: {c['documents_current']} current, {c['documents_deleted']} deleted, {c['document_versions']} versions; "
+        f"{c['company_chunks']} chunks in LanceDB"
+    )
+    click.echo(f"users: {c['users_current']} current, {c['user_versions']} snapshot versions; {c['user_facts']} facts in LanceDB")
+    click.echo(f"pending (changed, not yet indexed): {c['pending_documents']} documents")
+    click.echo("last runs:")
+    for run in report["last_runs"][:6]:
+        click.echo(f"  {run['started_at']}  {run['state_kind']:<7} {run['stage']:<8} {run['status']:<9} via {run['trigger']}")
+    click.echo(f"skipped inputs ({len(report['skipped'])}):")
+    for s in report["skipped"][:20]:
+        click.echo(f"  [{s['reason']}] {s['path']}: {s['detail']}")
+    stale = report["stale"]
+    click.echo(f"stale sources: {len(stale['missing_roots'])} missing roots, {len(stale['stale_users'])} users past {store.settings.user_state_max_age_hours:g} h")
+    for root in stale["missing_roots"]:
+        click.echo(f"  missing: {root}")
+    for user in stale["stale_users"][:10]:
+        click.echo(f"  user {user['user_id']}: snapshot {user['age_hours']:.1f} h old")
+
+
+def collect_status(store: ContextStore) -> dict[str, Any]:
+    now = utcnow()
+    with store.session() as s:
+        counts = {
+            "documents_current": s.exec(select(func.count()).select_from(Document).where(col(Document.current_version_id).is_not(None))).one(),
+            "documents_deleted": s.exec(select(func.count()).select_from(Document).where(col(Document.current_version_id).is_(None))).one(),
+            "document_versions": s.exec(select(func.count()).select_from(DocumentVersion)).one(),
+            "users_current": s.exec(select(func.count()).select_from(UserRecord).where(col(UserRecord.current_version_id).is_not(None))).one(),
+            "user_versions": s.exec(select(func.count()).select_from(UserSnapshotVersion)).one(),
+            "pending_documents": len(pending_documents(s)),
+        }
+        skipped = [
+            {"state_kind": k.state_kind, "path": k.path, "reason": k.reason, "detail": k.detail, "last_seen": k.last_seen}
+            for k in open_skips(s)
+        ]
+        max_age = store.settings.user_state_max_age_hours
+        stale_users = []
+        for user_id, captured in s.exec(
+            select(UserSnapshotVersion.user_id, UserSnapshotVersion.captured_at).join(
+                UserRecord, col(UserRecord.current_version_id) == col(UserSnapshotVersion.version_id)
+            )
+        ).all():
+            age_h = (now - captured).total_seconds() / 3600
+            if age_h > max_age:
+                stale_users.append({"user_id": user_id, "age_hours": age_h})
+    counts["company_chunks"] = store.index.count(store.index.company_table_name)
+    counts["user_facts"] = store.index.count(store.index.user_table_name)
+    missing_roots = [
+        str(src.path) for src in [*store.settings.company_sources, *store.settings.user_sources] if not Path(src.path).is_dir()
+    ]
+    runs = [
+        {"started_at": r.started_at, "finished_at": r.finished_at, "state_kind": r.state_kind, "stage": r.stage,
+         "status": r.status, "trigger": r.trigger, "stats": r.stats}
+        for r in last_runs(store, 12)
+    ]
+    return {
+        "counts": counts,
+        "last_runs": runs,
+        "skipped": skipped,
+        "stale": {"missing_roots": missing_roots, "stale_users": sorted(stale_users, key=lambda u: -u["age_hours"])},
+    }
+
+
+@click.command()
+@click.argument("text")
+@click.option("--user", "user_id", default=None, help="Add this user's current state.")
+@click.option("--k", default=5, show_default=True, type=click.IntRange(1, 100), help="How many chunks.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with results and user_state.")
+@click.pass_context
+def query(ctx: click.Context, text: str, user_id: str | None, k: int, as_json: bool) -> None:
+    """Retrieve current company context (and a user's state) for TEXT."""
+    from context_store.embedding import build_embedder
+
+    store = _open(ctx)
+    try:
+        result = retrieve(store, build_embedder(store.settings.embedding), text, user_id=user_id, k=k)
+    except FreshContextError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        payload = {
+            "query": result.query,
+            "results": [
+                {"doc_id": h.doc_id, "version_id": h.version_id, "title": h.title, "text": h.text, "score": round(h.score, 4),
+                 "source_path": h.source_path, "chunk_id": h.chunk_id}
+                for h in result.results
+            ],
+            "user_id": result.user_id,
+            "user_version_id": result.user_version_id,
+            "user_state": [{"key": f.key, "text": f.text, "score": round(f.score, 4)} for f in result.user_state],
+        }
+        click.echo(json.dumps(payload, indent=2, default=_json_default))
+        return
+    for i, hit in enumerate(result.results, 1):
+        click.echo(click.style(f"{i}. {hit.title} — {hit.heading}", bold=True) + f"  [{hit.doc_id} @ {hit.version_id}, score {hit.score:.3f}]")
+        click.echo("   " + hit.text.replace("\n", "\n   ")[:600])
+    if result.user_id:
+        click.echo(click.style(f"user {result.user_id} (snapshot {result.user_version_id}, captured {result.user_captured_at}):", bold=True))
+        for fact in result.user_state:
+            click.echo(f"  - {fact.text}")
+
+
+def _json_default(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+COMMANDS = [init, demo, ingest, status, query]

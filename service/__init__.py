@@ -1,0 +1,1 @@
+"""The HTTP retrieval service for agents (FastAPI). Imports the core, never the reverse."""
