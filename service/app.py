@@ -7,6 +7,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from context_store.store import ContextStore
+from service.routes_staff import router as staff_router
 
 __all__ = ["create_app"]
 
@@ -20,4 +21,5 @@ def create_app(home: str | Path | None = None, *, store: ContextStore | None = N
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    app.include_router(staff_router)
     return app

@@ -1,0 +1,100 @@
+"""An escalation, end to end: outcome signals + confidence -> decision -> routed question -> log.
+
+``assess`` is what the retrieval API (``POST /v1/retrieve``) and ``freshcontext eval
+routing`` both call, so the evaluation measures exactly the policy that serves.
+
+The confidence half of the decision belongs to ``context_store.decision`` (issue 4). Until
+that module exists on this branch, ``assess`` applies the same rule locally (escalate when
+``confidence < threshold`` or any other reason fired) and reports it as ``low_confidence``;
+when it exists, ``assess`` delegates to ``decide(result, confidence, threshold,
+extra_reasons=...)`` so there is one rule in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from context_store.embedding import Embedder
+from context_store.questions import RoutingOutcome, route_question
+from context_store.retrieval import RetrievalResult
+from context_store.routing import EscalationReason, RoutingConfig, escalation_reasons, record_asked, routing_config
+from context_store.store import ContextStore
+
+__all__ = ["Verdict", "assess", "local_decide"]
+
+
+@dataclass
+class Verdict:
+    decision: str  # answer | escalate
+    reasons: list[EscalationReason] = field(default_factory=list)
+    confidence: float | None = None
+    threshold: float | None = None
+    routed: RoutingOutcome | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "decision": self.decision,
+            "reasons": [r.as_dict() for r in self.reasons],
+            "confidence": self.confidence,
+            "threshold": self.threshold,
+            "routed_question": self.routed.as_dict() if self.routed else None,
+        }
+
+
+def local_decide(
+    result: RetrievalResult, confidence: float, threshold: float, *, extra_reasons: tuple[EscalationReason, ...] | list[EscalationReason] = ()
+) -> tuple[str, list[EscalationReason]]:
+    """The confidence rule, as ``context_store.decision.decide`` states it: low confidence or any extra reason escalates."""
+    reasons: list[EscalationReason] = []
+    if not result.results:
+        reasons.append(EscalationReason("low_confidence", "no current company context matched the question", 0.0))
+    elif confidence < threshold:
+        reasons.append(EscalationReason("low_confidence", f"confidence {confidence:.2f} is below the threshold {threshold:.2f}", round(confidence, 4)))
+    reasons.extend(extra_reasons)
+    return ("escalate" if reasons else "answer"), reasons
+
+
+def assess(
+    store: ContextStore,
+    embedder: Embedder,
+    result: RetrievalResult,
+    *,
+    confidence: float,
+    threshold: float,
+    vector: np.ndarray | None = None,
+    trace_id: str | None = None,
+    conversation_id: str | None = None,
+    route: bool = True,
+    record: bool = True,
+    decide: Callable[..., tuple[str, list[Any]]] | None = None,
+    config: RoutingConfig | None = None,
+    now: datetime | None = None,
+) -> Verdict:
+    """Decide answer or escalate for one retrieval; on escalation, route it with its working memory.
+
+    ``route=False, record=False`` evaluates without side effects (the offline evaluation
+    and replays use that).
+    """
+    config = config or routing_config(store.settings)
+    vector = embedder.encode([result.query])[0] if vector is None else np.asarray(vector, dtype=np.float32)
+    extra = escalation_reasons(store, embedder, result, query_vector=vector, config=config, now=now, conversation_id=conversation_id)
+    decision, reasons = (decide or local_decide)(result, confidence, threshold, extra_reasons=tuple(extra))
+    verdict = Verdict(decision=decision, reasons=list(reasons), confidence=confidence, threshold=threshold)
+    if decision == "escalate" and route:
+        verdict.routed = route_question(
+            store, result, [r for r in verdict.reasons if isinstance(r, EscalationReason)], vector=vector, model=embedder.name,
+            confidence=confidence, trace_id=trace_id, conversation_id=conversation_id, config=config, now=now,
+        )
+    if record:
+        record_asked(
+            store, result, vector=vector, model=embedder.name, decision=decision, confidence=confidence,
+            reasons=[r for r in verdict.reasons if isinstance(r, EscalationReason)],
+            question_id=verdict.routed.question_id if verdict.routed else None,
+            trace_id=trace_id, conversation_id=conversation_id, now=now,
+        )
+    return verdict
