@@ -41,7 +41,7 @@ def main(ctx: click.Context, home: Path | None, verbose: int) -> None:
 
 
 def _register() -> None:
-    from pipeline.cli import eval_cmds, ingest_cmds, serve_cmds
+    from pipeline.cli import eval_cmds, eval_routing, ingest_cmds, serve_cmds  # noqa: F401  (eval_routing registers on eval)
 
     for module in (ingest_cmds, serve_cmds, eval_cmds):
         for command in module.COMMANDS:
