@@ -288,3 +288,26 @@ def test_outbox_gives_up_after_max_attempts_and_can_redeliver(kb: ContextStore, 
     delays = [backoff_seconds(n, 2, 3600, "m") for n in range(1, 15)]
     assert all(1 <= d <= 3600 for d in delays) and delays[0] <= 2 and delays[-1] >= 1800
     assert np.all(np.diff(delays[:8]) > 0)
+
+
+def test_learning_asset_flags_and_reports(kb: ContextStore, fake_embedder: HashingEmbedder, sources: dict[str, Path]) -> None:
+    import dagster as dg
+
+    from assets.learning import staff_answer_review, staff_answers_current
+    from assets.resources import StoreResource
+    from pipeline.definitions import defs
+
+    dg.Definitions.validate_loadable(defs)
+    routed = _route(kb, fake_embedder, "Can I return a lamp that I bought 40 days ago?")
+    answer = store_answer(kb, routed.question_id, author="maria", text="Store credit until day 60.")
+    index_answers(kb, fake_embedder, [write_answer_file(kb, answer.answer_id)])
+    (sources["company"] / "refunds.md").write_text(REFUNDS_V1.replace("30 days", "45 days"))
+    ingest(kb, fake_embedder)
+    resource = StoreResource(home=str(kb.settings.home))
+    result = dg.materialize([staff_answer_review, staff_answers_current], resources={"store": resource})
+    assert result.success
+    meta = {k: v.value for k, v in result.asset_materializations_for_node("staff_answer_review")[-1].metadata.items()}
+    assert meta["answers"] == 1 and meta["newly_flagged"] == 1 and meta["answers_flagged_stale"] == 1
+    assert "company/refunds.md" in meta["answers_to_review"]
+    check = result.get_asset_check_evaluations()[0]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
