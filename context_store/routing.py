@@ -86,7 +86,7 @@ DEFAULT_TOPICS = [
     ),
     SensitiveTopic(
         name="financial_distress",
-        phrases=["can't afford", "cannot afford", "bankrupt", "bankruptcy", "lost my job", "debt collector"],
+        phrases=["can't afford", "cannot afford", "can't pay", "cannot pay", "unable to pay", "bankrupt", "bankruptcy", "lost my job", "debt collector"],
         examples=[
             "I lost my job and cannot pay my bills",
             "I have no money left to pay for this",
@@ -95,7 +95,7 @@ DEFAULT_TOPICS = [
     ),
     SensitiveTopic(
         name="legal_threat",
-        phrases=["lawyer", "attorney", "lawsuit", "sue you", "legal action", "small claims court", "consumer protection agency"],
+        phrases=["lawyer", "my attorney", "lawsuit", "sue", "suing", "legal action", "small claims court", "consumer protection agency"],
         examples=[
             "I will take legal action against your company",
             "my lawyer will contact you",
@@ -114,15 +114,21 @@ DEFAULT_TOPICS = [
 ]
 
 DEFAULT_HUMAN_PHRASES = [
-    "a human", "human please", "real person", "a person", "someone real", "live agent", "human agent", "support agent",
-    "speak to an agent", "talk to an agent", "representative", "operator", "speak to someone", "talk to someone",
-    "call me", "call me back", "escalate",
+    # requests, not mentions: "call me Mike" or "are you a human?" must not route to a person
+    "talk to a human", "speak to a human", "talk to a person", "speak to a person", "speak with a person",
+    "talk to someone", "speak to someone", "speak with someone", "real person", "human being", "human agent",
+    "live agent", "live person", "talk to an agent", "speak to an agent", "speak with an agent",
+    "customer service representative", "transfer me to", "connect me to an agent", "connect me with an agent",
+    "call me back", "get me a human", "human please", "on the line", "real agent", "actual person", "your manager",
+    "a supervisor",
 ]
 DEFAULT_HUMAN_EXAMPLES = [
     "I want to talk to a real person",
     "let me speak to a human agent please",
     "connect me with customer service staff",
     "stop the bot, I need a person",
+    "can I get someone from support on the phone",
+    "I want a real support agent, not a chatbot",
 ]
 
 
@@ -133,9 +139,9 @@ class RoutingConfig(BaseModel):
     repeat_similarity: float = Field(default=0.72, ge=0, le=1)
     human_phrases: list[str] = Field(default_factory=lambda: list(DEFAULT_HUMAN_PHRASES))
     human_examples: list[str] = Field(default_factory=lambda: list(DEFAULT_HUMAN_EXAMPLES))
-    human_similarity: float = Field(default=0.72, ge=0, le=1)
+    human_similarity: float = Field(default=0.65, ge=0, le=1)
     sensitive_topics: list[SensitiveTopic] = Field(default_factory=lambda: [t.model_copy() for t in DEFAULT_TOPICS])
-    sensitive_similarity: float = Field(default=0.66, ge=0, le=1)
+    sensitive_similarity: float = Field(default=0.68, ge=0, le=1)
     # Maximum age of the best source's content, in days, by source name ("default" for the rest).
     source_max_age_days: dict[str, float] = Field(default_factory=lambda: {"default": 365.0})
     # Near-duplicate open questions are grouped above this cosine similarity.
@@ -205,7 +211,7 @@ def _example_matrix(embedder: Embedder, examples: list[str]) -> np.ndarray:
 
 
 def _phrase_hit(text: str, phrases: list[str]) -> str | None:
-    lowered = text.lower()
+    lowered = text.lower().replace("\u2019", "'")  # typographic apostrophes: can’t == can't
     for phrase in phrases:
         if re.search(r"(?<![a-z0-9])" + re.escape(phrase.lower()) + r"(?![a-z0-9])", lowered):
             return phrase

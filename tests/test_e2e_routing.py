@@ -83,3 +83,38 @@ def test_ask_escalate_answer_ask_again(sources: dict[str, Path], tmp_path: Path)
     metrics = learning_metrics(store)
     assert metrics["answers_retrievable"] == 1 and metrics["time_to_knowledge_p95_s"] < 30
     assert metrics["reasked_answered_without_person"] == 1 and metrics["escalations"] == 1
+
+
+POLICY_CASES = [
+    ("can I get a human on the line", "human_requested"),
+    ("stop, I want a real agent", "human_requested"),
+    ("connect me with someone from your support staff", "human_requested"),
+    ("someone stole my credit card and bought stuff", "sensitive_topic"),
+    ("I can’t pay my rent this month, can I pause my plan", "sensitive_topic"),
+    ("I'm going to sue Lumora", "sensitive_topic"),
+    ("I got locked out after too many password attempts", "sensitive_topic"),
+    ("the refund you sent was too small and I want to contest it", "sensitive_topic"),
+    ("there are charges on my card from a shop I never visited", "sensitive_topic"),
+    ("How do refunds work?", None),
+    ("where is my order", None),
+    ("how do I reset my password", None),
+    ("please call me Mike from now on", None),
+    ("are you a human or a computer?", None),
+    ("what does the Plus plan cost", None),
+]
+
+
+def test_default_trigger_lists_on_the_real_model(sources: dict[str, Path]) -> None:
+    """The shipped phrase and example lists, matched with the serving model, on requests and near misses."""
+    from context_store.routing import RoutingConfig, escalation_reasons
+
+    emb = SentenceTransformerEmbedder()
+    store = ContextStore.open(sources["home"], company_sources=[{"name": "company", "path": str(sources["company"])}])
+    ingest(store, emb)
+    config = RoutingConfig(source_max_age_days={})
+    wrong = []
+    for text, expected in POLICY_CASES:
+        got = {r.code for r in escalation_reasons(store, emb, retrieve(store, emb, text), config=config)}
+        if got != ({expected} if expected else set()):
+            wrong.append((text, expected, got))
+    assert not wrong, wrong
