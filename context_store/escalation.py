@@ -52,9 +52,11 @@ def local_decide(
     """The confidence rule, as ``context_store.decision.decide`` states it: low confidence or any extra reason escalates."""
     reasons: list[EscalationReason] = []
     if not result.results:
-        reasons.append(EscalationReason("low_confidence", "no current company context matched the question", 0.0))
-    elif confidence < threshold:
-        reasons.append(EscalationReason("low_confidence", f"confidence {confidence:.2f} is below the threshold {threshold:.2f}", round(confidence, 4)))
+        reasons.append(EscalationReason("no_results", "no current document matched the question", source="retrieval"))
+    if confidence < threshold:
+        reasons.append(EscalationReason(
+            "low_confidence", f"confidence {confidence:.3f} is below the threshold {threshold:.3f}", round(confidence, 4), source="retrieval",
+        ))
     reasons.extend(extra_reasons)
     return ("escalate" if reasons else "answer"), reasons
 
@@ -87,13 +89,13 @@ def assess(
     verdict = Verdict(decision=decision, reasons=list(reasons), confidence=confidence, threshold=threshold)
     if decision == "escalate" and route:
         verdict.routed = route_question(
-            store, result, [r for r in verdict.reasons if isinstance(r, EscalationReason)], vector=vector, model=embedder.name,
+            store, result, verdict.reasons, vector=vector, model=embedder.name,
             confidence=confidence, trace_id=trace_id, conversation_id=conversation_id, config=config, now=now,
         )
     if record:
         record_asked(
             store, result, vector=vector, model=embedder.name, decision=decision, confidence=confidence,
-            reasons=[r for r in verdict.reasons if isinstance(r, EscalationReason)],
+            reasons=verdict.reasons,
             question_id=verdict.routed.question_id if verdict.routed else None,
             trace_id=trace_id, conversation_id=conversation_id, now=now,
         )

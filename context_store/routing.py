@@ -49,7 +49,8 @@ __all__ = [
 ]
 
 REASON_CODES = (
-    "low_confidence",  # issue 4's calibrated confidence; listed so every code lives in one place
+    "no_results",  # raised by context_store.decision (the retrieval API); listed so every code lives in one place
+    "low_confidence",  # likewise: calibrated confidence below the threshold
     "repeat_contact",
     "human_requested",
     "sensitive_topic",
@@ -181,9 +182,12 @@ def routing_config(settings: Settings) -> RoutingConfig:
 
 @dataclass(frozen=True)
 class EscalationReason:
+    """Shaped like ``context_store.decision.Reason`` (code, detail, source) plus the score that fired it."""
+
     code: str
     detail: str
     score: float | None = None
+    source: str = "routing"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
