@@ -73,7 +73,7 @@ def assess(
     conversation_id: str | None = None,
     route: bool = True,
     record: bool = True,
-    decide: Callable[..., tuple[str, list[Any]]] | None = None,
+    decide: Callable[..., Any] | None = None,
     config: RoutingConfig | None = None,
     now: datetime | None = None,
 ) -> Verdict:
@@ -85,7 +85,9 @@ def assess(
     config = config or routing_config(store.settings)
     vector = embedder.encode([result.query])[0] if vector is None else np.asarray(vector, dtype=np.float32)
     extra = escalation_reasons(store, embedder, result, query_vector=vector, config=config, now=now, conversation_id=conversation_id)
-    decision, reasons = (decide or local_decide)(result, confidence, threshold, extra_reasons=tuple(extra))
+    outcome = (decide or local_decide)(result, confidence, threshold, extra_reasons=tuple(extra))
+    # ``context_store.decision.decide`` returns a Decision object; ``local_decide`` a tuple.
+    decision, reasons = outcome if isinstance(outcome, tuple) else (outcome.decision, outcome.reasons)
     verdict = Verdict(decision=decision, reasons=list(reasons), confidence=confidence, threshold=threshold)
     if decision == "escalate" and route:
         verdict.routed = route_question(

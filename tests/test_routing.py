@@ -311,3 +311,19 @@ def test_learning_asset_flags_and_reports(kb: ContextStore, fake_embedder: Hashi
     assert "company/refunds.md" in meta["answers_to_review"]
     check = result.get_asset_check_evaluations()[0]
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+
+
+def test_assess_accepts_a_decide_returning_a_decision_object(kb: ContextStore, fake_embedder: HashingEmbedder) -> None:
+    """The retrieval API's ``decision.decide`` returns an object with ``decision`` and ``reasons``."""
+    from types import SimpleNamespace
+
+    seen = {}
+
+    def decide(result, confidence, threshold, *, extra_reasons=()):  # type: ignore[no-untyped-def]
+        seen["extra"] = [r.code for r in extra_reasons]
+        return SimpleNamespace(decision="escalate", reasons=[EscalationReason("low_confidence", "x", source="retrieval"), *extra_reasons])
+
+    verdict = assess(kb, fake_embedder, retrieve(kb, fake_embedder, "I want to talk to a human about my refund"),
+                     confidence=0.3, threshold=0.5, decide=decide)
+    assert seen["extra"] == ["human_requested"] and codes(verdict.reasons) == ["low_confidence", "human_requested"]
+    assert verdict.routed is not None and [r["code"] for r in get_question(kb, verdict.routed.question_id)["reasons"]] == ["low_confidence", "human_requested"]
