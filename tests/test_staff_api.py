@@ -176,3 +176,42 @@ def test_embedder_down_when_the_answer_arrives(client: TestClient, kb: ContextSt
     from context_store.learning import mark_retrievable
 
     assert mark_retrievable(kb) == [q["answer"]["answer_id"]]
+
+
+def test_api_process_delivers_the_outbox(kb: ContextStore, fake_embedder: HashingEmbedder) -> None:
+    """With routing.outbound_url set, the app's lifespan runs the outbox worker."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from context_store.outbox import outbox_counts
+    from context_store.webhooks import verify
+
+    got: list[tuple[dict, bytes]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            got.append(({k.lower(): v for k, v in self.headers.items()}, self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    out_secret = generate_secret()
+    kb.settings.routing = {**kb.settings.routing, "outbound_url": f"http://127.0.0.1:{server.server_port}/", "outbound_secrets": [out_secret]}
+    try:
+        app = create_app(store=kb)
+        app.state.embedder = fake_embedder
+        with TestClient(app):
+            qid = routed(kb, fake_embedder)
+            deadline = time.time() + 15
+            while not got and time.time() < deadline:
+                time.sleep(0.1)
+        assert got, "the outbox worker delivered nothing"
+        verify([out_secret], got[0][0], got[0][1])
+        assert json.loads(got[0][1])["data"]["question_id"] == qid
+        assert outbox_counts(kb)["delivered"] == 1
+    finally:
+        server.shutdown()
