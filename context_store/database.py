@@ -6,14 +6,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import bindparam, event, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
 
 from context_store import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 
-__all__ = ["create_schema", "get_engine", "session_scope"]
+__all__ = ["bulk_update", "create_schema", "get_engine", "session_scope"]
 
 
 @lru_cache(maxsize=32)
@@ -52,3 +53,18 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def bulk_update(session: Session, model: type[SQLModel], key: str, rows: list[dict[str, Any]]) -> None:
+    """``UPDATE … WHERE key = :key`` as one executemany per distinct set of columns."""
+    table = model.__table__  # type: ignore[attr-defined]
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(sorted(row)), []).append({f"b_{k}": v for k, v in row.items()})
+    for columns, params in groups.items():
+        session.execute(
+            update(table)
+            .where(table.c[key] == bindparam(f"b_{key}"))
+            .values({c: bindparam(f"b_{c}") for c in columns if c != key}),
+            params,
+        )
