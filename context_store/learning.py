@@ -37,7 +37,9 @@ from context_store.documents import sync_company_sources
 from context_store.embedding import Embedder
 from context_store.errors import ConfigError, InvalidRequest
 from context_store.indexing import index_pending_documents
-from context_store.models import AskedQuestion, Document, DocumentVersion, QuestionAsk, RoutedQuestion, StaffAnswer, utcnow
+from context_store.models import (
+    AskedQuestion, Document, DocumentVersion, QuestionAsk, RoutedQuestion, StaffAnswer, WebhookDelivery, utcnow,
+)
 from context_store.questions import QuestionConflict, load_question
 from context_store.routing import RoutingConfig, routing_config
 from context_store.settings import SourceConfig
@@ -77,10 +79,16 @@ def store_answer(
     text: str,
     channel: str = "api",
     webhook_id: str | None = None,
+    webhook_endpoint: str | None = None,
+    body_sha256: str = "",
     config: RoutingConfig | None = None,
     now: datetime | None = None,
 ) -> StaffAnswer:
-    """Durably store an answer and mark its question answered; raises for unknown or already-answered questions."""
+    """Durably store an answer and mark its question answered; raises for unknown or already-answered questions.
+
+    With ``webhook_endpoint``, the delivery id is recorded in the same transaction, so a
+    retry of that delivery is recognised even if this process dies right after the commit.
+    """
     config = config or routing_config(store.settings)
     author, text = (author or "").strip(), (text or "").strip()
     if not author:
@@ -103,6 +111,11 @@ def store_answer(
         )
         question.status, question.answered_at, question.updated_at = "answered", now, now
         session.add_all([answer, question])
+        if webhook_id is not None and webhook_endpoint is not None:
+            session.add(WebhookDelivery(
+                webhook_id=webhook_id, endpoint=webhook_endpoint, received_at=now, body_sha256=body_sha256, status_code=200,
+                response={"status": "stored", "answer_id": answer.answer_id, "question_id": question_id, "doc_id": answer.doc_id},
+            ))
     return answer
 
 

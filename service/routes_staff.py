@@ -145,11 +145,11 @@ def _accept_answer(
     webhook_id: str | None = None, body_hash: str | None = None,
 ) -> dict[str, Any]:
     store, config = _store(request), _config(request)
-    answer = store_answer(store, question_id, author=author, text=text, channel=channel, webhook_id=webhook_id, config=config)
+    answer = store_answer(
+        store, question_id, author=author, text=text, channel=channel, webhook_id=webhook_id,
+        webhook_endpoint=WEBHOOK_PATH if webhook_id is not None else None, body_sha256=body_hash or "", config=config,
+    )
     response = {"status": "stored", "answer_id": answer.answer_id, "question_id": question_id, "doc_id": answer.doc_id}
-    if webhook_id is not None:
-        with store.session() as session:
-            session.add(WebhookDelivery(webhook_id=webhook_id, endpoint=WEBHOOK_PATH, body_sha256=body_hash or "", status_code=200, response=response))
     try:
         write_answer_file(store, answer.answer_id, config=config)
     except (OSError, FreshContextError) as exc:

@@ -215,3 +215,15 @@ def test_api_process_delivers_the_outbox(kb: ContextStore, fake_embedder: Hashin
         assert outbox_counts(kb)["delivered"] == 1
     finally:
         server.shutdown()
+
+
+def test_concurrent_duplicate_deliveries_store_one_answer(client: TestClient, kb: ContextStore, fake_embedder: HashingEmbedder) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    qid = routed(kb, fake_embedder)
+    raw = json.dumps({"question_id": qid, "answer": "Store credit until day 60.", "author": "maria"}).encode()
+    headers = {**sign_headers(NEW, raw, webhook_id="msg_race").as_dict(), "content-type": "application/json"}
+    with ThreadPoolExecutor(4) as pool:
+        codes = sorted(pool.map(lambda _: client.post("/v1/webhooks/staff-answer", content=raw, headers=headers).status_code, range(4)))
+    assert codes == [200, 409, 409, 409]
+    assert answers(kb) == 1
