@@ -424,12 +424,17 @@ class Retriever:
                 result.user_state = sorted(scored, key=lambda f: -f.score)
                 return
         index = self.store.index
-        # The user filter is part of the LanceDB query (prefilter), never applied afterwards.
-        facts = index.vector_search(
-            index.user_table_name, vector, 500, where=f"user_id = {quote(user_id)} AND version_id = {quote(snapshot.version_id)}",
-            columns=["fact_key", "text", "user_id", "version_id"],
+        # The user filter is part of the LanceDB query, never applied afterwards; every fact of
+        # the snapshot is returned (state is small), ordered by similarity to the question.
+        facts = index.rows(
+            index.user_table_name, f"user_id = {quote(user_id)} AND version_id = {quote(snapshot.version_id)}",
+            columns=["fact_key", "text", "user_id", "version_id", "vector"], limit=1000,
         )
-        result.user_state = [UserFact(key=f["fact_key"], text=f["text"], score=1.0 - float(f.get("_distance", 1.0))) for f in facts]
+        scored = [
+            UserFact(key=f["fact_key"], text=f["text"], score=float(np.asarray(f["vector"], dtype=np.float32) @ vector))
+            for f in facts
+        ]
+        result.user_state = sorted(scored, key=lambda f: -f.score)
 
 
 def _cached_vectors(session: Any, embedder: Embedder, texts_by_hash: dict[str, str]) -> dict[str, np.ndarray]:
