@@ -1,7 +1,7 @@
 """Routing and learning benchmark: time to knowledge on the warm path, and routing quality vs a raw baseline.
 
 Part 1 (learning loop, demo help centre, real all-MiniLM-L6-v2 loaded once):
-  for each unanswerable golden question: ask -> escalate -> a signed staff answer is POSTed to
+  for each unanswerable golden question: POST /v1/retrieve -> escalate -> a signed staff answer is POSTed to
   /v1/webhooks/staff-answer -> time until a retrieval for the question returns the answer on
   top ("time to knowledge"). Then the question is re-asked by another user (answered without
   a person?), one source document the answers relied on is edited and re-ingested (answers
@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -35,7 +34,6 @@ import numpy as np  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from context_store.embedding import SentenceTransformerEmbedder  # noqa: E402
-from context_store.escalation import assess  # noqa: E402
 from context_store.ingest import ingest  # noqa: E402
 from context_store.learning import flag_superseded_answers, learning_metrics  # noqa: E402
 from context_store.retrieval import retrieve  # noqa: E402
@@ -44,8 +42,7 @@ from context_store.webhooks import generate_secret, sign_headers  # noqa: E402
 from service.app import create_app  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
-# Raw top-1 cosine as the confidence stand-in until the retrieval API's calibrated one is merged.
-THRESHOLD = 0.6
+KEY = {"x-api-key": "bench-key"}
 
 
 def pct(values: list[float], q: float) -> float:
@@ -67,12 +64,13 @@ def learning_loop(n_answers: int, work: Path) -> dict:
         user_sources=[{"name": "users", "path": str(users)}],
         user_state_max_age_hours=24 * 3650,  # the demo snapshots are weeks old; this part measures learning, not staleness
         routing={"webhook_secrets": [secret]},
+        api_keys=["bench-key"],
     )
     emb = SentenceTransformerEmbedder()
     t0 = time.perf_counter()
     ingest(store, emb)
     ingest_s = time.perf_counter() - t0
-    app = create_app(store=store)
+    app = create_app(store=store, embedder=emb)
     app.state.embedder = emb
     client = TestClient(app)
     golden = [json.loads(line) for line in (REPO / "demo" / "golden" / "questions.jsonl").read_text().splitlines() if line.strip()]
@@ -80,14 +78,19 @@ def learning_loop(n_answers: int, work: Path) -> dict:
     answerable = [g["text"] for g in golden if g["answerable"]]
     users_ids = sorted(p.stem for p in users.glob("u-*.json"))
 
+    def ask(text: str, user: str | None = None) -> dict:
+        body = {"query": text, **({"user_id": user} if user else {})}
+        r = client.post("/v1/retrieve", json=body, headers=KEY)
+        assert r.status_code == 200, r.text
+        return r.json()
+
     ttk, webhook_ms, escalated, routed = [], [], 0, []
     for i, text in enumerate(unanswerable):
-        result = retrieve(store, emb, text, user_id=users_ids[i % len(users_ids)])
-        verdict = assess(store, emb, result, confidence=result.results[0].score if result.results else 0.0, threshold=THRESHOLD)
-        if verdict.decision != "escalate" or verdict.routed is None:
+        first = ask(text, users_ids[i % len(users_ids)])
+        if first["decision"] != "escalate" or not first["routed_question"] or first["routed_question"]["grouped"]:
             continue
         escalated += 1
-        routed.append((text, verdict.routed.question_id))
+        routed.append((text, first["routed_question"]["question_id"]))
     for n, (text, qid) in enumerate(routed):
         body = json.dumps({"question_id": qid, "author": "bench", "answer": f"Staff answer #{n}: here is what we can say about this. Reference BENCH-{n:03d}."}).encode()
         headers = sign_headers(secret, body).as_dict()
@@ -109,13 +112,11 @@ def learning_loop(n_answers: int, work: Path) -> dict:
     # re-asked by another user: answered without a person, from the staff answer?
     reused = 0
     for i, (text, qid) in enumerate(routed):
-        result = retrieve(store, emb, text, user_id=users_ids[(i + 7) % len(users_ids)])
-        v = assess(store, emb, result, confidence=result.results[0].score, threshold=THRESHOLD)
-        reused += int(v.decision == "answer" and result.results[0].kind == "staff_answer")
+        again = ask(text, users_ids[(i + 7) % len(users_ids)])
+        reused += int(again["decision"] == "answer" and again["results"][0]["kind"] == "staff_answer")
     # some ordinary traffic so the escalation rate means something
     for text in answerable:
-        result = retrieve(store, emb, text)
-        assess(store, emb, result, confidence=result.results[0].score if result.results else 0.0, threshold=THRESHOLD)
+        ask(text)
 
     # edit every document an answer relied on: those answers must be flagged for review
     relied = set()

@@ -19,14 +19,14 @@ from sqlalchemy import insert, update
 from sqlmodel import Session, col, select
 
 from context_store.database import bulk_update
-from context_store.errors import InputRejected, SourceError
+from context_store.errors import InputRejected, NotFound, SourceError
 from context_store.models import Document, DocumentVersion, utcnow
 from context_store.settings import SourceConfig
 from context_store.skipped_inputs import record_skip, resolve_skips
 from context_store.sources import SourceFile, list_source_files, parse_company_file, read_bytes, sha256
 from context_store.store import ContextStore
 
-__all__ = ["CompanySyncReport", "doc_id_for", "sync_company_sources", "version_id_for"]
+__all__ = ["CompanySyncReport", "doc_id_for", "document_versions", "sync_company_sources", "version_id_for"]
 
 log = logging.getLogger(__name__)
 
@@ -218,3 +218,19 @@ def _sync_file(
     )
     report.changed_doc_ids.append(doc_id)
     return True
+
+
+def document_versions(store: ContextStore, doc_id: str, *, as_of: datetime | None = None) -> list[DocumentVersion]:
+    """Every version of ``doc_id``, oldest first; with ``as_of``, only the one valid then (maybe none).
+
+    Raises ``NotFound`` for a document that never existed.
+    """
+    with store.session() as session:
+        if session.get(Document, doc_id) is None:
+            raise NotFound(f"unknown document {doc_id!r}")
+        query = select(DocumentVersion).where(DocumentVersion.doc_id == doc_id)
+        if as_of is not None:
+            query = query.where(col(DocumentVersion.valid_from) <= as_of).where(
+                (col(DocumentVersion.valid_to).is_(None)) | (col(DocumentVersion.valid_to) > as_of)
+            )
+        return list(session.exec(query.order_by(col(DocumentVersion.valid_from))).all())

@@ -25,7 +25,7 @@ from context_store.retrieval import RetrievalResult
 from context_store.routing import EscalationReason, RoutingConfig, escalation_reasons, record_asked, routing_config
 from context_store.store import ContextStore
 
-__all__ = ["Verdict", "assess", "local_decide"]
+__all__ = ["RoutingSignals", "Verdict", "assess", "local_decide", "routing_signals"]
 
 
 @dataclass
@@ -59,6 +59,64 @@ def local_decide(
         ))
     reasons.extend(extra_reasons)
     return ("escalate" if reasons else "answer"), reasons
+
+
+@dataclass
+class RoutingSignals:
+    """The outcome-signal half of a decision, and what to do once the decision is made.
+
+    The retrieval API uses it around ``context_store.decision.decide``::
+
+        signals = routing_signals(store, embedder, result, conversation_id=...)
+        decision = decide(result, confidence, threshold, extra_reasons=[*other, *signals.reasons])
+        routed = signals.follow_up(decision.decision, decision.reasons, confidence=..., trace_id=...)
+    """
+
+    store: ContextStore
+    embedder: Embedder
+    result: RetrievalResult
+    vector: np.ndarray
+    reasons: list[EscalationReason]
+    conversation_id: str | None = None
+    config: RoutingConfig | None = None
+    now: datetime | None = None
+    active: bool = True
+
+    def follow_up(self, decision: str, reasons: list[Any], *, confidence: float | None = None, trace_id: str | None = None) -> RoutingOutcome | None:
+        """Route an escalation (with its working memory) and log the question; returns the routed question."""
+        if not self.active:
+            return None
+        routed = None
+        if decision == "escalate":
+            routed = route_question(
+                self.store, self.result, list(reasons), vector=self.vector, model=self.embedder.name, confidence=confidence,
+                trace_id=trace_id, conversation_id=self.conversation_id, config=self.config, now=self.now,
+            )
+        record_asked(
+            self.store, self.result, vector=self.vector, model=self.embedder.name, decision=decision, confidence=confidence,
+            reasons=list(reasons), question_id=routed.question_id if routed else None, trace_id=trace_id,
+            conversation_id=self.conversation_id, now=self.now,
+        )
+        return routed
+
+
+def routing_signals(
+    store: ContextStore,
+    embedder: Embedder,
+    result: RetrievalResult,
+    *,
+    vector: np.ndarray | None = None,
+    conversation_id: str | None = None,
+    config: RoutingConfig | None = None,
+    now: datetime | None = None,
+) -> RoutingSignals:
+    """Evaluate the outcome signals for one retrieval. Point-in-time (``as_of``) audits are neither routed nor logged."""
+    config = config or routing_config(store.settings)
+    if getattr(result, "as_of", None) is not None:
+        return RoutingSignals(store, embedder, result, np.zeros(0, np.float32), [], conversation_id, config, now, active=False)
+    vector = embedder.encode([result.query])[0] if vector is None else np.asarray(vector, dtype=np.float32)
+    reasons = escalation_reasons(store, embedder, result, query_vector=vector, config=config, now=now, conversation_id=conversation_id)
+    return RoutingSignals(store, embedder, result, vector, reasons, conversation_id, config, now)
 
 
 def assess(

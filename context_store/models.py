@@ -25,6 +25,7 @@ __all__ = [
     "RoutedQuestion",
     "StaffAnswer",
     "WebhookDelivery",
+    "RetrievalTrace",
     "SkippedInput",
     "UserRecord",
     "UserSnapshotVersion",
@@ -305,3 +306,39 @@ class OutboxMessage(SQLModel, table=True):
     last_status: Optional[int] = None
     created_at: datetime = _ts(default_factory=utcnow)
     delivered_at: Optional[datetime] = _ts(default=None)
+
+
+# --- retrieval API ---
+
+
+class RetrievalTrace(SQLModel, table=True):
+    """The evidence trail of one retrieval response: what was asked, what was served, why.
+
+    Texts are not copied: each served chunk is named by document version, chunk id and
+    hashes, and versions are never deleted, so ``traces.replay`` can show the exact text.
+    """
+
+    __tablename__ = "retrieval_traces"
+
+    trace_id: str = Field(primary_key=True)
+    created_at: datetime = _ts(default_factory=utcnow, index=True)
+    query: str
+    user_id: Optional[str] = Field(default=None, index=True)
+    user_version_id: Optional[str] = None
+    k: int
+    mode: str
+    as_of: Optional[datetime] = _ts(default=None)
+    filters: Optional[dict] = _json(default=None)
+    model: str
+    table_versions: Optional[dict] = _json(default=None)
+    dense_snapshot_version: Optional[int] = None
+    confidence: float
+    confidence_source: str
+    threshold: float
+    features: Optional[dict] = _json(default=None)
+    decision: str = Field(index=True)
+    reasons: Optional[list] = _json(default=None)
+    results: Optional[list] = _json(default=None)
+    user_facts: Optional[list] = _json(default=None)
+    latency_ms: Optional[float] = None
+    client: Optional[str] = None  # a fingerprint of the API key, never the key

@@ -3,8 +3,9 @@
 Input: a BEIR-format knowledge base (``corpus.jsonl`` lines ``{_id, title, text}``) and a
 JSONL query file (lines ``{text, answerable, expected_doc_ids?}``). The KB is written as
 Markdown files into a fresh home and ingested by the ordinary pipeline; every query then
-runs through ``retrieve`` and ``escalation.assess`` (with ``route=False, record=False``),
-the code ``POST /v1/retrieve`` serves with.
+runs through the code ``POST /v1/retrieve`` serves with: ``Retriever.retrieve`` (the
+configured mode), the confidence features it computes, ``routing_signals`` (outcome
+triggers) and ``decision.decide`` — only routing and logging are switched off.
 
 An *answered* query is correct when it is answerable and, if ``expected_doc_ids`` is
 given, its top result is one of them. Reported for the calibrated policy and, in the same
@@ -17,15 +18,16 @@ run, for a raw top-1 similarity baseline:
 - ``escalation_precision`` / ``escalation_recall``: for unanswerable queries, at the
   operating threshold (fitted on the training folds to ``target_precision``).
 
-Confidence is a logistic model over retrieval features (top-1 cosine, margin to the
-second document, full-text top score, whether vector and full-text agree on the top
-document), *cross-fitted*: each query's confidence comes from a model that never saw it.
+Confidence is the API's calibrator (``confidence.fit_calibrator``: logistic regression over
+``confidence.FEATURES``), *cross-fitted*: each query's confidence comes from a calibrator
+fitted on the other folds, never on the query itself. The baseline is the raw top-1 dense
+cosine (``dense_top``) with a threshold fitted the same way. The API's uncalibrated
+conservative default is reported too (``uncalibrated_default``).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import random
 import re
 import shutil
@@ -39,14 +41,14 @@ import numpy as np
 
 from context_store.embedding import Embedder
 from context_store.errors import InputRejected, InvalidRequest
-from context_store.escalation import assess
+from context_store.confidence import FEATURES, default_confidence, fit_calibrator
+from context_store.escalation import routing_signals
 from context_store.ingest import ingest
-from context_store.retrieval import RetrievalResult, retrieve
+from context_store.retrieval import Retriever
 from context_store.routing import RoutingConfig
 from context_store.store import ContextStore
 
 __all__ = [
-    "FEATURES",
     "LabelledQuery",
     "RoutingEvalReport",
     "aurc",
@@ -55,12 +57,10 @@ __all__ = [
     "coverage_at_precision",
     "ece",
     "escalation_scores",
-    "features",
     "load_queries",
     "run_routing_eval",
 ]
 
-FEATURES = ("top1", "margin", "fts_top", "agree", "top_doc_share")
 SOURCE = "kb"
 
 
@@ -148,22 +148,6 @@ class _Cached:
         return np.stack([self._vectors[t] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
 
 
-def features(store: ContextStore, result: RetrievalResult) -> dict[str, float]:
-    """Retrieval features a confidence model can calibrate; all cheap, all from the response itself."""
-    scores = [h.score for h in result.results]
-    top1 = scores[0] if scores else 0.0
-    top_doc = result.results[0].doc_id if result.results else None
-    other = next((h.score for h in result.results if h.doc_id != top_doc), 0.0)
-    try:
-        fts = store.index.text_search(store.index.company_table_name, result.query, 5, columns=["doc_id"])
-    except (ValueError, RuntimeError, OSError):  # a query the full-text parser rejects has no text signal
-        fts = []
-    fts_top = float(fts[0]["_score"]) if fts else 0.0
-    agree = 1.0 if fts and top_doc is not None and fts[0]["doc_id"] == top_doc else 0.0
-    share = sum(1 for h in result.results if h.doc_id == top_doc) / len(result.results) if result.results else 0.0
-    return {"top1": float(top1), "margin": float(top1 - other), "fts_top": math.log1p(max(fts_top, 0.0)), "agree": agree, "top_doc_share": share}
-
-
 # --- metrics ------------------------------------------------------------------------------
 
 
@@ -235,12 +219,8 @@ def _threshold_for(scores: np.ndarray, correct: np.ndarray, target: float) -> fl
     return threshold
 
 
-def _cross_fit(x: np.ndarray, y: np.ndarray, folds: int, seed: int, target: float) -> tuple[np.ndarray, np.ndarray]:
+def _cross_fit(feats: list[dict[str, float]], y: np.ndarray, folds: int, seed: int, target: float) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold calibrated confidence and, per query, the threshold fitted on the other folds."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     n = len(y)
     order = np.random.default_rng(seed).permutation(n)
     conf = np.zeros(n)
@@ -248,14 +228,9 @@ def _cross_fit(x: np.ndarray, y: np.ndarray, folds: int, seed: int, target: floa
     for f in range(folds):
         test = order[f::folds]
         train = np.setdiff1d(order, test)
-        if len(set(y[train].tolist())) < 2:
-            conf[test] = y[train].mean() if len(train) else 0.5
-            thr[test] = 0.5
-            continue
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
-        model.fit(x[train], y[train])
-        conf[test] = model.predict_proba(x[test])[:, 1]
-        thr[test] = _threshold_for(model.predict_proba(x[train])[:, 1], y[train], target)
+        calibrator = fit_calibrator([feats[i] for i in train], [bool(y[i]) for i in train])
+        conf[test] = [calibrator.predict(feats[i]) for i in test]
+        thr[test] = _threshold_for(np.array([calibrator.predict(feats[i]) for i in train]), y[train], target)
     return conf, thr
 
 
@@ -276,12 +251,13 @@ class RoutingEvalReport:
     answerable: int
     policy: dict[str, Any]
     baseline: dict[str, Any]
+    uncalibrated_default: dict[str, Any] = field(default_factory=dict)
     escalations_by_reason: dict[str, int] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.policy, "queries": self.queries, "answerable": self.answerable, "baseline": self.baseline,
-                "escalations_by_reason": self.escalations_by_reason, "settings": self.settings}
+                "uncalibrated_default": self.uncalibrated_default, "escalations_by_reason": self.escalations_by_reason, "settings": self.settings}
 
 
 def _summary(scores: np.ndarray, probs: np.ndarray, correct: np.ndarray, escalated: np.ndarray, answerable: np.ndarray) -> dict[str, Any]:
@@ -324,32 +300,37 @@ def run_routing_eval(
     try:
         store, mapping = build_kb_home(Path(kb_dir), home, embedder)
         cached = _Cached(embedder, [q.text for q in queries])
+        retriever = Retriever(store, cached)
         config = config or RoutingConfig()
+        feats: list[dict[str, float]] = []
         rows, extra_codes = [], []
         for i, q in enumerate(queries):
-            result = retrieve(store, cached, q.text, k=k)
-            feats = features(store, result)
+            result = retriever.retrieve(q.text, k=k)
             top = mapping.get(result.results[0].doc_id) if result.results else None
             correct = q.answerable and top is not None and (not q.expected_doc_ids or top in q.expected_doc_ids)
-            # confidence 1 / threshold 0: only the outcome signals can escalate here; the
-            # confidence half is applied below with the cross-fitted model and threshold.
-            verdict = assess(store, cached, result, confidence=1.0, threshold=0.0, route=False, record=False, config=config)
-            extra_codes.append([r.code for r in verdict.reasons])
-            rows.append((feats, correct, q.answerable))
+            # the outcome signals exactly as /v1/retrieve computes them (nothing routed or logged here);
+            # the confidence half of decide() is applied below with the cross-fitted calibrator
+            signals = routing_signals(store, cached, result, config=config)
+            feats.append(dict(result.features))
+            extra_codes.append([r.code for r in signals.reasons])
+            rows.append((bool(result.results), correct, q.answerable))
             if progress and i % 100 == 0:
                 progress(i, len(queries))
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    x = np.array([[f[name] for name in FEATURES] for f, _, _ in rows])
+    has_results = np.array([h for h, _, _ in rows], bool)
     y = np.array([c for _, c, _ in rows], bool)
     answerable = np.array([a for _, _, a in rows], bool)
-    extra = np.array([bool(c) for c in extra_codes])
-    conf, thr = _cross_fit(x, y.astype(int), folds, seed, target_precision)
-    raw = x[:, 0]
+    extra = np.array([bool(c) for c in extra_codes]) | ~has_results  # decide(): no results always escalates
+    conf, thr = _cross_fit(feats, y.astype(int), folds, seed, target_precision)
+    raw = np.array([f.get("dense_top", 0.0) for f in feats])
     raw_thr = _raw_thresholds(raw, y.astype(int), folds, seed, target_precision)
+    default = np.array([default_confidence(f) if h else 0.0 for f, h in zip(feats, has_results)])
+    api_threshold = store.settings.retrieval.confidence_threshold
     policy = _summary(conf, conf, y, (conf < thr) | extra, answerable)
     baseline = _summary(raw, raw, y, (raw < raw_thr) | extra, answerable)
+    uncalibrated = _summary(default, default, y, (default < api_threshold) | extra, answerable)
     by_reason: dict[str, int] = {}
     for codes_ in extra_codes:
         for c in set(codes_):
@@ -357,9 +338,11 @@ def run_routing_eval(
     by_reason["low_confidence"] = int((conf < thr).sum())
     return RoutingEvalReport(
         queries=len(queries), answerable=int(answerable.sum()), policy=policy, baseline=baseline,
-        escalations_by_reason=by_reason,
+        uncalibrated_default=uncalibrated, escalations_by_reason=by_reason,
         settings={"folds": folds, "seed": seed, "target_precision": target_precision, "k": k, "features": list(FEATURES),
-                  "model": embedder.name, "documents": len(mapping)},
+                  "mode": store.settings.retrieval.mode, "model": embedder.name, "documents": len(mapping),
+                  "policy_threshold_median": round(float(np.median(thr)), 4), "baseline_threshold_median": round(float(np.median(raw_thr)), 4),
+                  "uncalibrated_threshold": api_threshold},
     )
 
 

@@ -13,6 +13,7 @@ import hmac
 import html
 import json
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -33,6 +34,8 @@ from context_store.routing import RoutingConfig, routing_config
 from context_store.sources import sha256
 from context_store.store import ContextStore
 from context_store.webhooks import WebhookRejected, verify
+from service.auth import ENV_KEYS
+from service.errors import error_body
 
 __all__ = ["router"]
 
@@ -75,16 +78,19 @@ def _config(request: Request) -> RoutingConfig:
 
 
 def _embedder(request: Request) -> Embedder:
-    """The app's embedder (the retrieval API sets one); built lazily otherwise."""
+    """The serving process's embedder (the retrieval API's, already loaded); built lazily otherwise."""
     embedder = getattr(request.app.state, "embedder", None)
+    service = getattr(request.app.state, "service", None)
+    if embedder is None and service is not None:
+        embedder = service.embedder
     if embedder is None:
         embedder = build_embedder(_store(request).settings.embedding)
         request.app.state.embedder = embedder
     return embedder
 
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": code, "detail": message}, status_code=status)
+def _error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
+    return JSONResponse(error_body(code, message, details), status_code=status)
 
 
 def _error_for(exc: FreshContextError) -> JSONResponse:
@@ -114,10 +120,16 @@ def _session_token(api_key: str) -> str:
     return hmac.new(api_key.encode(), b"freshcontext-staff-session", hashlib.sha256).hexdigest()
 
 
+def _keys(request: Request) -> list[str]:
+    # The same keys the retrieval API accepts (service.auth.KeyRing): the config file and the environment.
+    env = [k.strip() for k in os.environ.get(ENV_KEYS, "").split(",") if k.strip()]
+    return [k for k in dict.fromkeys([*_store(request).settings.api_keys, *env]) if k]
+
+
 def _authorised(request: Request) -> bool:
-    keys = _store(request).settings.api_keys
+    keys = _keys(request)
     if not keys:
-        return True  # no keys configured: a local, unprotected install (the page says so)
+        return False  # secure by default, like /v1: no keys configured, nobody gets in
     key = _presented_key(request)
     if key and any(hmac.compare_digest(key, k) for k in keys):
         return True
@@ -200,10 +212,8 @@ async def staff_answer_webhook(request: Request, background: BackgroundTasks) ->
     with store.session() as session:
         seen = session.get(WebhookDelivery, webhook_id)
     if seen is not None:
-        return JSONResponse(
-            {"error": "duplicate_delivery", "detail": f"webhook-id {webhook_id} was processed at {seen.received_at.isoformat()}",
-             "original": seen.response}, status_code=409,
-        )
+        return _error(409, "duplicate_delivery", f"webhook-id {webhook_id} was processed at {seen.received_at.isoformat()}; treat it as delivered",
+                      {"original": seen.response})
     try:
         payload = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -243,7 +253,9 @@ class StatusIn(BaseModel):
 
 def _guarded(request: Request, fn: Any, *args: Any, **kwargs: Any) -> Any:
     if not _authorised(request):
-        return _error(401, "unauthorised", "send a valid API key in x-api-key or Authorization: Bearer")
+        if not _keys(request):
+            return _error(401, "unauthorized", f"no API keys are configured on this server; set {ENV_KEYS} or api_keys in freshcontext.yaml")
+        return _error(401, "unauthorized", "missing or invalid API key: send X-API-Key or Authorization: Bearer <key>")
     try:
         return fn(*args, **kwargs)
     except FreshContextError as exc:
@@ -315,7 +327,7 @@ def _page(title: str, body: str) -> HTMLResponse:
 
 def _csrf(request: Request) -> str:
     # Tied to the session cookie (or to nothing on an unprotected install); checked on every form post.
-    seed = request.cookies.get(SESSION_COOKIE, "open")
+    seed = request.cookies.get(SESSION_COOKIE) or _presented_key(request) or "none"
     return hmac.new(seed.encode(), b"freshcontext-staff-csrf", hashlib.sha256).hexdigest()[:32]
 
 
@@ -364,8 +376,6 @@ def staff_page(request: Request, answered: str | None = None, error: str | None 
     store = _store(request)
     questions = list_questions(store, status="open", limit=200)
     parts = []
-    if not store.settings.api_keys:
-        parts.append("<p class=warn>No <code>api_keys</code> are configured: this page is not protected.</p>")
     if answered:
         parts.append(f"<p class=flash role=status>Answer to {html.escape(answered)} stored; it becomes knowledge as soon as it is indexed.</p>")
     if error:
@@ -377,15 +387,17 @@ def staff_page(request: Request, answered: str | None = None, error: str | None 
 
 
 @router.get("/staff/login", response_class=HTMLResponse, include_in_schema=False)
-def staff_login_form(failed: int = 0) -> HTMLResponse:
+def staff_login_form(request: Request, failed: int = 0) -> HTMLResponse:
     msg = "<p class=warn role=alert>That key is not valid.</p>" if failed else ""
+    if not _keys(request):
+        msg += f"<p class=warn role=alert>No API keys are configured on this server: set <code>{ENV_KEYS}</code> or <code>api_keys</code> in freshcontext.yaml.</p>"
     return _page("sign in", f"""{msg}<form method=post action=/staff/login class=q>
 <label>API key <input type=password name=api_key required autofocus></label> <button type=submit>Sign in</button></form>""")
 
 
 @router.post("/staff/login", include_in_schema=False)
 def staff_login(request: Request, api_key: str = Form(...)) -> Response:
-    keys = _store(request).settings.api_keys
+    keys = _keys(request)
     if not any(hmac.compare_digest(api_key, k) for k in keys):
         return RedirectResponse("/staff/login?failed=1", status_code=303)
     response = RedirectResponse("/staff", status_code=303)

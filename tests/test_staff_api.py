@@ -41,7 +41,7 @@ def kb(sources: dict[str, Path], fake_embedder: HashingEmbedder) -> ContextStore
 
 @pytest.fixture
 def client(kb: ContextStore, fake_embedder: HashingEmbedder) -> TestClient:
-    app = create_app(store=kb)
+    app = create_app(store=kb, embedder=fake_embedder)
     app.state.embedder = fake_embedder
     return TestClient(app)
 
@@ -74,11 +74,11 @@ def test_signed_answer_is_stored_indexed_and_replays_are_refused(client: TestCli
     assert top.kind == "staff_answer" and "store credit" in top.text
     # the same delivery again (a sender retry, even much later): 409, nothing stored twice
     again = post(client, body, webhook_id="msg_1")
-    assert again.status_code == 409 and again.json()["error"] == "duplicate_delivery"
-    assert again.json()["original"]["question_id"] == qid
+    assert again.status_code == 409 and again.json()["error"]["code"] == "duplicate_delivery"
+    assert again.json()["error"]["details"]["original"]["question_id"] == qid
     # a new delivery answering the same question: 409 already answered
     second = post(client, {**body, "answer": "No."}, webhook_id="msg_2")
-    assert second.status_code == 409 and second.json()["error"] == "already_answered"
+    assert second.status_code == 409 and second.json()["error"]["code"] == "already_answered"
     assert answers(kb) == 1
     with kb.session() as s:
         assert s.get(WebhookDelivery, "msg_1") is not None and s.get(WebhookDelivery, "msg_2") is None
@@ -128,7 +128,7 @@ def test_bad_deliveries_get_specific_errors_and_store_nothing(
     else:
         r = post(client, {**good, "answer": "x" * 5000})
     assert r.status_code == status, r.text
-    assert r.json()["error"] == error and r.json()["detail"]
+    assert r.json()["error"]["code"] == error and r.json()["error"]["message"]
     assert answers(kb) == 0 and get_question(kb, qid)["status"] == "open"
     # and the same question can still be answered properly afterwards
     assert post(client, good).status_code == 200
@@ -138,7 +138,7 @@ def test_webhook_without_secrets_is_unavailable(sources: dict[str, Path], fake_e
     store = ContextStore.open(sources["home"], company_sources=[{"name": "company", "path": str(sources["company"])}])
     client = TestClient(create_app(store=store))
     r = post(client, {"question_id": "q", "answer": "a", "author": "b"})
-    assert r.status_code == 503 and r.json()["error"] == "not_configured"
+    assert r.status_code == 503 and r.json()["error"]["code"] == "not_configured"
 
 
 def test_question_endpoints_need_the_api_key_and_follow_the_lifecycle(client: TestClient, kb: ContextStore, fake_embedder: HashingEmbedder) -> None:
@@ -202,7 +202,7 @@ def test_api_process_delivers_the_outbox(kb: ContextStore, fake_embedder: Hashin
     out_secret = generate_secret()
     kb.settings.routing = {**kb.settings.routing, "outbound_url": f"http://127.0.0.1:{server.server_port}/", "outbound_secrets": [out_secret]}
     try:
-        app = create_app(store=kb)
+        app = create_app(store=kb, embedder=fake_embedder)
         app.state.embedder = fake_embedder
         with TestClient(app):
             qid = routed(kb, fake_embedder)

@@ -77,7 +77,7 @@ def served(sources: dict[str, Path], tmp_path: Path) -> Iterator[tuple[str, Cont
     result = retrieve(store, emb, text, user_id="u-1")
     qid = route_question(store, result, [EscalationReason("repeat_contact", "asked twice in 48 h", 0.9)],
                          vector=emb.encode([text])[0], model=emb.name, conversation_id="conv-77").question_id
-    app = create_app(store=store)
+    app = create_app(store=store, embedder=emb)
     app.state.embedder = emb
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -150,5 +150,5 @@ def test_staff_forms_refuse_posts_without_the_page_token(served: tuple[str, Cont
         assert r.status_code == 303 and r.headers["location"] == "/staff/login"  # not signed in
         client.post("/staff/login", data={"api_key": API_KEY})
         r = client.post(f"/staff/questions/{qid}/answer", data={"answer": "x", "author": "y", "csrf": "forged"})
-        assert r.status_code == 403 and r.json()["error"] == "bad_csrf_token"
+        assert r.status_code == 403 and r.json()["error"]["code"] == "bad_csrf_token"
     assert get_question(store, qid)["status"] == "open"

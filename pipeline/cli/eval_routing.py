@@ -45,10 +45,11 @@ def routing(kb_dir: Path, queries_path: Path, work_dir: Path | None, folds: int,
         return
     click.echo(f"{data['queries']} queries ({data['answerable']} answerable), {data['settings']['documents']} KB documents, "
                f"{folds}-fold cross-fitted, threshold fitted to {target_precision:.0%} answer precision")
-    click.echo(f"{'metric':<22}{'policy':>10}{'baseline':>10}")
+    click.echo(f"{'metric':<22}{'policy':>10}{'baseline':>10}{'uncalibrated':>14}")
     for key in KEYS:
-        better = "" if key in ("escalation_rate",) else ""
-        click.echo(f"{key:<22}{data[key]:>10.4f}{data['baseline'][key]:>10.4f}{better}")
+        click.echo(f"{key:<22}{data[key]:>10.4f}{data['baseline'][key]:>10.4f}{data['uncalibrated_default'][key]:>14.4f}")
+    click.echo("policy: the API's calibrator, cross-fitted; baseline: raw top-1 cosine threshold; "
+               "uncalibrated: the API's conservative default at its threshold")
     click.echo("escalations by reason: " + ", ".join(f"{k}={v}" for k, v in sorted(data["escalations_by_reason"].items())))
 
 
