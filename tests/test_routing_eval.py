@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,7 @@ from context_store.errors import InputRejected
 from context_store.routing_eval import (
     aurc, convert_clinc150, coverage_at_precision, ece, escalation_scores, load_queries, run_routing_eval,
 )
-from tests.conftest import REPO, SHARED_DATA
+from tests.conftest import SHARED_DATA
 
 
 def test_coverage_at_precision_by_hand() -> None:
@@ -96,9 +94,16 @@ def test_clinc150_converter(tmp_path: Path) -> None:
     assert not any(f"- {x.text}\n" in kb_text + "\n" for x in answerable)
 
 
-def test_cli_reports_bad_input(tmp_path: Path) -> None:
+def test_cli_reports_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    monkeypatch.setenv("FRESHCONTEXT_HOME", str(tmp_path / "home"))  # main() exports it; restored afterwards
     kb, q = _tiny_set(tmp_path)
     (kb / "corpus.jsonl").unlink()
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "eval", "routing", "--kb", str(kb), "--queries", str(q)],
-                         cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert out.returncode != 0 and "no corpus.jsonl" in out.stderr
+    out = CliRunner().invoke(main, ["eval", "routing", "--kb", str(kb), "--queries", str(q)])
+    assert out.exit_code != 0 and "no corpus.jsonl" in out.output
+    q.write_text('{"text": "x"}\n')
+    out = CliRunner().invoke(main, ["eval", "routing", "--kb", str(kb), "--queries", str(q)])
+    assert out.exit_code != 0 and "answerable" in out.output
