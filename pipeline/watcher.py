@@ -277,6 +277,8 @@ class SourceWatcher:
     # -- life cycle ------------------------------------------------------------------------
 
     def start(self, *, rescan: bool = True) -> "SourceWatcher":
+        # open the database before any thread does: two threads creating the schema at once collide
+        _ = self.store.engine
         for kind, source in self.sources():
             if self._schedule(kind, source) and rescan:
                 self._rescans[(kind, source.name)] = "watcher started"
@@ -462,6 +464,7 @@ class WarmApplier:
                 self._stop.wait(1.0)
 
     def start(self) -> "WarmApplier":
+        _ = self.store.engine  # see SourceWatcher.start
         self._thread = threading.Thread(target=self._loop, name="warm-apply", daemon=True)
         self._thread.start()
         return self
