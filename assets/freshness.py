@@ -50,9 +50,42 @@ def _num(value: float | None) -> float:
     return float("nan") if value is None else round(float(value), 3)
 
 
+def _run_started_at(context: dg.AssetExecutionContext) -> datetime:
+    record = context.instance.get_run_record_by_id(context.run.run_id)
+    started = record.start_time if record is not None else None
+    if started is None:  # not started as far as the instance knows: the oldest step start will do
+        started = context.instance.get_run_stats(context.run.run_id).start_time or time.time()
+    return datetime.fromtimestamp(started, tz=timezone.utc)
+
+
+@dg.asset(group_name="freshness", deps=[company_chunk_index, user_state_index], kinds={"python"})
+def source_reconciliation(context: dg.AssetExecutionContext, store: StoreResource) -> dg.MaterializeResult:
+    """What the full re-hash of this run changed (the journal missed it), and the journal it settled.
+
+    Run by ``reconcile_job`` after a full scan of both lineages; every journal row seen before
+    the run started is covered by that scan and is marked applied.
+    """
+    cs = store.open()
+    started = _run_started_at(context)
+    diff = reconciliation_diff(cs, started)
+    settled = mark_applied(cs, by="reconcile", seen_before=started)
+    if diff["differences"]:
+        context.log.warning(
+            "reconciliation found %d differences (%d never journaled): %s",
+            diff["differences"], diff["missed_by_journal"], ", ".join(diff["missed_sample"][:5]),
+        )
+    meta: dict[str, Any] = {k: v for k, v in diff.items() if isinstance(v, int)}
+    meta["journal_rows_settled"] = settled
+    meta["scan_started_at"] = started.isoformat()
+    if diff["missed_sample"]:
+        meta["missed_sample"] = md_table(["state"], [[m] for m in diff["missed_sample"]])
+    return dg.MaterializeResult(metadata=meta)
+
+
 @dg.asset(
     group_name="freshness",
-    deps=[company_chunk_index, user_state_index],
+    # after a reconciliation when both run, so the report sees the journal it settled
+    deps=[company_chunk_index, user_state_index, source_reconciliation],
     kinds={"python"},
     check_specs=[dg.AssetCheckSpec(name, asset="freshness_report", description=desc) for name, (_, desc) in FRESHNESS_CHECKS.items()],
 )
@@ -102,38 +135,6 @@ def freshness_report(config: FreshnessConfig, store: StoreResource) -> dg.Materi
             for o in outcomes
         ],
     )
-
-
-def _run_started_at(context: dg.AssetExecutionContext) -> datetime:
-    record = context.instance.get_run_record_by_id(context.run_id)
-    started = record.start_time if record is not None else None
-    if started is None:  # not started as far as the instance knows: the oldest step start will do
-        started = context.instance.get_run_stats(context.run_id).start_time or time.time()
-    return datetime.fromtimestamp(started, tz=timezone.utc)
-
-
-@dg.asset(group_name="freshness", deps=[company_chunk_index, user_state_index], kinds={"python"})
-def source_reconciliation(context: dg.AssetExecutionContext, store: StoreResource) -> dg.MaterializeResult:
-    """What the full re-hash of this run changed (the journal missed it), and the journal it settled.
-
-    Run by ``reconcile_job`` after a full scan of both lineages; every journal row seen before
-    the run started is covered by that scan and is marked applied.
-    """
-    cs = store.open()
-    started = _run_started_at(context)
-    diff = reconciliation_diff(cs, started)
-    settled = mark_applied(cs, by="reconcile", seen_before=started)
-    if diff["differences"]:
-        context.log.warning(
-            "reconciliation found %d differences (%d never journaled): %s",
-            diff["differences"], diff["missed_by_journal"], ", ".join(diff["missed_sample"][:5]),
-        )
-    meta: dict[str, Any] = {k: v for k, v in diff.items() if isinstance(v, int)}
-    meta["journal_rows_settled"] = settled
-    meta["scan_started_at"] = started.isoformat()
-    if diff["missed_sample"]:
-        meta["missed_sample"] = md_table(["state"], [[m] for m in diff["missed_sample"]])
-    return dg.MaterializeResult(metadata=meta)
 
 
 class CompactionConfig(dg.Config):
