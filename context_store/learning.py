@@ -6,13 +6,15 @@ Order matters, because nothing may be lost:
    transaction. Only then does the webhook return 2xx.
 2. ``write_answer_file`` writes the answer as Markdown (front matter: question id, answer
    id, author, the document versions it was given) into the configured company source of
-   kind ``staff_answer``. From there it is ordinary company state: the change journal and
-   sensor, the reconciliation, or any ``freshcontext ingest`` version and index it like
-   every other file. There is no side door into LanceDB.
+   kind ``staff_answer`` and appends it to the change journal (as the watcher would). From
+   there it is ordinary company state: the journal sensor's ``company_refresh_job``, the
+   reconciliation, or any ``freshcontext ingest`` version and index it like every other
+   file. There is no side door into LanceDB.
 3. ``index_answers`` is the warm path a serving process may take right away: the same
    ``sync_company_sources`` + ``index_pending_documents`` the Dagster assets run, limited
-   to the new files. If the embedder is down, the answer stays stored and its file
-   written; the next ingest indexes it.
+   to the new files, then the journal rows are marked applied (a later sensor run finds
+   nothing to do). If the embedder is down, the answer stays stored, its file written and
+   journaled; the sensor or the next ingest indexes it.
 
 ``flag_superseded_answers`` marks an answer for review when a document version it relied
 on has been superseded or deleted: the policy it paraphrased may have changed.
@@ -33,12 +35,13 @@ import numpy as np
 import yaml
 from sqlmodel import col, func, select
 
+from context_store import journal
 from context_store.documents import sync_company_sources
 from context_store.embedding import Embedder
 from context_store.errors import ConfigError, InvalidRequest
 from context_store.indexing import index_pending_documents
 from context_store.models import (
-    AskedQuestion, Document, DocumentVersion, QuestionAsk, RoutedQuestion, StaffAnswer, WebhookDelivery, utcnow,
+    AskedQuestion, ChangeEvent, Document, DocumentVersion, QuestionAsk, RoutedQuestion, StaffAnswer, WebhookDelivery, utcnow,
 )
 from context_store.questions import QuestionConflict, load_question
 from context_store.routing import RoutingConfig, routing_config
@@ -163,6 +166,9 @@ def write_answer_file(store: ContextStore, answer_id: str, *, config: RoutingCon
         answer.file_path, answer.written_at = str(path), utcnow()
         answer.doc_id = f"{source.name}/{path.name}"
         session.add(answer)
+    entry = journal.entry_for_path(store.settings, path)
+    if entry is not None:
+        journal.append(store, [entry])  # the same row the watcher writes; duplicates are dropped by fingerprint
     return path
 
 
@@ -200,9 +206,15 @@ def index_answers(store: ContextStore, embedder: Embedder, paths: list[Path] | N
     paths = list(paths) if paths is not None else write_pending_answer_files(store) + _unindexed_answer_files(store)
     report = IndexAnswersReport(files=[str(p) for p in paths])
     if paths:
+        wanted = {str(Path(p).resolve()) for p in paths}
+        with store.session() as session:
+            row_ids = list(session.exec(
+                select(ChangeEvent.id).where(col(ChangeEvent.path).in_(wanted), col(ChangeEvent.applied_at).is_(None))
+            ).all())
         sync = sync_company_sources(store, paths=paths)
         report.documents_changed = len(sync.changed_doc_ids)
         report.chunks_embedded = index_pending_documents(store, embedder).chunks_embedded
+        journal.mark_applied(store, ids=[int(i) for i in row_ids if i is not None], by="staff-answer")
     report.retrievable = mark_retrievable(store)
     report.flagged = flag_superseded_answers(store)
     report.seconds = time.perf_counter() - started

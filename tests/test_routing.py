@@ -327,3 +327,23 @@ def test_assess_accepts_a_decide_returning_a_decision_object(kb: ContextStore, f
                      confidence=0.3, threshold=0.5, decide=decide)
     assert seen["extra"] == ["human_requested"] and codes(verdict.reasons) == ["low_confidence", "human_requested"]
     assert verdict.routed is not None and [r["code"] for r in get_question(kb, verdict.routed.question_id)["reasons"]] == ["low_confidence", "human_requested"]
+
+
+def test_answer_files_go_through_the_change_journal(kb: ContextStore, fake_embedder: HashingEmbedder) -> None:
+    """The sensor path sees a written answer like any edited file; the warm path marks it applied."""
+    from context_store import journal
+
+    routed = _route(kb, fake_embedder, "Do you ship lamps to Iceland?")
+    answer = store_answer(kb, routed.question_id, author="tom", text="Yes, with DHL Express.")
+    path = write_answer_file(kb, answer.answer_id)
+    pending = [r for r in journal.read_after(kb, 0, unapplied_only=True) if r.path == str(path.resolve())]
+    assert len(pending) == 1 and pending[0].state_kind == "company" and pending[0].source_name == "staff"
+    # without the warm path, the journal's own apply (what the sensor's run does) indexes it
+    applied = journal.apply_changes(kb, fake_embedder)
+    assert applied.company is not None and "staff/" + path.name in applied.company.changed_doc_ids
+    assert index_answers(kb, fake_embedder, []).retrievable == [answer.answer_id]
+    # the warm path leaves nothing for the sensor
+    routed2 = _route(kb, fake_embedder, "Is there a store in Oslo?")
+    answer2 = store_answer(kb, routed2.question_id, author="tom", text="No, online only.")
+    index_answers(kb, fake_embedder, [write_answer_file(kb, answer2.answer_id)])
+    assert not [r for r in journal.read_after(kb, 0, unapplied_only=True) if r.source_name == "staff"]
