@@ -222,10 +222,12 @@ def freshness_eval(
         "lag_warm_p95_s": warm["lag_p95_s"],
         "lag_warm_max_s": warm["lag_max_s"],
         "lag_warm_small_commits_p95_s": warm["small_commit_lag_p95_s"],
+        "lag_warm_per_commit_p95_s": warm["commit_lag_p95_s"],
         "lag_dagster_p50_s": dag["lag_p50_s"] if dag else None,
         "lag_dagster_p95_s": dag["lag_p95_s"] if dag else None,
         "lag_dagster_max_s": dag["lag_max_s"] if dag else None,
         "lag_dagster_small_commits_p95_s": dag["small_commit_lag_p95_s"] if dag else None,
+        "lag_dagster_per_commit_p95_s": dag["commit_lag_p95_s"] if dag else None,
         "dagster_run_launch_s": round(launch, 2) if launch is not None else None,
         "dagster_sensor_interval_s": SENSOR_INTERVAL_S if dag else None,
         "lag_dagster_daemon_p95_est_s": (
