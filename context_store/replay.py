@@ -116,7 +116,8 @@ class History:
         self._blobs: dict[str, str] | None = None
         self._blob_path = blobs
 
-    def blob(self, blob_id: str) -> str:
+    def blob(self, blob_id: str) -> str | None:
+        """The text of a blob; ``None`` when the history does not carry it (a binary file, say)."""
         if self._blobs is None:
             self._blobs = {}
             with gzip.open(self._blob_path, "rt", encoding="utf-8") as fh:
@@ -124,10 +125,7 @@ class History:
                     if line.strip():
                         rec = json.loads(line)
                         self._blobs[rec["blob"]] = rec["text"]
-        try:
-            return self._blobs[blob_id]
-        except KeyError as exc:
-            raise ConfigError(f"{self._blob_path}: blob {blob_id} is referenced but missing") from exc
+        return self._blobs.get(blob_id)
 
     def __len__(self) -> int:
         return len(self.commits)
@@ -160,6 +158,7 @@ class ReplayState:
         self.settings = settings
         self.files: dict[str, str] = {}
         self.skipped_paths: set[str] = set()
+        self.missing_blobs = 0
 
     def _indexable(self, rel: str, text: str) -> bool:
         parts = PurePosixPath(rel).parts
@@ -199,15 +198,19 @@ class ReplayState:
             if rel is None:
                 log.warning("commit %s: unsafe path %r skipped", commit.sha[:10], change.path)
                 continue
-            if change.status == "D":
-                record(rel, None)
-            elif change.status == "R":
+            if change.status == "R":
                 old_rel = _safe_rel(change.old_path or "")
                 if old_rel is not None:
                     record(old_rel, None)
-                record(rel, self.history.blob(change.blob or ""))
-            else:
-                record(rel, self.history.blob(change.blob or ""))
+            if change.status == "D":
+                record(rel, None)
+                continue
+            text = self.history.blob(change.blob or "")
+            if text is None:  # not carried by the history: the file is left as it was
+                self.missing_blobs += 1
+                log.warning("commit %s: no text for %s (blob %s); change skipped", commit.sha[:10], rel, change.blob)
+                continue
+            record(rel, text)
         return list(touched.values())
 
     @staticmethod
@@ -605,6 +608,7 @@ def run_replay(
         "bootstrap_commits": start,
         "bootstrap_seconds": round(bootstrap_s, 2),
         "files_changed": files_changed,
+        "missing_blobs": state.missing_blobs,
         "chunks_changed": chunks_changed,
         "final_state_matches_history": served == truth_hashes,
         "drivers_identical": identical,
