@@ -30,7 +30,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
@@ -40,7 +40,8 @@ from context_store.chunking import chunk_document
 from context_store.documents import doc_id_for
 from context_store.embedding import Embedder
 from context_store.errors import ConfigError, InputRejected
-from context_store.models import Document, DocumentVersion, EmbeddingCacheEntry
+from context_store.freshness import percentile
+from context_store.models import Document, DocumentVersion, EmbeddingCacheEntry, utcnow
 from context_store.retrieval import retrieve
 from context_store.settings import Settings
 from context_store.sources import COMPANY_SUFFIXES, is_ignored_name, parse_company_file, sha256
@@ -433,8 +434,8 @@ class DriverStats:
 
     def summary(self) -> dict[str, Any]:
         def pct(values: list[float], q: float) -> float | None:
-            ordered = sorted(values)
-            return round(ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))], 3) if ordered else None
+            value = percentile(values, q)
+            return None if value is None else round(value, 3)
 
         return {
             "commits_measured": self.commits,
@@ -461,10 +462,6 @@ def iter_commits(history: History, start: int, count: int | None) -> Iterator[tu
     end = len(history) if count is None else min(len(history), start + count)
     for i in range(start, end):
         yield i, history.commits[i]
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def embedded_since(store: ContextStore, since: datetime) -> int:
@@ -548,7 +545,7 @@ def run_replay(
             copy_embeddings(drivers[0].store, driver.store)
         driver.bootstrap()
     bootstrap_s = time.perf_counter() - began
-    replay_started = utc_now()
+    replay_started = utcnow()
     stats = {d.name: DriverStats(d.name) for d in drivers}
     chunks_changed = files_changed = replayed = 0
     end = len(history) if commits is None else min(len(history), start + commits)
