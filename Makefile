@@ -12,7 +12,7 @@ PORT ?= 8000
 DAGSTER_PORT ?= 3000
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: setup run ingest serve dagster test test-fast bench clean
+.PHONY: setup run ingest serve dagster test test-fast bench bench-freshness clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -49,6 +49,9 @@ test-fast: setup
 
 bench: setup
 	$(PY) bench/ingest.py
+
+bench-freshness: setup
+	$(PY) bench/freshness.py
 
 clean:
 	rm -rf $(VENV) .freshcontext .pytest_cache
