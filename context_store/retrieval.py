@@ -26,7 +26,7 @@ from context_store.chunking import chunk_document
 from context_store.dense_index import DenseIndex
 from context_store.embedding import Embedder
 from context_store.errors import InvalidRequest, UnknownUser
-from context_store.fusion import Candidate, bm25_scores, rrf, score_fusion
+from context_store.fusion import Candidate, bm25_scores, rrf, score_fusion, text_weight_for
 from context_store.models import (
     ChunkRecord,
     Document,
@@ -279,7 +279,7 @@ class Retriever:
                     v = np.asarray(row["vector"], dtype=np.float32)
                     cand.vector_score = float(v @ vector / (np.linalg.norm(v) or 1.0))
         result.table_versions = index.versions()
-        fused = self._fuse(result.mode, list(cands.values()))
+        fused = self._fuse(result.mode, list(cands.values()), result.query)
         result.features = _features(fused, rows, result.mode)
         self._serve_current(result, fused, rows)
 
@@ -290,7 +290,7 @@ class Retriever:
             (_matches(filters, kind, doc) for kind, doc in zip(snap.meta["kind"], snap.meta["doc_id"])), dtype=bool, count=snap.size
         )
 
-    def _fuse(self, mode: str, cands: list[Candidate]) -> list[Candidate]:
+    def _fuse(self, mode: str, cands: list[Candidate], query: str) -> list[Candidate]:
         if mode == "vector":
             for c in cands:
                 c.score = c.vector_score or 0.0
@@ -301,7 +301,11 @@ class Retriever:
             return sorted(cands, key=lambda c: -c.score)
         if mode == "rrf":
             return rrf(cands)
-        return score_fusion(cands, self.config.text_weight)
+        weight = text_weight_for(
+            query, question_weight=self.config.text_weight, keyword_weight=self.config.keyword_text_weight,
+            keyword_max_terms=self.config.keyword_max_terms,
+        )
+        return score_fusion(cands, weight)
 
     def _rerank(self, query: str, fused: list[Candidate], rows: dict[str, dict[str, Any]], depth: int) -> list[Candidate]:
         head = fused[:depth]
@@ -373,7 +377,7 @@ class Retriever:
             for rank, i in enumerate([i for i in np.argsort(-text)[: self.config.candidates].tolist() if text[i] > 0], 1):
                 cand = cands.setdefault(i, Candidate(str(i), vector_score=float(dense[i])))
                 cand.text_score, cand.text_rank = float(text[i]), rank
-        fused = self._fuse(result.mode, list(cands.values()))
+        fused = self._fuse(result.mode, list(cands.values()), result.query)
         rows = {}
         for c in fused[: result.k]:
             chunk = chunks[int(c.key)]

@@ -63,7 +63,10 @@ class RetrievalConfig(BaseModel):
 
     mode: str = "hybrid"  # hybrid | vector | text | rrf (measured: bench/quality.py)
     candidates: int = Field(default=100, ge=10, le=1000)  # per ranker, before fusion
-    text_weight: float = Field(default=0.3, ge=0.0, le=10.0)  # hybrid: weight of normalised full-text score
+    # hybrid: weight of the normalised full-text score for questions, and for short keyword queries
+    text_weight: float = Field(default=0.06, ge=0.0, le=10.0)
+    keyword_text_weight: float = Field(default=0.4, ge=0.0, le=10.0)
+    keyword_max_terms: int = Field(default=4, ge=0, le=100)
     confidence_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     query_encoder: str = "auto"  # auto | torch | onnx | onnx-int8
     query_cache_size: int = Field(default=2048, ge=0)
