@@ -51,9 +51,29 @@ def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "pipeline.cli", "--home", str(home), *args], cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
-def test_eval_retrieval_and_calibrate_cli(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def model_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One home for the module: the ONNX export is made once and reused by the CLI runs."""
+    return tmp_path_factory.mktemp("model-home")
+
+
+def test_onnx_query_encoder_matches_the_indexed_model(model_home: Path) -> None:
+    from context_store.embedding import SentenceTransformerEmbedder
+    from context_store.query_encoder import CachedEncoder, build_query_encoder
+    from context_store.settings import EmbeddingConfig
+
+    encoder = build_query_encoder(EmbeddingConfig(), "onnx", model_home, cache_size=8)
+    assert isinstance(encoder, CachedEncoder) and (model_home / "models" / "all-MiniLM-L6-v2.onnx").exists()
+    texts = ["Where is my parcel?", "refund " * 400]  # the second is truncated at 256 word pieces by both
+    reference = SentenceTransformerEmbedder().encode(texts)
+    assert np.min(np.sum(reference * encoder.encode(texts), axis=1)) > 0.9999
+    encoder.encode(texts)
+    assert encoder.hits == 2
+
+
+def test_eval_retrieval_and_calibrate_cli(tmp_path: Path, model_home: Path) -> None:
     beir = _beir(tmp_path)
-    home = tmp_path / "home"
+    home = model_home
     out = _cli(home, "eval", "retrieval", "--beir", str(beir), "--json", "--work-home", str(tmp_path / "work"))
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads(out.stdout)
@@ -67,21 +87,9 @@ def test_eval_retrieval_and_calibrate_cli(tmp_path: Path) -> None:
     assert cal.returncode == 0, cal.stderr[-2000:]
     summary = json.loads(cal.stdout)
     assert summary["queries"] == 12 and 0 < summary["positive_rate"] < 1 and (home / "calibrator.json").exists()
-    again = _cli(home, "eval", "retrieval", "--beir", str(beir), "--json", "--work-home", str(tmp_path / "work"))
-    assert json.loads(again.stdout)["confidence"] == "calibrator"
+    from context_store.confidence import load_calibrator
+
+    calibrator = load_calibrator(home / "calibrator.json")
+    assert calibrator is not None and calibrator.k == 1 and calibrator.samples == 12
     bad = _cli(home, "eval", "retrieval", "--beir", str(tmp_path))
     assert bad.returncode != 0 and "corpus.jsonl" in bad.stderr
-
-
-def test_onnx_query_encoder_matches_the_indexed_model(tmp_path: Path) -> None:
-    from context_store.embedding import SentenceTransformerEmbedder
-    from context_store.query_encoder import CachedEncoder, build_query_encoder
-    from context_store.settings import EmbeddingConfig
-
-    encoder = build_query_encoder(EmbeddingConfig(), "onnx", tmp_path, cache_size=8)
-    assert isinstance(encoder, CachedEncoder) and (tmp_path / "models" / "all-MiniLM-L6-v2.onnx").exists()
-    texts = ["Where is my parcel?", "refund " * 400]  # the second is truncated at 256 word pieces by both
-    reference = SentenceTransformerEmbedder().encode(texts)
-    assert np.min(np.sum(reference * encoder.encode(texts), axis=1)) > 0.9999
-    encoder.encode(texts)
-    assert encoder.hits == 2
