@@ -102,8 +102,9 @@ def build_home(home: Path, chunks: int, real: int) -> dict[str, float]:
     mix /= np.linalg.norm(mix, axis=1, keepdims=True)
     all_vectors = np.vstack([vectors, mix.astype(np.float32)])
     all_texts = texts + [f"{texts[i]}\n{texts[j]}"[:1200] for i, j in zip(a.tolist(), b.tolist())]
-    store = ContextStore.open(home, api_keys=[KEY])
-    store.settings.save()
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "freshcontext.yaml").write_text(f"api_keys: [{KEY}]\n")  # everything else: the shipped defaults
+    store = ContextStore.open(home)
     now = datetime.now(timezone.utc)
     per_doc = 10
     docs, versions, rows = [], [], []
