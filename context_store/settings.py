@@ -63,13 +63,16 @@ class RetrievalConfig(BaseModel):
 
     mode: str = "hybrid"  # hybrid | vector | text | rrf (measured: bench/quality.py)
     candidates: int = Field(default=100, ge=10, le=1000)  # per ranker, before fusion
-    text_weight: float = Field(default=0.3, ge=0.0, le=10.0)  # hybrid: weight of normalised full-text score
+    # hybrid: weight of the normalised full-text score for questions, and for short keyword queries
+    text_weight: float = Field(default=0.06, ge=0.0, le=10.0)
+    keyword_text_weight: float = Field(default=0.4, ge=0.0, le=10.0)
+    keyword_max_terms: int = Field(default=4, ge=0, le=100)
     confidence_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     query_encoder: str = "auto"  # auto | torch | onnx | onnx-int8
     query_cache_size: int = Field(default=2048, ge=0)
     ann: str = "auto"  # auto | exact | ivf: in-memory dense index over the current vectors
     ann_min_rows: int = Field(default=50_000, ge=1)
-    ann_nprobe: int = Field(default=48, ge=1)
+    ann_nprobe: int = Field(default=96, ge=1)  # of ~sqrt(n) clusters; recall@10 vs exact 0.98 at 100k
     refresh_interval_seconds: float = Field(default=0.2, ge=0.0)  # how often to look for a new table version
     reranker: str | None = None  # path of a locally installed cross-encoder; none is bundled
 
