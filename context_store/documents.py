@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from context_store.database import lineage_lock
 from context_store.errors import InputRejected, SourceError
 from context_store.models import Document, DocumentVersion, utcnow
 from context_store.settings import SourceConfig
@@ -73,6 +74,9 @@ def sync_company_sources(
     sources = store.settings.company_sources if sources is None else sources
     wanted = None if paths is None else {Path(p).resolve() for p in paths}
     with store.session() as session:
+        # Two ingests of one source must not both version the same change: the second waits,
+        # then finds it already current (and the open-version index would refuse a twin).
+        lineage_lock(session, "company")
         created: list[tuple[Document, DocumentVersion]] = []
         tombstoned: list[tuple[Document, str]] = []
         for source in sources:

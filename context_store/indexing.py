@@ -19,6 +19,7 @@ import numpy as np
 from sqlmodel import Session, col, or_, select
 
 from context_store.chunking import chunk_document
+from context_store.database import insert_ignore, lineage_lock
 from context_store.embedding import Embedder
 from context_store.models import (
     ChunkRecord,
@@ -54,6 +55,8 @@ EMBED_GROUP = 2048
 class IndexReport:
     items_indexed: int = 0
     items_removed: int = 0
+    # pending when this run started, but indexed or superseded by a concurrent run meanwhile
+    items_skipped_concurrent: int = 0
     chunks_total: int = 0
     chunks_embedded: int = 0
     chunks_reused: int = 0
@@ -125,12 +128,13 @@ def embed_cached(
         group = missing[start : start + EMBED_GROUP]
         encoded = embedder.encode([texts_by_hash[h] for h in group])
         now = utcnow()
+        rows = []
         for h, vec in zip(group, encoded):
             vec = np.asarray(vec, dtype=np.float32)
             vectors[h] = vec
-            session.add(
-                EmbeddingCacheEntry(chunk_hash=h, model=embedder.name, dim=int(vec.shape[0]), vector=vec.tobytes(), created_at=now)
-            )
+            rows.append({"chunk_hash": h, "model": embedder.name, "dim": int(vec.shape[0]), "vector": vec.tobytes(), "created_at": now})
+        # another ingest may have embedded the same text meanwhile: its vector is as good as ours
+        insert_ignore(session, EmbeddingCacheEntry, rows)
         session.commit()  # embedding work survives a crash later in the run
         if progress:
             progress(len(group))
@@ -170,8 +174,12 @@ def index_pending_documents(
     started = time.perf_counter()
     report = IndexReport()
     with store.session() as session:
+        # Preparing (chunk records) and committing take the lineage lock; embedding, the slow
+        # part, does not, so a second ingest waits seconds, not minutes.
+        lineage_lock(session, "company")
         pending = pending_documents(session)
         if not pending:
+            session.commit()
             report.rows_in_table = store.index.count(COMPANY_TABLE)
             report.seconds = time.perf_counter() - started
             return report
@@ -193,7 +201,12 @@ def index_pending_documents(
         report.chunks_reused = report.chunks_total - embedded
         dim = int(next(iter(vectors.values())).shape[0]) if vectors else embedder.dim
         for start in range(0, len(work), group_size):
-            group = work[start : start + group_size]
+            lineage_lock(session, "company")
+            group = _still_pending(session, Document, "doc_id", work[start : start + group_size])
+            report.items_skipped_concurrent += min(group_size, len(work) - start) - len(group)
+            if not group:
+                session.commit()
+                continue
             now = utcnow()
             rows = [
                 _company_row(doc, version, chunk, vectors[chunk.chunk_hash], now)
@@ -222,6 +235,29 @@ def index_pending_documents(
         report.items_indexed, report.items_removed, report.chunks_embedded, report.chunks_reused,
     )
     return report
+
+
+def _still_pending(session: Session, model: Any, key: str, items: list[Any]) -> list[Any]:
+    """The items whose current version is still the one prepared, and still not indexed.
+
+    Read under the lineage lock: anything another run indexed meanwhile is not applied
+    twice, and a version superseded meanwhile never overwrites its successor's rows (the
+    successor is pending and the run that made it, or the next one, indexes it).
+    """
+    ids = [getattr(item[0], key) for item in items]
+    fresh: dict[str, tuple[str | None, str | None]] = {}
+    for start in range(0, len(ids), 900):
+        part = ids[start : start + 900]
+        for ident, current, indexed in session.exec(
+            select(getattr(model, key), model.current_version_id, model.indexed_version_id).where(col(getattr(model, key)).in_(part))
+        ).all():
+            fresh[ident] = (current, indexed)
+    keep = []
+    for item in items:
+        current, indexed = fresh.get(getattr(item[0], key), (None, None))
+        if current == item[0].current_version_id and current != indexed:
+            keep.append(item)
+    return keep
 
 
 def _cached_hashes(session: Session, model: str, texts: dict[str, str]) -> set[str]:
@@ -264,6 +300,7 @@ def index_pending_users(store: ContextStore, embedder: Embedder, *, group_size: 
     started = time.perf_counter()
     report = IndexReport()
     with store.session() as session:
+        lineage_lock(session, "user")
         pending = list(
             session.exec(
                 select(UserRecord)
@@ -272,6 +309,7 @@ def index_pending_users(store: ContextStore, embedder: Embedder, *, group_size: 
             ).all()
         )
         if not pending:
+            session.commit()
             report.rows_in_table = store.index.count(USER_TABLE)
             report.seconds = time.perf_counter() - started
             return report
@@ -282,13 +320,19 @@ def index_pending_users(store: ContextStore, embedder: Embedder, *, group_size: 
             work.append((user, version))
             for fact in version.facts if version else []:
                 texts.setdefault(sha256(fact["text"]), fact["text"])
+        session.commit()
         report.chunks_total = sum(len(v.facts) for _, v in work if v)
         vectors, embedded = embed_cached(session, embedder, texts)
         report.chunks_embedded = embedded
         report.chunks_reused = report.chunks_total - embedded
         dim = int(next(iter(vectors.values())).shape[0]) if vectors else embedder.dim
         for start in range(0, len(work), group_size):
-            group = work[start : start + group_size]
+            lineage_lock(session, "user")
+            group = _still_pending(session, UserRecord, "user_id", work[start : start + group_size])
+            report.items_skipped_concurrent += min(group_size, len(work) - start) - len(group)
+            if not group:
+                session.commit()
+                continue
             now = utcnow()
             rows = [
                 {

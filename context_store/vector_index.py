@@ -103,7 +103,8 @@ class VectorIndex:
     def _table_for_write(self, name: str, schema: pa.Schema) -> Any:
         table = self.table(name)
         if table is None:
-            table = self.db.create_table(name, schema=schema, exist_ok=True)
+            # two first writers may race to create it; exist_ok makes the loser open it instead
+            table = _retry_conflicts(lambda: self.db.create_table(name, schema=schema, exist_ok=True))
         return table
 
     # -- writes --------------------------------------------------------------------------
@@ -139,7 +140,7 @@ class VectorIndex:
 
         _retry_conflicts(commit)
         if rows and not self._has_fts(table):
-            table.create_index("text", config=FTS(), replace=True)
+            _retry_conflicts(lambda: self._has_fts(table) or table.create_index("text", config=FTS(), replace=True))
 
     @staticmethod
     def _has_fts(table: Any) -> bool:

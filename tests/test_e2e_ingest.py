@@ -21,7 +21,8 @@ from context_store.retrieval import retrieve
 from pipeline.definitions import INGEST_ASSETS, INGEST_CHECKS
 from tests.conftest import REFUNDS_V1, REPO
 
-pytestmark = pytest.mark.e2e
+# the tests using ``sources`` run on SQLite + local LanceDB and on PostgreSQL + S3 LanceDB
+pytestmark = [pytest.mark.e2e, pytest.mark.all_backends]
 
 
 @pytest.fixture
