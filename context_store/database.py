@@ -39,10 +39,12 @@ __all__ = [
     "MIGRATIONS_DIR",
     "SchemaDrift",
     "create_schema",
+    "downgrade",
     "get_engine",
     "head_revision",
     "insert_ignore",
     "lineage_lock",
+    "make_engine",
     "migrate",
     "new_revision",
     "schema_drift",
@@ -59,7 +61,14 @@ _PG_MIGRATION_LOCK = 0x66726573  # "fres"
 
 @lru_cache(maxsize=32)
 def get_engine(url: str) -> Engine:
-    """One engine per URL per process; SQLite gets WAL so readers never block the writer."""
+    """One engine per URL per process, its schema upgraded to the newest revision."""
+    engine = make_engine(url)
+    create_schema(engine)
+    return engine
+
+
+def make_engine(url: str) -> Engine:
+    """A new engine that does not touch the schema; SQLite gets WAL so readers never block the writer."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
@@ -75,7 +84,6 @@ def get_engine(url: str) -> Engine:
 
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    create_schema(engine)
     return engine
 
 
@@ -121,6 +129,13 @@ def migrate(engine: Engine, revision: str = "head") -> None:
             command.stamp(_alembic_config(conn), BASELINE_REVISION)
             conn.commit()
         command.upgrade(_alembic_config(conn), revision)
+        conn.commit()
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Step the schema back to ``revision`` (``base`` drops every table): for rollbacks and tests."""
+    with _migration_lock(engine), engine.connect() as conn:
+        command.downgrade(_alembic_config(conn), revision)
         conn.commit()
 
 

@@ -85,7 +85,8 @@ _names = itertools.count()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("all_backends"):
+    explicit = any(m.args and m.args[0] == "backend" for m in metafunc.definition.iter_markers("parametrize"))
+    if "backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("all_backends") and not explicit:
         metafunc.parametrize("backend", BACKENDS, indirect=True)
 
 

@@ -41,9 +41,9 @@ def main(ctx: click.Context, home: Path | None, verbose: int) -> None:
 
 
 def _register() -> None:
-    from pipeline.cli import eval_cmds, ingest_cmds, serve_cmds
+    from pipeline.cli import db_cmds, eval_cmds, ingest_cmds, serve_cmds
 
-    for module in (ingest_cmds, serve_cmds, eval_cmds):
+    for module in (ingest_cmds, serve_cmds, eval_cmds, db_cmds):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -150,6 +150,7 @@ def test_two_ingests_and_a_reader_never_double_apply_or_mix_versions(tmp_path: P
     assert rows and all(current[r["doc_id"]] == r["version_id"] for r in rows)
 
 
+@pytest.mark.parametrize("backend", ["postgres-s3"], indirect=True)  # SQLite: tests/test_e2e_ingest.py
 def test_kill_9_during_index_commits_is_repaired_by_the_next_run(tmp_path: Path, backend: dict[str, Any]) -> None:
     company, users, home = _setup(tmp_path, backend)
     store = _open(home, company, users)
