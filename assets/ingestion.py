@@ -40,8 +40,8 @@ def _progress_factory(store_resource: StoreResource):  # type: ignore[no-untyped
         return None
     from tqdm import tqdm
 
-    def start(total: int, docs: int):  # type: ignore[no-untyped-def]
-        bar = tqdm(total=total, unit="chunk", desc=f"embedding ({docs} documents)", leave=False)
+    def start(total_documents: int):  # type: ignore[no-untyped-def]
+        bar = tqdm(total=total_documents, unit="doc", desc="chunk + embed + index", leave=False)
         return bar.update
 
     return start

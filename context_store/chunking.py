@@ -58,9 +58,11 @@ def _sections(title: str, text: str) -> list[tuple[list[str], list[str]]]:
     in_fence = False
 
     def end_paragraph() -> None:
-        if current and any(line.strip() for line in current):
-            paragraphs.append("\n".join(current).strip())
-        current.clear()
+        if current:
+            paragraph = "\n".join(current).strip()
+            if paragraph:
+                paragraphs.append(paragraph)
+            current.clear()
 
     def end_section() -> None:
         end_paragraph()
@@ -72,17 +74,19 @@ def _sections(title: str, text: str) -> list[tuple[list[str], list[str]]]:
         paragraphs.clear()
 
     for line in text.split("\n"):
-        if _FENCE.match(line):
+        # cheap prefix tests first: this loop sees every line of every document
+        stripped = line.lstrip()
+        if stripped[:3] in ("```", "~~~"):
             in_fence = not in_fence
             current.append(line)
             continue
-        heading = None if in_fence else _HEADING.match(line)
+        heading = _HEADING.match(line) if line[:1] == "#" and not in_fence else None
         if heading:
             end_section()
             level = len(heading.group(1))
             trail = [(lvl, name) for lvl, name in trail if lvl < level]
             trail.append((level, heading.group(2)))
-        elif not line.strip() and not in_fence:
+        elif not stripped and not in_fence:
             end_paragraph()
         else:
             current.append(line.rstrip())

@@ -24,7 +24,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event, inspect, text
+from sqlalchemy import bindparam, event, inspect, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
@@ -38,6 +38,7 @@ __all__ = [
     "BASELINE_REVISION",
     "MIGRATIONS_DIR",
     "SchemaDrift",
+    "bulk_update",
     "create_schema",
     "downgrade",
     "get_engine",
@@ -277,3 +278,16 @@ def insert_ignore(session: Session, model: type[SQLModel], rows: Sequence[dict[s
             if session.get(model, tuple(row[k] for k in keys)) is None:
                 session.add(model(**row))
         session.flush()
+def bulk_update(session: Session, model: type[SQLModel], key: str, rows: list[dict[str, Any]]) -> None:
+    """``UPDATE … WHERE key = :key`` as one executemany per distinct set of columns."""
+    table = model.__table__  # type: ignore[attr-defined]
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(sorted(row)), []).append({f"b_{k}": v for k, v in row.items()})
+    for columns, params in groups.items():
+        session.execute(
+            update(table)
+            .where(table.c[key] == bindparam(f"b_{key}"))
+            .values({c: bindparam(f"b_{c}") for c in columns if c != key}),
+            params,
+        )

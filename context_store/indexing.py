@@ -5,21 +5,28 @@ documents: embeddings go to the SQL cache first (so a killed run keeps them), th
 LanceDB commit replaces the rows of the whole group, then SQL records what LanceDB now
 holds. A crash between the two commits leaves the group pending, and the next run's
 identical commit is harmless.
+
+Several ingests may run against one store (two Dagster runs, the warm path and a
+reconciliation). Embeddings and chunk records are inserted with ON CONFLICT DO NOTHING, and
+each wave is committed under the lineage lock after re-reading which of its documents are
+still pending with the version this run prepared: nothing is indexed twice, and an older
+version's rows never overwrite a newer one's.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from sqlmodel import Session, col, or_, select
 
-from context_store.chunking import chunk_document
-from context_store.database import insert_ignore, lineage_lock
+from context_store.chunking import Chunk, chunk_document
+from context_store.database import bulk_update, insert_ignore, lineage_lock
 from context_store.embedding import Embedder
 from context_store.models import (
     ChunkRecord,
@@ -49,6 +56,7 @@ log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int], None]
 EMBED_GROUP = 2048
+T = TypeVar("T")
 
 
 @dataclass
@@ -104,8 +112,6 @@ def embed_cached(
     session: Session,
     embedder: Embedder,
     texts_by_hash: dict[str, str],
-    *,
-    progress: ProgressFn | None = None,
 ) -> tuple[dict[str, np.ndarray], int]:
     """Vectors for every hash; only hashes the cache lacks for this model are embedded.
 
@@ -136,97 +142,196 @@ def embed_cached(
         # another ingest may have embedded the same text meanwhile: its vector is as good as ours
         insert_ignore(session, EmbeddingCacheEntry, rows)
         session.commit()  # embedding work survives a crash later in the run
-        if progress:
-            progress(len(group))
     return vectors, len(missing)
 
 
-def _chunks_for(session: Session, store: ContextStore, doc: Document, version: DocumentVersion) -> list[ChunkRecord]:
-    existing = session.exec(
-        select(ChunkRecord).where(ChunkRecord.version_id == version.version_id).order_by(ChunkRecord.ordinal)
-    ).all()
-    if existing:
-        return list(existing)
-    records = [
-        ChunkRecord(
-            version_id=version.version_id, ordinal=c.ordinal, chunk_id=c.chunk_id, doc_id=doc.doc_id,
-            chunk_hash=c.chunk_hash, heading=c.heading, text=c.text,
-        )
-        for c in chunk_document(doc.doc_id, version.title, version.text, store.settings.chunking)
+def _in_batches(ids: list[T], size: int = 500) -> Iterable[list[T]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+@dataclass
+class _Pending:
+    doc_id: str
+    kind: str
+    version: DocumentVersion | None  # None: the document was deleted
+    chunks: list[Chunk]
+
+
+def _pending_doc_keys(session: Session) -> list[tuple[str, str, str | None]]:
+    return list(
+        session.exec(
+            select(Document.doc_id, Document.kind, Document.current_version_id)
+            .where(_pending_clause(col(Document.current_version_id), col(Document.indexed_version_id)))
+            .order_by(Document.doc_id)
+        ).all()
+    )
+
+
+def _load_pending(session: Session, store: ContextStore, docs: list[tuple[str, str, str | None]]) -> list[_Pending]:
+    """These documents' current versions and chunks; versions never chunked are chunked now."""
+    version_ids = [vid for _, _, vid in docs if vid]
+    versions = {
+        v.version_id: v for v in session.exec(select(DocumentVersion).where(col(DocumentVersion.version_id).in_(version_ids)))
+    }
+    chunks: dict[str, list[Chunk]] = {}
+    for vid, ordinal, chunk_id, chunk_hash, heading, text in session.exec(
+        select(ChunkRecord.version_id, ChunkRecord.ordinal, ChunkRecord.chunk_id, ChunkRecord.chunk_hash,
+               ChunkRecord.heading, ChunkRecord.text).where(col(ChunkRecord.version_id).in_(version_ids))
+    ):
+        chunks.setdefault(vid, []).append(Chunk(ordinal, chunk_id, chunk_hash, heading, text))
+    new_rows: list[dict[str, Any]] = []
+    counts: list[dict[str, Any]] = []
+    pending: list[_Pending] = []
+    for doc_id, kind, vid in docs:
+        version = versions.get(vid) if vid else None
+        if version is not None and vid not in chunks:
+            chunks[vid] = chunk_document(doc_id, version.title, version.text, store.settings.chunking)
+            new_rows.extend(
+                {"version_id": vid, "ordinal": c.ordinal, "chunk_id": c.chunk_id, "doc_id": doc_id,
+                 "chunk_hash": c.chunk_hash, "heading": c.heading, "text": c.text}
+                for c in chunks[vid]
+            )
+            counts.append({"version_id": vid, "chunk_count": len(chunks[vid])})
+        doc_chunks = sorted(chunks.get(vid, []), key=lambda c: c.ordinal) if version is not None else []
+        pending.append(_Pending(doc_id, kind, version, doc_chunks))
+    # a concurrent run may chunk the same version; chunking is deterministic, so theirs = ours
+    insert_ignore(session, ChunkRecord, new_rows)
+    bulk_update(session, DocumentVersion, "version_id", counts)
+    return pending
+
+
+def _waves(pending: list[_Pending], wave_chunks: int) -> Iterable[list[_Pending]]:
+    wave: list[_Pending] = []
+    size = 0
+    for p in pending:
+        wave.append(p)
+        size += len(p.chunks)
+        if size >= wave_chunks:
+            yield wave
+            wave, size = [], 0
+    if wave:
+        yield wave
+
+
+class _IndexWriter:
+    """Commits waves to LanceDB, then records them in SQL, on a thread of its own.
+
+    The model keeps encoding the next wave meanwhile: LanceDB's Rust writer and SQLite
+    release the GIL, so the write phase costs almost no wall time on top of embedding.
+    """
+
+    def __init__(self, store: ContextStore, report: IndexReport) -> None:
+        self.store = store
+        self.report = report
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lancedb-writer")
+        self.futures: list[Future[None]] = []
+
+    def submit(self, wave: list[_Pending], vectors: dict[str, np.ndarray], dim: int) -> None:
+        # Fail fast, and keep at most two waves of vectors in memory.
+        while len([f for f in self.futures if not f.done()]) >= 2:
+            _wait_first(self.futures)
+        for f in self.futures:
+            if f.done():
+                f.result()
+        self.futures.append(self.pool.submit(self._write, wave, {c.chunk_hash: vectors[c.chunk_hash] for p in wave for c in p.chunks}, dim))
+
+    def _write(self, wave: list[_Pending], vectors: dict[str, np.ndarray], dim: int) -> None:
+        with self.store.session() as session:
+            lineage_lock(session, "company")
+            live = _still_pending(session, Document, "doc_id", [(p.doc_id, p.version.version_id if p.version else None, p) for p in wave])
+            self.report.items_skipped_concurrent += len(wave) - len(live)
+            wave = [p for _, _, p in live]
+            if not wave:
+                return
+            now = utcnow()
+            rows = [_company_row(p, c, vectors[c.chunk_hash], now) for p in wave if p.version is not None for c in p.chunks]
+            self.store.index.replace_documents([p.doc_id for p in wave], rows, dim)
+            # Only now does SQL say LanceDB holds these versions; a crash before this commit
+            # leaves them pending and the next run repeats the (idempotent) LanceDB commit.
+            bulk_update(
+                session, Document, "doc_id",
+                [{"doc_id": p.doc_id, "indexed_version_id": p.version.version_id if p.version else None} for p in wave],
+            )
+            bulk_update(
+                session, DocumentVersion, "version_id",
+                [{"version_id": p.version.version_id, "indexed_at": now} for p in wave if p.version is not None],
+            )
+        self.report.lancedb_commits += 1
+        for p in wave:
+            self.report.items_indexed += p.version is not None
+            self.report.items_removed += p.version is None
+            self.report.indexed_ids.append(p.doc_id)
+
+    def close(self) -> None:
+        try:
+            for f in self.futures:
+                f.result()
+        finally:
+            self.pool.shutdown(wait=True)
+
+
+def _still_pending(session: Session, model: Any, key: str, items: list[tuple[str, str | None, T]]) -> list[tuple[str, str | None, T]]:
+    """The ``(id, prepared version, payload)`` items still pending with the prepared version.
+
+    Read under the lineage lock: an item another run indexed meanwhile is not applied twice,
+    and a version superseded meanwhile never overwrites its successor's rows (the successor
+    is pending, and the run that made it, or the next one, indexes it).
+    """
+    fresh: dict[str, tuple[str | None, str | None]] = {}
+    ident = getattr(model, key)
+    for part in _in_batches([i for i, _, _ in items]):
+        for ident_value, current, indexed in session.exec(
+            select(ident, model.current_version_id, model.indexed_version_id).where(col(ident).in_(part))
+        ).all():
+            fresh[ident_value] = (current, indexed)
+    return [
+        item for item in items
+        if item[0] in fresh and fresh[item[0]][0] == item[1] and fresh[item[0]][0] != fresh[item[0]][1]
     ]
-    session.add_all(records)
-    version.chunk_count = len(records)
-    session.add(version)
-    return records
+
+
+def _wait_first(futures: list[Future[None]]) -> None:
+    wait([f for f in futures if not f.done()], return_when=FIRST_COMPLETED)
 
 
 def index_pending_documents(
     store: ContextStore,
     embedder: Embedder,
     *,
-    group_size: int = 512,
-    progress: Callable[[int, int], ProgressFn] | None = None,
+    wave_chunks: int = 2048,
+    progress: Callable[[int], ProgressFn] | None = None,
 ) -> IndexReport:
-    """Embed and index every pending document; returns what was embedded versus reused.
+    """Chunk, embed and index every pending document, wave by wave.
 
-    ``progress(total_chunks_to_embed, total_docs)`` may return a callback fed with counts.
+    ``progress(total_documents)`` may return a callback fed with the documents done per wave.
     """
     started = time.perf_counter()
     report = IndexReport()
     with store.session() as session:
-        # Preparing (chunk records) and committing take the lineage lock; embedding, the slow
-        # part, does not, so a second ingest waits seconds, not minutes.
-        lineage_lock(session, "company")
-        pending = pending_documents(session)
-        if not pending:
-            session.commit()
+        keys = _pending_doc_keys(session)
+        if not keys:
             report.rows_in_table = store.index.count(COMPANY_TABLE)
             report.seconds = time.perf_counter() - started
             return report
-        work: list[tuple[Document, DocumentVersion | None, list[ChunkRecord]]] = []
-        texts: dict[str, str] = {}
-        for doc in pending:
-            version = session.get(DocumentVersion, doc.current_version_id) if doc.current_version_id else None
-            chunks = _chunks_for(session, store, doc, version) if version else []
-            work.append((doc, version, chunks))
-            for c in chunks:
-                texts.setdefault(c.chunk_hash, c.text)
-        session.commit()
-        report.chunks_total = sum(len(c) for _, _, c in work)
-        cached = _cached_hashes(session, embedder.name, texts)
-        to_embed = len(texts) - len(cached)
-        tick = progress(to_embed, len(work)) if progress else None
-        vectors, embedded = embed_cached(session, embedder, texts, progress=tick)
-        report.chunks_embedded = embedded
-        report.chunks_reused = report.chunks_total - embedded
-        dim = int(next(iter(vectors.values())).shape[0]) if vectors else embedder.dim
-        for start in range(0, len(work), group_size):
-            lineage_lock(session, "company")
-            group = _still_pending(session, Document, "doc_id", work[start : start + group_size])
-            report.items_skipped_concurrent += min(group_size, len(work) - start) - len(group)
-            if not group:
-                session.commit()
-                continue
-            now = utcnow()
-            rows = [
-                _company_row(doc, version, chunk, vectors[chunk.chunk_hash], now)
-                for doc, version, chunks in group
-                if version is not None
-                for chunk in chunks
-            ]
-            store.index.replace_documents([doc.doc_id for doc, _, _ in group], rows, dim)
-            report.lancedb_commits += 1
-            for doc, version, _ in group:
-                doc.indexed_version_id = doc.current_version_id
-                session.add(doc)
-                if version is not None:
-                    version.indexed_at = now
-                    session.add(version)
-                    report.items_indexed += 1
-                else:
-                    report.items_removed += 1
-                report.indexed_ids.append(doc.doc_id)
-            session.commit()
+        tick = progress(len(keys)) if progress else None
+        writer = _IndexWriter(store, report)
+        try:
+            for part in _in_batches(keys):
+                pending = _load_pending(session, store, part)
+                session.commit()  # chunk records are kept even if embedding fails below
+                for wave in _waves(pending, wave_chunks):
+                    texts = {c.chunk_hash: c.text for p in wave for c in p.chunks}
+                    vectors, embedded = embed_cached(session, embedder, texts)
+                    report.chunks_total += sum(len(p.chunks) for p in wave)
+                    report.chunks_embedded += embedded
+                    dim = int(next(iter(vectors.values())).shape[0]) if vectors else embedder.dim
+                    writer.submit(wave, vectors, dim)
+                    if tick:
+                        tick(len(wave))
+        finally:
+            writer.close()
+    report.chunks_reused = report.chunks_total - report.chunks_embedded
     store.index.optimize()
     report.rows_in_table = store.index.count(COMPANY_TABLE)
     report.seconds = time.perf_counter() - started
@@ -237,51 +342,16 @@ def index_pending_documents(
     return report
 
 
-def _still_pending(session: Session, model: Any, key: str, items: list[Any]) -> list[Any]:
-    """The items whose current version is still the one prepared, and still not indexed.
-
-    Read under the lineage lock: anything another run indexed meanwhile is not applied
-    twice, and a version superseded meanwhile never overwrites its successor's rows (the
-    successor is pending and the run that made it, or the next one, indexes it).
-    """
-    ids = [getattr(item[0], key) for item in items]
-    fresh: dict[str, tuple[str | None, str | None]] = {}
-    for start in range(0, len(ids), 900):
-        part = ids[start : start + 900]
-        for ident, current, indexed in session.exec(
-            select(getattr(model, key), model.current_version_id, model.indexed_version_id).where(col(getattr(model, key)).in_(part))
-        ).all():
-            fresh[ident] = (current, indexed)
-    keep = []
-    for item in items:
-        current, indexed = fresh.get(getattr(item[0], key), (None, None))
-        if current == item[0].current_version_id and current != indexed:
-            keep.append(item)
-    return keep
-
-
-def _cached_hashes(session: Session, model: str, texts: dict[str, str]) -> set[str]:
-    hashes = list(texts)
-    found: set[str] = set()
-    for start in range(0, len(hashes), 900):
-        found.update(
-            session.exec(
-                select(EmbeddingCacheEntry.chunk_hash).where(
-                    EmbeddingCacheEntry.model == model, col(EmbeddingCacheEntry.chunk_hash).in_(hashes[start : start + 900])
-                )
-            ).all()
-        )
-    return found
-
-
-def _company_row(doc: Document, version: DocumentVersion, chunk: ChunkRecord, vector: np.ndarray, now: Any) -> dict[str, Any]:
+def _company_row(p: _Pending, chunk: Chunk, vector: np.ndarray, now: Any) -> dict[str, Any]:
+    version = p.version
+    assert version is not None
     return {
         "chunk_id": chunk.chunk_id,
-        "doc_id": doc.doc_id,
+        "doc_id": p.doc_id,
         "version_id": version.version_id,
         "chunk_hash": chunk.chunk_hash,
         "ordinal": chunk.ordinal,
-        "kind": doc.kind,
+        "kind": p.kind,
         "title": version.title,
         "heading": chunk.heading,
         "text": chunk.text,
@@ -300,7 +370,7 @@ def index_pending_users(store: ContextStore, embedder: Embedder, *, group_size: 
     started = time.perf_counter()
     report = IndexReport()
     with store.session() as session:
-        lineage_lock(session, "user")
+        lineage_lock(session, "user")  # users are loaded and their facts chunked consistently
         pending = list(
             session.exec(
                 select(UserRecord)
@@ -320,7 +390,7 @@ def index_pending_users(store: ContextStore, embedder: Embedder, *, group_size: 
             work.append((user, version))
             for fact in version.facts if version else []:
                 texts.setdefault(sha256(fact["text"]), fact["text"])
-        session.commit()
+        session.commit()  # releases the lock: embedding does not need it
         report.chunks_total = sum(len(v.facts) for _, v in work if v)
         vectors, embedded = embed_cached(session, embedder, texts)
         report.chunks_embedded = embedded
@@ -328,8 +398,10 @@ def index_pending_users(store: ContextStore, embedder: Embedder, *, group_size: 
         dim = int(next(iter(vectors.values())).shape[0]) if vectors else embedder.dim
         for start in range(0, len(work), group_size):
             lineage_lock(session, "user")
-            group = _still_pending(session, UserRecord, "user_id", work[start : start + group_size])
-            report.items_skipped_concurrent += min(group_size, len(work) - start) - len(group)
+            part = work[start : start + group_size]
+            live = _still_pending(session, UserRecord, "user_id", [(u.user_id, u.current_version_id, (u, v)) for u, v in part])
+            report.items_skipped_concurrent += len(part) - len(live)
+            group = [pair for _, _, pair in live]
             if not group:
                 session.commit()
                 continue

@@ -14,15 +14,18 @@ from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, TypeDecorator
 from sqlmodel import Field, SQLModel
 
 __all__ = [
+    "ChangeEvent",
     "ChunkRecord",
     "Document",
     "DocumentVersion",
     "EmbeddingCacheEntry",
     "IngestRun",
     "LineageLock",
+    "RetrievalTrace",
     "SkippedInput",
     "UserRecord",
     "UserSnapshotVersion",
+    "VersionLag",
     "utcnow",
 ]
 
@@ -204,3 +207,87 @@ for _table, _key in ((DocumentVersion.__table__, "doc_id"), (UserSnapshotVersion
         sqlite_where=text("valid_to IS NULL"),
         postgresql_where=text("valid_to IS NULL"),
     )
+# --- retrieval API ---
+
+
+class RetrievalTrace(SQLModel, table=True):
+    """The evidence trail of one retrieval response: what was asked, what was served, why.
+
+    Texts are not copied: each served chunk is named by document version, chunk id and
+    hashes, and versions are never deleted, so ``traces.replay`` can show the exact text.
+    """
+
+    __tablename__ = "retrieval_traces"
+
+    trace_id: str = Field(primary_key=True)
+    created_at: datetime = _ts(default_factory=utcnow, index=True)
+    query: str
+    user_id: Optional[str] = Field(default=None, index=True)
+    user_version_id: Optional[str] = None
+    k: int
+    mode: str
+    as_of: Optional[datetime] = _ts(default=None)
+    filters: Optional[dict] = _json(default=None)
+    model: str
+    table_versions: Optional[dict] = _json(default=None)
+    dense_snapshot_version: Optional[int] = None
+    confidence: float
+    confidence_source: str
+    threshold: float
+    features: Optional[dict] = _json(default=None)
+    decision: str = Field(index=True)
+    reasons: Optional[list] = _json(default=None)
+    results: Optional[list] = _json(default=None)
+    user_facts: Optional[list] = _json(default=None)
+    latency_ms: Optional[float] = None
+    client: Optional[str] = None  # a fingerprint of the API key, never the key
+
+
+# --- freshness (change journal, per-version lag) ---
+
+
+class ChangeEvent(SQLModel, table=True):
+    """One file event seen by the watcher (or a rescan request), in arrival order.
+
+    ``id`` is the cursor sensors and the warm path read after. ``fingerprint`` makes appends
+    idempotent: the same file state (path, mtime, ctime, size) is journaled once however many
+    times editors, restarts or duplicate notifications report it.
+    """
+
+    __tablename__ = "change_journal"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    state_kind: str = Field(index=True)  # company | user
+    source_name: str
+    path: str = Field(index=True)
+    event: str  # changed | deleted | rescan | retry
+    seen_at: datetime = _ts(default_factory=utcnow, index=True)
+    source_mtime: Optional[datetime] = _ts(default=None)
+    size: Optional[int] = None
+    fingerprint: str = Field(unique=True)
+    applied_at: Optional[datetime] = _ts(default=None, index=True)
+    applied_by: Optional[str] = None  # warm | dagster | reconcile
+
+
+class VersionLag(SQLModel, table=True):
+    """The timeline of one indexed version: source change → observed → embedded → committed → full-text.
+
+    ``lag_seconds`` = committed − source change. ``backfill`` marks versions of files that
+    changed before the store first looked at its sources: their lag says nothing about the
+    pipeline and is left out of percentiles.
+    """
+
+    __tablename__ = "version_lags"
+
+    version_id: str = Field(primary_key=True)
+    state_kind: str = Field(index=True)
+    key: str = Field(index=True)  # doc_id or user_id
+    source_path: str
+    source_changed_at: datetime = _ts()
+    observed_at: datetime = _ts()
+    embedded_at: Optional[datetime] = _ts(default=None)
+    committed_at: datetime = _ts(index=True)
+    fts_indexed_at: Optional[datetime] = _ts(default=None)
+    lag_seconds: float
+    backfill: bool = False
+    clock_skew: bool = False

@@ -22,6 +22,7 @@ __all__ = [
     "ChunkingConfig",
     "EmbeddingConfig",
     "ObjectStorageConfig",
+    "RetrievalConfig",
     "Settings",
     "SourceConfig",
     "resolve_home",
@@ -103,6 +104,27 @@ _OBJECT_STORAGE_ENV = (
     ("session_token", "FRESHCONTEXT_S3_SESSION_TOKEN"),
     ("allow_http", "FRESHCONTEXT_S3_ALLOW_HTTP"),
 )
+class RetrievalConfig(BaseModel):
+    """How the retrieval API searches, scores and decides (see context_store/retrieval.py)."""
+
+    mode: str = "hybrid"  # hybrid | vector | text | rrf (measured: bench/quality.py)
+    candidates: int = Field(default=100, ge=10, le=1000)  # per ranker, before fusion
+    text_weight: float = Field(default=0.3, ge=0.0, le=10.0)  # hybrid: weight of normalised full-text score
+    confidence_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    query_encoder: str = "auto"  # auto | torch | onnx | onnx-int8
+    query_cache_size: int = Field(default=2048, ge=0)
+    ann: str = "auto"  # auto | exact | ivf: in-memory dense index over the current vectors
+    ann_min_rows: int = Field(default=50_000, ge=1)
+    ann_nprobe: int = Field(default=48, ge=1)
+    refresh_interval_seconds: float = Field(default=0.2, ge=0.0)  # how often to look for a new table version
+    reranker: str | None = None  # path of a locally installed cross-encoder; none is bundled
+
+    @field_validator("mode")
+    @classmethod
+    def _known_mode(cls, value: str) -> str:
+        if value not in ("hybrid", "vector", "text", "rrf"):
+            raise ValueError(f"retrieval mode {value!r} is not one of hybrid, vector, text, rrf")
+        return value
 
 
 class Settings(BaseModel):
@@ -118,6 +140,7 @@ class Settings(BaseModel):
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     api_keys: list[str] = Field(default_factory=list)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     extra: dict[str, Any] = Field(default_factory=dict)
 
     @property

@@ -173,6 +173,8 @@ def parse_company_file(path: Path, data: bytes) -> ParsedDocument:
     return ParsedDocument(title=title.strip(), text=text, content_hash=sha256(data), meta=meta)
 
 
+# libyaml's safe loader when present: front matter parsing is on the hot path of a full sync
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?\n)---[ \t]*\n", re.DOTALL)
 
 
@@ -181,7 +183,7 @@ def _split_front_matter(text: str) -> tuple[dict[str, Any], str]:
     if not match:
         return {}, text
     try:
-        meta = yaml.safe_load(match.group(1))
+        meta = yaml.load(match.group(1), Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
     except yaml.YAMLError:
         return {}, text  # keep the text whole rather than guess where the body starts
     return (meta if isinstance(meta, dict) else {}), text[match.end():]

@@ -126,7 +126,13 @@ class VectorIndex:
             if not rows:
                 return  # nothing stored, nothing to delete
             table = self._table_for_write(name, schema)
-        data = pa.Table.from_pylist(rows, schema=table.schema)
+        data = _to_arrow(rows, table.schema)
+        if table.count_rows() == 0:
+            # Nothing stored yet (a first ingest): a plain append is the same single commit
+            # without the merge join, and the full-text index is built once afterwards.
+            _retry_conflicts(lambda: table.add(data))
+            self._ensure_fts(table)
+            return
         condition = _in_list(group, group_ids)
 
         def commit() -> None:
@@ -139,7 +145,11 @@ class VectorIndex:
             )
 
         _retry_conflicts(commit, on_retry=table.checkout_latest)
-        if rows and not self._has_fts(table):
+        self._ensure_fts(table)
+
+    def _ensure_fts(self, table: Any) -> None:
+        if table.count_rows() and not self._has_fts(table):
+            # two first writers may both build it; the loser looks again at the newest version
             _retry_conflicts(
                 lambda: self._has_fts(table) or table.create_index("text", config=FTS(), replace=True),
                 on_retry=table.checkout_latest,
@@ -241,6 +251,18 @@ def _is_conflict(exc: BaseException) -> bool:
     # lance raises plain RuntimeError/OSError for conflicts; the message is all we have
     text = str(exc).lower()
     return "conflict" in text or "retryable" in text
+
+
+def _to_arrow(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    """Columnar build: vectors go in as one float32 buffer instead of a Python list per row."""
+    columns = []
+    for f in schema:
+        if pa.types.is_fixed_size_list(f.type):
+            flat = np.asarray([r[f.name] for r in rows], dtype=np.float32).reshape(-1) if rows else np.zeros(0, np.float32)
+            columns.append(pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.float32()), f.type.list_size))
+        else:
+            columns.append(pa.array([r[f.name] for r in rows], type=f.type))
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _retry_conflicts(fn: Callable[[], T], attempts: int = 8, on_retry: Callable[[], Any] | None = None) -> T:

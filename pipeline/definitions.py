@@ -12,15 +12,28 @@ from assets.ingestion import (
     user_snapshots,
     user_state_index,
 )
+from assets.freshness import freshness_report, source_reconciliation
 from pipeline.jobs import company_refresh_job, ingest_job, user_refresh_job
 from pipeline.resources import build_resources
+from pipeline.schedules import (
+    compaction_job,
+    compaction_schedule,
+    freshness_job,
+    freshness_schedule,
+    reconcile_job,
+    reconcile_schedule,
+)
+from pipeline.sensors import company_change_sensor, journal_settled_sensor, user_change_sensor
 
 INGEST_ASSETS = [company_documents, company_chunk_index, user_snapshots, user_state_index]
 INGEST_CHECKS = [company_index_matches_store, user_index_matches_store]
+FRESHNESS_ASSETS = [freshness_report, source_reconciliation]
 
 defs = dg.Definitions(
-    assets=INGEST_ASSETS,
+    assets=[*INGEST_ASSETS, *FRESHNESS_ASSETS],
     asset_checks=INGEST_CHECKS,
-    jobs=[ingest_job, company_refresh_job, user_refresh_job],
+    jobs=[ingest_job, company_refresh_job, user_refresh_job, reconcile_job, freshness_job, compaction_job],
+    sensors=[company_change_sensor, user_change_sensor, journal_settled_sensor],
+    schedules=[reconcile_schedule, freshness_schedule, compaction_schedule],
     resources=build_resources(),
 )

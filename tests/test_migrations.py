@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import inspect, text
 from sqlmodel import Field, SQLModel
 
-from context_store import database
+from context_store import database, models
 from context_store.database import (
     BASELINE_REVISION,
     downgrade,
@@ -64,8 +64,11 @@ def test_every_revision_downgrades_and_upgrades_again(sql_url: str) -> None:
 
 def test_a_database_made_before_migrations_is_stamped_and_upgraded(sql_url: str) -> None:
     engine = make_engine(sql_url)
-    migrate(engine, BASELINE_REVISION)  # the foundation's create_all made exactly these tables
+    migrate(engine, BASELINE_REVISION)  # the foundation's create_all made these tables ...
     with engine.begin() as conn:
+        # ... and main's create_all, before migrations, also the API's and freshness tables
+        for model in (models.RetrievalTrace, models.ChangeEvent, models.VersionLag):
+            model.__table__.create(conn)  # type: ignore[attr-defined]
         conn.execute(text("DROP TABLE alembic_version"))
         conn.execute(
             text("INSERT INTO documents (doc_id, source_name, rel_path, kind) VALUES ('kb/a.md', 'kb', 'a.md', 'article')")

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import types
 from sqlmodel.sql.sqltypes import AutoString
 
-__all__ = ["comparison_options", "render_item"]
+__all__ = ["comparison_options", "idempotent_creates", "render_item"]
 
 
 def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
@@ -27,6 +27,32 @@ def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
     return False
 
 
+def idempotent_creates(context: Any, revision: Any, directives: list[Any]) -> None:
+    """New tables and indexes are written ``if_not_exists=True``.
+
+    A database made by ``create_all`` before migrations existed (or on a branch that added
+    tables before its revision was written) already has some of them; it is stamped at the
+    baseline and then upgraded, and these revisions must pass over what is already there.
+    """
+    from alembic.operations import ops
+
+    def visit(op: Any) -> None:
+        if isinstance(op, (ops.CreateTableOp, ops.CreateIndexOp)):
+            op.if_not_exists = True
+        for child in getattr(op, "ops", []) or []:
+            visit(child)
+
+    for directive in directives:
+        for upgrade in directive.upgrade_ops_list:
+            visit(upgrade)
+
+
 def comparison_options() -> dict[str, Any]:
     """What autogenerate compares: tables, columns, types, nullability, indexes, constraints."""
-    return {"compare_type": True, "compare_server_default": False, "render_item": render_item, "render_as_batch": True}
+    return {
+        "compare_type": True,
+        "compare_server_default": False,
+        "render_item": render_item,
+        "render_as_batch": True,
+        "process_revision_directives": idempotent_creates,
+    }

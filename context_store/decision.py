@@ -1,0 +1,72 @@
+"""Answer or escalate: the one place that turns a retrieval and its confidence into a decision.
+
+``decide`` escalates when any reason applies. This module raises two reasons itself:
+
+* ``low_confidence``: the calibrated confidence is below the configured threshold;
+* ``no_results``: nothing current matched (an empty context is never an answer).
+
+Other escalation triggers (repeat contact, sensitive topic, an explicit request for a
+person, stale source, stale user state, ...) live with routing and are passed in as
+``extra_reasons``: build a ``Reason(code, detail)`` per trigger that fired and hand the list
+to ``decide``. The service evaluates every registered ``Trigger`` (a callable taking the
+retrieval result and the confidence, returning a ``Reason`` or ``None``) and passes what
+they return, so a new trigger needs no change here. Codes are short, stable, snake_case
+strings; ``detail`` says what a person reading the trace needs to know.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol
+
+__all__ = ["ANSWER", "ESCALATE", "LOW_CONFIDENCE", "NO_RESULTS", "Decision", "Reason", "Trigger", "decide"]
+
+ANSWER = "answer"
+ESCALATE = "escalate"
+LOW_CONFIDENCE = "low_confidence"
+NO_RESULTS = "no_results"
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: str
+    detail: str
+    source: str = "retrieval"  # which component raised it (retrieval, routing, ...)
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+@dataclass
+class Decision:
+    decision: Literal["answer", "escalate"]
+    reasons: list[Reason] = field(default_factory=list)
+    confidence: float = 0.0
+    threshold: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"decision": self.decision, "reasons": [r.as_dict() for r in self.reasons],
+                "confidence": self.confidence, "threshold": self.threshold}
+
+
+class Trigger(Protocol):
+    """An escalation trigger: returns a ``Reason`` when it fires, else ``None``."""
+
+    def __call__(self, result: Any, confidence: float) -> Reason | None: ...
+
+
+def decide(result: Any, confidence: float, threshold: float, *, extra_reasons: Iterable[Reason | None] = ()) -> Decision:
+    """``escalate`` with every reason that applies, else ``answer``.
+
+    ``result`` is a ``RetrievalResult`` (anything with a ``results`` list works).
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    reasons: list[Reason] = []
+    if not getattr(result, "results", None):
+        reasons.append(Reason(NO_RESULTS, "no current document matched the question"))
+    if confidence < threshold:
+        reasons.append(Reason(LOW_CONFIDENCE, f"confidence {confidence:.3f} is below the threshold {threshold:.3f}"))
+    reasons.extend(r for r in extra_reasons if r is not None)
+    return Decision(ESCALATE if reasons else ANSWER, reasons, confidence=confidence, threshold=threshold)

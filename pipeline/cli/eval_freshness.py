@@ -1,0 +1,310 @@
+"""``eval freshness``: replay a real documentation history through the warm path and the Dagster path.
+
+Both paths run for real on their own home (SQLite + LanceDB under a work folder), each
+watching its own copy of the folder with the watchdog observer:
+
+- **warm**: the watcher journals, the :class:`~pipeline.watcher.WarmApplier` applies in
+  this process. Lag = file write → the store shows the new text current and indexed.
+- **dagster**: the watcher journals; then the real ``company_change_sensor`` is evaluated
+  on a real (temporary, SQLite-backed) Dagster instance and the run it requests is executed
+  in-process with ``execute_in_process``. Lag = file write → current and indexed. What this
+  leaves out — the daemon's tick interval and a launched run's process start and model
+  load — is measured separately (``dagster_run_launch_s``) and added in
+  ``lag_dagster_daemon_p95_est_s``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import dagster as dg
+
+from assets.resources import StoreResource
+from context_store import journal
+from context_store.embedding import Embedder, HashingEmbedder, build_embedder
+from context_store.ingest import ingest
+from context_store.replay import FileWrite, History, run_replay
+from context_store.settings import Settings
+from context_store.store import ContextStore
+from pipeline.cli.eval_cmds import eval_group
+from pipeline.definitions import INGEST_ASSETS, INGEST_CHECKS
+from pipeline.jobs import company_refresh_job
+from pipeline.resources import build_resources
+from pipeline.sensors import SENSOR_INTERVAL_S, TAG_RANGE, company_change_sensor
+from pipeline.watcher import SourceWatcher, WarmApplier
+
+__all__ = ["DagsterDriver", "WarmDriver", "freshness_eval", "measure_run_launch"]
+
+SOURCE_NAME = "history"
+
+
+def _open_home(base: Path, model: str | None) -> tuple[Path, ContextStore]:
+    root = base / "sources"
+    root.mkdir(parents=True, exist_ok=True)
+    overrides: dict[str, Any] = {"company_sources": [{"name": SOURCE_NAME, "path": str(root)}], "user_sources": []}
+    if model:
+        overrides["embedding"] = {"model": model}
+    Settings.load(base / "home", **overrides).save()
+    return root, ContextStore.open(base / "home")
+
+
+class WarmDriver:
+    name = "warm"
+
+    def __init__(self, base: Path, embedder: Embedder, model: str | None = None) -> None:
+        self.root, self.store = _open_home(base, model)
+        self.embedder = embedder
+        self.watcher: SourceWatcher | None = None
+        self.applier: WarmApplier | None = None
+
+    def bootstrap(self) -> None:
+        ingest(self.store, self.embedder)
+        self.applier = WarmApplier(self.store, self.embedder, interval_s=0.5).start()
+        self.watcher = SourceWatcher(self.store, on_journal=self.applier.wake).start(rescan=False)
+
+    def active(self, index: int) -> bool:
+        return True
+
+    def after_write(self, writes: list[FileWrite], started: float) -> None:
+        pass  # the watcher and the applier do it all
+
+    def finish(self) -> None:
+        if self.watcher:
+            self.watcher.stop()
+        if self.applier:
+            self.applier.apply_once()
+            self.applier.stop()
+
+
+class _FixedEmbedder:
+    def __init__(self, embedder: Embedder) -> None:
+        self.embedder = embedder
+
+    def for_store(self, store: ContextStore) -> Embedder:
+        return self.embedder
+
+
+class DagsterDriver:
+    name = "dagster"
+
+    def __init__(self, base: Path, embedder: Embedder, *, every: int = 1, start: int = 0, model: str | None = None) -> None:
+        self.root, self.store = _open_home(base, model)
+        self.home = str(self.store.settings.home)
+        self.embedder = embedder
+        self.every = max(1, every)
+        self.start = start
+        (base / "instance").mkdir(exist_ok=True)
+        self.instance = dg.DagsterInstance.local_temp(tempdir=str(base / "instance"))
+        self.store_resource = StoreResource(home=self.home)
+        resources = build_resources(self.home)
+        if model is not None:  # a test embedder: hand the runs the very same object
+            resources["embedder"] = dg.ResourceDefinition.hardcoded_resource(_FixedEmbedder(embedder))
+        defs = dg.Definitions(assets=[*INGEST_ASSETS], asset_checks=INGEST_CHECKS, jobs=[company_refresh_job], resources=resources)
+        self.job = defs.resolve_job_def("company_refresh_job")
+        self.cursor = 0
+        self.runs = 0
+        self.run_seconds: list[float] = []
+        self.watcher: SourceWatcher | None = None
+
+    def bootstrap(self) -> None:
+        ingest(self.store, self.embedder)
+        self.watcher = SourceWatcher(self.store).start(rescan=False)
+        self.cursor = journal.latest_id(self.store)
+
+    def active(self, index: int) -> bool:
+        return (index - self.start) % self.every == 0
+
+    def _wait_journaled(self, paths: set[str], timeout: float = 15.0) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            seen = {r.path for r in journal.read_after(self.store, self.cursor, state_kind="company")}
+            if paths <= seen:
+                return
+            time.sleep(0.01)
+
+    def tick(self) -> int:
+        """One sensor evaluation, and the runs it asks for executed in-process; returns runs."""
+        context = dg.build_sensor_context(cursor=str(self.cursor), instance=self.instance, resources={"store": self.store_resource})
+        result = company_change_sensor(context)
+        requests = result.run_requests if isinstance(result, dg.SensorResult) else []
+        for request in requests or []:
+            started = time.perf_counter()
+            outcome = self.job.execute_in_process(run_config=request.run_config, instance=self.instance, tags=request.tags)
+            self.run_seconds.append(time.perf_counter() - started)
+            self.runs += 1
+            if outcome.success:  # what journal_settled_sensor does after a successful run
+                first, last = (int(x) for x in request.tags[TAG_RANGE].split("-"))
+                journal.mark_applied(self.store, by="dagster", state_kind="company", id_range=(first, last))
+        if isinstance(result, dg.SensorResult) and result.cursor:
+            self.cursor = int(result.cursor)
+        return len(requests or [])
+
+    def after_write(self, writes: list[FileWrite], started: float) -> None:
+        self._wait_journaled({str((self.root / w.rel_path).resolve()) for w in writes})
+        self.tick()
+
+    def finish(self) -> None:
+        if self.watcher:
+            self.watcher.stop()
+        self.tick()
+
+
+def measure_run_launch() -> float:
+    """Seconds a launched Dagster run pays before its first step: a new Python process that
+    imports the code location and loads the embedding model (what ``execute_in_process`` skips)."""
+    code = (
+        "import pipeline.definitions\n"
+        "from context_store.embedding import SentenceTransformerEmbedder\n"
+        "SentenceTransformerEmbedder().encode(['warm up'])\n"
+    )
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(Path(__file__).resolve().parents[2]), capture_output=True)
+    return time.perf_counter() - started
+
+
+def freshness_eval(
+    history_dir: str | Path,
+    *,
+    commits: int | None = None,
+    start: int | None = None,
+    dagster: bool = True,
+    dagster_every: int = 1,
+    probes_per_commit: int = 4,
+    k: int = 10,
+    workdir: str | Path | None = None,
+    embedder_name: str = "model",
+    measure_launch: bool = True,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Run the replay and return one flat summary (the ``--json`` object)."""
+    history = History(history_dir)
+    if start is None:
+        start = max(0, len(history) - commits) if commits else 0
+    start = min(max(0, start), len(history))
+    own_dir = workdir is None
+    base = Path(tempfile.mkdtemp(prefix="freshness-replay-")) if own_dir else Path(workdir)  # type: ignore[arg-type]
+    base.mkdir(parents=True, exist_ok=True)
+    model = None
+    if embedder_name == "hashing":
+        embedder: Embedder = HashingEmbedder(dim=128)
+        model = embedder.name
+    else:
+        embedder = build_embedder(Settings.load(base / "probe-settings").embedding)
+    drivers: list[Any] = [WarmDriver(base / "warm", embedder, model)]
+    if dagster:
+        drivers.append(DagsterDriver(base / "dagster", embedder, every=dagster_every, start=start, model=model))
+    try:
+        report = run_replay(
+            history, drivers, embedder=embedder, settings=drivers[0].store.settings, source_name=SOURCE_NAME,
+            start=start, commits=commits, probes_per_commit=probes_per_commit, k=k, progress=progress,
+        )
+        launch = measure_run_launch() if dagster and measure_launch and embedder_name != "hashing" else None
+    finally:
+        if own_dir:
+            shutil.rmtree(base, ignore_errors=True)
+    warm = report["drivers"]["warm"]
+    dag = report["drivers"].get("dagster")
+    summary: dict[str, Any] = {
+        "commits": report["commits"],
+        "probes": sum(d["probes"] for d in report["drivers"].values()),
+        "stale_hits": sum(d["stale_hits"] for d in report["drivers"].values()),
+        "misses": sum(d["misses"] for d in report["drivers"].values()),
+        "lag_warm_p50_s": warm["lag_p50_s"],
+        "lag_warm_p95_s": warm["lag_p95_s"],
+        "lag_warm_max_s": warm["lag_max_s"],
+        "lag_dagster_p50_s": dag["lag_p50_s"] if dag else None,
+        "lag_dagster_p95_s": dag["lag_p95_s"] if dag else None,
+        "lag_dagster_max_s": dag["lag_max_s"] if dag else None,
+        "dagster_run_launch_s": round(launch, 2) if launch is not None else None,
+        "dagster_sensor_interval_s": SENSOR_INTERVAL_S if dag else None,
+        "lag_dagster_daemon_p95_est_s": (
+            round(dag["lag_p95_s"] + launch + SENSOR_INTERVAL_S, 2) if dag and dag["lag_p95_s"] is not None and launch is not None else None
+        ),
+        "chunks_embedded": warm["chunks_embedded"],
+        "chunks_changed": report["chunks_changed"],
+        "chunks_embedded_dagster": dag["chunks_embedded"] if dag else None,
+        "files_changed": report["files_changed"],
+        "timeouts": sum(d["timeouts"] for d in report["drivers"].values()),
+        "final_state_matches_history": report["final_state_matches_history"],
+        "warm_and_dagster_identical": report["drivers_identical"],
+        "bootstrap_commits": report["bootstrap_commits"],
+        "bootstrap_seconds": report["bootstrap_seconds"],
+        "history": report["history"],
+        "embedder": embedder.name,
+        "seconds": report["seconds"],
+        "drivers": report["drivers"],
+    }
+    if dag:
+        runs = [d for d in drivers if isinstance(d, DagsterDriver)][0]
+        summary["dagster_runs"] = runs.runs
+    return summary
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    return "—" if value is None else f"{value}{unit}"
+
+
+@eval_group.command("freshness")
+@click.option("--history", "history_dir", required=True, type=click.Path(exists=True, file_okay=False), help="A folder with changes.jsonl and blobs.jsonl.gz.")
+@click.option("--commits", type=click.IntRange(min=1), default=None, help="Replay this many commits (default: all).")
+@click.option("--start", type=click.IntRange(min=0), default=None, help="Commits applied in bulk first, unmeasured (default: all but the last --commits).")
+@click.option("--no-dagster", is_flag=True, help="Measure only the warm path.")
+@click.option("--dagster-every", type=click.IntRange(min=1), default=1, show_default=True, help="Measure the Dagster path on every K-th commit (others are batched into the next run).")
+@click.option("--probes-per-commit", type=click.IntRange(min=0), default=4, show_default=True)
+@click.option("--k", type=click.IntRange(1, 100), default=10, show_default=True, help="A changed document must be in the top k.")
+@click.option("--workdir", type=click.Path(file_okay=False), default=None, help="Keep the homes here (default: a temporary folder, removed).")
+@click.option("--embedder", "embedder_name", type=click.Choice(["model", "hashing"]), default="model", hidden=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def freshness(
+    history_dir: str, commits: int | None, start: int | None, no_dagster: bool, dagster_every: int,
+    probes_per_commit: int, k: int, workdir: str | None, embedder_name: str, as_json: bool,
+) -> None:
+    """Replay a history through the real pipeline; report stale hits, misses and lag."""
+    from context_store.errors import FreshContextError
+
+    def progress(done: int, total: int, stats: dict[str, Any]) -> None:
+        if done == total or done % 10 == 0:
+            warm = stats.get("warm", {})
+            click.echo(
+                f"  {done}/{total} commits · warm p95 {_fmt(warm.get('lag_p95_s'), ' s')} · "
+                f"stale {sum(s['stale_hits'] for s in stats.values())} · misses {sum(s['misses'] for s in stats.values())}",
+                err=True,
+            )
+
+    try:
+        summary = freshness_eval(
+            history_dir, commits=commits, start=start, dagster=not no_dagster, dagster_every=dagster_every,
+            probes_per_commit=probes_per_commit, k=k, workdir=workdir, embedder_name=embedder_name, progress=progress,
+        )
+    except FreshContextError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+        return
+    s = summary
+    click.echo(f"history: {s['history']} ({s['bootstrap_commits']} commits bootstrapped, {s['commits']} replayed, {s['files_changed']} file changes)")
+    click.echo(f"probes: {s['probes']}   stale hits: {s['stale_hits']} (goal 0)   misses (not in top {k}): {s['misses']}")
+    click.echo(f"warm path lag:    p50 {_fmt(s['lag_warm_p50_s'], ' s')}   p95 {_fmt(s['lag_warm_p95_s'], ' s')}   max {_fmt(s['lag_warm_max_s'], ' s')}   (goal p95 ≤ 2 s)")
+    if s["lag_dagster_p95_s"] is not None:
+        click.echo(
+            f"dagster path lag: p50 {_fmt(s['lag_dagster_p50_s'], ' s')}   p95 {_fmt(s['lag_dagster_p95_s'], ' s')}   "
+            f"(in-process runs; + tick ≤ {s['dagster_sensor_interval_s']} s + launch {_fmt(s['dagster_run_launch_s'], ' s')} "
+            f"≈ p95 {_fmt(s['lag_dagster_daemon_p95_est_s'], ' s')} under the daemon; goal ≤ 30 s)"
+        )
+    click.echo(f"chunks embedded: {s['chunks_embedded']}   chunks whose text changed: {s['chunks_changed']}")
+    click.echo(
+        f"final state matches history: {s['final_state_matches_history']}   "
+        f"warm and dagster identical: {_fmt(s['warm_and_dagster_identical'])}   timeouts: {s['timeouts']}"
+    )
+    click.echo(f"total time: {s['seconds']} s")
+
+
+COMMANDS: list[click.Command] = []

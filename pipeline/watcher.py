@@ -1,0 +1,476 @@
+"""The watcher: file events → change journal, and (``--apply``) the warm path that applies them.
+
+A watchdog observer per source root (inotify where the kernel sees changes; polling on
+network and container mounts, where it does not) feeds a debouncer. A path is journaled
+once it has been quiet for ``debounce_s`` and, on inotify, once its writer has closed it:
+an editor's temp-file-and-rename, a burst of modify events, or a copy still in progress
+all become one journal row carrying the file's final state. Dagster sensors read the
+journal; the optional :class:`WarmApplier` applies it at once in this long-lived process,
+with the model loaded a single time.
+
+On start, and whenever a missing root comes back, a rescan row is journaled: what changed
+while nobody watched is found by re-hashing, not lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from watchdog.events import (
+    DirDeletedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+    DirMovedEvent,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from context_store import journal
+from context_store.embedding import Embedder
+from context_store.freshness import record_lags
+from context_store.journal import ApplyResult, JournalEntry
+from context_store.models import ChangeEvent
+from context_store.settings import SourceConfig
+from context_store.store import ContextStore
+
+__all__ = ["NETWORK_FILESYSTEMS", "SourceWatcher", "WarmApplier", "dagster_reporter", "filesystem_type", "observer_mode_for"]
+
+log = logging.getLogger(__name__)
+
+# Filesystems whose changes made elsewhere (another host, the container host) raise no inotify event.
+NETWORK_FILESYSTEMS = frozenset(
+    {
+        "nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs", "lustre", "gpfs", "beegfs",
+        "virtiofs", "vboxsf", "vmhgfs", "davfs", "fuse", "fuse.sshfs", "fuse.s3fs", "fuse.gcsfuse", "fuse.rclone",
+        "fuse.grpcfuse", "fuse.osxfs", "fakeowner", "drvfs",
+    }
+)
+_EVENT_TYPES = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileDeletedEvent, FileMovedEvent, DirDeletedEvent, DirMovedEvent]
+
+
+def filesystem_type(path: str | Path, mounts_file: str = "/proc/mounts") -> str | None:
+    """The type of the filesystem holding ``path`` (longest matching mount point), if known."""
+    target = str(Path(path).resolve())
+    best, best_type = "", None
+    try:
+        with open(mounts_file, encoding="utf-8") as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) < 3:
+                    continue
+                mount = parts[1].replace("\\040", " ")
+                if (target == mount or target.startswith(mount.rstrip("/") + "/")) and len(mount) >= len(best):
+                    best, best_type = mount, parts[2]
+    except OSError:
+        return None
+    return best_type
+
+
+def observer_mode_for(path: str | Path, requested: str = "auto") -> str:
+    """``inotify`` or ``polling`` for one root: ``auto`` polls on network and container mounts."""
+    if requested in ("inotify", "native"):
+        return "inotify"
+    if requested == "polling":
+        return "polling"
+    fs = filesystem_type(path) or ""
+    return "polling" if fs in NETWORK_FILESYSTEMS or fs.startswith("fuse.") else "inotify"
+
+
+@dataclass
+class _Pending:
+    first: float
+    last: float
+    deleted: bool = False
+    writing: bool = False
+    events: int = 0
+
+
+@dataclass
+class WatchStats:
+    events: int = 0
+    journaled: int = 0
+    duplicates: int = 0
+    rescans: int = 0
+    flushes: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, watcher: "SourceWatcher", polling: bool) -> None:
+        self.watcher = watcher
+        self.polling = polling
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        w = self.watcher
+        src = os.fsdecode(event.src_path)
+        if event.is_directory:
+            if event.event_type == "deleted" or (event.event_type == "moved" and self.polling):
+                w.request_rescan(src, reason=f"directory {event.event_type}")
+            return  # created/moved directories: watchdog reports their files one by one
+        if event.event_type == "moved":
+            w.note(src, deleted=True)
+            w.note(os.fsdecode(event.dest_path), writing=False)
+        elif event.event_type == "deleted":
+            w.note(src, deleted=True)
+        elif event.event_type == "closed":
+            w.note(src, writing=False)
+        elif event.event_type in ("created", "modified"):
+            # inotify reports the close of a write; polling never does, so it relies on quiet time
+            w.note(src, writing=not self.polling)
+
+
+class SourceWatcher:
+    """Watch every configured source root and journal what changed.
+
+    ``debounce_s``: quiet time before a path is journaled. ``write_grace_s``: how long to
+    wait for the close of a file still open for writing before journaling it anyway.
+    """
+
+    def __init__(
+        self,
+        store: ContextStore,
+        *,
+        mode: str = "auto",
+        debounce_s: float = 0.2,
+        write_grace_s: float = 5.0,
+        poll_interval_s: float = 1.0,
+        root_check_s: float = 5.0,
+        on_journal: Callable[[int], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.mode = mode
+        self.debounce_s = debounce_s
+        self.write_grace_s = write_grace_s
+        self.poll_interval_s = poll_interval_s
+        self.root_check_s = root_check_s
+        self.on_journal = on_journal
+        self.stats = WatchStats()
+        self._pending: dict[str, _Pending] = {}
+        self._rescans: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._observers: dict[str, BaseObserver] = {}
+        self._watched: dict[str, Any] = {}  # root -> ObservedWatch
+        self._modes: dict[str, str] = {}
+        self.missing_roots: set[str] = set()
+
+    # -- sources ---------------------------------------------------------------------------
+
+    def sources(self) -> list[tuple[str, SourceConfig]]:
+        s = self.store.settings
+        return [("company", src) for src in s.company_sources] + [("user", src) for src in s.user_sources]
+
+    def _observer(self, mode: str) -> BaseObserver:
+        if mode not in self._observers:
+            observer = PollingObserver(timeout=self.poll_interval_s) if mode == "polling" else Observer()
+            observer.start()
+            self._observers[mode] = observer
+        return self._observers[mode]
+
+    def _schedule(self, kind: str, source: SourceConfig) -> bool:
+        root = str(Path(source.path).resolve())
+        if root in self._watched:
+            return True
+        if not Path(root).is_dir():
+            if root not in self.missing_roots:
+                log.error(
+                    "source %r (%s): root %s is missing or unmounted; not watched, its documents are kept; "
+                    "checking again every %g s", source.name, kind, root, self.root_check_s,
+                )
+            self.missing_roots.add(root)
+            return False
+        mode = observer_mode_for(root, self.mode)
+        try:
+            watch = self._observer(mode).schedule(_Handler(self, mode == "polling"), root, recursive=True, event_filter=_EVENT_TYPES)
+        except OSError as exc:  # inotify watch limit, permissions: polling still works
+            if mode == "polling":
+                raise
+            log.warning("inotify cannot watch %s (%s); polling it instead", root, exc)
+            mode = "polling"
+            watch = self._observer(mode).schedule(_Handler(self, True), root, recursive=True, event_filter=_EVENT_TYPES)
+        self._watched[root], self._modes[root] = watch, mode
+        self.missing_roots.discard(root)
+        log.info("watching %s source %r at %s (%s)", kind, source.name, root, mode)
+        return True
+
+    def modes(self) -> dict[str, str]:
+        return dict(self._modes)
+
+    # -- events ----------------------------------------------------------------------------
+
+    def note(self, path: str, *, deleted: bool = False, writing: bool = False) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.stats.events += 1
+            p = self._pending.get(path)
+            if p is None:
+                p = self._pending[path] = _Pending(first=now, last=now)
+            p.last, p.deleted, p.writing, p.events = now, deleted, (writing and not deleted), p.events + 1
+
+    def request_rescan(self, path: str, *, reason: str) -> None:
+        found = journal.classify(self.store.settings, path)
+        if found is None:
+            return
+        kind, source = found
+        with self._lock:
+            self._rescans[(kind, source.name)] = reason
+
+    def _due(self, now: float) -> tuple[list[tuple[str, _Pending]], list[tuple[str, str, str]]]:
+        quiet = self.debounce_s + (self.poll_interval_s if self.mode == "polling" else 0.0)
+        due: list[tuple[str, _Pending]] = []
+        with self._lock:
+            for path, p in list(self._pending.items()):
+                idle = now - p.last
+                if idle >= quiet and (not p.writing or idle >= self.write_grace_s):
+                    due.append((path, self._pending.pop(path)))
+            rescans = [(kind, name, reason) for (kind, name), reason in self._rescans.items()]
+            self._rescans.clear()
+        return due, rescans
+
+    def flush(self, *, force: bool = False) -> int:
+        """Journal every path that is due (all of them with ``force``); returns rows added."""
+        due, rescans = self._due(float("inf") if force else time.monotonic())
+        if not due and not rescans:
+            return 0
+        settings = self.store.settings
+        entries: list[JournalEntry] = []
+        for path, p in due:
+            entry = journal.entry_for_path(settings, path, deleted=p.deleted and not Path(path).exists())
+            if entry is not None:
+                entries.append(entry)
+        for kind, name, reason in rescans:
+            root = next((s.path for k, s in self.sources() if k == kind and s.name == name), "")
+            entries.append(journal.rescan_entry(kind, name, root, reason=reason))
+        try:
+            added = journal.append(self.store, entries)
+        except Exception as exc:  # the database is busy or gone: keep the paths for the next flush
+            log.error("could not write the change journal (%s); retrying", exc)
+            self.stats.errors = [*self.stats.errors[-9:], str(exc)]
+            with self._lock:
+                for path, p in due:
+                    self._pending.setdefault(path, p)
+                for kind, name, reason in rescans:
+                    self._rescans.setdefault((kind, name), reason)
+            return 0
+        self.stats.journaled += added
+        self.stats.rescans += len(rescans)
+        self.stats.duplicates += len(entries) - added
+        self.stats.flushes += 1
+        if added and self.on_journal:
+            self.on_journal(added)
+        return added
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def start(self, *, rescan: bool = True) -> "SourceWatcher":
+        # open the database before any thread does: two threads creating the schema at once collide
+        _ = self.store.engine
+        for kind, source in self.sources():
+            if self._schedule(kind, source) and rescan:
+                self._rescans[(kind, source.name)] = "watcher started"
+        self._spawn(self._flush_loop, "journal-flush")
+        self._spawn(self._root_loop, "root-check")
+        self.flush(force=False)
+        return self
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(0.05):
+            self.flush()
+
+    def _root_loop(self) -> None:
+        while not self._stop.wait(self.root_check_s):
+            self.check_roots()
+
+    def check_roots(self) -> None:
+        """Unwatch roots that vanished (unmount); watch and rescan roots that came back."""
+        for kind, source in self.sources():
+            root = str(Path(source.path).resolve())
+            if root in self._watched and not Path(root).is_dir():
+                observer = self._observers.get(self._modes.get(root, ""))
+                try:
+                    if observer is not None:
+                        observer.unschedule(self._watched[root])
+                except (KeyError, OSError):
+                    pass
+                self._watched.pop(root, None)
+                log.error("source %r: root %s vanished (unmounted?); its documents are kept", source.name, root)
+                self.missing_roots.add(root)
+            elif root not in self._watched and self._schedule(kind, source):
+                with self._lock:
+                    self._rescans[(kind, source.name)] = "root came back"
+
+    def stop(self) -> None:
+        self._stop.set()
+        for observer in self._observers.values():
+            observer.stop()
+        for observer in self._observers.values():
+            observer.join(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self.flush(force=True)
+
+    def __enter__(self) -> "SourceWatcher":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def dagster_reporter() -> Callable[[ApplyResult], None] | None:
+    """Report the warm path's updates to the Dagster instance (``DAGSTER_HOME``) as runless
+    materializations, so the asset catalog shows every update, not only Dagster's own runs."""
+    if not os.environ.get("DAGSTER_HOME"):
+        return None
+    import dagster as dg
+
+    instance = dg.DagsterInstance.get()
+
+    def report(result: ApplyResult) -> None:
+        for kind, sync, index, assets in (
+            ("company", result.company, result.company_index, ("company_documents", "company_chunk_index")),
+            ("user", result.users, result.user_index, ("user_snapshots", "user_state_index")),
+        ):
+            if sync is None or index is None or not (index.items_indexed or index.items_removed):
+                continue
+            meta = {
+                "trigger": "watch (warm path)",
+                "changed": getattr(sync, "changed", 0),
+                "new": getattr(sync, "new", 0),
+                "deleted": getattr(sync, "deleted", 0),
+                "items_indexed": index.items_indexed,
+                "chunks_embedded": index.chunks_embedded,
+                "dagster/row_count": index.rows_in_table,
+            }
+            for asset in assets:
+                instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=asset, metadata=meta))
+
+    return report
+
+
+class WarmApplier:
+    """Apply the journal in-process as soon as rows arrive (and at least every ``interval_s``).
+
+    Reads that fail for a transient reason (a partial write, a lock) are journaled again as
+    ``retry`` rows after a back-off, up to ``max_retries`` times; after that the input stays
+    skipped with its reason, and whatever version was stored keeps serving.
+    """
+
+    def __init__(
+        self,
+        store: ContextStore,
+        embedder: Embedder,
+        *,
+        interval_s: float = 1.0,
+        max_retries: int = 3,
+        retry_delays: tuple[float, ...] = (0.5, 1.0, 2.0),
+        on_apply: Callable[[ApplyResult], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.interval_s = interval_s
+        self.max_retries = max_retries
+        self.retry_delays = retry_delays
+        self.on_apply = on_apply
+        self.cursor = 0
+        self.applied = 0
+        self.results: list[ApplyResult] = []
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._retries: dict[str, tuple[int, float, ChangeEvent]] = {}
+        self._thread: threading.Thread | None = None
+        self._busy = threading.Lock()
+
+    def wake(self, *_: object) -> None:
+        self._wake.set()
+
+    def apply_once(self) -> ApplyResult:
+        with self._busy:
+            self._journal_due_retries()
+            # every unapplied row, not only those after a cursor: on PostgreSQL a lower id can
+            # commit after a higher one, and a row some other path applied is skipped anyway
+            result = journal.apply_changes(self.store, self.embedder, cursor=0)
+            self.cursor = result.cursor
+            if result.applied_ids:
+                self.applied += len(result.applied_ids)
+                record_lags(self.store)
+                self._schedule_retries(result)
+                self.results.append(result)
+                del self.results[:-100]
+                if self.on_apply:
+                    try:
+                        self.on_apply(result)
+                    except Exception as exc:  # reporting must never stop applying
+                        log.warning("could not report the update: %s", exc)
+            return result
+
+    def _schedule_retries(self, result: ApplyResult) -> None:
+        failed = {row.path for row in result.retry}
+        for row in result.retry:
+            attempt = self._retries.get(row.path, (0, 0.0, row))[0] + 1
+            if attempt > self.max_retries:
+                log.warning("%s still unreadable after %d retries; left skipped with its reason", row.path, self.max_retries)
+                self._retries.pop(row.path, None)
+                continue
+            delay = self.retry_delays[min(attempt - 1, len(self.retry_delays) - 1)]
+            self._retries[row.path] = (attempt, time.monotonic() + delay, row)
+        for path in [p for p, (_, at, _) in self._retries.items() if p not in failed and at == float("inf")]:
+            self._retries.pop(path, None)  # the retry read cleanly
+
+    def _journal_due_retries(self) -> None:
+        now = time.monotonic()
+        due = [(path, attempt, row) for path, (attempt, at, row) in self._retries.items() if at <= now]
+        if due:
+            journal.append(self.store, [journal.retry_entry(row, attempt) for _, attempt, row in due])
+            for path, attempt, row in due:
+                self._retries[path] = (attempt, float("inf"), row)  # waiting for the outcome of the retry
+
+    def next_retry_in(self) -> float | None:
+        pending = [at - time.monotonic() for _, at, _ in self._retries.values() if at != float("inf")]
+        return max(0.0, min(pending)) if pending else None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            wait = self.interval_s
+            retry = self.next_retry_in()
+            if retry is not None:
+                wait = min(wait, retry)
+            self._wake.wait(wait)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                self.apply_once()
+            except Exception:  # keep serving: the rows stay unapplied and are tried again
+                log.exception("applying the change journal failed; will retry")
+                self._stop.wait(1.0)
+
+    def start(self) -> "WarmApplier":
+        _ = self.store.engine  # see SourceWatcher.start
+        self._thread = threading.Thread(target=self._loop, name="warm-apply", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)

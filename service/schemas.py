@@ -1,0 +1,110 @@
+"""Request and response models of the ``/v1`` API (they are the OpenAPI documentation)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "CompanyResult",
+    "DocumentVersionPublic",
+    "DocumentVersions",
+    "ReasonPublic",
+    "RetrieveRequest",
+    "RetrieveResponse",
+    "UserFactPublic",
+    "UserStatePublic",
+]
+
+
+class RetrieveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"query": "how do refunds work", "user_id": "u-1001", "k": 5}]})
+
+    query: str = Field(description="The customer's question (1-2000 characters).")
+    user_id: str | None = Field(default=None, description="Add this user's current state; never anyone else's.")
+    k: int = Field(default=5, description="How many company chunks (1-100).")
+    as_of: str | None = Field(default=None, description="ISO-8601 time: answer from the knowledge base as it was then.")
+    filters: dict[str, Any] | None = Field(default=None, description='Restrict company results: {"kinds": [...], "sources": [...], "doc_ids": [...]}.')
+    mode: Literal["hybrid", "vector", "text", "rrf"] | None = Field(default=None, description="Override the server's retrieval mode.")
+
+
+class CompanyResult(BaseModel):
+    text: str
+    doc_id: str
+    version_id: str
+    chunk_id: str
+    title: str
+    heading: str
+    source_path: str
+    kind: str
+    score: float
+    vector_score: float | None
+    text_score: float | None
+    source_changed_at: datetime | None
+    indexed_at: datetime | None
+    age_seconds: float | None = Field(description="Time since the source last changed, at serving time.")
+    current: bool = Field(description="False only for as_of results whose version has since been superseded.")
+    valid_from: datetime | None = None
+    valid_to: datetime | None = Field(default=None, description="When this version was superseded (as_of results).")
+
+
+class UserFactPublic(BaseModel):
+    key: str
+    text: str
+    score: float
+
+
+class UserStatePublic(BaseModel):
+    user_id: str
+    snapshot_version_id: str
+    captured_at: datetime | None
+    age_seconds: float | None
+    max_age_hours: float
+    stale: bool
+    facts: list[UserFactPublic]
+
+
+class ReasonPublic(BaseModel):
+    code: str
+    detail: str
+    source: str
+
+
+class RetrieveResponse(BaseModel):
+    trace_id: str
+    query: str
+    mode: str
+    k: int
+    as_of: datetime | None
+    served_at: datetime
+    results: list[CompanyResult]
+    user: UserStatePublic | None
+    confidence: float = Field(ge=0.0, le=1.0)
+    confidence_source: str = Field(description='"calibrator (<dataset>)" or "conservative default".')
+    threshold: float
+    decision: Literal["answer", "escalate"]
+    reasons: list[ReasonPublic]
+    timings_ms: dict[str, float]
+
+
+class DocumentVersionPublic(BaseModel):
+    version_id: str
+    content_hash: str
+    title: str
+    source_path: str
+    valid_from: datetime
+    valid_to: datetime | None
+    observed_at: datetime
+    source_mtime: datetime | None
+    indexed_at: datetime | None
+    chunk_count: int | None
+    current: bool
+    text: str | None = None
+
+
+class DocumentVersions(BaseModel):
+    doc_id: str
+    as_of: datetime | None
+    versions: list[DocumentVersionPublic]

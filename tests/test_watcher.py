@@ -1,0 +1,124 @@
+"""The watcher on real folders: editor save patterns, bursts, polling, missing roots, warm apply."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from context_store import journal
+from context_store.embedding import HashingEmbedder
+from context_store.models import Document
+from context_store.retrieval import retrieve
+from context_store.store import ContextStore
+from pipeline.watcher import SourceWatcher, WarmApplier, filesystem_type, observer_mode_for
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def changed_paths(store: ContextStore) -> list[str]:
+    return [r.path for r in journal.read_after(store, 0) if r.event != "rescan"]
+
+
+@pytest.fixture
+def watcher(store: ContextStore) -> Iterator[SourceWatcher]:
+    w = SourceWatcher(store, debounce_s=0.3).start(rescan=False)
+    yield w
+    w.stop()
+
+
+def test_editor_save_pattern_and_bursts_become_one_row(store: ContextStore, sources: dict[str, Path], watcher: SourceWatcher) -> None:
+    company = sources["company"]
+    target = company / "refunds.md"
+    # vim/VS Code style: write a hidden temp file, then rename it over the original
+    tmp = company / ".refunds.md.swp"
+    tmp.write_text("# Refund policy\n\nRefunds within 14 days.\n")
+    os.replace(tmp, target)
+    for i in range(300):  # a burst of modify events on one file
+        with (company / "billing" / "invoices.md").open("a") as fh:
+            fh.write(f"line {i}\n")
+    assert wait_for(lambda: len(changed_paths(store)) >= 2)
+    time.sleep(0.5)
+    paths = changed_paths(store)
+    assert set(paths) == {str(p.resolve()) for p in (target, company / "billing" / "invoices.md")}
+    # 300 writes are one row unless the machine stalls longer than the quiet window mid-burst
+    assert len(paths) <= 4 and watcher.stats.events > 300
+
+
+def test_delete_and_move_are_journaled(store: ContextStore, sources: dict[str, Path], watcher: SourceWatcher) -> None:
+    company = sources["company"]
+    (company / "billing" / "invoices.md").rename(company / "billing" / "invoice-download.md")
+    (company / "refunds.md").unlink()
+    assert wait_for(lambda: len(changed_paths(store)) >= 3)
+    events = {Path(r.path).name: r.event for r in journal.read_after(store, 0)}
+    assert events == {"invoices.md": "deleted", "invoice-download.md": "changed", "refunds.md": "deleted"}
+
+
+def test_polling_observer_sees_changes_inotify_would_miss(store: ContextStore, sources: dict[str, Path]) -> None:
+    with SourceWatcher(store, mode="polling", poll_interval_s=0.3, debounce_s=0.1) as w:
+        assert set(w.modes().values()) == {"polling"}
+        time.sleep(0.5)
+        (sources["users"] / "u-3.json").write_text('{"user_id": "u-3", "account": {"status": "active"}}')
+        assert wait_for(lambda: any(p.endswith("u-3.json") for p in changed_paths(store)))
+    (row,) = [r for r in journal.read_after(store, 0) if r.path.endswith("u-3.json")]
+    assert row.state_kind == "user"
+
+
+def test_observer_mode_follows_the_filesystem(tmp_path: Path) -> None:
+    mounts = tmp_path / "mounts"
+    mounts.write_text("/dev/sda1 / ext4 rw 0 0\nserver:/export /mnt/kb nfs4 rw 0 0\n")
+    assert filesystem_type("/mnt/kb/help", str(mounts)) == "nfs4"
+    assert filesystem_type("/srv/help", str(mounts)) == "ext4"
+    assert observer_mode_for(tmp_path, "polling") == "polling"
+    assert observer_mode_for(tmp_path, "inotify") == "inotify"
+
+
+def test_start_rescans_and_a_missing_root_is_reported_not_fatal(store: ContextStore, sources: dict[str, Path]) -> None:
+    users = sources["users"]
+    users.rename(users.with_name("users-unmounted"))
+    w = SourceWatcher(store, root_check_s=0.2).start()
+    try:
+        assert w.missing_roots == {str(users.resolve())}
+        rows = journal.read_after(store, 0)
+        assert [(r.state_kind, r.event) for r in rows] == [("company", "rescan")]
+        users.with_name("users-unmounted").rename(users)  # mounted again
+        assert wait_for(lambda: any(r.state_kind == "user" and r.event == "rescan" for r in journal.read_after(store, 0)))
+        assert not w.missing_roots
+    finally:
+        w.stop()
+
+
+def test_watcher_with_warm_apply_makes_an_edit_retrievable(
+    store: ContextStore, sources: dict[str, Path], fake_embedder: HashingEmbedder
+) -> None:
+    applier = WarmApplier(store, fake_embedder, interval_s=0.5).start()
+    w = SourceWatcher(store, on_journal=applier.wake).start()
+    try:
+        def current(doc_id: str) -> Document | None:
+            with store.session() as s:
+                return s.get(Document, doc_id)
+
+        assert wait_for(lambda: (d := current("company/refunds.md")) is not None and d.indexed_version_id is not None)
+        started = time.monotonic()
+        (sources["company"] / "shipping.md").write_text("# Shipping\n\nParcels to Norway take nine working days.\n")
+        assert wait_for(lambda: (d := current("company/shipping.md")) is not None and d.indexed_version_id == d.current_version_id)
+        assert time.monotonic() - started < 5
+        hits = retrieve(store, fake_embedder, "parcels to Norway working days", k=1).results
+        assert hits[0].doc_id == "company/shipping.md"
+        (sources["company"] / "shipping.md").unlink()
+        assert wait_for(lambda: current("company/shipping.md").indexed_version_id is None)
+        assert all(h.doc_id != "company/shipping.md" for h in retrieve(store, fake_embedder, "parcels to Norway", k=5).results)
+    finally:
+        w.stop()
+        applier.stop()
+    assert not journal.read_after(store, 0, unapplied_only=True)
