@@ -87,7 +87,7 @@ def test_two_ingests_and_a_reader_never_double_apply_or_mix_versions(tmp_path: P
     _change_sources(company, users)
 
     go = tmp_path / "go"
-    workers = [_worker(home, company, users, "--group-size", "3", "--go", str(go)) for _ in range(2)]
+    workers = [_worker(home, company, users, "--wave-chunks", "12", "--go", str(go)) for _ in range(2)]
     deadline = time.monotonic() + 120
     while len(list(tmp_path.glob("go.ready.*"))) < 2 and time.monotonic() < deadline:
         assert all(w.poll() is None for w in workers), [w.communicate() for w in workers]
@@ -155,7 +155,7 @@ def test_kill_9_during_index_commits_is_repaired_by_the_next_run(tmp_path: Path,
     company, users, home = _setup(tmp_path, backend)
     store = _open(home, company, users)
     # one LanceDB commit per document: a wide window to die in between the SQL and LanceDB commits
-    proc = _worker(home, company, users, "--group-size", "1")
+    proc = _worker(home, company, users, "--wave-chunks", "1")
     killed_at: dict[str, int] = {}
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
@@ -171,7 +171,7 @@ def test_kill_9_during_index_commits_is_repaired_by_the_next_run(tmp_path: Path,
     assert killed_at, "the worker finished before it could be killed"
     assert not all(d.ok for d in index_drift(store))  # half-indexed: the asset check would fail now
 
-    repair = _worker(home, company, users, "--group-size", "8")
+    repair = _worker(home, company, users, "--wave-chunks", "64")
     out, err = repair.communicate(timeout=180)
     assert repair.returncode == 0, err[-3000:]
     report = json.loads(out.strip().splitlines()[-1])

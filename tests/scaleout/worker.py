@@ -1,6 +1,6 @@
 """A separate ingest process for the concurrency and fault tests (fake embedder, small groups).
 
-    python -m tests.scaleout.worker --home H --company DIR --users DIR [--group-size 4] [--slow 0.05]
+    python -m tests.scaleout.worker --home H --company DIR --users DIR [--wave-chunks 12] [--slow 0.05]
 
 Runs the same four steps as ``context_store.ingest.ingest`` and prints one JSON object with
 the reports. ``--go FILE`` lines several workers up: each connects, says it is ready, then waits for FILE;
@@ -43,7 +43,8 @@ def main() -> None:
     parser.add_argument("--home", required=True)
     parser.add_argument("--company", required=True)
     parser.add_argument("--users", required=True)
-    parser.add_argument("--group-size", type=int, default=4)
+    parser.add_argument("--wave-chunks", type=int, default=12, help="chunks per LanceDB commit (1: one document each)")
+    parser.add_argument("--user-group", type=int, default=2)
     parser.add_argument("--embed-batch", type=int, default=0, help="embed this many texts per commit (0: default)")
     parser.add_argument("--slow", type=float, default=0.0)
     parser.add_argument("--go", default="", help="touch GO.ready.<pid>, then wait until GO exists")
@@ -64,9 +65,9 @@ def main() -> None:
         while not go.exists() and time.monotonic() < deadline:
             time.sleep(0.01)
     company = sync_company_sources(store)
-    company_index = indexing.index_pending_documents(store, embedder, group_size=args.group_size)
+    company_index = indexing.index_pending_documents(store, embedder, wave_chunks=args.wave_chunks)
     users = sync_user_sources(store)
-    user_index = indexing.index_pending_users(store, embedder, group_size=max(1, args.group_size // 2))
+    user_index = indexing.index_pending_users(store, embedder, group_size=args.user_group)
     print(
         json.dumps(
             {
