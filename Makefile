@@ -12,7 +12,7 @@ PORT ?= 8000
 DAGSTER_PORT ?= 3000
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: setup run ingest serve dagster test test-fast bench clean
+.PHONY: setup run ingest serve dagster test test-fast bench clean scaleout-deps test-scaleout migration bench-load
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -43,6 +43,30 @@ ingest: setup
 test: setup
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
+
+## PostgreSQL server binaries for the scale-out tests (Debian's package; they start their own
+## throwaway cluster). moto's S3 server comes from PyPI with the test extra.
+scaleout-deps:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then \
+	  echo "PostgreSQL binaries present"; \
+	else \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	fi
+
+## Only the PostgreSQL + S3 tests (pytest -m scaleout).
+test-scaleout: setup scaleout-deps
+	$(PY) -m pytest -q -m scaleout
+
+## After adding or changing tables: write the next Alembic revision, e.g. make migration MSG="routing tables"
+migration: setup
+	@test -n "$(MSG)" || (echo 'usage: make migration MSG="what changed"' && exit 2)
+	$(VENV)/bin/freshcontext db revision -m "$(MSG)"
+
+## 16 clients on /v1/retrieve for 60 s during a 1,000-document ingest, then kill -9 and repair.
+bench-load: setup scaleout-deps
+	$(PY) bench/load.py
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not e2e"
