@@ -20,7 +20,7 @@ __all__ = ["ContextStore"]
 class ContextStore:
     def __init__(self, settings: Settings, *, index: VectorIndex | None = None) -> None:
         self.settings = settings
-        self.index = index or VectorIndex(settings.vector_uri)
+        self.index = index or VectorIndex(settings.vector_uri, storage_options=settings.vector_storage_options())
         self._engine: Engine | None = None
 
     @classmethod
