@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 export FRESHCONTEXT_HOME ?= $(CURDIR)/.freshcontext
-export DAGSTER_HOME ?= $(FRESHCONTEXT_HOME)/dagster
+DAGSTER_HOME ?= $(FRESHCONTEXT_HOME)/dagster
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 PORT ?= 8000
@@ -29,9 +29,9 @@ setup: $(STAMP)
 run: setup
 	mkdir -p $(DAGSTER_HOME)
 	test -f $(DAGSTER_HOME)/dagster.yaml || printf 'telemetry:\n  enabled: false\n' > $(DAGSTER_HOME)/dagster.yaml
-	$(VENV)/bin/freshcontext demo
+	DAGSTER_HOME=$(DAGSTER_HOME) $(VENV)/bin/freshcontext demo
 	@echo "Dagster UI: http://127.0.0.1:$(DAGSTER_PORT)   API: http://127.0.0.1:$(PORT)/docs   (Ctrl-C stops both)"
-	trap 'kill 0' INT TERM EXIT; \
+	export DAGSTER_HOME=$(DAGSTER_HOME); trap 'kill 0' INT TERM EXIT; \
 	$(VENV)/bin/freshcontext serve --port $(PORT) & \
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DAGSTER_PORT) & \
 	wait

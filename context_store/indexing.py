@@ -299,7 +299,7 @@ def index_pending_documents(
     store: ContextStore,
     embedder: Embedder,
     *,
-    wave_chunks: int = 2048,
+    wave_chunks: int | None = None,
     progress: Callable[[int], ProgressFn] | None = None,
 ) -> IndexReport:
     """Chunk, embed and index every pending document, wave by wave.
@@ -320,7 +320,7 @@ def index_pending_documents(
             for part in _in_batches(keys):
                 pending = _load_pending(session, store, part)
                 session.commit()  # chunk records are kept even if embedding fails below
-                for wave in _waves(pending, wave_chunks):
+                for wave in _waves(pending, wave_chunks or store.settings.index_wave_chunks):
                     texts = {c.chunk_hash: c.text for p in wave for c in p.chunks}
                     vectors, embedded = embed_cached(session, embedder, texts)
                     report.chunks_total += sum(len(p.chunks) for p in wave)

@@ -138,6 +138,8 @@ class Settings(BaseModel):
     company_sources: list[SourceConfig] = Field(default_factory=list)
     user_sources: list[SourceConfig] = Field(default_factory=list)
     max_file_bytes: int = Field(default=2_000_000, ge=1)
+    # chunks embedded per wave; each wave is one LanceDB commit, written while the next embeds
+    index_wave_chunks: int = Field(default=2048, ge=1)
     user_state_max_age_hours: float = Field(default=72.0, gt=0)
     freshness_sla_seconds: float = Field(default=300.0, gt=0)
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)

@@ -122,6 +122,9 @@ def test_cli_ingest_killed_mid_run_is_repaired_by_the_next_run(tmp_path: Path) -
     users = tmp_path / "users"
     shutil.copytree(REPO / "demo" / "users", users)
     home = tmp_path / "home"
+    home.mkdir()
+    # small waves: the killed run has committed some embeddings and still has work left
+    (home / "freshcontext.yaml").write_text("index_wave_chunks: 64\n")
     env = {**os.environ, "FRESHCONTEXT_HOME": str(home)}
     env.pop("DAGSTER_HOME", None)
     proc = subprocess.Popen(

@@ -35,7 +35,7 @@ from context_store.replay import FileWrite, History, run_replay
 from context_store.settings import Settings
 from context_store.store import ContextStore
 from pipeline.cli.eval_cmds import eval_group
-from pipeline.definitions import INGEST_ASSETS, INGEST_CHECKS
+from pipeline.definitions import INGEST_ASSETS, INGEST_CHECKS, LEARNING_ASSETS, LEARNING_CHECKS
 from pipeline.jobs import company_refresh_job
 from pipeline.resources import build_resources
 from pipeline.sensors import SENSOR_INTERVAL_S, TAG_RANGE, company_change_sensor
@@ -107,7 +107,10 @@ class DagsterDriver:
         resources = build_resources(self.home)
         if model is not None:  # a test embedder: hand the runs the very same object
             resources["embedder"] = dg.ResourceDefinition.hardcoded_resource(_FixedEmbedder(embedder))
-        defs = dg.Definitions(assets=[*INGEST_ASSETS], asset_checks=INGEST_CHECKS, jobs=[company_refresh_job], resources=resources)
+        defs = dg.Definitions(
+            assets=[*INGEST_ASSETS, *LEARNING_ASSETS], asset_checks=[*INGEST_CHECKS, *LEARNING_CHECKS],
+            jobs=[company_refresh_job], resources=resources,
+        )
         self.job = defs.resolve_job_def("company_refresh_job")
         self.cursor = 0
         self.runs = 0
