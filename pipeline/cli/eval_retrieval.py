@@ -48,9 +48,8 @@ def beir_home(dataset: BeirDataset, work_home: Path | None, *, mode: str | None 
         if source.exists():
             shutil.rmtree(source)  # the folder must hold exactly this corpus
         written = write_corpus(dataset, source)
-        overrides: dict[str, Any] = {"company_sources": [{"name": "beir", "path": str(source)}]}
-        if mode:
-            overrides["retrieval"] = {"mode": mode}
+        # Shipped retrieval defaults (plus the mode asked for), whatever a reused work home saved earlier.
+        overrides: dict[str, Any] = {"company_sources": [{"name": "beir", "path": str(source)}], "retrieval": {"mode": mode} if mode else {}}
         Settings.load(home, **overrides).save()
         click.echo(f"ingesting {written} documents of {dataset.name} into {home} ...", err=True)
         result = materialize_ingest(str(home), trigger="eval")
