@@ -206,6 +206,8 @@ class Settings(BaseModel):
             mode="json",
             exclude={"home": True, "object_storage": {"access_key_id", "secret_access_key", "session_token"}},
             exclude_none=True,
+            # only what differs from the defaults: a later release's better defaults then apply
+            exclude_defaults=True,
         )
         if payload.get("object_storage") == ObjectStorageConfig().model_dump(mode="json", exclude_none=True):
             payload.pop("object_storage")
