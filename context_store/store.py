@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from context_store.database import get_engine, session_scope
+from context_store.deployments import apply_deployment, serving_deployment
 from context_store.settings import Settings
 from context_store.vector_index import VectorIndex
 
@@ -18,10 +19,21 @@ __all__ = ["ContextStore"]
 
 
 class ContextStore:
+    """``settings`` are the effective ones: with no explicit ``index``, the serving deployment's
+    model, chunker and tables (see ``deployments``); ``configured`` is what the config file asks for."""
+
     def __init__(self, settings: Settings, *, index: VectorIndex | None = None) -> None:
+        self.configured = settings
         self.settings = settings
-        self.index = index or VectorIndex(settings.vector_uri)
         self._engine: Engine | None = None
+        self.deployment: Any = None
+        if index is None:
+            self.deployment = serving_deployment(self.engine, settings)
+            self.settings = apply_deployment(settings, self.deployment)
+            index = VectorIndex(
+                settings.vector_uri, company_table=self.deployment.company_table, user_table=self.deployment.user_table
+            )
+        self.index = index
 
     @classmethod
     def open(cls, home: str | Path | None = None, **overrides: Any) -> "ContextStore":
