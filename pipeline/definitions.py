@@ -15,6 +15,7 @@ from assets.ingestion import (
 from assets.freshness import freshness_report, source_reconciliation
 from pipeline.jobs import company_refresh_job, ingest_job, user_refresh_job
 from pipeline.resources import build_resources
+from pipeline.quality_jobs import QUALITY_ASSETS, quality_automation_sensor, quality_job, quality_schedule
 from pipeline.schedules import (
     compaction_job,
     compaction_schedule,
@@ -30,10 +31,10 @@ INGEST_CHECKS = [company_index_matches_store, user_index_matches_store]
 FRESHNESS_ASSETS = [freshness_report, source_reconciliation]
 
 defs = dg.Definitions(
-    assets=[*INGEST_ASSETS, *FRESHNESS_ASSETS],
+    assets=[*INGEST_ASSETS, *FRESHNESS_ASSETS, *QUALITY_ASSETS],
     asset_checks=INGEST_CHECKS,
-    jobs=[ingest_job, company_refresh_job, user_refresh_job, reconcile_job, freshness_job, compaction_job],
-    sensors=[company_change_sensor, user_change_sensor, journal_settled_sensor],
-    schedules=[reconcile_schedule, freshness_schedule, compaction_schedule],
+    jobs=[ingest_job, company_refresh_job, user_refresh_job, reconcile_job, freshness_job, compaction_job, quality_job],
+    sensors=[company_change_sensor, user_change_sensor, journal_settled_sensor, quality_automation_sensor],
+    schedules=[reconcile_schedule, freshness_schedule, compaction_schedule, quality_schedule],
     resources=build_resources(),
 )
