@@ -250,7 +250,7 @@ def evaluate_gate(
                     f"candidate {s.metrics[metric]:.3f} vs live {base:.3f} (tolerance {config.promotion_tolerance:.3f})",
                     s.metrics[metric], base - config.promotion_tolerance,
                 ))
-    failed = [c for c in checks if not c.passed]
+    failed = sorted((c for c in checks if not c.passed), key=lambda c: not c.name.startswith("candidate holds"))
     passed = not failed
     reason = "at least as good as live on every set" if passed else "; ".join(c.detail if c.name.startswith("candidate holds") else f"{c.name}: {c.detail}" for c in failed[:4])
     result = GateResult(
