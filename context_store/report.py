@@ -114,12 +114,15 @@ def build_report(store: ContextStore, *, days: float = 30.0, now: datetime | Non
     with store.session() as session:
         decisions = session.exec(select(PromotionDecision).order_by(col(PromotionDecision.id).desc()).limit(10)).all()
     deployment = store.deployment
+    pending = pending_change(store)
+    pending_decision = next((d.decision for d in decisions if d.candidate_fingerprint == pending), None) if pending else None
     return {
         "generated_at": now.isoformat(), "window_days": days, "home": str(store.settings.home),
         "index": {
             "serving_fingerprint": deployment.fingerprint if deployment else store.settings.index_code_version(),
             "model": store.settings.embedding.model, "chunking": store.settings.chunking.fingerprint(),
-            "pending_candidate": pending_change(store),
+            "pending_candidate": pending,
+            "pending_candidate_last_decision": pending_decision,
             "decisions": [{"at": _iso(d.decided_at), "decision": d.decision, "candidate": d.candidate_fingerprint,
                            "live": d.live_fingerprint, "reason": d.reason} for d in decisions],
         },
@@ -275,7 +278,12 @@ def render_html(data: dict[str, Any]) -> str:
     decisions = _table(["when", "decision", "candidate", "live", "why"],
                        [[d["at"][:19], d["decision"], d["candidate"], d["live"], d["reason"]] for d in idx["decisions"]]) if idx["decisions"] else "<p>No promotion decisions yet.</p>"
     reasons = _table(["reason", "escalations"], [[r, n] for r, n in esc["reasons"].items()]) if esc["reasons"] else ""
-    pending = f'<p class="warn">A new index ({html.escape(idx["pending_candidate"])}) is configured and waits for the promotion gate.</p>' if idx["pending_candidate"] else ""
+    pending = ""
+    if idx["pending_candidate"]:
+        state = ("was rejected by the promotion gate (see below); the current index keeps serving"
+                 if idx.get("pending_candidate_last_decision") == "rejected" else "waits for the promotion gate")
+        pending = f'<p class="warn">A new index ({html.escape(idx["pending_candidate"])}) is configured and {state}.</p>'
+
 
     def img(key: str, alt: str) -> str:
         return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{plots[key]}">'

@@ -194,3 +194,33 @@ class _Scrambled:
 
     def encode(self, texts: list[str]):  # type: ignore[no-untyped-def]
         return HashingEmbedder().encode([t[::-1] + " zzz" for t in texts])
+
+
+def test_a_configured_beir_set_is_ingested_beside_and_scored(edited: ContextStore, tmp_path: Path) -> None:
+    beir = tmp_path / "tiny-beir"
+    beir.mkdir()
+    docs = {"d1": "Lamps ship from Rotterdam within two days.", "d2": "Refunds are paid to the original card.",
+            "d3": "Reset your password from the sign-in page."}
+    (beir / "corpus.jsonl").write_text("\n".join(json.dumps({"_id": k, "title": k, "text": v}) for k, v in docs.items()))
+    (beir / "queries.jsonl").write_text("\n".join(json.dumps({"_id": q, "text": t}) for q, t in
+                                                  (("q1", "where do lamps ship from"), ("q2", "refunds original card"))))
+    (beir / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n")
+    from context_store.settings import GoldenSetConfig
+
+    report = evaluate_retrieval_quality(edited, HashingEmbedder(), sets=[GoldenSetConfig(name="tiny", path=beir, format="beir")])
+    s = report.sets[0]
+    assert s.error is None and s.metrics["queries"] == 2 and s.metrics["ndcg@10"] > 0.5
+    assert (edited.settings.home / "quality" / "beir").is_dir()  # its own side home; the live store is untouched
+    assert edited.index.count(edited.index.company_table_name) < 10
+
+
+def test_promote_cli_with_nothing_pending(edited: ContextStore) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "--home", str(edited.settings.home), "promote", "--json"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["decision"] == "nothing pending"
