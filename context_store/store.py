@@ -12,6 +12,7 @@ from sqlmodel import Session
 
 from context_store.database import get_engine, session_scope
 from context_store.deployments import apply_deployment, serving_deployment
+from context_store.errors import StoreError
 from context_store.settings import Settings
 from context_store.vector_index import VectorIndex
 
@@ -38,6 +39,21 @@ class ContextStore:
     @classmethod
     def open(cls, home: str | Path | None = None, **overrides: Any) -> "ContextStore":
         return cls(Settings.load(home, **overrides))
+
+    def ensure_current_deployment(self) -> None:
+        """Raise if another process promoted a new index since this store was opened.
+
+        A long-running writer (the watcher, a server) holds the old model; writing on would put
+        old-model rows into tables nobody serves while SQL records them as indexed.
+        """
+        if self.deployment is None:
+            return
+        serving = serving_deployment(self.engine, self.configured)
+        if serving.fingerprint != self.deployment.fingerprint:
+            raise StoreError(
+                f"index {serving.fingerprint} (model {serving.model}) was promoted after this process opened "
+                f"{self.settings.home} with {self.deployment.fingerprint}; restart it to write to the new index"
+            )
 
     @property
     def engine(self) -> Engine:

@@ -224,3 +224,14 @@ def test_promote_cli_with_nothing_pending(edited: ContextStore) -> None:
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["decision"] == "nothing pending"
+
+
+def test_a_writer_opened_before_a_promotion_refuses_to_index(edited: ContextStore, sources: dict[str, Path]) -> None:
+    from context_store.indexing import index_pending_documents
+
+    old_writer = _open(edited)  # e.g. the watcher, opened before the switch
+    changed = _open(edited, embedding={"model": "hashing-v2"})
+    _, gate, decision = run_gate(changed, HashingEmbedder(), HashingEmbedder(name="hashing-v2"))
+    assert decision is not None, gate.reason if gate else None
+    with pytest.raises(StoreError, match="restart it"):
+        index_pending_documents(old_writer, HashingEmbedder())
