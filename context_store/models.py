@@ -23,7 +23,13 @@ __all__ = [
     "ArchivedChunk",
     "IndexDeployment",
     "PromotionDecision",
+    "AskedQuestion",
     "IngestRun",
+    "OutboxMessage",
+    "QuestionAsk",
+    "RoutedQuestion",
+    "StaffAnswer",
+    "WebhookDelivery",
     "RetrievalTrace",
     "SkippedInput",
     "UserRecord",
@@ -180,6 +186,132 @@ class IngestRun(SQLModel, table=True):
     finished_at: Optional[datetime] = _ts(default=None)
     status: str = "running"
     stats: Optional[dict] = _json(default=None)
+
+
+# --- routing and learning (issue 5) ---
+
+
+class AskedQuestion(SQLModel, table=True):
+    """Every question the routing policy assessed: the memory behind repeat contact and the routing metrics."""
+
+    __tablename__ = "asked_questions"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    user_id: Optional[str] = Field(default=None, index=True)
+    conversation_id: Optional[str] = None
+    text: str
+    model: str
+    vector: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    asked_at: datetime = _ts(default_factory=utcnow, index=True)
+    decision: Optional[str] = Field(default=None, index=True)  # answer | escalate
+    confidence: Optional[float] = None
+    reasons: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    top_doc_id: Optional[str] = None
+    top_kind: Optional[str] = None
+    question_id: Optional[str] = Field(default=None, index=True)
+    trace_id: Optional[str] = None
+
+
+class RoutedQuestion(SQLModel, table=True):
+    """An escalated question and its working memory, so nobody asks the user to repeat it.
+
+    Lifecycle: open -> answered -> closed, or open -> dismissed. Near-duplicates of an open
+    question become further ``QuestionAsk`` rows of it instead of new questions.
+    """
+
+    __tablename__ = "routed_questions"
+
+    question_id: str = Field(primary_key=True)
+    status: str = Field(default="open", index=True)
+    text: str
+    user_id: Optional[str] = Field(default=None, index=True)
+    user_version_id: Optional[str] = None
+    conversation_id: Optional[str] = None
+    trace_id: Optional[str] = None
+    confidence: Optional[float] = None
+    reasons: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    context: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    user_state: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    model: str = ""
+    vector: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    ask_count: int = 1
+    owner: Optional[str] = None
+    created_at: datetime = _ts(default_factory=utcnow, index=True)
+    updated_at: datetime = _ts(default_factory=utcnow)
+    answered_at: Optional[datetime] = _ts(default=None)
+    closed_at: Optional[datetime] = _ts(default=None)
+    resolution_note: Optional[str] = None
+
+
+class QuestionAsk(SQLModel, table=True):
+    """One person asking a routed question (the first ask and every near-duplicate grouped with it)."""
+
+    __tablename__ = "question_asks"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    question_id: str = Field(foreign_key="routed_questions.question_id", index=True)
+    text: str
+    user_id: Optional[str] = Field(default=None, index=True)
+    user_version_id: Optional[str] = None
+    conversation_id: Optional[str] = None
+    trace_id: Optional[str] = None
+    similarity: float = 1.0
+    reasons: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    asked_at: datetime = _ts(default_factory=utcnow)
+
+
+class StaffAnswer(SQLModel, table=True):
+    """A staff reply, stored before anything else happens; it then becomes a document."""
+
+    __tablename__ = "staff_answers"
+
+    answer_id: str = Field(primary_key=True)
+    question_id: str = Field(foreign_key="routed_questions.question_id", unique=True)
+    author: str
+    text: str
+    channel: str = "webhook"  # webhook | staff_page | api
+    webhook_id: Optional[str] = None
+    received_at: datetime = _ts(default_factory=utcnow)
+    source_versions: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    doc_id: Optional[str] = Field(default=None, index=True)
+    file_path: Optional[str] = None
+    written_at: Optional[datetime] = _ts(default=None)
+    retrievable_at: Optional[datetime] = _ts(default=None)
+    needs_review: bool = Field(default=False, index=True)
+    review_reason: Optional[str] = None
+    flagged_at: Optional[datetime] = _ts(default=None)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """Each accepted inbound webhook id, kept so a retry days later is still recognised."""
+
+    __tablename__ = "webhook_deliveries"
+
+    webhook_id: str = Field(primary_key=True)
+    endpoint: str
+    received_at: datetime = _ts(default_factory=utcnow, index=True)
+    body_sha256: str
+    status_code: int
+    response: Optional[dict] = _json(default=None)
+
+
+class OutboxMessage(SQLModel, table=True):
+    """An outbound notification, persisted before it is sent and retried with backoff."""
+
+    __tablename__ = "outbox"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    message_id: str = Field(unique=True)
+    event_type: str
+    url: str
+    payload: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="pending", index=True)  # pending | delivered | dead
+    attempts: int = 0
+    next_attempt_at: datetime = _ts(default_factory=utcnow, index=True)
+    last_error: Optional[str] = None
+    last_status: Optional[int] = None
+    created_at: datetime = _ts(default_factory=utcnow)
+    delivered_at: Optional[datetime] = _ts(default=None)
 
 
 # --- retrieval API ---

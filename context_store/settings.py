@@ -128,6 +128,7 @@ class Settings(BaseModel):
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     api_keys: list[str] = Field(default_factory=list)
+    routing: dict[str, Any] = Field(default_factory=dict)  # validated by context_store.routing.RoutingConfig
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
     extra: dict[str, Any] = Field(default_factory=dict)

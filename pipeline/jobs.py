@@ -5,15 +5,16 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.ingestion import company_chunk_index, company_documents, user_snapshots, user_state_index
+from assets.learning import staff_answer_review
 
 __all__ = ["company_refresh_job", "ingest_job", "user_refresh_job"]
 
 ingest_job = dg.define_asset_job(
     "ingest_job",
-    selection=dg.AssetSelection.assets(company_documents, company_chunk_index, user_snapshots, user_state_index),
+    selection=dg.AssetSelection.assets(company_documents, company_chunk_index, staff_answer_review, user_snapshots, user_state_index),
     description="Version and index company and user state from every configured source.",
 )
 company_refresh_job = dg.define_asset_job(
-    "company_refresh_job", selection=dg.AssetSelection.assets(company_documents, company_chunk_index)
+    "company_refresh_job", selection=dg.AssetSelection.assets(company_documents, company_chunk_index, staff_answer_review)
 )
 user_refresh_job = dg.define_asset_job("user_refresh_job", selection=dg.AssetSelection.assets(user_snapshots, user_state_index))

@@ -7,7 +7,7 @@ from typing import Any
 
 import dagster as dg
 
-from pipeline.definitions import INGEST_ASSETS, INGEST_CHECKS
+from pipeline.definitions import INGEST_ASSETS, INGEST_CHECKS, LEARNING_ASSETS, LEARNING_CHECKS
 from pipeline.resources import build_resources
 
 __all__ = ["materialize_ingest"]
@@ -33,4 +33,4 @@ def materialize_ingest(
     kwargs: dict[str, Any] = {"resources": resources, "instance": instance, "raise_on_error": False}
     if selection:
         kwargs["selection"] = selection
-    return dg.materialize([*INGEST_ASSETS, *INGEST_CHECKS], **kwargs)
+    return dg.materialize([*INGEST_ASSETS, *INGEST_CHECKS, *LEARNING_ASSETS, *LEARNING_CHECKS], **kwargs)

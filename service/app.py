@@ -15,6 +15,7 @@ from service.auth import KeyRing
 from service.errors import install_error_handlers
 from service.metrics import Metrics, MetricsMiddleware
 from service.routes import ops_router, v1_router
+from service.routes_staff import router as staff_router
 from service.state import ServiceState
 
 __all__ = ["create_app"]
@@ -54,4 +55,5 @@ def create_app(
     app.include_router(v1_router)
     app.include_router(ops_router)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.include_router(staff_router)
     return app

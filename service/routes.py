@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from context_store.decision import Decision, decide
 from context_store.documents import document_versions
+from context_store.escalation import routing_signals
 from context_store.models import Document
 from context_store.retrieval import RetrievalResult, parse_as_of
 from context_store.traces import get_trace, new_trace_id, record_trace, replay, trace_dict
@@ -78,9 +79,12 @@ def retrieve(body: RetrieveRequest, request: Request) -> dict[str, Any]:
     result = state.retriever.retrieve(body.query, user_id=body.user_id, k=body.k, as_of=body.as_of, filters=body.filters, mode=body.mode)
     confidence, source = state.confidence(result)
     extra = [trigger(result, confidence) for trigger in state.triggers]
-    decision = decide(result, confidence, state.config.confidence_threshold, extra_reasons=extra)
+    signals = routing_signals(state.store, state.embedder, result, conversation_id=body.conversation_id)  # repeat contact, sensitive, ...
+    decision = decide(result, confidence, state.config.confidence_threshold, extra_reasons=[*extra, *signals.reasons])
     trace_id = new_trace_id()
+    routed = signals.follow_up(decision.decision, decision.reasons, confidence=confidence, trace_id=trace_id)
     payload = _response(result, decision, trace_id, source, state)
+    payload["routed_question"] = routed.as_dict() if routed else None
     record_trace(
         state.store, result, decision, confidence_source=source, trace_id=trace_id,
         latency_ms=(time.perf_counter() - started) * 1000, client=getattr(request.state, "client", None),

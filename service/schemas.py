@@ -28,6 +28,7 @@ class RetrieveRequest(BaseModel):
     as_of: str | None = Field(default=None, description="ISO-8601 time: answer from the knowledge base as it was then.")
     filters: dict[str, Any] | None = Field(default=None, description='Restrict company results: {"kinds": [...], "sources": [...], "doc_ids": [...]}.')
     mode: Literal["hybrid", "vector", "text", "rrf"] | None = Field(default=None, description="Override the server's retrieval mode.")
+    conversation_id: str | None = Field(default=None, max_length=200, description="The agent's conversation id: kept with a routed question; earlier turns of it are not repeat contacts.")
 
 
 class CompanyResult(BaseModel):
@@ -70,6 +71,14 @@ class ReasonPublic(BaseModel):
     code: str
     detail: str
     source: str
+    score: float | None = Field(default=None, description="The similarity or age that fired a routing trigger.")
+
+
+class RoutedQuestionRef(BaseModel):
+    question_id: str
+    grouped: bool = Field(description="Joined an open near-duplicate instead of queueing a new question.")
+    similarity: float
+    ask_count: int
 
 
 class RetrieveResponse(BaseModel):
@@ -86,6 +95,7 @@ class RetrieveResponse(BaseModel):
     threshold: float
     decision: Literal["answer", "escalate"]
     reasons: list[ReasonPublic]
+    routed_question: RoutedQuestionRef | None = Field(default=None, description="Set when the question was escalated to staff.")
     timings_ms: dict[str, float]
 
 

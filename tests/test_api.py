@@ -202,11 +202,12 @@ def test_decision_reasons_and_trigger_seam(api_store: ContextStore) -> None:
         return Reason("repeat_contact", "u-1 asked about this twice today", source="routing") if result.user_id == "u-1" else None
 
     api_store.settings.retrieval.confidence_threshold = 0.0
+    api_store.settings.user_state_max_age_hours = 24 * 3650  # the fixture's snapshots are days old: not what this tests
     with TestClient(create_app(store=api_store, embedder=HashingEmbedder(), triggers=[repeat_contact])) as c:
         assert post(c, {"query": "refund window", "user_id": "u-2"}).json()["decision"] == "answer"
         body = post(c, {"query": "refund window", "user_id": "u-1"}).json()
         assert body["decision"] == "escalate"
-        assert body["reasons"] == [{"code": "repeat_contact", "detail": "u-1 asked about this twice today", "source": "routing"}]
+        assert body["reasons"] == [{"code": "repeat_contact", "detail": "u-1 asked about this twice today", "source": "routing", "score": None}]
     api_store.settings.retrieval.confidence_threshold = 1.0
     with TestClient(create_app(store=api_store, embedder=HashingEmbedder())) as c:
         body = post(c, {"query": "refund window"}).json()

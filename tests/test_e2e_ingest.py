@@ -152,6 +152,7 @@ def test_cli_ingest_killed_mid_run_is_repaired_by_the_next_run(tmp_path: Path) -
     assert summary["checks"] == {
         "company_chunk_index:index_matches_store": True,
         "user_state_index:index_matches_store": True,
+        "staff_answer_review:staff_answers_current": True,  # the learning loop's check runs after every ingest
     }
     # the repair run reused what the killed run had embedded
     assert summary["assets"]["company_chunk_index"]["chunks_reused"] > 0

@@ -8,6 +8,7 @@ import dagster as dg
 from sqlmodel import select
 
 from assets.ingestion import company_chunk_index, company_documents, user_snapshots, user_state_index
+from assets.learning import staff_answer_review  # company_refresh_job also reviews staff answers
 from assets.resources import StoreResource
 from context_store import journal
 from context_store.embedding import HashingEmbedder
@@ -111,7 +112,7 @@ def test_requested_run_applies_only_those_paths_and_settles_the_journal(store: C
     result = _tick(company_change_sensor, store, str(journal.latest_id(store) - 1), instance)
     (request,) = result.run_requests
     job = dg.Definitions(
-        assets=[company_documents, company_chunk_index, user_snapshots, user_state_index],
+        assets=[company_documents, company_chunk_index, staff_answer_review, user_snapshots, user_state_index],
         jobs=[company_refresh_job],
         resources={"store": _resource(store), "embedder": dg.ResourceDefinition.hardcoded_resource(_Fixed(embedder))},
     ).resolve_job_def("company_refresh_job")
