@@ -10,18 +10,24 @@ from typing import Any
 import dagster as dg
 
 from assets.ingestion import company_chunk_index, user_state_index
+from assets.learning import staff_answer_review
 from assets.metadata import md_table
 from assets.resources import EmbedderResource, StoreResource
+from context_store.learning import learning_metrics
 from context_store.promotion import build_candidate, evaluate_gate, last_gate, pending_change, promote
 from context_store.quality import (
     CheckOutcome,
     baselines,
     evaluate_retrieval_quality,
+    evaluate_routing_quality,
+    learning_checks,
+    record_evaluation,
     retrieval_checks,
+    routing_checks,
     store_retrieval_quality,
 )
 
-__all__ = ["QUALITY_AUTOMATION", "index_candidate", "index_promotion", "retrieval_quality"]
+__all__ = ["QUALITY_AUTOMATION", "index_candidate", "index_promotion", "learning_report", "retrieval_quality", "routing_quality"]
 
 QUALITY_AUTOMATION = dg.AutomationCondition.eager()
 
@@ -157,3 +163,61 @@ def index_promotion(store: StoreResource) -> dg.MaterializeResult:
     decision = promote(cs, gate, trigger=store.trigger)
     return dg.MaterializeResult(metadata={"decision": decision.decision, "reason": decision.reason,
                                           "serving_fingerprint": decision.candidate_fingerprint, "previous_fingerprint": decision.live_fingerprint})
+
+
+@dg.asset(
+    group_name="quality",
+    deps=[company_chunk_index],
+    kinds={"python"},
+    automation_condition=QUALITY_AUTOMATION,
+    check_specs=[dg.AssetCheckSpec("routing_ece_under_ceiling", asset="routing_quality",
+                                   description="The routing confidence is calibrated: ECE at or under its ceiling on every golden set.")],
+)
+def routing_quality(store: StoreResource, embedder: EmbedderResource) -> dg.MaterializeResult:
+    """Escalation precision/recall, coverage at the target precision and ECE of the answer/escalate policy on the golden sets."""
+    cs = store.open()
+    sets = evaluate_routing_quality(cs, embedder.for_store(cs))
+    outcomes = routing_checks(sets, cs.settings.quality)
+    metadata: dict[str, Any] = {"target_precision": cs.settings.quality.routing_target_precision, "golden_sets": len(sets)}
+    for s in sets:
+        mine = [o for o in outcomes if o.name.startswith(f"{s.name}:")]
+        record_evaluation(cs, kind="routing", set_name=s.name, metrics=s.metrics, passed=bool(mine) and all(o.passed for o in mine),
+                          details={"error": s.error, **(s.worst[0] if s.worst else {})}, trigger=store.trigger)
+        for key, value in s.metrics.items():
+            metadata[f"{s.name}/{key}"] = _num(value)
+        if s.worst:
+            reasons = s.worst[0]["escalations_by_reason"]
+            metadata[f"{s.name}/escalations_by_reason"] = md_table(["reason", "questions"], [[r, n] for r, n in sorted(reasons.items(), key=lambda x: -x[1])])
+        if s.error:
+            metadata[f"{s.name}/error"] = s.error
+    return dg.MaterializeResult(metadata=metadata, check_results=[
+        _result("routing_ece_under_ceiling", outcomes, dg.AssetCheckSeverity.ERROR, "no golden set evaluated")])
+
+
+@dg.asset(
+    group_name="quality",
+    deps=[staff_answer_review],
+    kinds={"python"},
+    automation_condition=QUALITY_AUTOMATION,
+    check_specs=[
+        dg.AssetCheckSpec("time_to_knowledge_within_ceiling", asset="learning_report",
+                          description="Staff replies become retrievable fast enough (p95 under its ceiling)."),
+        dg.AssetCheckSpec("answers_become_retrievable", asset="learning_report",
+                          description="No stored staff answer waits longer than the ceiling to become retrievable."),
+    ],
+)
+def learning_report(store: StoreResource) -> dg.MaterializeResult:
+    """Time to knowledge, re-asked questions answered without a person, stale staff answers, escalation rate."""
+    cs = store.open()
+    m = learning_metrics(cs)
+    outcomes = learning_checks(cs, m, cs.settings.quality)
+    numbers = {k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool) or v is None and k.endswith(("_s", "_rate"))}
+    record_evaluation(cs, kind="learning", set_name="learning_loop", metrics={k: v for k, v in numbers.items() if v is not None},
+                      passed=all(o.passed for o in outcomes), details={"questions_by_status": m["questions_by_status"]}, trigger=store.trigger)
+    metadata: dict[str, Any] = {k: _num(v) for k, v in numbers.items()}
+    metadata["open_questions"] = m["questions_by_status"].get("open", 0)
+    metadata["open_questions_by_age"] = md_table(list(m["open_questions_by_age"]), [list(m["open_questions_by_age"].values())])
+    return dg.MaterializeResult(metadata=metadata, check_results=[
+        _result("time_to_knowledge_within_ceiling", [outcomes[0]], dg.AssetCheckSeverity.WARN, ""),
+        _result("answers_become_retrievable", [outcomes[1]], dg.AssetCheckSeverity.WARN, ""),
+    ])

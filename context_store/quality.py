@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -242,3 +242,73 @@ def baselines(store: ContextStore, report: RetrievalQuality) -> dict[str, dict[s
 
 
 __all__ += ["baselines", "store_retrieval_quality"]
+
+
+# --- routing and learning -------------------------------------------------------------------
+
+
+ROUTING_KEYS = ("escalation_precision", "escalation_recall", "coverage_at_target", "coverage_at_90", "coverage_at_95",
+                "aurc", "ece", "escalation_rate", "answer_precision")
+
+
+def evaluate_routing_quality(store: ContextStore, embedder: Embedder) -> list[SetQuality]:
+    """Routing (answer or escalate) on every ``golden``-format set, as ``routing_eval`` scores it, on the serving index."""
+    from context_store.routing import routing_config
+    from context_store.routing_eval import evaluate_routing, load_queries
+
+    config = store.settings.quality
+    out: list[SetQuality] = []
+    for gs in golden_sets(store.settings):
+        if gs.format != "golden":
+            continue  # a BEIR set has no unanswerable questions to route
+        try:
+            report = evaluate_routing(store, embedder, load_queries(gs.path), target_precision=config.routing_target_precision,
+                                      k=config.k, config=routing_config(store.settings))
+            data = report.as_dict()
+            metrics = {key: float(data[key]) for key in ROUTING_KEYS if key in data}
+            metrics.update({f"baseline_{key}": float(data["baseline"][key]) for key in ("ece", "coverage_at_target", "escalation_recall")
+                            if key in data["baseline"]})
+            metrics.update({"queries": float(report.queries), "answerable": float(report.answerable)})
+            out.append(SetQuality(gs.name, gs.format, metrics, worst=[{"escalations_by_reason": report.escalations_by_reason}]))
+        except Exception as exc:  # one unusable set must not hide the others' numbers
+            log.exception("golden set %s could not be evaluated for routing", gs.name)
+            out.append(SetQuality(gs.name, gs.format, {}, error=f"{type(exc).__name__}: {exc}"))
+    return out
+
+
+def routing_checks(sets: list[SetQuality], config: QualityConfig) -> list[CheckOutcome]:
+    """Calibration error of the routing confidence under its ceiling, per set."""
+    if not sets:
+        return [CheckOutcome("routing_ece_under_ceiling", False, "no golden-format set is configured (settings: quality.golden_sets)")]
+    out = []
+    for s in sets:
+        if s.error:
+            out.append(CheckOutcome(f"{s.name}: evaluated", False, s.error))
+            continue
+        ece = s.metrics.get("ece")
+        out.append(CheckOutcome(f"{s.name}: ece <= ceiling", ece is not None and ece <= config.routing_ece_ceiling,
+                                f"{s.name} routing ECE {ece:.3f} (ceiling {config.routing_ece_ceiling:.3f})", ece, config.routing_ece_ceiling))
+    return out
+
+
+def learning_checks(store: ContextStore, metrics: dict[str, Any], config: QualityConfig, *, now: datetime | None = None) -> list[CheckOutcome]:
+    """Time to knowledge p95 under its ceiling; no stored answer waiting longer than that to become retrievable."""
+    from context_store.models import StaffAnswer
+
+    now = now or utcnow()
+    ceiling = config.time_to_knowledge_p95_ceiling_s
+    p95 = metrics.get("time_to_knowledge_p95_s")
+    with store.session() as session:
+        waiting = session.exec(
+            select(StaffAnswer.answer_id).where(col(StaffAnswer.retrievable_at).is_(None),
+                                                col(StaffAnswer.received_at) < now - timedelta(seconds=ceiling))
+        ).all()
+    return [
+        CheckOutcome("time_to_knowledge_p95", p95 is None or p95 <= ceiling,
+                     "no staff answer has become retrievable yet" if p95 is None else f"p95 {p95:.1f} s (ceiling {ceiling:g} s)", p95, ceiling),
+        CheckOutcome("answers_become_retrievable", not waiting,
+                     f"{len(waiting)} staff answers stored more than {ceiling:g} s ago are still not retrievable", len(waiting), 0),
+    ]
+
+
+__all__ += ["ROUTING_KEYS", "evaluate_routing_quality", "learning_checks", "routing_checks"]

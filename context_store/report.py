@@ -19,9 +19,8 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from context_store import models
 from context_store.freshness import freshness_report, percentile
-from context_store.models import EvaluationRun, PromotionDecision, RetrievalTrace, VersionLag, utcnow
+from context_store.models import EvaluationRun, PromotionDecision, RetrievalTrace, StaffAnswer, VersionLag, utcnow
 from context_store.promotion import pending_change
 from context_store.quality import history
 from context_store.store import ContextStore
@@ -86,9 +85,7 @@ def _escalations(store: ContextStore, since: datetime) -> dict[str, Any]:
 
 
 def _time_to_knowledge(store: ContextStore, since: datetime) -> dict[str, Any]:
-    answer_model = getattr(models, "StaffAnswer", None)  # the learning loop's table (routing issue)
-    if answer_model is None:
-        return {"answers": 0, "points": [], "p50_s": None, "p95_s": None, "note": "staff answers are not recorded by this version"}
+    answer_model = StaffAnswer
     with store.session() as session:
         rows = session.exec(
             select(answer_model.received_at, answer_model.retrievable_at, answer_model.needs_review)
@@ -267,6 +264,10 @@ def render_html(data: dict[str, Any]) -> str:
         tiles.append(tile(f"{name}.ndcg@10", f"{name}: nDCG@10", _fmt(m.get("ndcg@10"))))
         if "answer_changed_current_wins" in m:
             tiles.append(tile(f"{name}.answer_changed_current_wins", f"{name}: current answer wins", _fmt(m["answer_changed_current_wins"] * 100, " %", 0)))
+    for name, m in data["routing_quality"]["latest"].items():
+        if "escalation_recall" in m:
+            tiles.append(tile(f"{name}.escalation_recall", f"{name}: unanswerable questions escalated", _fmt(m["escalation_recall"] * 100, " %", 0)))
+            tiles.append(tile(f"{name}.routing_ece", f"{name}: routing calibration error (ECE)", _fmt(m.get("ece"))))
     worst_html = ""
     for name, latest in data["retrieval_quality"]["latest"].items():
         if latest["worst"]:

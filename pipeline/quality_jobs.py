@@ -11,12 +11,12 @@ import os
 
 import dagster as dg
 
-from assets.quality import index_candidate, index_promotion, retrieval_quality
+from assets.quality import index_candidate, index_promotion, learning_report, retrieval_quality, routing_quality
 
 __all__ = ["QUALITY_ASSETS", "quality_automation_sensor", "quality_job", "quality_schedule"]
 
 QUALITY_CRON = os.environ.get("FRESHCONTEXT_QUALITY_CRON", "20 * * * *")
-QUALITY_ASSETS = [retrieval_quality, index_candidate, index_promotion]
+QUALITY_ASSETS = [retrieval_quality, index_candidate, index_promotion, routing_quality, learning_report]
 
 quality_job = dg.define_asset_job(
     "quality_job",

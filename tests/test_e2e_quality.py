@@ -62,12 +62,20 @@ def test_quality_assets_materialize_on_the_demo(demo_home: Path) -> None:
     assert result.success
     checks = _checks(result)
     assert checks["retrieval_above_floor"] and checks["current_answer_wins"] and checks["candidate_at_least_as_good"]
+    assert checks["routing_ece_under_ceiling"] and checks["time_to_knowledge_within_ceiling"] and checks["answers_become_retrievable"]
     meta = _meta(result, "retrieval_quality")
     assert meta["demo/queries"] == 80 and meta["demo/answer_changed_questions"] == 11
     assert 0.85 <= meta["demo/ndcg@10"] <= 1.0 and meta["demo/recall@10"] >= 0.95  # measured: 0.958 / 1.0
     assert meta["demo/answer_changed_current_wins"] >= 0.8 and meta["demo/answer_changed_stale_served"] == 0.0
     assert "| question | expected |" in str(meta["demo/worst_queries"])
     assert _meta(result, "index_promotion")["decision"] == "nothing pending"
+    routing = _meta(result, "routing_quality")
+    assert routing["demo/queries"] == 100 and routing["demo/answerable"] == 80
+    assert routing["demo/ece"] <= 0.15 and routing["demo/escalation_recall"] >= 0.5  # measured: 0.074 / 0.80
+    assert 0.0 < routing["demo/coverage_at_target"] <= 1.0
+    assert "low_confidence" in str(routing["demo/escalations_by_reason"])
+    learning = _meta(result, "learning_report")
+    assert learning["answers"] == 0 and learning["reasked_answered_without_person"] == 0
 
     # the report shows the same numbers (the CLI, as a support lead runs it)
     out = subprocess.run(
@@ -77,6 +85,7 @@ def test_quality_assets_materialize_on_the_demo(demo_home: Path) -> None:
     data = json.loads(out.stdout)
     assert data["retrieval_quality"]["latest"]["demo"]["metrics"]["ndcg@10"] == pytest.approx(meta["demo/ndcg@10"], abs=1e-4)
     assert data["freshness"]["versions_measured"] >= 1
+    assert data["routing_quality"]["latest"]["demo"]["ece"] == pytest.approx(routing["demo/ece"], abs=1e-4)
 
 
 class _WrongCandidateModel:

@@ -235,3 +235,41 @@ def test_a_writer_opened_before_a_promotion_refuses_to_index(edited: ContextStor
     assert decision is not None, gate.reason if gate else None
     with pytest.raises(StoreError, match="restart it"):
         index_pending_documents(old_writer, HashingEmbedder())
+
+
+def test_routing_quality_on_a_golden_set_and_its_ece_check(edited: ContextStore) -> None:
+    from context_store.quality import evaluate_routing_quality, routing_checks
+
+    # the 4-question set is too small to cross-fit (folds need 10 labelled queries each); make it 24
+    rows = [{**q, "id": f"{q['id']}-{i}"} for i in range(6) for q in QUESTIONS]
+    _golden(Path(edited.settings.quality.golden_sets[0].path), rows)
+    sets = evaluate_routing_quality(edited, HashingEmbedder())
+    assert sets[0].error is None, sets[0].error
+    m = sets[0].metrics
+    assert m["queries"] == 24 and m["answerable"] == 18 and 0.0 <= m["ece"] <= 1.0 and "coverage_at_target" in m
+    assert all(o.passed for o in routing_checks(sets, QualityConfig(routing_ece_ceiling=1.0)))
+    assert not any(o.passed for o in routing_checks(sets, QualityConfig(routing_ece_ceiling=0.0)) if m["ece"] > 0)
+    assert not routing_checks([], QualityConfig())[0].passed
+
+
+def test_learning_checks_flag_an_answer_that_never_became_knowledge(edited: ContextStore) -> None:
+    from datetime import timedelta
+
+    from context_store.learning import learning_metrics
+    from context_store.models import RoutedQuestion, StaffAnswer, utcnow
+    from context_store.quality import learning_checks
+
+    config = QualityConfig(time_to_knowledge_p95_ceiling_s=600)
+    assert all(o.passed for o in learning_checks(edited, learning_metrics(edited), config))  # nothing yet: nothing late
+    now = utcnow()
+    with edited.session() as s:
+        s.add(RoutedQuestion(question_id="q-1", text="can I pay with Klarna", vector=b"\0" * 8, status="answered"))
+        s.add(RoutedQuestion(question_id="q-2", text="is there a student discount", vector=b"\0" * 8, status="answered"))
+        s.flush()
+        s.add(StaffAnswer(answer_id="a-1", question_id="q-1", author="ana", text="Yes, in 3 instalments.",
+                          received_at=now - timedelta(seconds=900), retrievable_at=now - timedelta(seconds=870)))
+        s.add(StaffAnswer(answer_id="a-2", question_id="q-2", author="ana", text="No.", received_at=now - timedelta(hours=2)))
+    metrics = learning_metrics(edited)
+    assert metrics["time_to_knowledge_p50_s"] == pytest.approx(30, abs=1)
+    ttk, waiting = learning_checks(edited, metrics, config)
+    assert ttk.passed and not waiting.passed and waiting.value == 1
