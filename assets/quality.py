@@ -14,7 +14,7 @@ from assets.learning import staff_answer_review
 from assets.metadata import md_table
 from assets.resources import EmbedderResource, StoreResource
 from context_store.learning import learning_metrics
-from context_store.promotion import build_candidate, evaluate_gate, last_gate, pending_change, promote
+from context_store.promotion import build_candidate, evaluate_gate, gate_is_current, last_gate, pending_change, promote
 from context_store.quality import (
     CheckOutcome,
     baselines,
@@ -132,12 +132,15 @@ def index_candidate(store: StoreResource, embedder: EmbedderResource) -> dg.Mate
         )
     candidate_embedder = embedder.for_config(cs.configured.embedding)
     build = build_candidate(cs, candidate_embedder)
-    gate = evaluate_gate(cs, embedder.for_store(cs), candidate_embedder, build.store, trigger=store.trigger)
+    reused = gate_is_current(cs, build.store)
+    gate = reused or evaluate_gate(cs, embedder.for_store(cs), candidate_embedder, build.store, trigger=store.trigger)
+    if reused is not None:  # neither index changed since the last verdict: the same verdict, no second evaluation
+        gate.checks = [CheckOutcome("candidate verdict (unchanged since last evaluation)", gate.passed, gate.reason)]
     meta.update({
         "candidate_fingerprint": build.fingerprint, "candidate_model": cs.configured.embedding.model,
         "candidate_chunking": cs.configured.chunking.fingerprint(), "documents": build.documents,
         "documents_rebuilt": build.documents_rebuilt, "chunks_embedded": build.chunks_embedded, "build_s": round(build.seconds, 3),
-        "gate": "passed" if gate.passed else "rejected", "reason": gate.reason,
+        "gate": "passed" if gate.passed else "rejected", "reason": gate.reason, "evaluated_now": reused is None,
         "comparison": md_table(["set", "metric", "live", "candidate"],
                                [[c["set"], c["metric"], round(c["live"], 4), round(c["candidate"], 4)] for c in gate.comparison()], limit=60),
     })

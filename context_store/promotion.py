@@ -54,7 +54,7 @@ from context_store.settings import ChunkingConfig
 from context_store.store import ContextStore
 from context_store.vector_index import VectorIndex
 
-__all__ = ["CandidateBuild", "GateResult", "build_candidate", "candidate_store", "evaluate_gate", "last_gate", "pending_change", "promote", "run_gate"]
+__all__ = ["CandidateBuild", "GateResult", "build_candidate", "candidate_store", "evaluate_gate", "gate_is_current", "last_gate", "pending_change", "promote", "run_gate"]
 
 log = logging.getLogger(__name__)
 COMPARED = ("ndcg@10", "recall@{k}", "mrr@10", "answer_changed_current_wins")
@@ -188,6 +188,7 @@ class GateResult:
     candidate_metrics: dict[str, dict[str, float]]
     candidate_table_version: int | None = None
     checks: list[CheckOutcome] = field(default_factory=list)
+    live_table_version: int | None = None
     gate_id: str = ""
     candidate: RetrievalQuality | None = None
 
@@ -217,6 +218,7 @@ def last_gate(store: ContextStore) -> GateResult | None:
         ).all() if (r.details or {}).get("gate_id") == gate_id]
     return GateResult(
         live_fingerprint=latest.details.get("live_fingerprint", ""), candidate_fingerprint=fp, passed=bool(latest.passed),
+        live_table_version=latest.details.get("live_table_version"),
         reason=latest.details.get("reason", ""), live_metrics={r.set_name: r.details.get("live") or {} for r in rows},  # type: ignore[union-attr]
         candidate_metrics={r.set_name: dict(r.metrics) for r in rows}, candidate_table_version=latest.table_version, gate_id=gate_id,
     )
@@ -227,6 +229,17 @@ def _missing_documents(store: ContextStore, cand: ContextStore) -> int:
         current = dict(session.exec(select(Document.doc_id, Document.current_version_id).where(col(Document.current_version_id).is_not(None))).all())
     held = _held_versions(cand.index, cand.index.company_table_name, "doc_id")
     return sum(1 for d, v in current.items() if held.get(d) != v)
+
+
+def gate_is_current(store: ContextStore, cand: ContextStore) -> GateResult | None:
+    """The last gate of this candidate when neither table changed since (and the golden sets did not): no need to evaluate again."""
+    gate = last_gate(store)
+    if gate is None or gate.candidate_table_version is None or gate.live_table_version is None:
+        return None
+    same_tables = (gate.candidate_table_version == cand.index.versions().get(cand.index.company_table_name)
+                   and gate.live_table_version == store.index.versions().get(store.index.company_table_name))
+    same_sets = set(gate.candidate_metrics) == {gs.name for gs in store.settings.quality.golden_sets}
+    return gate if same_tables and same_sets else None
 
 
 def evaluate_gate(
@@ -256,10 +269,12 @@ def evaluate_gate(
     result = GateResult(
         store.settings.index_code_version(), candidate.fingerprint, passed, reason, _metrics_by_set(live), _metrics_by_set(candidate),
         cand.index.versions().get(cand.index.company_table_name), checks, gate_id=uuid.uuid4().hex, candidate=candidate,
+        live_table_version=live.table_version,
     )
     for s in candidate.sets:
         record_evaluation(cand, kind="gate", set_name=s.name, metrics=s.metrics, passed=passed, trigger=trigger,
                           details={"gate_id": result.gate_id, "live": live_sets.get(s.name), "live_fingerprint": result.live_fingerprint,
+                                   "live_table_version": live.table_version,
                                    "reason": reason, "worst": s.worst, "error": s.error},
                           fingerprint=candidate.fingerprint, model=candidate.model, table_version=result.candidate_table_version)
     if not passed:

@@ -118,6 +118,10 @@ def test_a_wrong_model_fails_the_blocking_gate_and_is_not_promoted(demo_home: Pa
             decisions = s.exec(select(PromotionDecision)).all()
         assert serving.company_table == "company_chunks" and serving.model == "all-MiniLM-L6-v2"
         assert [d.decision for d in decisions] == ["rejected"]
+        # nothing changed since: the next run keeps the verdict without evaluating again
+        again = dg.materialize(QUALITY_ASSETS[1:3], resources=resources, raise_on_error=False)
+        assert _checks(again)["candidate_at_least_as_good"] is False
+        assert _meta(again, "index_candidate")["evaluated_now"] is False
         assert store.settings.embedding.model == "all-MiniLM-L6-v2"  # the old index keeps serving, with its model
     finally:
         settings.embedding.model = "all-MiniLM-L6-v2"

@@ -175,6 +175,11 @@ def test_wrong_model_and_emptied_table_are_rejected_and_not_promoted(edited: Con
 
 
 def test_a_chunker_promotion_rechunks_current_versions_and_archives_the_old_chunks(edited: ContextStore) -> None:
+    from context_store.decision import decide
+    from context_store.traces import record_trace, replay
+
+    result = Retriever(edited, HashingEmbedder()).retrieve("refund window", k=2)
+    trace_id = record_trace(edited, result, decide(result, 0.9, 0.5), confidence_source="test")
     changed = _open(edited, chunking={"max_chars": 200})
     _, gate, decision = run_gate(changed, HashingEmbedder(), HashingEmbedder())
     assert gate is not None and decision is not None, gate.reason if gate else None
@@ -184,6 +189,9 @@ def test_a_chunker_promotion_rechunks_current_versions_and_archives_the_old_chun
     with reopened.session() as s:
         assert s.exec(select(ArchivedChunk)).all()
         assert s.exec(select(ChunkRecord)).all()
+    # what was served before the switch still replays, verified, from the archived chunks
+    replayed = replay(reopened, trace_id)
+    assert replayed["verified"] and replayed["results"] and "days" in replayed["results"][0]["text"]
 
 
 class _Scrambled:
