@@ -12,7 +12,7 @@ PORT ?= 8000
 DAGSTER_PORT ?= 3000
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: setup run ingest serve dagster test test-fast bench clean
+.PHONY: setup system-deps run ingest serve dagster test test-fast bench bench-freshness clean scaleout-deps test-scaleout migration bench-load
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -40,15 +40,46 @@ ingest: setup
 	$(VENV)/bin/freshcontext ingest
 
 ## Set up and run every test (import contracts, unit, end-to-end on the real model).
-test: setup
+test: setup system-deps
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
+
+## Debian packages the tests drive for real: PostgreSQL server binaries (the scale-out tests
+## start their own throwaway cluster; moto's S3 server comes from PyPI with the test extra)
+## and Chromium (staff page and report checked in a headless browser).
+system-deps:
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+scaleout-deps: system-deps
+
+## Only the PostgreSQL + S3 tests (pytest -m scaleout).
+test-scaleout: setup scaleout-deps
+	$(PY) -m pytest -q -m scaleout
+
+## After adding or changing tables: write the next Alembic revision, e.g. make migration MSG="routing tables"
+migration: setup
+	@test -n "$(MSG)" || (echo 'usage: make migration MSG="what changed"' && exit 2)
+	$(VENV)/bin/freshcontext db revision -m "$(MSG)"
+
+## 16 clients on /v1/retrieve for 60 s during a 1,000-document ingest, then kill -9 and repair.
+bench-load: setup scaleout-deps
+	$(PY) bench/load.py
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not e2e"
 
 bench: setup
 	$(PY) bench/ingest.py
+
+bench-freshness: setup
+	$(PY) bench/freshness.py
 
 clean:
 	rm -rf $(VENV) .freshcontext .pytest_cache

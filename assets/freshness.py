@@ -12,6 +12,7 @@ from assets.resources import StoreResource
 from context_store.freshness import evaluate_checks, reconciliation_diff
 from context_store.freshness import freshness_report as build_freshness_report
 from context_store.journal import mark_applied
+from context_store.journal import prune as prune_journal
 from context_store.store import ContextStore
 
 __all__ = [
@@ -139,6 +140,7 @@ def freshness_report(config: FreshnessConfig, store: StoreResource) -> dg.Materi
 
 class CompactionConfig(dg.Config):
     cleanup_older_than_hours: float = 24.0
+    journal_keep_days: float = 30.0
 
 
 def _table_stats(cs: ContextStore) -> dict[str, dict[str, int]]:
@@ -156,7 +158,8 @@ def _table_stats(cs: ContextStore) -> dict[str, dict[str, int]]:
 
 @dg.op(tags={"kind": "lancedb"})
 def compact_lancedb(context: dg.OpExecutionContext, config: CompactionConfig, store: StoreResource) -> dg.Output:
-    """Compact LanceDB fragments, fold new rows into the full-text index, delete old table versions.
+    """Compact LanceDB fragments, fold new rows into the full-text index, delete old table versions;
+    prune applied change-journal rows.
 
     Old versions only serve LanceDB time travel; history lives in SQL, so a day is plenty.
     """
@@ -165,7 +168,8 @@ def compact_lancedb(context: dg.OpExecutionContext, config: CompactionConfig, st
     started = time.perf_counter()
     cs.index.optimize(cleanup_older_than=timedelta(hours=config.cleanup_older_than_hours))
     after = _table_stats(cs)
-    meta: dict[str, Any] = {"seconds": round(time.perf_counter() - started, 3)}
+    pruned = prune_journal(cs, older_than=datetime.now(timezone.utc) - timedelta(days=config.journal_keep_days))
+    meta: dict[str, Any] = {"seconds": round(time.perf_counter() - started, 3), "journal_rows_pruned": pruned}
     for name, stats in after.items():
         for key, value in stats.items():
             meta[f"{name}_{key}_before"] = before.get(name, {}).get(key, 0)

@@ -67,7 +67,7 @@ class DenseIndex:
         *,
         ann: str = "auto",
         ann_min_rows: int = 50_000,
-        nprobe: int = 48,
+        nprobe: int = 96,
         refresh_interval: float = 0.2,
     ) -> None:
         if ann not in ("auto", "exact", "ivf"):

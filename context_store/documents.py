@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import insert, update
 from sqlmodel import Session, col, select
 
-from context_store.database import bulk_update
+from context_store.database import bulk_update, lineage_lock
 from context_store.errors import InputRejected, NotFound, SourceError
 from context_store.models import Document, DocumentVersion, utcnow
 from context_store.settings import SourceConfig
@@ -78,6 +78,9 @@ def sync_company_sources(
     # little next to embedding them, and ORM objects per file do not.
     changes = _Changes()
     with store.session() as session:
+        # Two ingests of one source must not both version the same change: the second waits,
+        # then finds it already current (and the open-version index would refuse a twin).
+        lineage_lock(session, "company")
         for source in sources:
             root = Path(source.path).resolve()
             if wanted is not None and not any(_is_within(p, root) for p in wanted):
@@ -149,16 +152,17 @@ class _Changes:
     new_hashes: dict[str, str] = field(default_factory=dict)  # doc id -> content hash
 
     def write(self, session: Session, report: CompanySyncReport, now: datetime) -> None:
-        if self.new_docs:
-            session.execute(insert(Document.__table__), self.new_docs)
-        if self.versions:
-            session.execute(insert(DocumentVersion.__table__), self.versions)
+        # Close before insert: a document has at most one open version (uq_document_versions_open).
         for start in range(0, len(self.close), 500):
             session.execute(
                 update(DocumentVersion)
                 .where(col(DocumentVersion.version_id).in_(self.close[start : start + 500]))
                 .values(valid_to=now)
             )
+        if self.new_docs:
+            session.execute(insert(Document.__table__), self.new_docs)
+        if self.versions:
+            session.execute(insert(DocumentVersion.__table__), self.versions)
         # A new document with the text of one deleted in the same sync is that document, moved.
         for doc_id, content_hash in self.new_hashes.items():
             old = self.tombstoned.pop(content_hash, None)

@@ -361,13 +361,6 @@ def reconciliation_diff(store: ContextStore, since: datetime) -> dict[str, Any]:
     out: dict[str, Any] = {}
     missed: list[str] = []
     with store.session() as session:
-        journaled: dict[str, list[datetime]] = {}
-        for path, seen in session.exec(select(ChangeEvent.path, ChangeEvent.seen_at).where(ChangeEvent.event != "rescan")).all():
-            journaled.setdefault(path, []).append(_as_utc(seen))  # type: ignore[arg-type]
-
-        def was_journaled(path: str, after: datetime | None) -> bool:
-            return any(after is None or t >= after for t in journaled.get(str(Path(path).resolve()), []))
-
         for kind, model, key_col, ended_model, ended_key in (
             ("company", DocumentVersion, DocumentVersion.doc_id, Document, Document.doc_id),
             ("user", UserSnapshotVersion, UserSnapshotVersion.user_id, UserRecord, UserRecord.user_id),
@@ -376,6 +369,11 @@ def reconciliation_diff(store: ContextStore, since: datetime) -> dict[str, Any]:
                 select(key_col, model.source_path, model.observed_at).where(col(model.observed_at) >= since)
             ).all()
             history = _previous_observed(session, model, key_col, {k for k, _, _ in fresh})
+            journaled = _journal_times(session, {str(Path(p).resolve()) for _, p, _ in fresh})
+
+            def was_journaled(path: str, after: datetime | None) -> bool:
+                return any(after is None or t >= after for t in journaled.get(str(Path(path).resolve()), []))
+
             new = changed = 0
             for key, path, observed in fresh:
                 prior = [t for t in history.get(key, []) if t < _as_utc(observed)]  # type: ignore[operator]
@@ -389,6 +387,19 @@ def reconciliation_diff(store: ContextStore, since: datetime) -> dict[str, Any]:
     out["differences"] = sum(v for k, v in out.items() if k.endswith(("_new", "_changed", "_deleted")))
     out["missed_by_journal"] = len(missed)
     out["missed_sample"] = missed[:20]
+    return out
+
+
+def _journal_times(session: Session, paths: set[str]) -> dict[str, list[datetime]]:
+    out: dict[str, list[datetime]] = {}
+    ordered = sorted(paths)
+    for start in range(0, len(ordered), 900):
+        for path, seen in session.exec(
+            select(ChangeEvent.path, ChangeEvent.seen_at).where(
+                col(ChangeEvent.path).in_(ordered[start : start + 900]), ChangeEvent.event != "rescan"
+            )
+        ).all():
+            out.setdefault(path, []).append(_as_utc(seen))  # type: ignore[arg-type]
     return out
 
 

@@ -6,7 +6,14 @@ ranking down to ~0.88, because a weak text ranking gets as many votes as a stron
 ``score_fusion`` keeps the dense cosine as the anchor and adds the full-text score only in
 proportion to how strong it is for *this* query: BM25 divided by its top score for the
 query, weighted, and damped when the text ranking is flat (no document stands out).
-``bench/quality.py`` measures both against each single ranker on two open sets.
+
+The weight depends on the kind of query (``text_weight_for``): a short keyword query
+("GTM events not firing", at most 4 content words) is where exact terms carry the most
+and gets 0.4; a natural-language question gets 0.06, leaving it to the dense ranker that
+reads paraphrases. A single weight could not serve both open sets: on StackFAQ any weight
+above ~0.1 fell below dense alone, on the Plausible headings set anything below ~0.15 fell
+below full-text alone. Measured with ``bench/quality.py``; the two weights and the
+4-word boundary were chosen on those same two sets (no third set held out).
 
 ``bm25_scores`` is a small in-memory BM25 (k1=0.9, b=0.4, as BEIR's baselines) used where
 LanceDB's full-text index cannot answer: point-in-time (``as_of``) retrieval over the
@@ -21,7 +28,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Candidate", "bm25_scores", "rrf", "score_fusion", "tokenize"]
+__all__ = ["Candidate", "bm25_scores", "rrf", "score_fusion", "text_weight_for", "tokenize"]
 
 RRF_K = 60
 
@@ -57,6 +64,11 @@ def score_fusion(candidates: list[Candidate], text_weight: float) -> list[Candid
         lexical = (c.text_score or 0.0) / top if top > 0 else 0.0
         c.score = dense + text_weight * spread * lexical
     return sorted(candidates, key=lambda c: -c.score)
+
+
+def text_weight_for(query: str, *, question_weight: float, keyword_weight: float, keyword_max_terms: int) -> float:
+    """Query-type detection: few content words = keyword query."""
+    return keyword_weight if len(tokenize(query)) <= keyword_max_terms else question_weight
 
 
 _TOKEN = re.compile(r"[a-z0-9]+")

@@ -5,6 +5,12 @@ documents: embeddings go to the SQL cache first (so a killed run keeps them), th
 LanceDB commit replaces the rows of the whole group, then SQL records what LanceDB now
 holds. A crash between the two commits leaves the group pending, and the next run's
 identical commit is harmless.
+
+Several ingests may run against one store (two Dagster runs, the warm path and a
+reconciliation). Embeddings and chunk records are inserted with ON CONFLICT DO NOTHING, and
+each wave is committed under the lineage lock after re-reading which of its documents are
+still pending with the version this run prepared: nothing is indexed twice, and an older
+version's rows never overwrite a newer one's.
 """
 
 from __future__ import annotations
@@ -17,11 +23,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import insert
 from sqlmodel import Session, col, or_, select
 
 from context_store.chunking import Chunk, chunk_document
-from context_store.database import bulk_update
+from context_store.database import bulk_update, insert_ignore, lineage_lock
 from context_store.embedding import Embedder
 from context_store.models import (
     ChunkRecord,
@@ -58,6 +63,8 @@ T = TypeVar("T")
 class IndexReport:
     items_indexed: int = 0
     items_removed: int = 0
+    # pending when this run started, but indexed or superseded by a concurrent run meanwhile
+    items_skipped_concurrent: int = 0
     chunks_total: int = 0
     chunks_embedded: int = 0
     chunks_reused: int = 0
@@ -132,7 +139,8 @@ def embed_cached(
             vec = np.asarray(vec, dtype=np.float32)
             vectors[h] = vec
             rows.append({"chunk_hash": h, "model": embedder.name, "dim": int(vec.shape[0]), "vector": vec.tobytes(), "created_at": now})
-        session.execute(insert(EmbeddingCacheEntry.__table__), rows)
+        # another ingest may have embedded the same text meanwhile: its vector is as good as ours
+        insert_ignore(session, EmbeddingCacheEntry, rows)
         session.commit()  # embedding work survives a crash later in the run
     return vectors, len(missing)
 
@@ -187,8 +195,8 @@ def _load_pending(session: Session, store: ContextStore, docs: list[tuple[str, s
             counts.append({"version_id": vid, "chunk_count": len(chunks[vid])})
         doc_chunks = sorted(chunks.get(vid, []), key=lambda c: c.ordinal) if version is not None else []
         pending.append(_Pending(doc_id, kind, version, doc_chunks))
-    if new_rows:
-        session.execute(insert(ChunkRecord.__table__), new_rows)
+    # a concurrent run may chunk the same version; chunking is deterministic, so theirs = ours
+    insert_ignore(session, ChunkRecord, new_rows)
     bulk_update(session, DocumentVersion, "version_id", counts)
     return pending
 
@@ -229,12 +237,18 @@ class _IndexWriter:
         self.futures.append(self.pool.submit(self._write, wave, {c.chunk_hash: vectors[c.chunk_hash] for p in wave for c in p.chunks}, dim))
 
     def _write(self, wave: list[_Pending], vectors: dict[str, np.ndarray], dim: int) -> None:
-        now = utcnow()
-        rows = [_company_row(p, c, vectors[c.chunk_hash], now) for p in wave if p.version is not None for c in p.chunks]
-        self.store.index.replace_documents([p.doc_id for p in wave], rows, dim)
-        # Only now does SQL say LanceDB holds these versions; a crash before this commit
-        # leaves them pending and the next run repeats the (idempotent) LanceDB commit.
         with self.store.session() as session:
+            lineage_lock(session, "company")
+            live = _still_pending(session, Document, "doc_id", [(p.doc_id, p.version.version_id if p.version else None, p) for p in wave])
+            self.report.items_skipped_concurrent += len(wave) - len(live)
+            wave = [p for _, _, p in live]
+            if not wave:
+                return
+            now = utcnow()
+            rows = [_company_row(p, c, vectors[c.chunk_hash], now) for p in wave if p.version is not None for c in p.chunks]
+            self.store.index.replace_documents([p.doc_id for p in wave], rows, dim)
+            # Only now does SQL say LanceDB holds these versions; a crash before this commit
+            # leaves them pending and the next run repeats the (idempotent) LanceDB commit.
             bulk_update(
                 session, Document, "doc_id",
                 [{"doc_id": p.doc_id, "indexed_version_id": p.version.version_id if p.version else None} for p in wave],
@@ -255,6 +269,26 @@ class _IndexWriter:
                 f.result()
         finally:
             self.pool.shutdown(wait=True)
+
+
+def _still_pending(session: Session, model: Any, key: str, items: list[tuple[str, str | None, T]]) -> list[tuple[str, str | None, T]]:
+    """The ``(id, prepared version, payload)`` items still pending with the prepared version.
+
+    Read under the lineage lock: an item another run indexed meanwhile is not applied twice,
+    and a version superseded meanwhile never overwrites its successor's rows (the successor
+    is pending, and the run that made it, or the next one, indexes it).
+    """
+    fresh: dict[str, tuple[str | None, str | None]] = {}
+    ident = getattr(model, key)
+    for part in _in_batches([i for i, _, _ in items]):
+        for ident_value, current, indexed in session.exec(
+            select(ident, model.current_version_id, model.indexed_version_id).where(col(ident).in_(part))
+        ).all():
+            fresh[ident_value] = (current, indexed)
+    return [
+        item for item in items
+        if item[0] in fresh and fresh[item[0]][0] == item[1] and fresh[item[0]][0] != fresh[item[0]][1]
+    ]
 
 
 def _wait_first(futures: list[Future[None]]) -> None:
@@ -338,6 +372,7 @@ def index_pending_users(store: ContextStore, embedder: Embedder, *, group_size: 
     report = IndexReport()
     store.ensure_current_deployment()
     with store.session() as session:
+        lineage_lock(session, "user")  # users are loaded and their facts chunked consistently
         pending = list(
             session.exec(
                 select(UserRecord)
@@ -346,6 +381,7 @@ def index_pending_users(store: ContextStore, embedder: Embedder, *, group_size: 
             ).all()
         )
         if not pending:
+            session.commit()
             report.rows_in_table = store.index.count(USER_TABLE)
             report.seconds = time.perf_counter() - started
             return report
@@ -356,13 +392,21 @@ def index_pending_users(store: ContextStore, embedder: Embedder, *, group_size: 
             work.append((user, version))
             for fact in version.facts if version else []:
                 texts.setdefault(sha256(fact["text"]), fact["text"])
+        session.commit()  # releases the lock: embedding does not need it
         report.chunks_total = sum(len(v.facts) for _, v in work if v)
         vectors, embedded = embed_cached(session, embedder, texts)
         report.chunks_embedded = embedded
         report.chunks_reused = report.chunks_total - embedded
         dim = int(next(iter(vectors.values())).shape[0]) if vectors else embedder.dim
         for start in range(0, len(work), group_size):
-            group = work[start : start + group_size]
+            lineage_lock(session, "user")
+            part = work[start : start + group_size]
+            live = _still_pending(session, UserRecord, "user_id", [(u.user_id, u.current_version_id, (u, v)) for u, v in part])
+            report.items_skipped_concurrent += len(part) - len(live)
+            group = [pair for _, _, pair in live]
+            if not group:
+                session.commit()
+                continue
             now = utcnow()
             rows = [
                 {

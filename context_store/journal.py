@@ -22,7 +22,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import delete, insert
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select, update
 
 from context_store.documents import CompanySyncReport, sync_company_sources
@@ -49,6 +50,7 @@ __all__ = [
     "entry_for_path",
     "latest_id",
     "mark_applied",
+    "prune",
     "read_after",
     "rescan_entry",
     "retry_entry",
@@ -159,8 +161,8 @@ def append(store: ContextStore, entries: Iterable[JournalEntry], *, now: datetim
             dialect = store.engine.dialect.name
             if dialect in ("sqlite", "postgresql"):
                 # a concurrent writer may have journaled the same state since we looked
-                module = __import__(f"sqlalchemy.dialects.{dialect}", fromlist=["insert"])
-                stmt = module.insert(ChangeEvent).on_conflict_do_nothing(index_elements=["fingerprint"])
+                dialect_insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+                stmt = dialect_insert(ChangeEvent).on_conflict_do_nothing(index_elements=["fingerprint"])
             else:  # pragma: no cover - other databases: the look-up above is the guard
                 stmt = insert(ChangeEvent)
             result = session.connection().execute(stmt, rows)
@@ -265,6 +267,13 @@ def mark_applied(
     with store.session() as session:
         result = session.execute(stmt.values(applied_at=at, applied_by=by))
         return int(result.rowcount or 0)
+
+
+def prune(store: ContextStore, *, older_than: datetime) -> int:
+    """Delete applied rows seen before ``older_than``; unapplied rows stay until something applies them."""
+    stmt = delete(ChangeEvent).where(col(ChangeEvent.applied_at).is_not(None), col(ChangeEvent.seen_at) < older_than)
+    with store.session() as session:
+        return int(session.execute(stmt).rowcount or 0)
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Column, DateTime, LargeBinary, TypeDecorator
+from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, TypeDecorator, text
 from sqlmodel import Field, SQLModel
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "PromotionDecision",
     "AskedQuestion",
     "IngestRun",
+    "LineageLock",
     "OutboxMessage",
     "QuestionAsk",
     "RoutedQuestion",
@@ -188,6 +189,34 @@ class IngestRun(SQLModel, table=True):
     stats: Optional[dict] = _json(default=None)
 
 
+# --- scaleout: concurrent writers on one database ---
+
+
+class LineageLock(SQLModel, table=True):
+    """One row per state lineage; writers lock it for the length of a transaction.
+
+    See ``database.lineage_lock``. ``holder``/``acquired_at`` tell who wrote last, which is
+    what a person looking at a stuck deployment wants to know.
+    """
+
+    __tablename__ = "lineage_locks"
+
+    name: str = Field(primary_key=True)  # company | user
+    holder: str
+    acquired_at: datetime = _ts(default_factory=utcnow)
+
+
+# At most one open version per document and per user, enforced by the database itself: a
+# second process applying the same change would otherwise leave two "current" versions.
+# Partial unique indexes exist on SQLite and PostgreSQL alike.
+for _table, _key in ((DocumentVersion.__table__, "doc_id"), (UserSnapshotVersion.__table__, "user_id")):
+    Index(
+        f"uq_{_table.name}_open",
+        _table.c[_key],
+        unique=True,
+        sqlite_where=text("valid_to IS NULL"),
+        postgresql_where=text("valid_to IS NULL"),
+    )
 # --- routing and learning (issue 5) ---
 
 

@@ -95,7 +95,8 @@ def candidate_store(store: ContextStore) -> ContextStore:
     """The configured settings over the candidate's tables (they may be empty if never built)."""
     fp = fingerprint_of(store.configured)
     row = _deployment_row(store, fp)
-    index = VectorIndex(store.configured.vector_uri, company_table=row.company_table, user_table=row.user_table)
+    index = VectorIndex(store.configured.vector_uri, company_table=row.company_table, user_table=row.user_table,
+                        storage_options=store.configured.vector_storage_options())
     return ContextStore(store.configured, index=index)
 
 

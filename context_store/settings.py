@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 
 from context_store.errors import ConfigError
 
@@ -23,6 +23,7 @@ __all__ = [
     "EmbeddingConfig",
     "GoldenSetConfig",
     "QualityConfig",
+    "ObjectStorageConfig",
     "RetrievalConfig",
     "Settings",
     "SourceConfig",
@@ -60,18 +61,66 @@ class EmbeddingConfig(BaseModel):
     device: str = "cpu"
 
 
+class ObjectStorageConfig(BaseModel):
+    """Where ``lancedb_uri`` lives when it is ``s3://…``: an S3-compatible endpoint and its keys.
+
+    Keys are best left out of the file: ``FRESHCONTEXT_S3_ACCESS_KEY_ID`` /
+    ``FRESHCONTEXT_S3_SECRET_ACCESS_KEY`` (or the standard ``AWS_*`` variables, which the
+    object store reads by itself when nothing is set here). ``save()`` never writes them.
+    """
+
+    endpoint: str | None = None  # e.g. http://127.0.0.1:9000 for MinIO or moto; None = AWS
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    session_token: SecretStr | None = None
+    allow_http: bool = False  # plain-HTTP endpoints (a local MinIO/moto) must opt in
+    virtual_hosted_style: bool | None = None
+    extra: dict[str, str] = Field(default_factory=dict)  # passed through as LanceDB storage options
+
+    def storage_options(self) -> dict[str, str]:
+        """The ``storage_options`` mapping LanceDB (lance's object_store) understands."""
+        options: dict[str, str] = {}
+        pairs = (
+            ("aws_endpoint", self.endpoint),
+            ("aws_region", self.region),
+            ("aws_access_key_id", self.access_key_id),
+            ("aws_secret_access_key", self.secret_access_key.get_secret_value() if self.secret_access_key else None),
+            ("aws_session_token", self.session_token.get_secret_value() if self.session_token else None),
+        )
+        options.update({k: v for k, v in pairs if v})
+        if self.allow_http:
+            options["allow_http"] = "true"
+        if self.virtual_hosted_style is not None:
+            options["aws_virtual_hosted_style_request"] = str(self.virtual_hosted_style).lower()
+        options.update(self.extra)
+        return options
+
+
+# Environment beats the file for deployment-specific values; secrets belong here, not in YAML.
+_OBJECT_STORAGE_ENV = (
+    ("endpoint", "FRESHCONTEXT_S3_ENDPOINT"),
+    ("region", "FRESHCONTEXT_S3_REGION"),
+    ("access_key_id", "FRESHCONTEXT_S3_ACCESS_KEY_ID"),
+    ("secret_access_key", "FRESHCONTEXT_S3_SECRET_ACCESS_KEY"),
+    ("session_token", "FRESHCONTEXT_S3_SESSION_TOKEN"),
+    ("allow_http", "FRESHCONTEXT_S3_ALLOW_HTTP"),
+)
 class RetrievalConfig(BaseModel):
     """How the retrieval API searches, scores and decides (see context_store/retrieval.py)."""
 
     mode: str = "hybrid"  # hybrid | vector | text | rrf (measured: bench/quality.py)
     candidates: int = Field(default=100, ge=10, le=1000)  # per ranker, before fusion
-    text_weight: float = Field(default=0.3, ge=0.0, le=10.0)  # hybrid: weight of normalised full-text score
+    # hybrid: weight of the normalised full-text score for questions, and for short keyword queries
+    text_weight: float = Field(default=0.06, ge=0.0, le=10.0)
+    keyword_text_weight: float = Field(default=0.4, ge=0.0, le=10.0)
+    keyword_max_terms: int = Field(default=4, ge=0, le=100)
     confidence_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     query_encoder: str = "auto"  # auto | torch | onnx | onnx-int8
     query_cache_size: int = Field(default=2048, ge=0)
     ann: str = "auto"  # auto | exact | ivf: in-memory dense index over the current vectors
     ann_min_rows: int = Field(default=50_000, ge=1)
-    ann_nprobe: int = Field(default=48, ge=1)
+    ann_nprobe: int = Field(default=96, ge=1)  # of ~sqrt(n) clusters; recall@10 vs exact 0.98 at 100k
     refresh_interval_seconds: float = Field(default=0.2, ge=0.0)  # how often to look for a new table version
     reranker: str | None = None  # path of a locally installed cross-encoder; none is bundled
 
@@ -120,6 +169,7 @@ class Settings(BaseModel):
     home: Path
     database_url: str | None = None
     lancedb_uri: str | None = None
+    object_storage: ObjectStorageConfig = Field(default_factory=ObjectStorageConfig)
     company_sources: list[SourceConfig] = Field(default_factory=list)
     user_sources: list[SourceConfig] = Field(default_factory=list)
     max_file_bytes: int = Field(default=2_000_000, ge=1)
@@ -140,6 +190,12 @@ class Settings(BaseModel):
     @property
     def vector_uri(self) -> str:
         return self.lancedb_uri or str(self.home / "lancedb")
+
+    def vector_storage_options(self) -> dict[str, str] | None:
+        """LanceDB ``storage_options`` for an object-store URI; None for a local directory."""
+        if "://" not in self.vector_uri:
+            return None
+        return self.object_storage.storage_options() or None
 
     def index_code_version(self) -> str:
         """Changes whenever chunking or the embedding model changes, so stale indexes show."""
@@ -163,6 +219,9 @@ class Settings(BaseModel):
         for key, env in (("database_url", "FRESHCONTEXT_DATABASE_URL"), ("lancedb_uri", "FRESHCONTEXT_LANCEDB_URI")):
             if os.environ.get(env):
                 data[key] = os.environ[env]
+        storage_env = {key: os.environ[env] for key, env in _OBJECT_STORAGE_ENV if os.environ.get(env)}
+        if storage_env:
+            data["object_storage"] = {**(data.get("object_storage") or {}), **storage_env}
         data.update({k: v for k, v in overrides.items() if v is not None})
         data["home"] = home_path
         for key in ("company_sources", "user_sources"):
@@ -176,7 +235,14 @@ class Settings(BaseModel):
         """Write the settings back to the home's config file (paths kept absolute)."""
         self.home.mkdir(parents=True, exist_ok=True)
         path = self.home / CONFIG_FILE
-        payload = self.model_dump(mode="json", exclude={"home"}, exclude_none=True)
+        # secrets stay in the environment: a config file gets copied, committed and mailed around
+        payload = self.model_dump(
+            mode="json",
+            exclude={"home": True, "object_storage": {"access_key_id", "secret_access_key", "session_token"}},
+            exclude_none=True,
+        )
+        if payload.get("object_storage") == ObjectStorageConfig().model_dump(mode="json", exclude_none=True):
+            payload.pop("object_storage")
         path.write_text(yaml.safe_dump(payload, sort_keys=False), encoding="utf-8")
         return path
 

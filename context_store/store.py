@@ -32,7 +32,8 @@ class ContextStore:
             self.deployment = serving_deployment(self.engine, settings)
             self.settings = apply_deployment(settings, self.deployment)
             index = VectorIndex(
-                settings.vector_uri, company_table=self.deployment.company_table, user_table=self.deployment.user_table
+                settings.vector_uri, company_table=self.deployment.company_table, user_table=self.deployment.user_table,
+                storage_options=settings.vector_storage_options(),
             )
         self.index = index
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from context_store.database import lineage_lock
 from context_store.documents import version_id_for
 from context_store.errors import InputRejected, SourceError
 from context_store.models import UserRecord, UserSnapshotVersion, utcnow
@@ -49,6 +50,7 @@ def sync_user_sources(
     settings = store.settings
     wanted = None if paths is None else {Path(p).resolve() for p in paths}
     with store.session() as session:
+        lineage_lock(session, "user")  # see sync_company_sources
         for source in settings.user_sources:
             root = Path(source.path).resolve()
             if wanted is not None and not any(p == root or root in p.parents for p in wanted):

@@ -103,7 +103,8 @@ class VectorIndex:
     def _table_for_write(self, name: str, schema: pa.Schema) -> Any:
         table = self.table(name)
         if table is None:
-            table = self.db.create_table(name, schema=schema, exist_ok=True)
+            # two first writers may race to create it; exist_ok makes the loser open it instead
+            table = _retry_conflicts(lambda: self.db.create_table(name, schema=schema, exist_ok=True))
         return table
 
     # -- writes --------------------------------------------------------------------------
@@ -143,23 +144,41 @@ class VectorIndex:
                 .execute(data)
             )
 
-        _retry_conflicts(commit)
+        _retry_conflicts(commit, on_retry=table.checkout_latest)
         self._ensure_fts(table)
 
     def _ensure_fts(self, table: Any) -> None:
         if table.count_rows() and not self._has_fts(table):
-            table.create_index("text", config=FTS(), replace=True)
+            # two first writers may both build it; the loser looks again at the newest version
+            _retry_conflicts(
+                lambda: self._has_fts(table) or table.create_index("text", config=FTS(), replace=True),
+                on_retry=table.checkout_latest,
+            )
 
     @staticmethod
     def _has_fts(table: Any) -> bool:
         return any(ix.index_type == "FTS" for ix in table.list_indices())
 
-    def optimize(self, *, cleanup_older_than: Any = None) -> None:
-        """Compact fragments and fold new rows into the full-text index."""
+    def optimize(self, *, cleanup_older_than: Any = None) -> bool:
+        """Compact fragments and fold new rows into the full-text index.
+
+        Maintenance, not data: when another process keeps compacting the same fragments
+        (two ingests finishing together), we give up after a few tries with a warning
+        rather than fail the ingest; the next run compacts what is left. False then.
+        """
+        done = True
         for name in (self.company_table_name, self.user_table_name):
             table = self.table(name)
-            if table is not None:
-                _retry_conflicts(lambda: table.optimize(cleanup_older_than=cleanup_older_than))
+            if table is None:
+                continue
+            try:
+                _retry_conflicts(lambda: table.optimize(cleanup_older_than=cleanup_older_than), attempts=4, on_retry=table.checkout_latest)
+            except Exception as exc:
+                if not _is_conflict(exc):
+                    raise
+                log.warning("LanceDB %s: optimize lost to a concurrent writer (%s); the next run compacts", name, exc)
+                done = False
+        return done
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -228,6 +247,12 @@ class VectorIndex:
         return query.limit(limit).to_list()
 
 
+def _is_conflict(exc: BaseException) -> bool:
+    # lance raises plain RuntimeError/OSError for conflicts; the message is all we have
+    text = str(exc).lower()
+    return "conflict" in text or "retryable" in text
+
+
 def _to_arrow(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     """Columnar build: vectors go in as one float32 buffer instead of a Python list per row."""
     columns = []
@@ -240,17 +265,22 @@ def _to_arrow(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def _retry_conflicts(fn: Callable[[], T], attempts: int = 8) -> T:
-    """Concurrent writers to one table can race on a commit; the loser retries with backoff."""
+def _retry_conflicts(fn: Callable[[], T], attempts: int = 8, on_retry: Callable[[], Any] | None = None) -> T:
+    """Concurrent writers to one table can race on a commit; the loser retries with backoff.
+
+    ``on_retry`` moves the table handle to the newest version first: retrying from the
+    version that lost would only lose again.
+    """
     delay = 0.05
     for attempt in range(attempts):
         try:
             return fn()
-        except Exception as exc:  # lance raises plain RuntimeError/OSError for conflicts
-            text = str(exc).lower()
-            if attempt == attempts - 1 or not ("conflict" in text or "retryable" in text):
+        except Exception as exc:
+            if attempt == attempts - 1 or not _is_conflict(exc):
                 raise
             log.warning("LanceDB commit conflict (attempt %d): %s; retrying", attempt + 1, exc)
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
+            if on_retry is not None:
+                on_retry()
     raise AssertionError("unreachable")

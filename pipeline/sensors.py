@@ -36,7 +36,7 @@ def _runs_in_progress(context: dg.SensorEvaluationContext, job_name: str) -> int
 
 
 def journal_tick(context: dg.SensorEvaluationContext, store: StoreResource, state_kind: str) -> dg.SensorResult | dg.SkipReason:
-    """One tick for one state kind; shared by both sensors and callable from the replay."""
+    """One tick for one state kind (both sensors are this function)."""
     job_name, op_name = _LINEAGES[state_kind]
     cursor = int(context.cursor or 0)
     rows = journal.read_after(store.open(), cursor, state_kind=state_kind)

@@ -95,6 +95,7 @@ class _Pending:
     last: float
     deleted: bool = False
     writing: bool = False
+    polled: bool = False
     events: int = 0
 
 
@@ -121,15 +122,15 @@ class _Handler(FileSystemEventHandler):
                 w.request_rescan(src, reason=f"directory {event.event_type}")
             return  # created/moved directories: watchdog reports their files one by one
         if event.event_type == "moved":
-            w.note(src, deleted=True)
-            w.note(os.fsdecode(event.dest_path), writing=False)
+            w.note(src, deleted=True, polled=self.polling)
+            w.note(os.fsdecode(event.dest_path), polled=self.polling)
         elif event.event_type == "deleted":
-            w.note(src, deleted=True)
+            w.note(src, deleted=True, polled=self.polling)
         elif event.event_type == "closed":
-            w.note(src, writing=False)
+            w.note(src)
         elif event.event_type in ("created", "modified"):
             # inotify reports the close of a write; polling never does, so it relies on quiet time
-            w.note(src, writing=not self.polling)
+            w.note(src, writing=not self.polling, polled=self.polling)
 
 
 class SourceWatcher:
@@ -212,7 +213,7 @@ class SourceWatcher:
 
     # -- events ----------------------------------------------------------------------------
 
-    def note(self, path: str, *, deleted: bool = False, writing: bool = False) -> None:
+    def note(self, path: str, *, deleted: bool = False, writing: bool = False, polled: bool = False) -> None:
         now = time.monotonic()
         with self._lock:
             self.stats.events += 1
@@ -220,6 +221,7 @@ class SourceWatcher:
             if p is None:
                 p = self._pending[path] = _Pending(first=now, last=now)
             p.last, p.deleted, p.writing, p.events = now, deleted, (writing and not deleted), p.events + 1
+            p.polled = p.polled or polled
 
     def request_rescan(self, path: str, *, reason: str) -> None:
         found = journal.classify(self.store.settings, path)
@@ -230,11 +232,12 @@ class SourceWatcher:
             self._rescans[(kind, source.name)] = reason
 
     def _due(self, now: float) -> tuple[list[tuple[str, _Pending]], list[tuple[str, str, str]]]:
-        quiet = self.debounce_s + (self.poll_interval_s if self.mode == "polling" else 0.0)
         due: list[tuple[str, _Pending]] = []
         with self._lock:
             for path, p in list(self._pending.items()):
                 idle = now - p.last
+                # a polled file still being written shows up once per poll: wait out one more poll
+                quiet = self.debounce_s + (self.poll_interval_s if p.polled else 0.0)
                 if idle >= quiet and (not p.writing or idle >= self.write_grace_s):
                     due.append((path, self._pending.pop(path)))
             rescans = [(kind, name, reason) for (kind, name), reason in self._rescans.items()]

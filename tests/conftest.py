@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -34,7 +38,7 @@ Open Settings, then Orders, and choose Request refund.
 
 
 @pytest.fixture
-def sources(tmp_path: Path) -> dict[str, Path]:
+def sources(tmp_path: Path, backend: dict[str, Any]) -> dict[str, Path]:
     company = tmp_path / "company"
     users = tmp_path / "users"
     (company / "billing").mkdir(parents=True)
@@ -50,7 +54,11 @@ def sources(tmp_path: Path) -> dict[str, Path]:
     (users / "u-2.json").write_text(
         '{"user_id": "u-2", "captured_at": "2026-11-20T10:00:00Z", "account": {"status": "locked", "plan": "Free"}}'
     )
-    return {"company": company, "users": users, "home": tmp_path / "home"}
+    home = tmp_path / "home"
+    if backend["config"]:  # the storage choice is configuration alone, as for a user
+        home.mkdir()
+        (home / "freshcontext.yaml").write_text(yaml.safe_dump(backend["config"]))
+    return {"company": company, "users": users, "home": home}
 
 
 @pytest.fixture
@@ -65,3 +73,68 @@ def store(sources: dict[str, Path]) -> ContextStore:
 @pytest.fixture
 def fake_embedder() -> HashingEmbedder:
     return HashingEmbedder()
+
+
+# --- scaleout: the same tests on PostgreSQL + LanceDB on S3 ---
+# A module opts in with ``pytestmark = pytest.mark.all_backends``; its tests that use
+# ``sources``/``store`` then run once per backend. The servers are started once per session,
+# each test gets its own database and its own S3 prefix.
+
+BACKENDS = ["local", pytest.param("postgres-s3", marks=pytest.mark.scaleout)]
+_names = itertools.count()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    explicit = any(m.args and m.args[0] == "backend" for m in metafunc.definition.iter_markers("parametrize"))
+    if "backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("all_backends") and not explicit:
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
+
+
+def _unavailable(reason: str) -> None:
+    # CI installs PostgreSQL and moto (.ci/run): there a missing server is a failure, never a skip
+    if os.environ.get("CI"):
+        pytest.fail(f"scale-out servers are required in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    from tests.scaleout.servers import ServerUnavailable, start_postgres
+
+    try:
+        server = start_postgres()
+    except ServerUnavailable as exc:
+        _unavailable(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[Any]:
+    from tests.scaleout.servers import ServerUnavailable, start_s3
+
+    try:
+        server = start_s3()
+    except ServerUnavailable as exc:
+        _unavailable(str(exc))
+    server.create_bucket("freshcontext-tests")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """``config``: the freshcontext.yaml keys selecting the stores ({} = SQLite + local folder)."""
+    kind = getattr(request, "param", "local")
+    if kind == "local":
+        return {"kind": kind, "config": {}}
+    pg, s3 = request.getfixturevalue("pg_server"), request.getfixturevalue("s3_server")
+    name = f"t{os.getpid()}_{next(_names)}"
+    return {
+        "kind": kind,
+        "config": {
+            "database_url": pg.create_database(name),
+            "lancedb_uri": f"s3://freshcontext-tests/{name}/lancedb",
+            "object_storage": s3.object_storage(),
+        },
+    }

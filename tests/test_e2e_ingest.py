@@ -21,7 +21,8 @@ from context_store.retrieval import retrieve
 from pipeline.definitions import INGEST_ASSETS, INGEST_CHECKS
 from tests.conftest import REFUNDS_V1, REPO
 
-pytestmark = pytest.mark.e2e
+# the tests using ``sources`` run on SQLite + local LanceDB and on PostgreSQL + S3 LanceDB
+pytestmark = [pytest.mark.e2e, pytest.mark.all_backends]
 
 
 @pytest.fixture
@@ -93,6 +94,7 @@ def test_materialize_edit_delete_rename_and_user_update(sources, encoded) -> Non
     assert "delivered" in facts and "shipped" not in facts
 
 
+@pytest.mark.parametrize("backend", ["local"], indirect=True)  # input handling does not depend on the store
 def test_bad_files_are_skipped_with_reasons_in_metadata(sources) -> None:  # type: ignore[no-untyped-def]
     (sources["company"] / "photo.md").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00")
     (sources["company"] / "legacy.txt").write_bytes("r\xe9sum\xe9".encode("latin-1"))

@@ -129,3 +129,14 @@ def test_partial_write_is_returned_for_retry_and_stored_text_keeps_serving(
     refunds.write_text("# Refund policy\n\nRefunds within 14 days.\n")  # the writer finished
     assert journal.append(store, [retry]) == 1
     assert journal.apply_changes(store, fake_embedder).company.changed == 1
+
+
+def test_prune_keeps_unapplied_rows(store: ContextStore, sources: dict[str, Path]) -> None:
+    from datetime import timedelta
+
+    from context_store.models import utcnow
+
+    _ = [journal.append(store, [journal.entry_for_path(store.settings, p)]) for p in (sources["company"] / "refunds.md", sources["users"] / "u-1.json")]
+    journal.mark_applied(store, by="warm", state_kind="company")
+    assert journal.prune(store, older_than=utcnow() + timedelta(seconds=1)) == 1
+    assert [r.state_kind for r in _rows(store)] == ["user"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 from sqlmodel import select
 
 from context_store.documents import sync_company_sources
@@ -16,6 +17,9 @@ from context_store.skipped_inputs import open_skips
 from context_store.store import ContextStore
 
 from tests.conftest import REFUNDS_V1
+
+# every test here runs on SQLite + a local LanceDB folder and on PostgreSQL + LanceDB on S3
+pytestmark = pytest.mark.all_backends
 
 
 def texts(store: ContextStore, embedder, query: str, k: int = 10) -> list[str]:  # type: ignore[no-untyped-def]

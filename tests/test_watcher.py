@@ -122,3 +122,28 @@ def test_watcher_with_warm_apply_makes_an_edit_retrievable(
         w.stop()
         applier.stop()
     assert not journal.read_after(store, 0, unapplied_only=True)
+
+
+def test_unreadable_file_is_retried_then_left_skipped_with_its_reason(
+    store: ContextStore, sources: dict[str, Path], fake_embedder: HashingEmbedder
+) -> None:
+    from context_store.skipped_inputs import open_skips
+
+    journal.append(store, [journal.rescan_entry("company", "company", sources["company"], reason="start")])
+    applier = WarmApplier(store, fake_embedder, interval_s=0.1, retry_delays=(0.05, 0.05, 0.05))
+    applier.apply_once()
+    broken = sources["company"] / "refunds.md"
+    broken.write_bytes(b"# Refund policy\n\nCaf\xc3")  # a writer that never finishes its UTF-8
+    journal.append(store, [journal.entry_for_path(store.settings, broken)])
+    applier.start()
+    try:
+        assert wait_for(lambda: len([r for r in journal.read_after(store, 0) if r.event == "retry"]) == 3)
+        time.sleep(0.5)
+    finally:
+        applier.stop()
+    assert len([r for r in journal.read_after(store, 0) if r.event == "retry"]) == 3  # then it gives up
+    with store.session() as s:
+        (skip,) = [k for k in open_skips(s) if k.path == str(broken)]
+        assert skip.reason == "invalid_utf8"
+        doc = s.get(Document, "company/refunds.md")
+        assert doc.current_version_id and doc.current_version_id == doc.indexed_version_id

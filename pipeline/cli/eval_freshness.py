@@ -137,7 +137,8 @@ class DagsterDriver:
         requests = result.run_requests if isinstance(result, dg.SensorResult) else []
         for request in requests or []:
             started = time.perf_counter()
-            outcome = self.job.execute_in_process(run_config=request.run_config, instance=self.instance, tags=request.tags)
+            quiet = {**request.run_config, "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+            outcome = self.job.execute_in_process(run_config=quiet, instance=self.instance, tags=request.tags)
             self.run_seconds.append(time.perf_counter() - started)
             self.runs += 1
             if outcome.success:  # what journal_settled_sensor does after a successful run
@@ -220,9 +221,13 @@ def freshness_eval(
         "lag_warm_p50_s": warm["lag_p50_s"],
         "lag_warm_p95_s": warm["lag_p95_s"],
         "lag_warm_max_s": warm["lag_max_s"],
+        "lag_warm_small_commits_p95_s": warm["small_commit_lag_p95_s"],
+        "lag_warm_per_commit_p95_s": warm["commit_lag_p95_s"],
         "lag_dagster_p50_s": dag["lag_p50_s"] if dag else None,
         "lag_dagster_p95_s": dag["lag_p95_s"] if dag else None,
         "lag_dagster_max_s": dag["lag_max_s"] if dag else None,
+        "lag_dagster_small_commits_p95_s": dag["small_commit_lag_p95_s"] if dag else None,
+        "lag_dagster_per_commit_p95_s": dag["commit_lag_p95_s"] if dag else None,
         "dagster_run_launch_s": round(launch, 2) if launch is not None else None,
         "dagster_sensor_interval_s": SENSOR_INTERVAL_S if dag else None,
         "lag_dagster_daemon_p95_est_s": (
@@ -292,7 +297,10 @@ def freshness(
     s = summary
     click.echo(f"history: {s['history']} ({s['bootstrap_commits']} commits bootstrapped, {s['commits']} replayed, {s['files_changed']} file changes)")
     click.echo(f"probes: {s['probes']}   stale hits: {s['stale_hits']} (goal 0)   misses (not in top {k}): {s['misses']}")
-    click.echo(f"warm path lag:    p50 {_fmt(s['lag_warm_p50_s'], ' s')}   p95 {_fmt(s['lag_warm_p95_s'], ' s')}   max {_fmt(s['lag_warm_max_s'], ' s')}   (goal p95 ≤ 2 s)")
+    click.echo(
+        f"warm path lag:    p50 {_fmt(s['lag_warm_p50_s'], ' s')}   p95 {_fmt(s['lag_warm_p95_s'], ' s')}   max {_fmt(s['lag_warm_max_s'], ' s')}   "
+        f"(commits of ≤ 3 files: p95 {_fmt(s['lag_warm_small_commits_p95_s'], ' s')}; goal p95 ≤ 2 s)"
+    )
     if s["lag_dagster_p95_s"] is not None:
         click.echo(
             f"dagster path lag: p50 {_fmt(s['lag_dagster_p50_s'], ' s')}   p95 {_fmt(s['lag_dagster_p95_s'], ' s')}   "

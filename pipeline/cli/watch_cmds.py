@@ -60,7 +60,16 @@ def watch(
     store = _store(ctx)
     if not store.settings.company_sources and not store.settings.user_sources:
         raise click.ClickException(f"{store.settings.home}: no sources configured; run `freshcontext init` first")
-    applier = None
+    applier: WarmApplier | None = None
+    # journal first: changes made while the model loads are recorded, not missed
+    watcher = SourceWatcher(
+        store, mode=observer, debounce_s=debounce, poll_interval_s=poll_interval,
+        on_journal=lambda _n: applier.wake() if applier else None,
+    ).start(rescan=not no_rescan)
+    for root, mode in watcher.modes().items():
+        click.echo(f"watching {root} ({mode})", err=True)
+    for root in sorted(watcher.missing_roots):
+        click.echo(f"NOT watching {root}: missing or unmounted (its documents are kept); retrying", err=True)
     if apply_changes:
         from context_store.embedding import build_embedder
 
@@ -75,13 +84,8 @@ def watch(
                 reporter(result)
 
         applier = WarmApplier(store, embedder, on_apply=on_apply).start()
-    watcher = SourceWatcher(
-        store, mode=observer, debounce_s=debounce, poll_interval_s=poll_interval, on_journal=applier.wake if applier else None
-    ).start(rescan=not no_rescan)
-    for root, mode in watcher.modes().items():
-        click.echo(f"watching {root} ({mode})", err=True)
-    for root in sorted(watcher.missing_roots):
-        click.echo(f"NOT watching {root}: missing or unmounted (its documents are kept); retrying", err=True)
+        applier.wake()
+        click.echo("warm path ready", err=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -1,0 +1,295 @@
+"""Latency and throughput of POST /v1/retrieve with 100,000 chunks and 8 concurrent clients.
+
+One run, side by side:
+
+* builds (or reuses, ``--cache``) a home whose ``company_chunks`` holds ``--chunks`` rows.
+  Real texts are embedded by all-MiniLM-L6-v2 (StackFAQ answers, CLINC150 utterances,
+  Plausible help-centre paragraphs, up to ``--real``); the rest are mixtures of two real
+  rows (vector = normalised blend plus noise, text = both texts) so the index has real
+  structure at full size. SQL holds the matching current documents/versions, so the
+  service's "is this version current" check runs as in production;
+* starts ``freshcontext serve`` (``--workers`` uvicorn processes) and waits for /readyz;
+* ``--clients`` threads send distinct held-out questions over keep-alive connections for
+  ``--seconds``; prints p50/p95/p99 and requests/s, and the server-side split (encode,
+  search) from the responses' ``timings_ms``;
+* in this process: recall@10 of the served dense index (IVF when the table is large)
+  against exact search, and the time of a bare exact numpy search (the floor).
+
+    python bench/latency.py [--chunks 100000] [--clients 8] [--seconds 30] [--workers 2] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import http.client
+import json
+import os
+import random
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DATA = REPO.parent / "shared" / "data"
+
+import numpy as np  # noqa: E402
+
+KEY = "bench-key"
+
+
+def real_texts(limit: int) -> tuple[list[str], list[str]]:
+    """(corpus texts, held-out questions) from the shared open data."""
+    texts: list[str] = []
+    for line in (DATA / "stackfaq" / "corpus.jsonl").open():
+        row = json.loads(line)
+        texts.append(f"{row['title']}\n{row['text']}"[:1000])
+    with gzip.open(DATA / "plausible_docs_history" / "blobs.jsonl.gz", "rt") as fh:
+        seen: set[str] = set()
+        for line in fh:
+            for para in re.split(r"\n\s*\n", json.loads(line)["text"]):
+                para = para.strip()
+                if 80 <= len(para) <= 1000 and para not in seen:
+                    seen.add(para)
+                    texts.append(para)
+    clinc = [json.loads(line) for line in (DATA / "clinc150" / "clinc150_full.jsonl").open()]
+    questions = [r["text"] for r in clinc if r["split"] == "test"]
+    texts += [r["text"] for r in clinc if r["split"] != "test"]
+    questions += [json.loads(line)["text"] for line in (DATA / "stackfaq" / "queries.jsonl").open()]
+    rng = random.Random(7)
+    rng.shuffle(texts)
+    rng.shuffle(questions)
+    return texts[:limit], questions
+
+
+def build_home(home: Path, chunks: int, real: int) -> dict[str, float]:
+    import pyarrow as pa
+    from sqlalchemy import insert
+
+    from context_store.embedding import SentenceTransformerEmbedder
+    from context_store.models import Document, DocumentVersion
+    from context_store.store import ContextStore
+    from context_store.vector_index import COMPANY_TABLE, company_schema
+    from lancedb.index import FTS
+
+    started = time.perf_counter()
+    texts, _ = real_texts(real)
+    cache = home / "real_vectors.npy"
+    if cache.exists():
+        vectors = np.load(cache)
+    else:
+        import torch
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        vectors = SentenceTransformerEmbedder(batch_size=128).encode(texts)
+        home.mkdir(parents=True, exist_ok=True)
+        np.save(cache, vectors)
+    embed_s = time.perf_counter() - started
+    rng = np.random.default_rng(11)
+    n_real = len(texts)
+    extra = chunks - n_real
+    a = rng.integers(0, n_real, extra)
+    b = rng.integers(0, n_real, extra)
+    mix = vectors[a] + 0.6 * vectors[b] + rng.normal(0, 0.08, (extra, vectors.shape[1])).astype(np.float32)
+    mix /= np.linalg.norm(mix, axis=1, keepdims=True)
+    all_vectors = np.vstack([vectors, mix.astype(np.float32)])
+    all_texts = texts + [f"{texts[i]}\n{texts[j]}"[:1200] for i, j in zip(a.tolist(), b.tolist())]
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "freshcontext.yaml").write_text(f"api_keys: [{KEY}]\n")  # everything else: the shipped defaults
+    store = ContextStore.open(home)
+    now = datetime.now(timezone.utc)
+    per_doc = 10
+    docs, versions, rows = [], [], []
+    for d in range(0, chunks, per_doc):
+        doc_id, vid = f"bench/doc-{d // per_doc:06d}.md", f"v-bench-{d // per_doc:06d}"
+        docs.append({"doc_id": doc_id, "source_name": "bench", "rel_path": doc_id[6:], "kind": "article",
+                     "current_version_id": vid, "indexed_version_id": vid, "created_at": now})
+        versions.append({"version_id": vid, "doc_id": doc_id, "content_hash": f"h{d}", "title": f"Bench document {d // per_doc}",
+                         "text": "", "source_path": f"/bench/{doc_id}", "observed_at": now, "valid_from": now - timedelta(days=1),
+                         "indexed_at": now, "chunk_count": per_doc})
+        for o in range(per_doc):
+            i = d + o
+            if i >= chunks:
+                break
+            rows.append({"chunk_id": f"{doc_id}#{i}", "doc_id": doc_id, "version_id": vid, "chunk_hash": f"c{i}", "ordinal": o,
+                         "kind": "article", "title": f"Bench document {d // per_doc}", "heading": "", "text": all_texts[i],
+                         "source_path": f"/bench/{doc_id}", "source_changed_at": now - timedelta(days=1), "indexed_at": now,
+                         "vector": all_vectors[i]})
+    with store.engine.begin() as conn:
+        conn.execute(insert(Document.__table__), docs)
+        conn.execute(insert(DocumentVersion.__table__), versions)
+    table = store.index.db.create_table(COMPANY_TABLE, data=pa.Table.from_pylist(rows, schema=company_schema(all_vectors.shape[1])), mode="overwrite")
+    table.create_index("text", config=FTS(), replace=True)
+    table.optimize()
+    return {"embed_seconds": embed_s, "build_seconds": time.perf_counter() - started, "real_rows": n_real}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(home: Path, port: int, workers: int) -> subprocess.Popen:
+    env = {**os.environ, "FRESHCONTEXT_API_KEYS": KEY, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "--home", str(home), "serve", "--port", str(port), "--workers", str(workers)],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=open(home / "serve.log", "w"),
+    )
+    deadline = time.time() + 600
+    ready = 0
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited; see {home / 'serve.log'}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            conn.request("GET", "/readyz")
+            if conn.getresponse().status == 200:
+                ready += 1
+                if ready >= workers * 3:  # several probes, so every worker has loaded its snapshot
+                    return proc
+        except OSError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise SystemExit("server not ready in 600 s")
+
+
+def load(port: int, questions: list[str], clients: int, seconds: float, warmup: float) -> dict[str, object]:
+    latencies: list[float] = []
+    server: dict[str, list[float]] = {"encode": [], "search": [], "total": []}
+    errors: list[str] = []
+    lock = threading.Lock()
+    counter = iter(range(10**9))
+    start_at = time.perf_counter() + warmup
+    stop_at = start_at + seconds
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        headers = {"Content-Type": "application/json", "X-API-Key": KEY}
+        while True:
+            now = time.perf_counter()
+            if now >= stop_at:
+                break
+            q = questions[next(counter) % len(questions)]
+            body = json.dumps({"query": q, "k": 10})
+            t = time.perf_counter()
+            try:
+                conn.request("POST", "/v1/retrieve", body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+            except (OSError, http.client.HTTPException) as exc:
+                errors.append(repr(exc))
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                continue
+            took = time.perf_counter() - t
+            if t >= start_at:
+                with lock:
+                    if resp.status != 200:
+                        errors.append(data[:200].decode())
+                        continue
+                    latencies.append(took)
+                    timings = json.loads(data)["timings_ms"]
+                    for k in server:
+                        server[k].append(timings.get(k, 0.0))
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lat = np.asarray(latencies) * 1000
+    return {
+        "requests": len(latencies), "errors": len(errors), "first_error": errors[0] if errors else None,
+        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None, "p95_ms": float(np.percentile(lat, 95)) if len(lat) else None,
+        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None, "rps": len(latencies) / seconds,
+        "server_p50_ms": {k: float(np.percentile(v, 50)) for k, v in server.items() if v},
+        "server_p95_ms": {k: float(np.percentile(v, 95)) for k, v in server.items() if v},
+    }
+
+
+def recall_and_floor(home: Path, questions: list[str], n: int = 300) -> dict[str, float]:
+    from context_store.dense_index import DenseIndex
+    from context_store.query_encoder import build_query_encoder
+    from context_store.store import ContextStore
+
+    store = ContextStore.open(home)
+    config = store.settings.retrieval
+    encoder = build_query_encoder(store.settings.embedding, config.query_encoder, home)
+    vectors = encoder.encode(questions[:n])
+    served = DenseIndex(store.index, ann=config.ann, ann_min_rows=config.ann_min_rows, nprobe=config.ann_nprobe)
+    snap = served.snapshot()
+    recalls, served_ms, exact_ms = [], [], []
+    for v in vectors:
+        t = time.perf_counter()
+        _, exact_rows, _ = served.search(v, 10, exact=True)
+        exact_ms.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        _, rows, _ = served.search(v, 10)
+        served_ms.append((time.perf_counter() - t) * 1000)
+        recalls.append(len(set(rows.tolist()) & set(exact_rows.tolist())) / 10)
+    floor = []
+    for v in vectors[:100]:  # the bare floor: one matrix-vector product and a top-10 partition
+        t = time.perf_counter()
+        scores = snap.vectors @ v
+        np.argpartition(-scores, 10)[:10]
+        floor.append((time.perf_counter() - t) * 1000)
+    return {
+        "recall_vs_exact": float(np.mean(recalls)), "numpy_exact_ms": float(np.median(floor)),
+        "dense_search_ms": float(np.median(served_ms)), "index": "ivf" if snap.centroids is not None else "exact",
+        "nlist": int(snap.centroids.shape[0]) if snap.centroids is not None else 0, "nprobe": served.nprobe,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chunks", type=int, default=100_000)
+    parser.add_argument("--real", type=int, default=20_000, help="how many rows are real embedded texts")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "freshcontext-bench-latency")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if not (DATA / "stackfaq").is_dir():
+        raise SystemExit(f"{DATA} not found: the benchmark needs ../shared/data")
+    home = args.cache / f"home-{args.chunks}-{args.real}"
+    build: dict[str, float] = {}
+    if not (home / "lancedb" / "company_chunks.lance").exists():
+        build = build_home(home, args.chunks, args.real)
+    _, questions = real_texts(0)
+    floor = recall_and_floor(home, questions)
+    proc = start_server(home, free_port_value := free_port(), args.workers)
+    try:
+        served = load(free_port_value, questions, args.clients, args.seconds, args.warmup)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    load_avg = os.getloadavg()[0]
+    out = {
+        "chunks": args.chunks, "real_rows": min(args.real, args.chunks), "clients": args.clients, "workers": args.workers,
+        "seconds": args.seconds, **served, **floor, "load_average_1m_after": load_avg, "cpus": os.cpu_count(), **build,
+        "goal_p95_ms": 30, "goal_rps": 150,
+    }
+    if args.json:
+        print(json.dumps(out))
+        return
+    print(f"{args.chunks} chunks ({out['real_rows']} real), {args.clients} clients, {args.workers} workers, {args.seconds:.0f} s; load average after: {load_avg:.1f}")
+    print(f"/v1/retrieve: p50 {served['p50_ms']:.1f} ms  p95 {served['p95_ms']:.1f} ms  p99 {served['p99_ms']:.1f} ms  {served['rps']:.1f} req/s  errors {served['errors']}")
+    print(f"  server side p50: {served['server_p50_ms']}")
+    print(f"  goal p95 <= 30 ms: {served['p95_ms'] / 30:.2f}x of goal; goal >= 150 req/s: {served['rps'] / 150:.2f}x of goal")
+    print(f"dense index: {floor['index']} (nlist {floor['nlist']}, nprobe {floor['nprobe']}), recall@10 vs exact {floor['recall_vs_exact']:.4f}, "
+          f"{floor['dense_search_ms']:.2f} ms; bare numpy exact search {floor['numpy_exact_ms']:.2f} ms (ratio {floor['numpy_exact_ms'] / max(floor['dense_search_ms'], 1e-9):.1f}x)")
+
+
+if __name__ == "__main__":
+    main()

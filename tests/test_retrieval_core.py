@@ -1,0 +1,177 @@
+"""Fusion, confidence, decision, the dense index, BEIR I/O and the reranker seam."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from context_store.beir import beir_id_for, file_name_for, load_beir, write_corpus
+from context_store.confidence import Calibrator, default_confidence, fit_calibrator, load_calibrator
+from context_store.decision import LOW_CONFIDENCE, NO_RESULTS, Reason, decide
+from context_store.dense_index import DenseIndex
+from context_store.embedding import HashingEmbedder
+from context_store.errors import ConfigError, InputRejected
+from context_store.fusion import Candidate, bm25_scores, rrf, score_fusion, text_weight_for
+from context_store.ingest import ingest
+from context_store.reranker import load_reranker
+from context_store.retrieval import Retriever
+from context_store.sources import parse_company_file
+from context_store.store import ContextStore
+from context_store.vector_index import VectorIndex
+
+
+def test_rrf_hand_computed() -> None:
+    a = Candidate("a", vector_rank=1, text_rank=3)
+    b = Candidate("b", vector_rank=2)
+    out = rrf([b, a])
+    assert [c.key for c in out] == ["a", "b"]
+    assert a.score == pytest.approx(1 / 61 + 1 / 63) and b.score == pytest.approx(1 / 62)
+
+
+def test_score_fusion_keeps_dense_order_when_text_is_flat_and_lifts_a_peaked_text_match() -> None:
+    flat = [Candidate("a", vector_score=0.8, text_score=5.0), Candidate("b", vector_score=0.7, text_score=5.0)]
+    flat += [Candidate(f"x{i}", vector_score=0.1, text_score=5.0) for i in range(10)]
+    assert [c.key for c in score_fusion(flat, 1.0)][:2] == ["a", "b"]  # spread 0: text adds nothing
+    peaked = [Candidate("a", vector_score=0.60, text_score=1.0), Candidate("b", vector_score=0.58, text_score=10.0)]
+    assert score_fusion(peaked, 0.4)[0].key == "b"
+    assert score_fusion(peaked, 0.0)[0].key == "a"
+
+
+def test_query_type_weight() -> None:
+    kw = dict(question_weight=0.06, keyword_weight=0.4, keyword_max_terms=4)
+    assert text_weight_for("GTM events not firing", **kw) == 0.4
+    assert text_weight_for("How do I make the text on github crossed out in an issue?", **kw) == 0.06
+
+
+def test_bm25_prefers_the_matching_document() -> None:
+    scores = bm25_scores("refund window", ["the refund window is 30 days", "invoices are PDFs", "window cleaning"])
+    assert scores[0] > scores[2] > scores[1] == 0.0
+
+
+def test_decision_reasons_and_extra_triggers() -> None:
+    class R:
+        results = [object()]
+
+    assert decide(R(), 0.9, 0.5).decision == "answer"
+    low = decide(R(), 0.3, 0.5)
+    assert low.decision == "escalate" and [r.code for r in low.reasons] == [LOW_CONFIDENCE]
+    empty = decide(type("E", (), {"results": []})(), 0.0, 0.5)
+    assert [r.code for r in empty.reasons] == [NO_RESULTS, LOW_CONFIDENCE]
+    routed = decide(R(), 0.9, 0.5, extra_reasons=[None, Reason("sensitive_topic", "mentions a chargeback", "routing")])
+    assert routed.decision == "escalate" and routed.reasons[0].code == "sensitive_topic"
+    with pytest.raises(ValueError):
+        decide(R(), 0.5, 1.5)
+
+
+def test_default_confidence_is_conservative() -> None:
+    assert default_confidence({"dense_top": 0.3, "dense_margin": 0.2}) == 0.0
+    assert default_confidence({"dense_top": 0.99, "dense_margin": 0.5}) == pytest.approx(0.8)
+    assert default_confidence({"dense_top": 0.99, "dense_margin": 0.0}) == pytest.approx(0.4)
+
+
+def test_calibrator_fits_separable_data_and_round_trips(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    feats, ys = [], []
+    for _ in range(400):
+        top = float(rng.uniform(0.2, 0.9))
+        feats.append({"dense_top": top, "dense_margin": float(rng.uniform(0, 0.2)), "text_top": 3.0, "agreement": 0.5})
+        ys.append(bool(rng.uniform() < (top - 0.2) / 0.7))
+    cal = fit_calibrator(feats, ys, k=10, mode="hybrid", model="m")
+    assert cal.predict({"dense_top": 0.85}) > 0.75 > 0.25 > cal.predict({"dense_top": 0.25})
+    path = cal.save(tmp_path / "calibrator.json")
+    again = load_calibrator(path)
+    assert isinstance(again, Calibrator) and again.predict(feats[0]) == pytest.approx(cal.predict(feats[0]))
+    assert load_calibrator(tmp_path / "none.json") is None
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ConfigError):
+        load_calibrator(tmp_path / "bad.json")
+    with pytest.raises(ValueError):
+        fit_calibrator(feats[:5], ys[:5])
+
+
+def test_beir_round_trip_through_source_files(tmp_path: Path) -> None:
+    root = tmp_path / "set"
+    root.mkdir()
+    (root / "corpus.jsonl").write_text(json.dumps({"_id": "a/b.c 1", "title": "Title: with colon", "text": "Body text."}) + "\n"
+                                       + json.dumps({"_id": ".hidden", "title": "", "text": "Dot id."}) + "\n")
+    (root / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "body"}) + "\n")
+    (root / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\ta/b.c 1\t1\n")
+    ds = load_beir(root)
+    assert ds.judged_queries() == {"q1": "body"}
+    write_corpus(ds, tmp_path / "out")
+    for beir_id in ds.corpus:
+        path = tmp_path / "out" / file_name_for(beir_id)
+        assert path.exists() and not path.name.startswith(".") and "/" not in path.name
+        assert beir_id_for(f"beir/{path.name}") == beir_id
+    parsed = parse_company_file(tmp_path / "out" / file_name_for("a/b.c 1"), (tmp_path / "out" / file_name_for("a/b.c 1")).read_bytes())
+    assert parsed.title == "Title: with colon" and "Body text." in parsed.text
+    (root / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\ta\tlots\n")
+    with pytest.raises(InputRejected, match="not a number"):
+        load_beir(root)
+    (root / "corpus.jsonl").write_text("{broken\n")
+    with pytest.raises(InputRejected, match="corpus.jsonl:1"):
+        load_beir(root)
+    with pytest.raises(InputRejected, match="no corpus.jsonl"):
+        load_beir(tmp_path / "out")
+
+
+def test_ivf_dense_index_matches_exact_search(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from context_store.vector_index import company_schema
+
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(40, 32))
+    vectors = (centres[rng.integers(0, 40, 4000)] + rng.normal(scale=0.3, size=(4000, 32))).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    rows = [{"chunk_id": f"c{i}", "doc_id": f"s/d{i // 4}", "version_id": f"v{i // 4}", "chunk_hash": str(i), "ordinal": i % 4,
+             "kind": "article", "title": "t", "heading": "", "text": "x", "source_path": "p", "source_changed_at": None,
+             "indexed_at": None, "vector": v} for i, v in enumerate(vectors)]
+    index = VectorIndex(str(tmp_path / "lance"))
+    index.db.create_table("company_chunks", data=pa.Table.from_pylist(rows, schema=company_schema(32)))
+    ivf = DenseIndex(index, ann="ivf", nprobe=12)
+    exact = DenseIndex(index, ann="exact")
+    recalls = []
+    for q in vectors[rng.choice(4000, 50, replace=False)] + rng.normal(scale=0.05, size=(50, 32)).astype(np.float32):
+        _, a, _ = ivf.search(q, 10)
+        _, b, sb = exact.search(q, 10)
+        assert np.all(np.diff(sb) <= 1e-6)  # best first
+        recalls.append(len(set(a.tolist()) & set(b.tolist())) / 10)
+    assert ivf.snapshot().centroids is not None and np.mean(recalls) >= 0.95
+    mask = np.zeros(4000, dtype=bool)
+    mask[:8] = True
+    _, masked, _ = ivf.search(vectors[100], 5, mask=mask)
+    assert set(masked.tolist()) <= set(range(8))  # filtered searches are exact over the filtered rows
+
+
+def test_dense_snapshot_follows_the_table_version(store: ContextStore, sources: dict[str, Path]) -> None:
+    ingest(store, HashingEmbedder())
+    dense = DenseIndex(store.index, refresh_interval=0.0)
+    first = dense.snapshot()
+    (sources["company"] / "new.md").write_text("# New\n\nA brand new article about parcels.\n")
+    ingest(store, HashingEmbedder())
+    second = dense.snapshot()
+    assert second.version != first.version and second.size > first.size and dense.reloads == 2
+    assert dense.snapshot() is second  # unchanged table: no reload
+
+
+def test_reranker_is_skipped_cleanly_when_not_installed(tmp_path: Path, store: ContextStore) -> None:
+    assert load_reranker(None) == (None, "not configured")
+    reranker, status = load_reranker(str(tmp_path / "no-such-model"))
+    assert reranker is None and status.startswith("skipped")
+    (tmp_path / "broken").mkdir()
+    reranker, status = load_reranker(str(tmp_path / "broken"))
+    assert reranker is None and "could not be loaded" in status
+
+    class Reverse:
+        name = "reverse"
+
+        def score(self, query: str, texts: list[str]) -> list[float]:
+            return [float(len(t)) for t in texts]  # longest text first, whatever the ranking said
+
+    ingest(store, HashingEmbedder())
+    result = Retriever(store, HashingEmbedder(), reranker=Reverse()).retrieve("refund", k=3)
+    assert result.reranked and [len(h.text) for h in result.results] == sorted((len(h.text) for h in result.results), reverse=True)
