@@ -336,6 +336,19 @@ def promote(store: ContextStore, gate: GateResult, *, trigger: str = "cli") -> P
     return decision
 
 
+def _insert_ignoring_duplicates(session: Any, model: Any) -> Any:
+    """Archiving twice (promote, switch back, promote again) keeps the first copy on SQLite and PostgreSQL alike."""
+    if session.bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(model.__table__).on_conflict_do_nothing()
+    if session.bind.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(model.__table__).on_conflict_do_nothing()
+    return insert(model.__table__)
+
+
 def _rechunk_current(session: Any, old_fingerprint: str, chunking: ChunkingConfig) -> int:
     versions = session.exec(
         select(DocumentVersion).join(Document, col(Document.current_version_id) == col(DocumentVersion.version_id))
@@ -343,7 +356,7 @@ def _rechunk_current(session: Any, old_fingerprint: str, chunking: ChunkingConfi
     ids = [v.version_id for v in versions]
     old = session.exec(select(ChunkRecord).where(col(ChunkRecord.version_id).in_(ids))).all() if ids else []
     if old:
-        session.execute(insert(ArchivedChunk.__table__).prefix_with("OR IGNORE") if session.bind.dialect.name == "sqlite" else insert(ArchivedChunk.__table__), [
+        session.execute(_insert_ignoring_duplicates(session, ArchivedChunk), [
             {"version_id": c.version_id, "fingerprint": old_fingerprint, "ordinal": c.ordinal, "chunk_id": c.chunk_id, "doc_id": c.doc_id,
              "chunk_hash": c.chunk_hash, "heading": c.heading, "text": c.text, "archived_at": utcnow()} for c in old
         ])
