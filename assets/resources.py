@@ -9,7 +9,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from context_store.embedding import Embedder, build_embedder
-from context_store.settings import Settings
+from context_store.settings import EmbeddingConfig, Settings
 from context_store.store import ContextStore
 
 __all__ = ["EmbedderResource", "StoreResource", "source_configs_for_dirs"]
@@ -58,6 +58,10 @@ class EmbedderResource(dg.ConfigurableResource):
     batch_size: int = 0
 
     _embedder: "Embedder | None" = PrivateAttr(default=None)
+
+    def for_config(self, config: EmbeddingConfig) -> Embedder:
+        """A model other than the serving one (a candidate index the promotion gate evaluates)."""
+        return build_embedder(config)
 
     def for_store(self, store: ContextStore) -> Embedder:
         if self._embedder is None:

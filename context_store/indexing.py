@@ -308,6 +308,7 @@ def index_pending_documents(
     """
     started = time.perf_counter()
     report = IndexReport()
+    store.ensure_current_deployment()  # never write old-model rows after a promotion
     with store.session() as session:
         keys = _pending_doc_keys(session)
         if not keys:
@@ -369,6 +370,7 @@ def fact_id_for(user_id: str, fact_key: str, text: str) -> str:
 def index_pending_users(store: ContextStore, embedder: Embedder, *, group_size: int = 256) -> IndexReport:
     started = time.perf_counter()
     report = IndexReport()
+    store.ensure_current_deployment()
     with store.session() as session:
         lineage_lock(session, "user")  # users are loaded and their facts chunked consistently
         pending = list(

@@ -19,6 +19,10 @@ __all__ = [
     "Document",
     "DocumentVersion",
     "EmbeddingCacheEntry",
+    "EvaluationRun",
+    "ArchivedChunk",
+    "IndexDeployment",
+    "PromotionDecision",
     "AskedQuestion",
     "IngestRun",
     "LineageLock",
@@ -423,3 +427,73 @@ class VersionLag(SQLModel, table=True):
     lag_seconds: float
     backfill: bool = False
     clock_skew: bool = False
+
+
+# --- quality (evaluation history, which index serves, promotion decisions) ---
+
+
+class EvaluationRun(SQLModel, table=True):
+    """One evaluation of one labelled set (or one report) against one index: the history plots read."""
+
+    __tablename__ = "evaluation_runs"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    kind: str = Field(index=True)  # retrieval | routing | learning | gate
+    set_name: str = Field(index=True)
+    created_at: datetime = _ts(default_factory=utcnow, index=True)
+    index_fingerprint: str = ""
+    model: str = ""
+    table_version: Optional[int] = None
+    passed: Optional[bool] = None
+    trigger: str = "cli"
+    metrics: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    details: Optional[dict] = _json(default=None)
+
+
+class IndexDeployment(SQLModel, table=True):
+    """A LanceDB table pair built with one (model, chunker): serving, candidate, retired or rejected."""
+
+    __tablename__ = "index_deployments"
+
+    fingerprint: str = Field(primary_key=True)
+    model: str
+    chunking: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    company_table: str
+    user_table: str
+    status: str = Field(default="candidate", index=True)  # serving | candidate | retired | rejected
+    created_at: datetime = _ts(default_factory=utcnow)
+    built_at: Optional[datetime] = _ts(default=None)
+    promoted_at: Optional[datetime] = _ts(default=None)
+    retired_at: Optional[datetime] = _ts(default=None)
+
+
+class PromotionDecision(SQLModel, table=True):
+    """Why a candidate index was (not) switched to, with both sides' numbers."""
+
+    __tablename__ = "promotion_decisions"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    decided_at: datetime = _ts(default_factory=utcnow, index=True)
+    live_fingerprint: str
+    candidate_fingerprint: str
+    decision: str  # promoted | rejected
+    reason: str
+    live_metrics: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    candidate_metrics: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    trigger: str = "cli"
+
+
+class ArchivedChunk(SQLModel, table=True):
+    """Chunk records a chunker promotion replaced, kept so nothing that was served is lost."""
+
+    __tablename__ = "archived_chunks"
+
+    version_id: str = Field(primary_key=True)
+    fingerprint: str = Field(primary_key=True)  # the deployment whose chunker made them
+    ordinal: int = Field(primary_key=True)
+    chunk_id: str = Field(index=True)
+    doc_id: str
+    chunk_hash: str
+    heading: str = ""
+    text: str
+    archived_at: datetime = _ts(default_factory=utcnow)

@@ -57,6 +57,7 @@ __all__ = [
     "coverage_at_precision",
     "ece",
     "escalation_scores",
+    "evaluate_routing",
     "load_queries",
     "run_routing_eval",
 ]
@@ -260,7 +261,7 @@ class RoutingEvalReport:
                 "uncalibrated_default": self.uncalibrated_default, "escalations_by_reason": self.escalations_by_reason, "settings": self.settings}
 
 
-def _summary(scores: np.ndarray, probs: np.ndarray, correct: np.ndarray, escalated: np.ndarray, answerable: np.ndarray) -> dict[str, Any]:
+def _summary(scores: np.ndarray, probs: np.ndarray, correct: np.ndarray, escalated: np.ndarray, answerable: np.ndarray, *, target: float | None = None) -> dict[str, Any]:
     precision, recall = escalation_scores(escalated, answerable)
     answered = ~escalated
     return {
@@ -272,6 +273,7 @@ def _summary(scores: np.ndarray, probs: np.ndarray, correct: np.ndarray, escalat
         "ece": round(ece(probs, correct), 4),
         "escalation_rate": round(float(escalated.mean()), 4),
         "answer_precision": round(float(correct[answered].mean()) if answered.any() else 1.0, 4),
+        **({"coverage_at_target": round(coverage_at_precision(scores, correct, target), 4)} if target is not None else {}),
     }
 
 
@@ -299,26 +301,51 @@ def run_routing_eval(
     assert home is not None
     try:
         store, mapping = build_kb_home(Path(kb_dir), home, embedder)
-        cached = _Cached(embedder, [q.text for q in queries])
-        retriever = Retriever(store, cached)
-        config = config or RoutingConfig()
-        feats: list[dict[str, float]] = []
-        rows, extra_codes = [], []
-        for i, q in enumerate(queries):
-            result = retriever.retrieve(q.text, k=k)
-            top = mapping.get(result.results[0].doc_id) if result.results else None
-            correct = q.answerable and top is not None and (not q.expected_doc_ids or top in q.expected_doc_ids)
-            # the outcome signals exactly as /v1/retrieve computes them (nothing routed or logged here);
-            # the confidence half of decide() is applied below with the cross-fitted calibrator
-            signals = routing_signals(store, cached, result, config=config)
-            feats.append(dict(result.features))
-            extra_codes.append([r.code for r in signals.reasons])
-            rows.append((bool(result.results), correct, q.answerable))
-            if progress and i % 100 == 0:
-                progress(i, len(queries))
+        return evaluate_routing(store, embedder, queries, mapping=mapping, folds=folds, seed=seed,
+                                target_precision=target_precision, k=k, config=config, progress=progress)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def evaluate_routing(
+    store: ContextStore,
+    embedder: Embedder,
+    queries: list[LabelledQuery],
+    *,
+    mapping: dict[str, str] | None = None,
+    folds: int = 5,
+    seed: int = 13,
+    target_precision: float = 0.9,
+    k: int = 10,
+    config: RoutingConfig | None = None,
+    progress: Any = None,
+) -> RoutingEvalReport:
+    """Run every labelled query against an existing store and score both policies.
+
+    ``mapping`` turns our doc ids into the ids ``expected_doc_ids`` uses (BEIR ids); without
+    it they are compared as they are (golden sets about the store's own documents).
+    """
+    if not 2 <= folds <= 20:
+        raise InvalidRequest(f"folds must be between 2 and 20, got {folds}")
+    cached = _Cached(embedder, [q.text for q in queries])
+    retriever = Retriever(store, cached)
+    config = config or RoutingConfig()
+    feats: list[dict[str, float]] = []
+    rows, extra_codes = [], []
+    for i, q in enumerate(queries):
+        result = retriever.retrieve(q.text, k=k)
+        top_doc = result.results[0].doc_id if result.results else None
+        top = (mapping.get(top_doc) if mapping is not None else top_doc) if top_doc is not None else None
+        correct = q.answerable and top is not None and (not q.expected_doc_ids or top in q.expected_doc_ids)
+        # the outcome signals exactly as /v1/retrieve computes them (nothing routed or logged here);
+        # the confidence half of decide() is applied below with the cross-fitted calibrator
+        signals = routing_signals(store, cached, result, config=config)
+        feats.append(dict(result.features))
+        extra_codes.append([r.code for r in signals.reasons])
+        rows.append((bool(result.results), correct, q.answerable))
+        if progress and i % 100 == 0:
+            progress(i, len(queries))
     has_results = np.array([h for h, _, _ in rows], bool)
     y = np.array([c for _, c, _ in rows], bool)
     answerable = np.array([a for _, _, a in rows], bool)
@@ -328,19 +355,20 @@ def run_routing_eval(
     raw_thr = _raw_thresholds(raw, y.astype(int), folds, seed, target_precision)
     default = np.array([default_confidence(f) if h else 0.0 for f, h in zip(feats, has_results)])
     api_threshold = store.settings.retrieval.confidence_threshold
-    policy = _summary(conf, conf, y, (conf < thr) | extra, answerable)
-    baseline = _summary(raw, raw, y, (raw < raw_thr) | extra, answerable)
-    uncalibrated = _summary(default, default, y, (default < api_threshold) | extra, answerable)
+    policy = _summary(conf, conf, y, (conf < thr) | extra, answerable, target=target_precision)
+    baseline = _summary(raw, raw, y, (raw < raw_thr) | extra, answerable, target=target_precision)
+    uncalibrated = _summary(default, default, y, (default < api_threshold) | extra, answerable, target=target_precision)
     by_reason: dict[str, int] = {}
     for codes_ in extra_codes:
         for c in set(codes_):
             by_reason[c] = by_reason.get(c, 0) + 1
     by_reason["low_confidence"] = int((conf < thr).sum())
+    documents = len(mapping) if mapping is not None else store.index.ids(store.index.company_table_name, "doc_id").__len__()
     return RoutingEvalReport(
         queries=len(queries), answerable=int(answerable.sum()), policy=policy, baseline=baseline,
         uncalibrated_default=uncalibrated, escalations_by_reason=by_reason,
         settings={"folds": folds, "seed": seed, "target_precision": target_precision, "k": k, "features": list(FEATURES),
-                  "mode": store.settings.retrieval.mode, "model": embedder.name, "documents": len(mapping),
+                  "mode": store.settings.retrieval.mode, "model": embedder.name, "documents": documents,
                   "policy_threshold_median": round(float(np.median(thr)), 4), "baseline_threshold_median": round(float(np.median(raw_thr)), 4),
                   "uncalibrated_threshold": api_threshold},
     )

@@ -21,6 +21,8 @@ __all__ = [
     "CONFIG_FILE",
     "ChunkingConfig",
     "EmbeddingConfig",
+    "GoldenSetConfig",
+    "QualityConfig",
     "ObjectStorageConfig",
     "RetrievalConfig",
     "Settings",
@@ -130,6 +132,39 @@ class RetrievalConfig(BaseModel):
         return value
 
 
+class GoldenSetConfig(BaseModel):
+    """A labelled set: ``golden`` (questions about this home's own documents) or ``beir`` (its own corpus)."""
+
+    name: str
+    path: Path  # relative paths are relative to the home
+    format: str = "golden"  # golden | beir
+    max_queries: int | None = Field(default=None, ge=1)  # BEIR sets can be large; evaluate the first N judged
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in ("golden", "beir"):
+            raise ValueError(f"golden set format {value!r} is not one of golden, beir")
+        return value
+
+
+class QualityConfig(BaseModel):
+    """Golden sets and the thresholds the quality checks and the promotion gate apply (context_store/quality.py)."""
+
+    golden_sets: list[GoldenSetConfig] = Field(default_factory=list)
+    k: int = Field(default=10, ge=1, le=100)
+    ndcg_floor: float = Field(default=0.5, ge=0.0, le=1.0)
+    recall_floor: float = Field(default=0.6, ge=0.0, le=1.0)
+    mrr_floor: float = Field(default=0.4, ge=0.0, le=1.0)
+    answer_changed_floor: float = Field(default=0.7, ge=0.0, le=1.0)  # share of changed answers where the current one wins
+    tolerance: float = Field(default=0.05, ge=0.0, le=1.0)  # allowed drop below the last good run
+    routing_ece_ceiling: float = Field(default=0.15, ge=0.0, le=1.0)
+    routing_target_precision: float = Field(default=0.9, gt=0.0, lt=1.0)
+    time_to_knowledge_p95_ceiling_s: float = Field(default=3600.0, gt=0.0)
+    promotion_tolerance: float = Field(default=0.0, ge=0.0, le=1.0)  # a candidate may be this much worse than live
+    worst_queries: int = Field(default=10, ge=0, le=100)
+
+
 class Settings(BaseModel):
     home: Path
     database_url: str | None = None
@@ -147,6 +182,7 @@ class Settings(BaseModel):
     api_keys: list[str] = Field(default_factory=list)
     routing: dict[str, Any] = Field(default_factory=dict)  # validated by context_store.routing.RoutingConfig
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
     extra: dict[str, Any] = Field(default_factory=dict)
 
     @property

@@ -19,7 +19,7 @@ from sqlmodel import col, select
 
 from context_store.decision import Decision
 from context_store.errors import NotFound, StoreError
-from context_store.models import ChunkRecord, DocumentVersion, RetrievalTrace, UserSnapshotVersion, utcnow
+from context_store.models import ArchivedChunk, ChunkRecord, DocumentVersion, RetrievalTrace, UserSnapshotVersion, utcnow
 from context_store.retrieval import RetrievalResult
 from context_store.store import ContextStore
 
@@ -109,6 +109,10 @@ def replay(store: ContextStore, trace_id: str) -> dict[str, Any]:
             (c.version_id, c.chunk_id): c
             for c in session.exec(select(ChunkRecord).where(col(ChunkRecord.version_id).in_(version_ids)))
         } if version_ids else {}
+        if any((r["version_id"], r["chunk_id"]) not in chunks for r in served):
+            # chunks a chunker promotion replaced are archived, not deleted (context_store/promotion.py)
+            for c in session.exec(select(ArchivedChunk).where(col(ArchivedChunk.version_id).in_(version_ids))):
+                chunks.setdefault((c.version_id, c.chunk_id), c)  # type: ignore[arg-type]
         snapshot = session.get(UserSnapshotVersion, trace.user_version_id) if trace.user_version_id else None
     out = []
     for r in served:

@@ -16,6 +16,7 @@ from assets.freshness import freshness_report, source_reconciliation
 from assets.learning import staff_answer_review, staff_answers_current
 from pipeline.jobs import company_refresh_job, ingest_job, user_refresh_job
 from pipeline.resources import build_resources
+from pipeline.quality_jobs import QUALITY_ASSETS, quality_automation_sensor, quality_job, quality_schedule
 from pipeline.schedules import (
     compaction_job,
     compaction_schedule,
@@ -32,10 +33,10 @@ FRESHNESS_ASSETS = [freshness_report, source_reconciliation]
 LEARNING_ASSETS, LEARNING_CHECKS = [staff_answer_review], [staff_answers_current]
 
 defs = dg.Definitions(
-    assets=[*INGEST_ASSETS, *FRESHNESS_ASSETS, *LEARNING_ASSETS],
+    assets=[*INGEST_ASSETS, *FRESHNESS_ASSETS, *LEARNING_ASSETS, *QUALITY_ASSETS],
     asset_checks=[*INGEST_CHECKS, *LEARNING_CHECKS],
-    jobs=[ingest_job, company_refresh_job, user_refresh_job, reconcile_job, freshness_job, compaction_job],
-    sensors=[company_change_sensor, user_change_sensor, journal_settled_sensor],
-    schedules=[reconcile_schedule, freshness_schedule, compaction_schedule],
+    jobs=[ingest_job, company_refresh_job, user_refresh_job, reconcile_job, freshness_job, compaction_job, quality_job],
+    sensors=[company_change_sensor, user_change_sensor, journal_settled_sensor, quality_automation_sensor],
+    schedules=[reconcile_schedule, freshness_schedule, compaction_schedule, quality_schedule],
     resources=build_resources(),
 )

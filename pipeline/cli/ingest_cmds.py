@@ -76,6 +76,8 @@ def demo(ctx: click.Context, demo_dir: Path) -> None:
             home,
             company_sources=[{"name": "company", "path": str(company)}, {"name": "staff", "path": str(staff), "kind": "staff_answer"}],
             user_sources=[{"name": "users", "path": str(users)}],
+            # the team's labelled questions about this help centre: what the quality checks measure
+            quality={"golden_sets": [{"name": "demo", "path": str(demo_dir / "golden" / "questions.jsonl")}]},
         ).save()
         _run_ingest(home, progress=True)
         click.echo("applying the demo's later edits (new versions of some articles and users)")
