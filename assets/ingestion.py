@@ -9,7 +9,7 @@ from assets.metadata import md_table, skipped_table
 from assets.resources import EmbedderResource, StoreResource
 from context_store.documents import sync_company_sources
 from context_store.indexing import index_drift, index_pending_documents, index_pending_users
-from context_store.runs import track_run
+from context_store.runs import numeric_stats, track_run
 from context_store.settings import DEFAULT_MODEL, ChunkingConfig
 from context_store.user_state import sync_user_sources
 from context_store.vector_index import COMPANY_TABLE, USER_TABLE
@@ -53,7 +53,7 @@ def company_documents(context: dg.AssetExecutionContext, config: SyncConfig, sto
     cs = store.open()
     with track_run(cs, "company", "version", store.trigger) as stats:
         report = sync_company_sources(cs, paths=config.paths or None)
-        stats.update({k: v for k, v in report.as_dict().items() if isinstance(v, int)})
+        stats.update(numeric_stats(report))
     for error in report.source_errors:
         context.log.error(error)
     return dg.MaterializeResult(
@@ -81,7 +81,7 @@ def company_chunk_index(store: StoreResource, embedder: EmbedderResource) -> dg.
     started = time.perf_counter()
     with track_run(cs, "company", "index", store.trigger) as stats:
         report = index_pending_documents(cs, embedder.for_store(cs), progress=_progress_factory(store))
-        stats.update({k: v for k, v in report.as_dict().items() if not isinstance(v, list)})
+        stats.update(numeric_stats(report))
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": report.rows_in_table,
@@ -103,7 +103,7 @@ def user_snapshots(context: dg.AssetExecutionContext, config: SyncConfig, store:
     cs = store.open()
     with track_run(cs, "user", "version", store.trigger) as stats:
         report = sync_user_sources(cs, paths=config.paths or None)
-        stats.update({k: v for k, v in report.as_dict().items() if isinstance(v, int)})
+        stats.update(numeric_stats(report))
     for error in report.source_errors:
         context.log.error(error)
     return dg.MaterializeResult(
@@ -128,7 +128,7 @@ def user_state_index(store: StoreResource, embedder: EmbedderResource) -> dg.Mat
     started = time.perf_counter()
     with track_run(cs, "user", "index", store.trigger) as stats:
         report = index_pending_users(cs, embedder.for_store(cs))
-        stats.update({k: v for k, v in report.as_dict().items() if not isinstance(v, list)})
+        stats.update(numeric_stats(report))
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": report.rows_in_table,

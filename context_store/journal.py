@@ -30,7 +30,7 @@ from context_store.documents import CompanySyncReport, sync_company_sources
 from context_store.embedding import Embedder
 from context_store.indexing import IndexReport, index_pending_documents, index_pending_users
 from context_store.models import ChangeEvent, utcnow
-from context_store.runs import track_run
+from context_store.runs import numeric_stats, track_run
 from context_store.settings import Settings, SourceConfig
 from context_store.sources import is_ignored_name, sha256
 from context_store.store import ContextStore
@@ -329,20 +329,20 @@ def apply_changes(
             result.full_scans.append("company")
         with track_run(store, "company", "version", trigger) as stats:
             result.company = sync_company_sources(store, paths=company.sync_paths())
-            stats.update({k: v for k, v in result.company.as_dict().items() if isinstance(v, int)})
+            stats.update(numeric_stats(result.company))
         with track_run(store, "company", "index", trigger) as stats:
             result.company_index = index_pending_documents(store, embedder)
-            stats.update({k: v for k, v in result.company_index.as_dict().items() if not isinstance(v, list)})
+            stats.update(numeric_stats(result.company_index))
     users = batches.get("user")
     if users is not None:
         if users.full_scan:
             result.full_scans.append("user")
         with track_run(store, "user", "version", trigger) as stats:
             result.users = sync_user_sources(store, paths=users.sync_paths())
-            stats.update({k: v for k, v in result.users.as_dict().items() if isinstance(v, int)})
+            stats.update(numeric_stats(result.users))
         with track_run(store, "user", "index", trigger) as stats:
             result.user_index = index_pending_users(store, embedder)
-            stats.update({k: v for k, v in result.user_index.as_dict().items() if not isinstance(v, list)})
+            stats.update(numeric_stats(result.user_index))
     result.applied_ids = [int(r.id or 0) for r in rows]
     mark_applied(store, ids=result.applied_ids, by=applied_by)
     result.retry = _transient_failures(rows, result)

@@ -11,7 +11,12 @@ from sqlmodel import col, select
 from context_store.models import IngestRun, utcnow
 from context_store.store import ContextStore
 
-__all__ = ["last_runs", "track_run"]
+__all__ = ["last_runs", "numeric_stats", "track_run"]
+
+
+def numeric_stats(report: Any) -> dict[str, Any]:
+    """The counts and durations of a sync or index report, as a run row stores them."""
+    return {k: v for k, v in report.as_dict().items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 @contextmanager
