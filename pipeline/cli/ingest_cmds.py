@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -68,17 +69,25 @@ def demo(ctx: click.Context, demo_dir: Path) -> None:
     if first_time:
         click.echo(f"setting up demo home in {home}")
         shutil.copytree(demo_dir / "company", company, dirs_exist_ok=True)
-        shutil.copytree(demo_dir / "users", users, dirs_exist_ok=True)
-        if (demo_dir / "users_export").is_dir():
-            shutil.copytree(demo_dir / "users_export", users, dirs_exist_ok=True)
+        # The bundled snapshots carry capture dates from when they were written; the demo
+        # stamps them as captured an hour before setup (the edits: at setup), so user-state
+        # age and the staleness triggers mean something on the day the demo runs.
+        setup_time = utcnow()
+        for folder in ("users", "users_export"):
+            if (demo_dir / folder).is_dir():
+                for src in (demo_dir / folder).iterdir():
+                    _copy_snapshot(src, users / src.name, setup_time - timedelta(hours=1))
         staff.mkdir(parents=True, exist_ok=True)
+        api_key = secrets.token_urlsafe(24)
         Settings.load(
             home,
             company_sources=[{"name": "company", "path": str(company)}, {"name": "staff", "path": str(staff), "kind": "staff_answer"}],
             user_sources=[{"name": "users", "path": str(users)}],
             # the team's labelled questions about this help centre: what the quality checks measure
             quality={"golden_sets": [{"name": "demo", "path": str(demo_dir / "golden" / "questions.jsonl")}]},
+            api_keys=[api_key],
         ).save()
+        click.echo(f"demo API key (also in {home / CONFIG_FILE}): {api_key}")
         _run_ingest(home, progress=True)
         click.echo("applying the demo's later edits (new versions of some articles and users)")
         for edits, target in ((demo_dir / "company_edits", company), (demo_dir / "users_edits", users)):
@@ -87,8 +96,25 @@ def demo(ctx: click.Context, demo_dir: Path) -> None:
                     if src.is_file() and src.name != "README.md":
                         dst = target / src.relative_to(edits)
                         dst.parent.mkdir(parents=True, exist_ok=True)
-                        shutil.copyfile(src, dst)
+                        if target == users:
+                            _copy_snapshot(src, dst, setup_time)
+                        else:
+                            shutil.copyfile(src, dst)
     _run_ingest(home, progress=True)
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    text = path.read_text(encoding="utf-8")
+    return [json.loads(text)] if path.suffix == ".json" else [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _copy_snapshot(src: Path, dst: Path, captured_at: datetime) -> None:
+    records = _records(src)
+    for record in records:
+        record["captured_at"] = captured_at.isoformat()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    body = json.dumps(records[0], indent=2) if src.suffix == ".json" else "\n".join(json.dumps(r) for r in records)
+    dst.write_text(body + "\n", encoding="utf-8")
 
 
 def _run_ingest(
