@@ -122,6 +122,8 @@ class RetrievalConfig(BaseModel):
     ann_min_rows: int = Field(default=50_000, ge=1)
     ann_nprobe: int = Field(default=96, ge=1)  # of ~sqrt(n) clusters; recall@10 vs exact 0.98 at 100k
     refresh_interval_seconds: float = Field(default=0.2, ge=0.0)  # how often to look for a new table version
+    # how often a running API looks for a promoted index (one one-row SELECT per process, never per request)
+    deployment_check_seconds: float = Field(default=1.0, ge=0.0)
     reranker: str | None = None  # path of a locally installed cross-encoder; none is bundled
 
     @field_validator("mode")

@@ -16,7 +16,7 @@ from service.errors import install_error_handlers
 from service.metrics import Metrics, MetricsMiddleware
 from service.routes import ops_router, v1_router
 from service.routes_staff import router as staff_router
-from service.state import ServiceState
+from service.state import EncoderFactory, ServiceState
 
 __all__ = ["create_app"]
 
@@ -26,13 +26,15 @@ def create_app(
     *,
     store: ContextStore | None = None,
     embedder: Embedder | None = None,
+    encoder_for: EncoderFactory | None = None,
     triggers: Sequence[Trigger] = (),
     warm_up: bool = True,
 ) -> FastAPI:
-    """The API for one home. ``embedder`` replaces the query encoder (tests pass a fake);
+    """The API for one home. ``embedder`` replaces the query encoder (tests pass a fake), ``encoder_for``
+    builds the one for each model a promotion switches to;
     ``triggers`` are extra escalation triggers (see ``context_store.decision``)."""
     store = store or ContextStore.open(home)
-    service = ServiceState(store, embedder=embedder, triggers=triggers)
+    service = ServiceState(store, embedder=embedder, encoder_for=encoder_for, triggers=triggers)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

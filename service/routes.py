@@ -17,7 +17,7 @@ from context_store.retrieval import RetrievalResult, parse_as_of
 from context_store.traces import get_trace, new_trace_id, record_trace, replay, trace_dict
 from service.metrics import CONTENT_TYPE_LATEST
 from service.schemas import DocumentVersionPublic, DocumentVersions, RetrieveRequest, RetrieveResponse
-from service.state import ServiceState
+from service.state import ServiceState, Serving
 
 __all__ = ["ops_router", "v1_router"]
 
@@ -40,7 +40,7 @@ def _age(now: datetime, then: datetime | None) -> float | None:
     return None if then is None else max(0.0, (now - then).total_seconds())
 
 
-def _response(result: RetrievalResult, decision: Decision, trace_id: str, source: str, state: ServiceState) -> dict[str, Any]:
+def _response(result: RetrievalResult, decision: Decision, trace_id: str, source: str, state: Serving) -> dict[str, Any]:
     now = result.served_at
     user = None
     if result.user_id is not None:
@@ -75,7 +75,7 @@ def retrieve(body: RetrieveRequest, request: Request) -> dict[str, Any]:
     """Current company chunks (cited by document version), the user's current state, a calibrated
     confidence, an ``answer``/``escalate`` decision with typed reasons, and a ``trace_id`` for the evidence trail."""
     started = time.perf_counter()
-    state = _state(request)
+    state = _state(request).serving()  # one deployment for the whole request, even if a promotion lands meanwhile
     result = state.retriever.retrieve(body.query, user_id=body.user_id, k=body.k, as_of=body.as_of, filters=body.filters, mode=body.mode)
     confidence, source = state.confidence(result)
     extra = [trigger(result, confidence) for trigger in state.triggers]
@@ -160,6 +160,7 @@ def readyz(request: Request, response: Response) -> dict[str, Any]:
         checks["model"] = {"name": state.embedder.name, "loaded": True}
     except Exception as exc:
         checks["model"], ok = f"not loaded: {exc.__class__.__name__}: {exc}", False
+    checks["serving"] = state.status()
     checks["calibrator"] = "loaded" if state.calibrator is not None else "none (conservative default)"
     checks["reranker"] = state.reranker_status
     checks["api_keys"] = len(request.app.state.keys)

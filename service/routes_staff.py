@@ -70,7 +70,8 @@ router = APIRouter(lifespan=_lifespan)
 
 
 def _store(request: Request) -> ContextStore:
-    return request.app.state.store
+    service = getattr(request.app.state, "service", None)  # the serving index, which follows promotions
+    return service.serving().store if service is not None else request.app.state.store
 
 
 def _config(request: Request) -> RoutingConfig:
