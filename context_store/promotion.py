@@ -54,7 +54,7 @@ from context_store.settings import ChunkingConfig
 from context_store.store import ContextStore
 from context_store.vector_index import VectorIndex
 
-__all__ = ["CandidateBuild", "GateResult", "build_candidate", "candidate_store", "evaluate_gate", "gate_is_current", "last_gate", "pending_change", "promote", "run_gate"]
+__all__ = ["CandidateBuild", "GateResult", "build_candidate", "candidate_store", "decision_since_promotion", "evaluate_gate", "gate_is_current", "last_gate", "pending_change", "promote", "run_gate"]
 
 log = logging.getLogger(__name__)
 COMPARED = ("ndcg@10", "recall@{k}", "mrr@10", "answer_changed_current_wins")
@@ -64,6 +64,20 @@ def pending_change(store: ContextStore) -> str | None:
     """The configured fingerprint when it differs from the serving one, else ``None``."""
     wanted = fingerprint_of(store.configured)
     return wanted if store.deployment is not None and wanted != store.deployment.fingerprint else None
+
+
+def decision_since_promotion(store: ContextStore, fingerprint: str) -> PromotionDecision | None:
+    """The latest decision on candidate ``fingerprint`` taken while the current deployment serves.
+
+    A rejection stays the answer for this configuration until the serving index changes; a
+    decision from an earlier serving period (the config flipped back) does not count.
+    """
+    serving = store.deployment
+    with store.session() as session:
+        query = select(PromotionDecision).where(PromotionDecision.candidate_fingerprint == fingerprint)
+        if serving is not None and serving.promoted_at is not None:
+            query = query.where(PromotionDecision.live_fingerprint == serving.fingerprint, col(PromotionDecision.decided_at) >= serving.promoted_at)
+        return session.exec(query.order_by(col(PromotionDecision.id).desc()).limit(1)).first()
 
 
 @dataclass

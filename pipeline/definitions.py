@@ -16,7 +16,14 @@ from assets.freshness import freshness_report, source_reconciliation
 from assets.learning import staff_answer_review, staff_answers_current
 from pipeline.jobs import company_refresh_job, ingest_job, user_refresh_job
 from pipeline.resources import build_resources
-from pipeline.quality_jobs import QUALITY_ASSETS, quality_automation_sensor, quality_job, quality_schedule
+from pipeline.quality_jobs import (
+    QUALITY_ASSETS,
+    index_change_sensor,
+    index_promotion_job,
+    quality_automation_sensor,
+    quality_job,
+    quality_schedule,
+)
 from pipeline.schedules import (
     compaction_job,
     compaction_schedule,
@@ -35,8 +42,9 @@ LEARNING_ASSETS, LEARNING_CHECKS = [staff_answer_review], [staff_answers_current
 defs = dg.Definitions(
     assets=[*INGEST_ASSETS, *FRESHNESS_ASSETS, *LEARNING_ASSETS, *QUALITY_ASSETS],
     asset_checks=[*INGEST_CHECKS, *LEARNING_CHECKS],
-    jobs=[ingest_job, company_refresh_job, user_refresh_job, reconcile_job, freshness_job, compaction_job, quality_job],
-    sensors=[company_change_sensor, user_change_sensor, journal_settled_sensor, quality_automation_sensor],
+    jobs=[ingest_job, company_refresh_job, user_refresh_job, reconcile_job, freshness_job, compaction_job, quality_job,
+          index_promotion_job],
+    sensors=[company_change_sensor, user_change_sensor, journal_settled_sensor, quality_automation_sensor, index_change_sensor],
     schedules=[reconcile_schedule, freshness_schedule, compaction_schedule, quality_schedule],
     resources=build_resources(),
 )

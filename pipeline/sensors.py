@@ -18,7 +18,7 @@ from assets.resources import StoreResource
 from context_store import journal
 from pipeline.jobs import company_refresh_job, user_refresh_job
 
-__all__ = ["SENSOR_INTERVAL_S", "company_change_sensor", "journal_settled_sensor", "journal_tick", "user_change_sensor"]
+__all__ = ["SENSOR_INTERVAL_S", "company_change_sensor", "journal_settled_sensor", "journal_tick", "runs_in_progress", "user_change_sensor"]
 
 SENSOR_INTERVAL_S = int(os.environ.get("FRESHCONTEXT_SENSOR_INTERVAL_S", "5"))
 TAG_KIND = "freshcontext/state_kind"
@@ -26,7 +26,7 @@ TAG_RANGE = "freshcontext/journal_ids"
 _LINEAGES = {"company": ("company_refresh_job", "company_documents"), "user": ("user_refresh_job", "user_snapshots")}
 
 
-def _runs_in_progress(context: dg.SensorEvaluationContext, job_name: str) -> int:
+def runs_in_progress(context: dg.SensorEvaluationContext, job_name: str) -> int:
     try:
         instance = context.instance
     except dg.DagsterInvariantViolationError:  # a test context without an instance
@@ -42,7 +42,7 @@ def journal_tick(context: dg.SensorEvaluationContext, store: StoreResource, stat
     rows = journal.read_after(store.open(), cursor, state_kind=state_kind)
     if not rows:
         return dg.SkipReason(f"no {state_kind} journal rows after id {cursor}")
-    if _runs_in_progress(context, job_name):
+    if runs_in_progress(context, job_name):
         return dg.SkipReason(f"{len(rows)} {state_kind} changes wait for the running {job_name}")
     new_cursor = str(max(int(r.id or 0) for r in rows))
     pending = [r for r in rows if r.applied_at is None]
