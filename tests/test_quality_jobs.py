@@ -13,6 +13,7 @@ import pytest
 from assets.resources import StoreResource
 from context_store.embedding import HashingEmbedder
 from context_store.ingest import ingest
+from context_store.promotion import candidate_store
 from context_store.settings import EmbeddingConfig, Settings
 from context_store.store import ContextStore
 from pipeline.definitions import defs
@@ -34,12 +35,35 @@ class _Scrambled(HashingEmbedder):
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
+class _EmptiedAfterBuild(HashingEmbedder):
+    """Builds a good candidate, then empties its table when the gate starts asking questions (a table emptied under it)."""
+
+    def __init__(self, home: Path, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.home = home
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if any(t == q["text"] for t in texts for q in GOLDEN):
+            cand = candidate_store(ContextStore.open(self.home))
+            table = cand.index.table(cand.index.company_table_name)
+            if table is not None and table.count_rows():
+                table.delete("true")
+        return super().encode(texts)
+
+
 class _Embedders:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+
     def for_store(self, store: ContextStore) -> HashingEmbedder:
         return HashingEmbedder()
 
     def for_config(self, config: EmbeddingConfig) -> HashingEmbedder:
-        return _Scrambled(name=config.model) if config.model.startswith("broken") else HashingEmbedder(name=config.model)
+        if config.model.startswith("broken"):
+            return _Scrambled(name=config.model)
+        if config.model.startswith("emptied"):
+            return _EmptiedAfterBuild(self.home, name=config.model)
+        return HashingEmbedder(name=config.model)
 
 
 @pytest.fixture
@@ -74,7 +98,7 @@ def _tick(home: Path, instance: dg.DagsterInstance) -> dg.RunRequest | dg.SkipRe
 def _run(home: Path, request: dg.RunRequest, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     job = dg.Definitions(
         assets=QUALITY_ASSETS, jobs=[index_promotion_job],
-        resources={"store": StoreResource(home=str(home)), "embedder": dg.ResourceDefinition.hardcoded_resource(_Embedders())},
+        resources={"store": StoreResource(home=str(home)), "embedder": dg.ResourceDefinition.hardcoded_resource(_Embedders(home))},
     ).resolve_job_def(request.job_name or index_promotion_job.name)
     return job.execute_in_process(instance=instance, tags=request.tags, raise_on_error=False)
 
@@ -133,3 +157,15 @@ def test_a_rejected_candidate_is_not_requested_again(home: Path) -> None:
     assert ContextStore.open(home).index.company_table_name == "company_chunks"
     skipped = _tick(home, instance)
     assert isinstance(skipped, dg.SkipReason) and "was rejected" in skipped.skip_message
+
+
+def test_a_candidate_table_emptied_before_the_gate_fails_the_blocking_check_and_is_not_promoted(home: Path) -> None:
+    instance = dg.DagsterInstance.ephemeral()
+    _configure(home, "emptied-model")
+    result = _run(home, _tick(home, instance), instance)
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert evaluations["candidate_at_least_as_good"].passed is False
+    assert "current documents missing" in (evaluations["candidate_at_least_as_good"].description or "")
+    assert not result.asset_materializations_for_node("index_promotion")  # blocked, not merely declined
+    store = ContextStore.open(home)
+    assert store.index.company_table_name == "company_chunks" and store.index.count("company_chunks") > 0
