@@ -133,6 +133,7 @@ class ServiceState:
         self._switching: threading.Thread | None = None
         self.switches = 0
         self.switch_error: str | None = None
+        self.last_switch_s: float | None = None  # noticing excluded: opening, loading and warming the new index
 
     # -- the serving deployment ----------------------------------------------------------
 
@@ -169,10 +170,11 @@ class ServiceState:
             self._watch.acknowledge(new.fingerprint)
         self.switches += 1
         self.switch_error = None
+        self.last_switch_s = round(time.perf_counter() - started, 3)
         log.warning(
             "now serving index %s (model %s, tables %s, %s) instead of %s (model %s); switched without restart in %.2fs",
             new.fingerprint, new.model, new.store.index.company_table_name, new.store.index.user_table_name,
-            old.fingerprint, old.model, time.perf_counter() - started,
+            old.fingerprint, old.model, self.last_switch_s,
         )
 
     def wait_for_switch(self, timeout: float | None = None) -> bool:
@@ -212,7 +214,8 @@ class ServiceState:
     def status(self) -> dict[str, Any]:
         """What serves, and whether a switch is in progress or failed (``/readyz``)."""
         switching = self._switching is not None and self._switching.is_alive()
-        return {**self._serving.describe(), "switches": self.switches, "switching": switching, "switch_error": self.switch_error}
+        return {**self._serving.describe(), "switches": self.switches, "switching": switching, "switch_error": self.switch_error,
+                "last_switch_s": self.last_switch_s}
 
     # -- the current deployment's parts (readiness, staff routes, benches) ----------------
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from context_store.embedding import HashingEmbedder
+from context_store.embedding import HashingEmbedder, SentenceTransformerEmbedder
 from context_store.ingest import ingest
 from context_store.promotion import run_gate
 from context_store.serving import DeploymentWatch
@@ -29,12 +29,12 @@ GOLDEN = [
 ]
 
 
-def _open(home: Path, sources: dict[str, Path], golden: Path, **overrides: Any) -> ContextStore:
+def _open(home: Path, sources: dict[str, Path], golden: Path, retrieval: dict[str, Any] | None = None, **overrides: Any) -> ContextStore:
     """The home as a process opens it; ``overrides`` are config changes (a new model or chunker)."""
     return ContextStore.open(
         home, company_sources=[{"name": "company", "path": str(sources["company"])}],
         user_sources=[{"name": "users", "path": str(sources["users"])}], api_keys=["test-key"],
-        retrieval={"refresh_interval_seconds": 0.0, "deployment_check_seconds": CHECK_S},
+        retrieval={"refresh_interval_seconds": 0.0, "deployment_check_seconds": CHECK_S, **(retrieval or {})},
         quality={"golden_sets": [{"name": "mini", "path": str(golden)}], "ndcg_floor": 0.3, "recall_floor": 0.3, "mrr_floor": 0.3},
         **overrides,
     )
@@ -165,3 +165,30 @@ def test_a_switch_that_cannot_load_the_new_model_keeps_the_old_index_serving(
         assert set(still["table_versions"]) == {"company_chunks", "user_state"} and still["top"] == "company/refunds.md"
         serving = client.get("/readyz").json()["checks"]["serving"]
         assert serving["switches"] == 0 and "cannot encode for the promoted model hashing-v2" in serving["switch_error"]
+
+
+@pytest.mark.e2e
+def test_the_real_query_encoder_follows_a_chunker_promotion(sources: dict[str, Path], golden: Path) -> None:
+    """As `freshcontext serve` runs: the real model, the query encoder built from the config, no fakes."""
+    model = SentenceTransformerEmbedder()
+    store = _open(sources["home"], sources, golden, retrieval={"query_encoder": "torch"})
+    ingest(store, model)
+    app = create_app(store=store)
+    state: ServiceState = app.state.service
+    with TestClient(app) as client:
+        before = _ask(client)
+        assert before["model"] == "all-MiniLM-L6-v2" and set(before["table_versions"]) == {"company_chunks", "user_state"}
+        changed = _open(sources["home"], sources, golden, retrieval={"query_encoder": "torch"}, chunking={"max_chars": 200})
+        _, gate, decision = run_gate(changed, model, model)
+        assert decision is not None, gate.reason if gate else None
+        promoted_at = time.monotonic()
+        while set(_ask(client)["table_versions"]) == {"company_chunks", "user_state"}:
+            assert time.monotonic() - promoted_at < 30, client.get("/readyz").json()["checks"]["serving"]
+            time.sleep(0.05)
+        noticed_and_switched = time.monotonic() - promoted_at
+        after = _ask(client)
+        fp = decision.candidate_fingerprint
+        assert set(after["table_versions"]) == {f"company_chunks__{fp}", f"user_state__{fp}"} and after["model"] == "all-MiniLM-L6-v2"
+        assert after["top"] == "company/refunds.md"
+        assert noticed_and_switched < CHECK_S + 10, noticed_and_switched
+        print(f"switch noticed and served in {noticed_and_switched:.2f}s (load {state.last_switch_s}s)")
