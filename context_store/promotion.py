@@ -54,7 +54,7 @@ from context_store.settings import ChunkingConfig
 from context_store.store import ContextStore
 from context_store.vector_index import VectorIndex
 
-__all__ = ["CandidateBuild", "GateResult", "build_candidate", "candidate_store", "decision_since_promotion", "evaluate_gate", "gate_is_current", "last_gate", "pending_change", "promote", "run_gate"]
+__all__ = ["CandidateBuild", "GateResult", "build_candidate", "candidate_store", "decision_since_promotion", "evaluate_gate", "gate_is_current", "last_gate", "measured_since_promotion", "pending_change", "promote", "run_gate"]
 
 log = logging.getLogger(__name__)
 COMPARED = ("ndcg@10", "recall@{k}", "mrr@10", "answer_changed_current_wins")
@@ -78,6 +78,26 @@ def decision_since_promotion(store: ContextStore, fingerprint: str) -> Promotion
         if serving is not None and serving.promoted_at is not None:
             query = query.where(PromotionDecision.live_fingerprint == serving.fingerprint, col(PromotionDecision.decided_at) >= serving.promoted_at)
         return session.exec(query.order_by(col(PromotionDecision.id).desc()).limit(1)).first()
+
+
+def measured_since_promotion(store: ContextStore) -> bool:
+    """Whether retrieval quality was measured on the serving index since a gate promoted it.
+
+    ``True`` for a deployment no gate promoted (a home's first index is measured after its
+    ingest); the gate's own numbers were taken on the candidate before the switch.
+    """
+    serving = store.deployment
+    if serving is None:
+        return True
+    with store.session() as session:
+        promoted = session.exec(select(PromotionDecision.id).where(
+            PromotionDecision.decision == "promoted", PromotionDecision.candidate_fingerprint == serving.fingerprint).limit(1)).first()
+        if promoted is None:
+            return True
+        query = select(EvaluationRun.id).where(EvaluationRun.kind == "retrieval", EvaluationRun.index_fingerprint == serving.fingerprint)
+        if serving.promoted_at is not None:
+            query = query.where(col(EvaluationRun.created_at) >= serving.promoted_at)
+        return session.exec(query.limit(1)).first() is not None
 
 
 @dataclass

@@ -23,6 +23,7 @@ from pipeline.quality_jobs import (
     quality_automation_sensor,
     quality_job,
     quality_schedule,
+    serving_quality_job,
 )
 from pipeline.schedules import (
     compaction_job,
@@ -43,7 +44,7 @@ defs = dg.Definitions(
     assets=[*INGEST_ASSETS, *FRESHNESS_ASSETS, *LEARNING_ASSETS, *QUALITY_ASSETS],
     asset_checks=[*INGEST_CHECKS, *LEARNING_CHECKS],
     jobs=[ingest_job, company_refresh_job, user_refresh_job, reconcile_job, freshness_job, compaction_job, quality_job,
-          index_promotion_job],
+          index_promotion_job, serving_quality_job],
     sensors=[company_change_sensor, user_change_sensor, journal_settled_sensor, quality_automation_sensor, index_change_sensor],
     schedules=[reconcile_schedule, freshness_schedule, compaction_schedule, quality_schedule],
     resources=build_resources(),

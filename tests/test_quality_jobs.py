@@ -17,7 +17,7 @@ from context_store.promotion import candidate_store
 from context_store.settings import EmbeddingConfig, Settings
 from context_store.store import ContextStore
 from pipeline.definitions import defs
-from pipeline.quality_jobs import QUALITY_ASSETS, index_change_sensor, index_promotion_job
+from pipeline.quality_jobs import QUALITY_ASSETS, index_change_sensor, index_promotion_job, serving_quality_job
 
 GOLDEN = [
     {"id": "g1", "text": "refund window days delivery", "answerable": True, "expected_doc_ids": ["company/refunds.md"]},
@@ -56,7 +56,7 @@ class _Embedders:
         self.home = home
 
     def for_store(self, store: ContextStore) -> HashingEmbedder:
-        return HashingEmbedder()
+        return HashingEmbedder(name=store.settings.embedding.model)  # the serving model, as EmbedderResource loads it
 
     def for_config(self, config: EmbeddingConfig) -> HashingEmbedder:
         if config.model.startswith("broken"):
@@ -97,7 +97,7 @@ def _tick(home: Path, instance: dg.DagsterInstance) -> dg.RunRequest | dg.SkipRe
 
 def _run(home: Path, request: dg.RunRequest, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     job = dg.Definitions(
-        assets=QUALITY_ASSETS, jobs=[index_promotion_job],
+        assets=QUALITY_ASSETS, jobs=[index_promotion_job, serving_quality_job],
         resources={"store": StoreResource(home=str(home)), "embedder": dg.ResourceDefinition.hardcoded_resource(_Embedders(home))},
     ).resolve_job_def(request.job_name or index_promotion_job.name)
     return job.execute_in_process(instance=instance, tags=request.tags, raise_on_error=False)
@@ -106,7 +106,7 @@ def _run(home: Path, request: dg.RunRequest, instance: dg.DagsterInstance) -> dg
 def test_the_sensor_is_on_by_default_and_targets_the_promotion_job() -> None:
     sensor = defs.resolve_sensor_def("index_change_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
-    assert sensor.job_name == "index_promotion_job"
+    assert {t.job_name for t in sensor.targets} == {"index_promotion_job", "serving_quality_job"}
     assert {k.path[-1] for k in defs.resolve_job_def("index_promotion_job").asset_layer.executable_asset_keys} == {"index_candidate", "index_promotion"}
 
 
@@ -126,6 +126,14 @@ def test_a_config_change_requests_one_run_that_promotes(home: Path) -> None:
     promoted = {k: v.value for k, v in result.asset_materializations_for_node("index_promotion")[-1].metadata.items()}
     assert promoted["decision"] == "promoted" and promoted["serving_fingerprint"] == wanted
     assert ContextStore.open(home).index.company_table_name == f"company_chunks__{wanted}"
+
+    # the promoted index is measured at once, not at the next scheduled run
+    measure = _tick(home, instance)
+    assert isinstance(measure, dg.RunRequest) and measure.job_name == "serving_quality_job", measure
+    measured = _run(home, measure, instance)
+    assert measured.success
+    quality = {k: v.value for k, v in measured.asset_materializations_for_node("retrieval_quality")[-1].metadata.items()}
+    assert quality["index_fingerprint"] == wanted and quality["model"] == "hashing-v2"
     assert "configured model and chunker serve" in _tick(home, instance).skip_message
 
     # changing back is a new change in a new serving period: a new key, not deduplicated away
@@ -137,7 +145,7 @@ def test_a_config_change_requests_one_run_that_promotes(home: Path) -> None:
 def test_a_change_waits_while_a_candidate_build_is_running(home: Path) -> None:
     instance = dg.DagsterInstance.ephemeral()
     _configure(home, "hashing-v2")
-    for job in (index_promotion_job, defs.resolve_job_def("quality_job")):
+    for job in (index_promotion_job, defs.resolve_job_def("quality_job"), serving_quality_job):
         run = instance.create_run_for_job(defs.resolve_job_def(job.name), status=dg.DagsterRunStatus.STARTED)
         skipped = _tick(home, instance)
         assert isinstance(skipped, dg.SkipReason) and f"waits for the running {job.name}" in skipped.skip_message
