@@ -56,7 +56,10 @@ class _Embedders:
         self.home = home
 
     def for_store(self, store: ContextStore) -> HashingEmbedder:
-        return HashingEmbedder(name=store.settings.embedding.model)  # the serving model, as EmbedderResource loads it
+        # the serving model, as EmbedderResource loads it; never a fake under the real model's name
+        # (the process caches vectors by model name, see routing._EXAMPLES)
+        model = store.settings.embedding.model
+        return HashingEmbedder() if model == EmbeddingConfig().model else HashingEmbedder(name=model)
 
     def for_config(self, config: EmbeddingConfig) -> HashingEmbedder:
         if config.model.startswith("broken"):

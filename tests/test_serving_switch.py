@@ -22,6 +22,7 @@ from service.state import ServiceState
 
 KEY = {"X-API-Key": "test-key"}
 CHECK_S = 0.2
+WIDE = "hashing-wide-test-model"
 GOLDEN = [
     {"id": "g1", "text": "refund window days delivery", "answerable": True, "expected_doc_ids": ["company/refunds.md"]},
     {"id": "g2", "text": "download invoices pdf billing history", "answerable": True, "expected_doc_ids": ["company/billing/invoices.md"]},
@@ -57,7 +58,8 @@ def live(sources: dict[str, Path], golden: Path) -> ContextStore:
 def _encoder_for(config: EmbeddingConfig) -> HashingEmbedder:
     # Each model gets its own vector width, so a query vector of one model searched against
     # the other model's vectors would fail with a shape error instead of passing unnoticed.
-    return HashingEmbedder(dim=96 if config.model == "hashing-v2" else 64, name=config.model)
+    # (Fake names only: the process caches vectors by model name, see routing._EXAMPLES.)
+    return HashingEmbedder(dim=96, name=WIDE) if config.model == WIDE else HashingEmbedder()
 
 
 def _ask(client: TestClient) -> dict[str, Any]:
@@ -68,7 +70,7 @@ def _ask(client: TestClient) -> dict[str, Any]:
 
 
 def _promote_new_model(sources: dict[str, Path], golden: Path) -> str:
-    changed = _open(sources["home"], sources, golden, embedding={"model": "hashing-v2"})
+    changed = _open(sources["home"], sources, golden, embedding={"model": WIDE})
     _, gate, decision = run_gate(changed, HashingEmbedder(), _encoder_for(changed.configured.embedding))
     assert decision is not None and decision.decision == "promoted", gate.reason if gate else None
     return decision.candidate_fingerprint
@@ -96,7 +98,7 @@ def test_a_running_api_switches_tables_model_and_snapshot_after_a_promotion(
     state: ServiceState = app.state.service
     with TestClient(app) as client:
         before = _ask(client)
-        assert before["model"] == "all-MiniLM-L6-v2" and set(before["table_versions"]) == {"company_chunks", "user_state"}
+        assert before["model"] == "hashing-test-embedder" and set(before["table_versions"]) == {"company_chunks", "user_state"}
         fingerprint = _promote_new_model(sources, golden)
         new_tables = {f"company_chunks__{fingerprint}", f"user_state__{fingerprint}"}
 
@@ -119,15 +121,15 @@ def test_a_running_api_switches_tables_model_and_snapshot_after_a_promotion(
         for t in threads:
             t.join()
         assert not errors, errors[:3]
-        assert set(seen) <= {("all-MiniLM-L6-v2", frozenset({"company_chunks", "user_state"})), ("hashing-v2", frozenset(new_tables))}
+        assert set(seen) <= {("hashing-test-embedder", frozenset({"company_chunks", "user_state"})), (WIDE, frozenset(new_tables))}
 
         assert state.wait_for_switch(timeout=30)
         after = _ask(client)
-        assert after["model"] == "hashing-v2" and set(after["table_versions"]) == new_tables
+        assert after["model"] == WIDE and set(after["table_versions"]) == new_tables
         assert after["top"] == "company/refunds.md" and after["dense_snapshot_version"] is not None
         assert state.dense.index.company_table_name == f"company_chunks__{fingerprint}"
         serving = client.get("/readyz").json()["checks"]["serving"]
-        assert serving["fingerprint"] == fingerprint and serving["model"] == "hashing-v2" and serving["switches"] == 1
+        assert serving["fingerprint"] == fingerprint and serving["model"] == WIDE and serving["switches"] == 1
         assert serving["switch_error"] is None
 
 
@@ -164,7 +166,7 @@ def test_a_switch_that_cannot_load_the_new_model_keeps_the_old_index_serving(
         still = _ask(client)
         assert set(still["table_versions"]) == {"company_chunks", "user_state"} and still["top"] == "company/refunds.md"
         serving = client.get("/readyz").json()["checks"]["serving"]
-        assert serving["switches"] == 0 and "cannot encode for the promoted model hashing-v2" in serving["switch_error"]
+        assert serving["switches"] == 0 and f"cannot encode for the promoted model {WIDE}" in serving["switch_error"]
 
 
 @pytest.mark.e2e
