@@ -87,8 +87,8 @@ def measured_since_promotion(store: ContextStore) -> bool:
     ingest); the gate's own numbers were taken on the candidate before the switch.
     """
     serving = store.deployment
-    if serving is None:
-        return True
+    if serving is None or not store.settings.quality.golden_sets:
+        return True  # nothing to measure it on
     with store.session() as session:
         promoted = session.exec(select(PromotionDecision.id).where(
             PromotionDecision.decision == "promoted", PromotionDecision.candidate_fingerprint == serving.fingerprint).limit(1)).first()
