@@ -39,11 +39,12 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from context_store import journal
-from context_store.embedding import Embedder
+from context_store.embedding import Embedder, build_embedder
 from context_store.freshness import record_lags
 from context_store.journal import ApplyResult, JournalEntry
 from context_store.models import ChangeEvent
-from context_store.settings import SourceConfig
+from context_store.serving import DeploymentWatch
+from context_store.settings import EmbeddingConfig, SourceConfig
 from context_store.store import ContextStore
 
 __all__ = ["NETWORK_FILESYSTEMS", "SourceWatcher", "WarmApplier", "dagster_reporter", "filesystem_type", "observer_mode_for"]
@@ -375,6 +376,9 @@ class WarmApplier:
     Reads that fail for a transient reason (a partial write, a lock) are journaled again as
     ``retry`` rows after a back-off, up to ``max_retries`` times; after that the input stays
     skipped with its reason, and whatever version was stored keeps serving.
+
+    When a promotion switches the serving index, the next apply writes to the new tables with
+    the new model (``embedder_for`` loads it), instead of refusing until a restart.
     """
 
     def __init__(
@@ -386,9 +390,13 @@ class WarmApplier:
         max_retries: int = 3,
         retry_delays: tuple[float, ...] = (0.5, 1.0, 2.0),
         on_apply: Callable[[ApplyResult], None] | None = None,
+        embedder_for: Callable[[EmbeddingConfig], Embedder] = build_embedder,
     ) -> None:
         self.store = store
         self.embedder = embedder
+        self.embedder_for = embedder_for
+        # one one-row SELECT per apply: cheap beside the apply's own queries, and no stale window
+        self._deployment = DeploymentWatch(store.engine, store.deployment.fingerprint, interval=0.0) if store.deployment else None
         self.interval_s = interval_s
         self.max_retries = max_retries
         self.retry_delays = retry_delays
@@ -407,6 +415,7 @@ class WarmApplier:
 
     def apply_once(self) -> ApplyResult:
         with self._busy:
+            self._follow_promotion()
             self._journal_due_retries()
             # every unapplied row, not only those after a cursor: on PostgreSQL a lower id can
             # commit after a higher one, and a row some other path applied is skipped anyway
@@ -424,6 +433,22 @@ class WarmApplier:
                     except Exception as exc:  # reporting must never stop applying
                         log.warning("could not report the update: %s", exc)
             return result
+
+    def _follow_promotion(self) -> None:
+        if self._deployment is None or self._deployment.changed() is None:
+            return
+        try:
+            store = ContextStore(self.store.configured)  # re-reads the serving deployment
+            same_model = store.settings.embedding.model == self.store.settings.embedding.model
+            embedder = self.embedder if same_model else self.embedder_for(store.settings.embedding)
+        except Exception as exc:  # the old tables are retired: applying fails loudly until this works
+            log.error("index %s was promoted but could not be opened here: %s: %s", self._deployment.fingerprint, type(exc).__name__, exc)
+            self._deployment.retry_after(30.0)
+            return
+        log.warning("warm path now writes to index %s (model %s) instead of %s", store.deployment.fingerprint,
+                    store.settings.embedding.model, self._deployment.fingerprint)
+        self.store, self.embedder = store, embedder
+        self._deployment.acknowledge(store.deployment.fingerprint)
 
     def _schedule_retries(self, result: ApplyResult) -> None:
         failed = {row.path for row in result.retry}

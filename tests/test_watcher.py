@@ -147,3 +147,35 @@ def test_unreadable_file_is_retried_then_left_skipped_with_its_reason(
         assert skip.reason == "invalid_utf8"
         doc = s.get(Document, "company/refunds.md")
         assert doc.current_version_id and doc.current_version_id == doc.indexed_version_id
+
+
+def test_the_warm_path_follows_a_promotion_without_restart(
+    store: ContextStore, sources: dict[str, Path], fake_embedder: HashingEmbedder, tmp_path: Path
+) -> None:
+    import json
+
+    from context_store.promotion import run_gate
+
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text(json.dumps({"id": "g1", "text": "refund window days delivery", "answerable": True,
+                                  "expected_doc_ids": ["company/refunds.md"]}) + "\n")
+    applier = WarmApplier(store, fake_embedder, embedder_for=lambda config: HashingEmbedder(name=config.model))
+    journal.append(store, [journal.entry_for_path(store.settings, sources["company"] / "refunds.md")])
+    applier.apply_once()
+    changed = ContextStore.open(store.settings.home, **{
+        "company_sources": [s.model_dump() for s in store.settings.company_sources],
+        "user_sources": [s.model_dump() for s in store.settings.user_sources],
+        "embedding": {"model": "hashing-follow-test"},
+        "quality": {"golden_sets": [{"name": "mini", "path": str(golden)}], "ndcg_floor": 0.3, "recall_floor": 0.3, "mrr_floor": 0.3},
+    })
+    _, gate, decision = run_gate(changed, fake_embedder, HashingEmbedder(name="hashing-follow-test"))
+    assert decision is not None, gate.reason if gate else None
+
+    (sources["company"] / "shipping.md").write_text("# Shipping\n\nParcels to Norway take nine working days.\n")
+    journal.append(store, [journal.entry_for_path(store.settings, sources["company"] / "shipping.md")])
+    applier.apply_once()  # before: StoreError "restart it to write to the new index"
+    assert not journal.read_after(store, 0, unapplied_only=True)
+    assert applier.store.index.company_table_name == f"company_chunks__{decision.candidate_fingerprint}"
+    assert applier.embedder.name == "hashing-follow-test"
+    hits = retrieve(ContextStore.open(store.settings.home), applier.embedder, "parcels to Norway working days", k=1).results
+    assert hits and hits[0].doc_id == "company/shipping.md"
