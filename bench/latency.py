@@ -225,7 +225,7 @@ def recall_and_floor(home: Path, questions: list[str], n: int = 300) -> dict[str
     config = store.settings.retrieval
     encoder = build_query_encoder(store.settings.embedding, config.query_encoder, home)
     vectors = encoder.encode(questions[:n])
-    served = DenseIndex(store.index, ann=config.ann, ann_min_rows=config.ann_min_rows, nprobe=config.ann_nprobe)
+    served = DenseIndex.from_config(store.index, config)
     snap = served.snapshot()
     recalls, served_ms, exact_ms = [], [], []
     for v in vectors:

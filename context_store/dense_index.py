@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from context_store.settings import RetrievalConfig
+from context_store.text_index import TermIndex
 from context_store.vector_index import VectorIndex
 
 __all__ = ["DenseIndex", "Snapshot"]
@@ -49,6 +51,7 @@ class Snapshot:
     order: np.ndarray | None = None
     offsets: np.ndarray | None = None
     grouped: np.ndarray | None = None
+    text: TermIndex | None = None  # BM25 over the same rows (``text_index``), when asked for
 
     @property
     def size(self) -> int:
@@ -69,6 +72,7 @@ class DenseIndex:
         ann_min_rows: int = 50_000,
         nprobe: int = 96,
         refresh_interval: float = 0.2,
+        text_index: bool = False,
     ) -> None:
         if ann not in ("auto", "exact", "ivf"):
             raise ValueError(f"ann {ann!r} is not one of auto, exact, ivf")
@@ -77,10 +81,20 @@ class DenseIndex:
         self.ann_min_rows = ann_min_rows
         self.nprobe = nprobe
         self.refresh_interval = refresh_interval
+        self.text_index = text_index
         self._snapshot: Snapshot | None = None
         self._checked_at = 0.0
         self._lock = threading.Lock()
         self.reloads = 0
+
+    @classmethod
+    def from_config(cls, index: VectorIndex, config: RetrievalConfig, **overrides: Any) -> "DenseIndex":
+        """The dense index a ``Retriever`` with ``config`` serves from (evaluations pass ``ann="exact"``)."""
+        options: dict[str, Any] = {
+            "ann": config.ann, "ann_min_rows": config.ann_min_rows, "nprobe": config.ann_nprobe,
+            "refresh_interval": config.refresh_interval_seconds, "text_index": config.text_ranker == "memory",
+        }
+        return cls(index, **{**options, **overrides})
 
     # -- keeping in step -----------------------------------------------------------------
 
@@ -108,7 +122,7 @@ class DenseIndex:
 
     def _load(self, version: int | None, previous: Snapshot | None) -> Snapshot:
         started = time.perf_counter()
-        table = self.index.table(self.index.company_table_name)
+        table = self.index.open_table(self.index.company_table_name)  # own handle: checkout pins it
         if table is None:
             return Snapshot(version=None, vectors=np.zeros((0, 1), dtype=np.float32), meta={c: [] for c in META_COLUMNS}, row_of={})
         if version is not None:
@@ -130,6 +144,8 @@ class DenseIndex:
             if reuse is not None and (reuse.shape[1] != vectors.shape[1] or n > 2 * previous.size):
                 reuse = None  # the corpus changed shape: train again
             _build_ivf(snap, reuse)
+        if self.text_index:
+            snap.text = TermIndex(meta["text"], meta["chunk_hash"], previous=previous.text if previous is not None else None)
         log.info("dense index: loaded %d rows of version %s in %.2fs (%s)", n, version, time.perf_counter() - started,
                  "ivf" if snap.centroids is not None else "exact")
         return snap
@@ -163,6 +179,14 @@ class DenseIndex:
                 parts_rows.append(snap.order[lo:hi])
         rows = np.concatenate(parts_rows)
         return snap, *_top(rows, np.concatenate(parts_scores), k)
+
+    def text_search(self, query: str, k: int, *, mask: np.ndarray | None = None) -> tuple[Snapshot, np.ndarray, np.ndarray] | None:
+        """BM25 top ``k`` over the snapshot's rows, or None when this index keeps no text index."""
+        snap = self.snapshot()
+        if snap.text is None:
+            return None
+        rows, scores = snap.text.search(query, k, mask=mask)
+        return snap, rows, scores
 
     def scores_for(self, snap: Snapshot, vector: np.ndarray, rows: list[int]) -> np.ndarray:
         return snap.vectors[np.asarray(rows, dtype=np.int64)] @ np.asarray(vector, dtype=np.float32)

@@ -123,12 +123,20 @@ class RetrievalConfig(BaseModel):
     ann_nprobe: int = Field(default=96, ge=1)  # of ~sqrt(n) clusters; recall@10 vs exact 0.98 at 100k
     refresh_interval_seconds: float = Field(default=0.2, ge=0.0)  # how often to look for a new table version
     reranker: str | None = None  # path of a locally installed cross-encoder; none is bundled
+    text_ranker: str = "memory"  # memory: BM25 beside the dense snapshot (context_store/text_index.py) | lancedb: its FTS index
 
     @field_validator("mode")
     @classmethod
     def _known_mode(cls, value: str) -> str:
         if value not in ("hybrid", "vector", "text", "rrf"):
             raise ValueError(f"retrieval mode {value!r} is not one of hybrid, vector, text, rrf")
+        return value
+
+    @field_validator("text_ranker")
+    @classmethod
+    def _known_text_ranker(cls, value: str) -> str:
+        if value not in ("memory", "lancedb"):
+            raise ValueError(f"retrieval text_ranker {value!r} is not one of memory, lancedb")
         return value
 
 

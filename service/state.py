@@ -36,10 +36,10 @@ class ServiceState:
         self.triggers = list(triggers)
         self._embedder = embedder
         self._lock = threading.Lock()
-        self.dense = DenseIndex(
-            store.index, ann=self.config.ann, ann_min_rows=self.config.ann_min_rows, nprobe=self.config.ann_nprobe,
-            refresh_interval=self.config.refresh_interval_seconds,
-        )
+        # One reader view of the tables for the whole process: handles opened once, LanceDB looks
+        # for newer versions at most every refresh interval.
+        self.index = store.index.reader(self.config.refresh_interval_seconds)
+        self.dense = DenseIndex.from_config(self.index, self.config)
         self.calibrator: Calibrator | None = load_calibrator(calibrator_path or store.settings.home / CALIBRATOR_FILE)
         if self.calibrator is not None and self.calibrator.model and self.calibrator.model != store.settings.embedding.model:
             log.warning("calibrator was fitted for model %s, not %s; using the conservative default",
@@ -65,7 +65,9 @@ class ServiceState:
     @property
     def retriever(self) -> Retriever:
         if self._retriever is None:
-            self._retriever = Retriever(self.store, self.embedder, config=self.config, dense=self.dense, reranker=self.reranker)
+            self._retriever = Retriever(
+                self.store, self.embedder, config=self.config, dense=self.dense, reranker=self.reranker, index=self.index
+            )
         return self._retriever
 
     def confidence(self, result: RetrievalResult) -> tuple[float, str]:
