@@ -303,6 +303,8 @@ class Retriever:
                     v = np.asarray(vec, dtype=np.float32)
                     cand.vector_score = float(v @ vector / (np.linalg.norm(v) or 1.0))
         result.table_versions = index.versions()
+        if snap is not None:  # what this request actually read
+            result.table_versions[index.company_table_name] = snap.version
         fused = self._fuse(result.mode, list(cands.values()), result.query)
         result.features = _features(fused, rows, result.mode)
         self._serve_current(result, fused, rows)

@@ -98,6 +98,7 @@ class VectorIndex:
         self._db: Any = None
         self._handles: dict[str, Any] = {}
         self._with_fts: set[str] = set()
+        self._versions: tuple[float, dict[str, int | None]] | None = None
 
     def reader(self, read_consistency_interval: float) -> "VectorIndex":
         """A view of the same tables for a long-lived reader: cached handles, refreshed by LanceDB."""
@@ -234,11 +235,17 @@ class VectorIndex:
         return 0 if table is None else table.count_rows()
 
     def versions(self) -> dict[str, int | None]:
+        """Table versions; a reader answers from what it saw within its consistency interval
+        (each version lookup is a round trip to LanceDB's runtime, ~1.5 ms, per table)."""
+        cached = self._versions
+        if cached is not None and self.read_consistency_interval is not None and time.monotonic() - cached[0] < self.read_consistency_interval:
+            return dict(cached[1])
         out: dict[str, int | None] = {}
         for name in (self.company_table_name, self.user_table_name):
             table = self.table(name)
             out[name] = None if table is None else table.version
-        return out
+        self._versions = (time.monotonic(), out)
+        return dict(out)
 
     def unindexed_fts_rows(self) -> int:
         table = self.table(self.company_table_name)

@@ -118,7 +118,7 @@ def test_beir_round_trip_through_source_files(tmp_path: Path) -> None:
         load_beir(tmp_path / "out")
 
 
-def test_ivf_dense_index_matches_exact_search(tmp_path: Path) -> None:
+def test_projected_dense_index_matches_exact_search(tmp_path: Path) -> None:
     import pyarrow as pa
 
     from context_store.vector_index import company_schema
@@ -132,18 +132,18 @@ def test_ivf_dense_index_matches_exact_search(tmp_path: Path) -> None:
              "indexed_at": None, "vector": v} for i, v in enumerate(vectors)]
     index = VectorIndex(str(tmp_path / "lance"))
     index.db.create_table("company_chunks", data=pa.Table.from_pylist(rows, schema=company_schema(32)))
-    ivf = DenseIndex(index, ann="ivf", nprobe=12)
+    approx = DenseIndex(index, ann="projected", dims=16, pool=200)
     exact = DenseIndex(index, ann="exact")
     recalls = []
     for q in vectors[rng.choice(4000, 50, replace=False)] + rng.normal(scale=0.05, size=(50, 32)).astype(np.float32):
-        _, a, _ = ivf.search(q, 10)
+        _, a, _ = approx.search(q, 10)
         _, b, sb = exact.search(q, 10)
         assert np.all(np.diff(sb) <= 1e-6)  # best first
         recalls.append(len(set(a.tolist()) & set(b.tolist())) / 10)
-    assert ivf.snapshot().centroids is not None and np.mean(recalls) >= 0.95
+    assert approx.snapshot().projection is not None and np.mean(recalls) >= 0.95
     mask = np.zeros(4000, dtype=bool)
     mask[:8] = True
-    _, masked, _ = ivf.search(vectors[100], 5, mask=mask)
+    _, masked, _ = approx.search(vectors[100], 5, mask=mask)
     assert set(masked.tolist()) <= set(range(8))  # filtered searches are exact over the filtered rows
 
 
