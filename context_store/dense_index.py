@@ -76,6 +76,7 @@ class DenseIndex:
         pool: int = 200,
         refresh_interval: float = 0.2,
         text_index: bool = False,
+        reload_wait: float = 0.5,
     ) -> None:
         if ann == "ivf":  # the name of the former in-memory ANN in older configs
             ann = "projected"
@@ -88,6 +89,8 @@ class DenseIndex:
         self.pool = pool
         self.refresh_interval = refresh_interval
         self.text_index = text_index
+        self.reload_wait = reload_wait
+        self._loader: threading.Thread | None = None
         self._snapshot: Snapshot | None = None
         self._checked_at = 0.0
         self._lock = threading.Lock()
@@ -109,22 +112,43 @@ class DenseIndex:
         return None if table is None else int(table.version)
 
     def snapshot(self) -> Snapshot:
-        """The current snapshot, reloaded first when the table has a newer version."""
+        """The current snapshot. A newer table version is loaded in a background thread while
+        the previous snapshot keeps serving (at 100k rows a load takes seconds; requests must
+        not queue behind it); the request that noticed waits up to ``reload_wait`` seconds for
+        it, which a small table's load fits in. The first load is always waited for."""
         now = time.monotonic()
         snap = self._snapshot
         if snap is not None and now - self._checked_at < self.refresh_interval:
             return snap
+        loader = None
         with self._lock:
             snap = self._snapshot
             if snap is not None and time.monotonic() - self._checked_at < self.refresh_interval:
                 return snap
             version = self.table_version()
             self._checked_at = time.monotonic()
-            if snap is None or snap.version != version:
-                snap = self._load(version, previous=snap)
+            if snap is None:
+                snap = self._snapshot = self._load(version, previous=None)
+                self.reloads += 1
+                return snap
+            if snap.version != version and self._loader is None:
+                loader = self._loader = threading.Thread(target=self._reload, args=(version, snap), name="dense-index-reload", daemon=True)
+                loader.start()
+        if loader is not None:
+            loader.join(self.reload_wait)
+        return self._snapshot or snap
+
+    def _reload(self, version: int | None, previous: Snapshot) -> None:
+        try:
+            snap = self._load(version, previous=previous)
+        except Exception:  # a failed load must not take serving down: the old snapshot stays, the next check retries
+            log.exception("dense index: loading table version %s failed; still serving version %s", version, previous.version)
+            snap = None
+        with self._lock:
+            if snap is not None:
                 self._snapshot = snap  # one reference swap: readers hold whichever they started with
                 self.reloads += 1
-            return snap
+            self._loader = None
 
     def _load(self, version: int | None, previous: Snapshot | None) -> Snapshot:
         started = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -156,6 +157,33 @@ def test_dense_snapshot_follows_the_table_version(store: ContextStore, sources: 
     second = dense.snapshot()
     assert second.version != first.version and second.size > first.size and dense.reloads == 2
     assert dense.snapshot() is second  # unchanged table: no reload
+
+
+def test_a_slow_reload_does_not_hold_requests(store: ContextStore, sources: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    ingest(store, HashingEmbedder())
+    dense = DenseIndex(store.index, refresh_interval=0.0, reload_wait=0.0, text_index=True)
+    first = dense.snapshot()
+    (sources["company"] / "new.md").write_text("# New\n\nA brand new article about parcels.\n")
+    ingest(store, HashingEmbedder())
+    release = threading.Event()
+    load = dense._load
+
+    def slow_load(*args, **kwargs):  # type: ignore[no-untyped-def]
+        release.wait(10)
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(dense, "_load", slow_load)
+    assert dense.snapshot() is first  # the newer version is loading; the old one serves meanwhile
+    assert dense.snapshot() is first and dense.reloads == 1  # one loader at a time
+    release.set()
+    deadline = time.monotonic() + 10
+    while dense.reloads < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    second = dense.snapshot()
+    assert second.version != first.version and second.size > first.size
+    assert second.text is not None and second.text.search("parcels", 5)[0].size  # the text index moved with it
 
 
 def test_reranker_is_skipped_cleanly_when_not_installed(tmp_path: Path, store: ContextStore) -> None:
