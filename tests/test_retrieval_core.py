@@ -159,6 +159,23 @@ def test_dense_snapshot_follows_the_table_version(store: ContextStore, sources: 
     assert dense.snapshot() is second  # unchanged table: no reload
 
 
+def test_reader_view_follows_writes_within_its_interval(store: ContextStore, sources: dict[str, Path]) -> None:
+    ingest(store, HashingEmbedder())
+    reader = store.index.reader(0.0)
+    before = reader.versions()[store.index.company_table_name]
+    handle = reader.table(store.index.company_table_name)
+    (sources["company"] / "new.md").write_text("# New\n\nA brand new article about parcels.\n")
+    ingest(store, HashingEmbedder())
+    assert reader.table(store.index.company_table_name) is handle  # opened once
+    assert reader.versions()[store.index.company_table_name] > before  # and still sees the writer's commit
+    assert any("parcels" in r["text"] for r in reader.text_search(store.index.company_table_name, "parcels", 5, columns=["text"]))
+    slow = store.index.reader(3600.0)
+    pinned = slow.versions()
+    (sources["company"] / "other.md").write_text("# Other\n\nAnother article about pallets.\n")
+    ingest(store, HashingEmbedder())
+    assert slow.versions() == pinned  # within the interval the reader answers from what it saw
+
+
 def test_a_slow_reload_does_not_hold_requests(store: ContextStore, sources: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
