@@ -2,7 +2,8 @@
 
 Each set is ingested into a fresh home through the real pipeline (Dagster ingest assets),
 then hybrid (the default), vector, text and plain RRF rank every judged query in the same
-run. Prints nDCG@10 / Recall@10 / Recall@100 / MRR@10 per mode and the ratio of the
+run, and hybrid/text/RRF again with the other full-text ranker (in-memory BM25 vs LanceDB's
+FTS index; suffixed ``[lancedb]`` or ``[memory]``). Prints nDCG@10 / Recall@10 / Recall@100 / MRR@10 per mode and the ratio of the
 default mode to the best single mode (vector or text) per set. The cross-encoder rerank
 row is reported as skipped unless one is installed locally (none is bundled).
 
@@ -35,6 +36,7 @@ def main() -> None:
     from bench.plausible_set import build_plausible_set
     from context_store.beir import load_beir
     from context_store.evaluation import evaluate_retrieval
+    from context_store.retrieval import Retriever
     from context_store.settings import Settings
     from pipeline.cli.eval_retrieval import beir_home, retriever_for
 
@@ -54,6 +56,12 @@ def main() -> None:
         with beir_home(dataset, work / f"home-{name}" if args.cache else None) as home:
             retriever = retriever_for(home, work / "model_home")
             report[name] = evaluate_retrieval(retriever, dataset, k=10)
+            # The same rankings with LanceDB's FTS index as the text ranker (the API's default is the
+            # in-memory BM25 beside the dense snapshot, context_store/text_index.py), side by side.
+            other = "lancedb" if retriever.config.text_ranker == "memory" else "memory"
+            alt = Retriever(retriever.store, retriever.embedder, config=retriever.config.model_copy(update={"text_ranker": other}), dense=retriever.dense)
+            alt_rows = evaluate_retrieval(alt, dataset, k=10, modes=["hybrid", "text", "rrf"])["by_mode"]
+            report[name]["by_mode"].update({f"{m}[{other}]": row for m, row in alt_rows.items()})
         rows = report[name]["by_mode"]
         best_single = max(rows["vector"]["ndcg@10"], rows["text"]["ndcg@10"])
         report[name]["default_vs_best_single_ndcg"] = rows[report[name]["mode"]]["ndcg@10"] / best_single
@@ -63,9 +71,9 @@ def main() -> None:
         return
     for name, r in report.items():
         print(f"\n{name}: {r['queries']} queries (default mode: {r['mode']}; rerank {r['rerank']})")
-        print(f"{'mode':<8} {'nDCG@10':>8} {'R@10':>7} {'R@100':>7} {'MRR@10':>7} {'ms/q':>6}")
+        print(f"{'mode':<16} {'nDCG@10':>8} {'R@10':>7} {'R@100':>7} {'MRR@10':>7} {'ms/q':>6}")
         for mode, row in r["by_mode"].items():
-            print(f"{mode:<8} {row['ndcg@10']:>8.4f} {row['recall@10']:>7.4f} {row['recall@100']:>7.4f} {row['mrr@10']:>7.4f} {row['ms_per_query']:>6.1f}")
+            print(f"{mode:<16} {row['ndcg@10']:>8.4f} {row['recall@10']:>7.4f} {row['recall@100']:>7.4f} {row['mrr@10']:>7.4f} {row['ms_per_query']:>6.1f}")
         print(f"default / best single mode nDCG@10: {r['default_vs_best_single_ndcg']:.4f}")
 
 

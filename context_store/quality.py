@@ -121,13 +121,13 @@ def evaluate_retrieval_quality(
     for gs in sets if sets is not None else golden_sets(store.settings):
         try:
             if gs.format == "golden":
-                retriever = Retriever(store, embedder, dense=DenseIndex(store.index, ann="exact", refresh_interval=3600))
+                retriever = Retriever(store, embedder, dense=DenseIndex.from_config(store.index, store.settings.retrieval, ann="exact", refresh_interval=3600))
                 result = evaluate_golden(retriever, load_golden(gs.path), set_name=gs.name, k=config.k, mode=mode)
                 report.sets.append(SetQuality(gs.name, gs.format, result.metrics, _worst_rows(result, config.worst_queries)))
             else:
                 side, dataset = _beir_side_store(store, gs)
                 ingest(side, embedder)
-                retriever = Retriever(side, embedder, dense=DenseIndex(side.index, ann="exact", refresh_interval=3600))
+                retriever = Retriever(side, embedder, dense=DenseIndex.from_config(side.index, side.settings.retrieval, ann="exact", refresh_interval=3600))
                 chosen = mode or side.settings.retrieval.mode
                 row = evaluate_retrieval(retriever, dataset, k=config.k, modes=[chosen], default_mode=chosen)
                 metrics = {key: float(v) for key, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

@@ -18,6 +18,7 @@ answer then serves every asker, and each one can be looked up.
 from __future__ import annotations
 
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -77,23 +78,61 @@ def _hit_memory(result: RetrievalResult) -> list[dict[str, Any]]:
     ]
 
 
+class _OpenVectors:
+    """Vectors of open questions, per process: a question's vector never changes, so each
+    escalation reads only the ids of the open questions and fetches the vectors it has not
+    seen. Reading every open question's vector per escalation grew with the queue (31 % of
+    an API worker's time with ~3,000 open questions)."""
+
+    def __init__(self) -> None:
+        self.vectors: dict[str, np.ndarray] = {}
+        self.ids: tuple[str, ...] = ()
+        self.kept: tuple[str, ...] = ()  # ids whose vector has the query's dimension
+        self.matrix = np.zeros((0, 0), dtype=np.float32)
+        self.lock = threading.Lock()
+
+    def nearest(self, session: Session, vector: np.ndarray, model: str) -> tuple[str | None, float]:
+        ids = tuple(session.exec(
+            select(RoutedQuestion.question_id).where(RoutedQuestion.status == "open", RoutedQuestion.model == model)
+            .order_by(col(RoutedQuestion.question_id))
+        ).all())
+        with self.lock:
+            if ids != self.ids:
+                missing = [i for i in ids if i not in self.vectors]
+                for start in range(0, len(missing), 500):
+                    part = missing[start : start + 500]
+                    for question_id, blob in session.exec(
+                        select(RoutedQuestion.question_id, RoutedQuestion.vector).where(col(RoutedQuestion.question_id).in_(part))
+                    ).all():
+                        self.vectors[question_id] = from_vector(blob)
+                keep = [i for i in ids if i in self.vectors and self.vectors[i].shape == vector.shape]
+                self.vectors = {i: self.vectors[i] for i in keep}  # closed questions leave the cache
+                self.ids = ids
+                self.kept = tuple(keep)
+                self.matrix = np.stack([self.vectors[i] for i in keep]) if keep else np.zeros((0, vector.shape[0]), dtype=np.float32)
+            kept, matrix = self.kept, self.matrix
+        if not kept or matrix.shape[1] != vector.shape[0]:
+            return None, -1.0
+        sims = matrix @ vector
+        i = int(np.argmax(sims))
+        return kept[i], float(sims[i])
+
+
+_OPEN: dict[tuple[str, str], _OpenVectors] = {}
+_OPEN_LOCK = threading.Lock()
+
+
 def _nearest_open(session: Session, vector: np.ndarray, model: str) -> tuple[RoutedQuestion | None, float]:
-    """The open question most similar to ``vector``. Only ids and vectors are read: whole rows
-    carry the working memory (JSON) and decoding it for every open question cost ~50 ms per
-    escalation with 150 open questions."""
-    ids, vectors = [], []
-    for question_id, blob in session.exec(
-        select(RoutedQuestion.question_id, RoutedQuestion.vector).where(RoutedQuestion.status == "open", RoutedQuestion.model == model)
-    ).all():
-        other = from_vector(blob)
-        if other.shape == vector.shape:
-            ids.append(question_id)
-            vectors.append(other)
-    if not ids:
+    """The open question most similar to ``vector`` (its row is read afresh, so its status is checked)."""
+    bind = session.get_bind()
+    key = (str(bind.url), model)
+    with _OPEN_LOCK:
+        cache = _OPEN.setdefault(key, _OpenVectors())
+    question_id, sim = cache.nearest(session, vector, model)
+    if question_id is None:
         return None, -1.0
-    sims = np.stack(vectors) @ vector
-    i = int(np.argmax(sims))
-    return session.get(RoutedQuestion, ids[i]), float(sims[i])
+    best = session.get(RoutedQuestion, question_id)
+    return (best, sim) if best is not None and best.status == "open" else (None, -1.0)
 
 
 def route_question(

@@ -344,15 +344,17 @@ def _as_datetime(value: Any) -> datetime | None:
 def _stale_source(store: ContextStore, result: RetrievalResult, config: RoutingConfig, now: datetime) -> EscalationReason | None:
     """The top result's content is past its review date, or older than its source's maximum age."""
     best = result.results[0]
-    with store.session() as session:
-        version = session.get(DocumentVersion, best.version_id)
-    meta = (version.meta if version else None) or {}
+    with store.session() as session:  # two columns, not the version row with its whole text
+        found = session.exec(
+            select(DocumentVersion.meta, DocumentVersion.valid_from).where(DocumentVersion.version_id == best.version_id)
+        ).first()
+    meta, valid_from = (found[0] or {}, found[1]) if found else ({}, None)
     for key in _DATE_KEYS_DEADLINE:
         deadline = _as_datetime(meta.get(key))
         if deadline is not None and deadline < now:
             return EscalationReason("stale_source", f"best source {best.doc_id} was due for review on {deadline.date()} ({key})")
     changed = next((d for d in (_as_datetime(meta.get(k)) for k in _DATE_KEYS_UPDATED) if d is not None), None)
-    changed = changed or best.source_changed_at or (version.valid_from if version else None)
+    changed = changed or best.source_changed_at or valid_from
     if changed is None:
         return None
     source_name = best.doc_id.split("/", 1)[0]

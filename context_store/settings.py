@@ -118,19 +118,28 @@ class RetrievalConfig(BaseModel):
     confidence_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     query_encoder: str = "auto"  # auto | torch | onnx | onnx-int8
     query_cache_size: int = Field(default=2048, ge=0)
-    ann: str = "auto"  # auto | exact | ivf: in-memory dense index over the current vectors
-    ann_min_rows: int = Field(default=50_000, ge=1)
-    ann_nprobe: int = Field(default=96, ge=1)  # of ~sqrt(n) clusters; recall@10 vs exact 0.98 at 100k
+    ann: str = "auto"  # auto | exact | projected: how the in-memory dense index searches (context_store/dense_index.py)
+    ann_min_rows: int = Field(default=50_000, ge=1)  # auto: two-stage search from this many chunks
+    ann_dims: int = Field(default=96, ge=8, le=4096)  # first stage: PCA dimensions
+    ann_pool: int = Field(default=200, ge=10, le=100_000)  # rows scored exactly; recall@10 vs exact 0.988 at 100k
     refresh_interval_seconds: float = Field(default=0.2, ge=0.0)  # how often to look for a new table version
     # how often a running API looks for a promoted index (one one-row SELECT per process, never per request)
     deployment_check_seconds: float = Field(default=1.0, ge=0.0)
     reranker: str | None = None  # path of a locally installed cross-encoder; none is bundled
+    text_ranker: str = "memory"  # memory: BM25 beside the dense snapshot (context_store/text_index.py) | lancedb: its FTS index
 
     @field_validator("mode")
     @classmethod
     def _known_mode(cls, value: str) -> str:
         if value not in ("hybrid", "vector", "text", "rrf"):
             raise ValueError(f"retrieval mode {value!r} is not one of hybrid, vector, text, rrf")
+        return value
+
+    @field_validator("text_ranker")
+    @classmethod
+    def _known_text_ranker(cls, value: str) -> str:
+        if value not in ("memory", "lancedb"):
+            raise ValueError(f"retrieval text_ranker {value!r} is not one of memory, lancedb")
         return value
 
 

@@ -152,7 +152,7 @@ def readyz(request: Request, response: Response) -> dict[str, Any]:
     try:
         checks["lancedb_versions"] = state.store.index.versions()
         snap = state.dense.snapshot()
-        checks["dense_index"] = {"rows": snap.size, "table_version": snap.version, "ann": snap.centroids is not None}
+        checks["dense_index"] = {"rows": snap.size, "table_version": snap.version, "ann": "projected" if snap.projection is not None else "exact"}
     except Exception as exc:
         checks["lancedb"], ok = f"unreachable: {exc.__class__.__name__}: {exc}", False
     try:

@@ -31,6 +31,7 @@ from context_store.retrieval import RetrievalResult, Retriever
 from context_store.serving import DeploymentWatch
 from context_store.settings import EmbeddingConfig, RetrievalConfig
 from context_store.store import ContextStore
+from context_store.vector_index import VectorIndex
 
 __all__ = ["EncoderFactory", "ServiceState", "Serving"]
 
@@ -58,10 +59,10 @@ class Serving:
         self.triggers = triggers
         self.calibrator = calibrator
         self.fingerprint: str | None = store.deployment.fingerprint if store.deployment is not None else None
-        self.dense = DenseIndex(
-            store.index, ann=config.ann, ann_min_rows=config.ann_min_rows, nprobe=config.ann_nprobe,
-            refresh_interval=config.refresh_interval_seconds,
-        )
+        # One reader view of this deployment's tables: handles opened once, LanceDB looks for
+        # newer versions at most every refresh interval.
+        self.index = store.index.reader(config.refresh_interval_seconds)
+        self.dense = DenseIndex.from_config(self.index, config)
         self._encoder = encoder
         self._embedder: Embedder | None = None
         self._reranker = reranker
@@ -86,7 +87,9 @@ class Serving:
     @property
     def retriever(self) -> Retriever:
         if self._retriever is None:
-            self._retriever = Retriever(self.store, self.embedder, config=self.config, dense=self.dense, reranker=self._reranker)
+            self._retriever = Retriever(
+                self.store, self.embedder, config=self.config, dense=self.dense, reranker=self._reranker, index=self.index
+            )
         return self._retriever
 
     def confidence(self, result: RetrievalResult) -> tuple[float, str]:
@@ -222,6 +225,10 @@ class ServiceState:
     @property
     def store(self) -> ContextStore:
         return self._serving.store
+
+    @property
+    def index(self) -> VectorIndex:
+        return self._serving.index
 
     @property
     def dense(self) -> DenseIndex:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +119,7 @@ def test_beir_round_trip_through_source_files(tmp_path: Path) -> None:
         load_beir(tmp_path / "out")
 
 
-def test_ivf_dense_index_matches_exact_search(tmp_path: Path) -> None:
+def test_projected_dense_index_matches_exact_search(tmp_path: Path) -> None:
     import pyarrow as pa
 
     from context_store.vector_index import company_schema
@@ -132,18 +133,18 @@ def test_ivf_dense_index_matches_exact_search(tmp_path: Path) -> None:
              "indexed_at": None, "vector": v} for i, v in enumerate(vectors)]
     index = VectorIndex(str(tmp_path / "lance"))
     index.db.create_table("company_chunks", data=pa.Table.from_pylist(rows, schema=company_schema(32)))
-    ivf = DenseIndex(index, ann="ivf", nprobe=12)
+    approx = DenseIndex(index, ann="projected", dims=16, pool=200)
     exact = DenseIndex(index, ann="exact")
     recalls = []
     for q in vectors[rng.choice(4000, 50, replace=False)] + rng.normal(scale=0.05, size=(50, 32)).astype(np.float32):
-        _, a, _ = ivf.search(q, 10)
+        _, a, _ = approx.search(q, 10)
         _, b, sb = exact.search(q, 10)
         assert np.all(np.diff(sb) <= 1e-6)  # best first
         recalls.append(len(set(a.tolist()) & set(b.tolist())) / 10)
-    assert ivf.snapshot().centroids is not None and np.mean(recalls) >= 0.95
+    assert approx.snapshot().projection is not None and np.mean(recalls) >= 0.95
     mask = np.zeros(4000, dtype=bool)
     mask[:8] = True
-    _, masked, _ = ivf.search(vectors[100], 5, mask=mask)
+    _, masked, _ = approx.search(vectors[100], 5, mask=mask)
     assert set(masked.tolist()) <= set(range(8))  # filtered searches are exact over the filtered rows
 
 
@@ -156,6 +157,50 @@ def test_dense_snapshot_follows_the_table_version(store: ContextStore, sources: 
     second = dense.snapshot()
     assert second.version != first.version and second.size > first.size and dense.reloads == 2
     assert dense.snapshot() is second  # unchanged table: no reload
+
+
+def test_reader_view_follows_writes_within_its_interval(store: ContextStore, sources: dict[str, Path]) -> None:
+    ingest(store, HashingEmbedder())
+    reader = store.index.reader(0.0)
+    before = reader.versions()[store.index.company_table_name]
+    handle = reader.table(store.index.company_table_name)
+    (sources["company"] / "new.md").write_text("# New\n\nA brand new article about parcels.\n")
+    ingest(store, HashingEmbedder())
+    assert reader.table(store.index.company_table_name) is handle  # opened once
+    assert reader.versions()[store.index.company_table_name] > before  # and still sees the writer's commit
+    assert any("parcels" in r["text"] for r in reader.text_search(store.index.company_table_name, "parcels", 5, columns=["text"]))
+    slow = store.index.reader(3600.0)
+    pinned = slow.versions()
+    (sources["company"] / "other.md").write_text("# Other\n\nAnother article about pallets.\n")
+    ingest(store, HashingEmbedder())
+    assert slow.versions() == pinned  # within the interval the reader answers from what it saw
+
+
+def test_a_slow_reload_does_not_hold_requests(store: ContextStore, sources: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    ingest(store, HashingEmbedder())
+    dense = DenseIndex(store.index, refresh_interval=0.0, reload_wait=0.0, text_index=True)
+    first = dense.snapshot()
+    (sources["company"] / "new.md").write_text("# New\n\nA brand new article about parcels.\n")
+    ingest(store, HashingEmbedder())
+    release = threading.Event()
+    load = dense._load
+
+    def slow_load(*args, **kwargs):  # type: ignore[no-untyped-def]
+        release.wait(10)
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(dense, "_load", slow_load)
+    assert dense.snapshot() is first  # the newer version is loading; the old one serves meanwhile
+    assert dense.snapshot() is first and dense.reloads == 1  # one loader at a time
+    release.set()
+    deadline = time.monotonic() + 10
+    while dense.reloads < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    second = dense.snapshot()
+    assert second.version != first.version and second.size > first.size
+    assert second.text is not None and second.text.search("parcels", 5)[0].size  # the text index moved with it
 
 
 def test_reranker_is_skipped_cleanly_when_not_installed(tmp_path: Path, store: ContextStore) -> None:

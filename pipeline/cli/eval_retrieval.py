@@ -66,7 +66,7 @@ def retriever_for(home: Path, model_home: Path) -> Retriever:
     config = store.settings.retrieval
     # The query encoder the service would use; its ONNX export is kept in the caller's home.
     encoder = build_query_encoder(store.settings.embedding, config.query_encoder, model_home, cache_size=100_000)
-    return Retriever(store, encoder, dense=DenseIndex(store.index, ann="exact", refresh_interval=3600))
+    return Retriever(store, encoder, dense=DenseIndex.from_config(store.index, store.settings.retrieval, ann="exact", refresh_interval=3600))
 
 
 @eval_group.command("retrieval")

@@ -1,0 +1,60 @@
+"""The in-memory BM25 beside the dense snapshot: analyzer, scores on a hand-computed case, rebuilds."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from context_store.text_index import Analyzer, TermIndex
+
+
+def test_analyzer_folds_stems_and_drops_stop_words_and_long_tokens() -> None:
+    a = Analyzer()
+    ids = a.terms("How do I cancel my Subscriptions? Cancelling is easy — café " + "x" * 41)
+    words = {v: k for k, v in a._term_of_stem.items()}
+    assert [words[i] for i in ids] == ["cancel", "subscript", "cancel", "easi", "cafe"]
+    # queries never grow the vocabulary, and find stems of words never seen in the corpus
+    size = a.vocabulary_size
+    assert a.terms("cancelled subscription unknownword", learn=False) == [ids[0], ids[1]]
+    assert a.vocabulary_size == size
+
+
+def test_bm25_scores_match_a_hand_computed_case() -> None:
+    texts = ["refund window refund", "refund policy", "shipping times"]
+    index = TermIndex(texts, ["a", "b", "c"])
+    rows, scores = index.search("refund window", 10)
+    k1, b, n = 0.9, 0.4, 3
+    lengths = [3, 2, 2]
+    avg = sum(lengths) / n
+
+    def part(tf: int, dl: int, df: int) -> float:
+        idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+        return idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avg))
+
+    expected_a = part(2, 3, 2) + part(1, 3, 1)
+    expected_b = part(1, 2, 2)
+    assert rows.tolist() == [0, 1]
+    assert np.allclose(scores, [expected_a, expected_b], rtol=1e-5)
+
+
+def test_mask_k_and_empty_queries() -> None:
+    index = TermIndex(["alpha beta", "alpha", "beta gamma"], ["1", "2", "3"])
+    rows, _ = index.search("alpha", 10, mask=np.array([False, True, True]))
+    assert rows.tolist() == [1]
+    assert index.search("alpha beta gamma", 1)[0].shape == (1,)
+    assert index.search("the of and", 10)[0].size == 0  # only stop words
+    assert index.search("zeta", 10)[0].size == 0
+    assert TermIndex([], []).search("alpha", 10)[0].size == 0
+
+
+def test_rebuild_from_previous_equals_a_fresh_build() -> None:
+    first = TermIndex(["alpha beta", "beta gamma", "delta"], ["h1", "h2", "h3"])
+    texts, keys = ["beta gamma", "delta epsilon", "alpha beta"], ["h2", "h4", "h1"]
+    again = TermIndex(texts, keys, previous=first)
+    fresh = TermIndex(texts, keys, analyzer=first.analyzer)
+    for query in ("alpha", "beta", "epsilon delta", "gamma alpha"):
+        r1, s1 = again.search(query, 10)
+        r2, s2 = fresh.search(query, 10)
+        assert r1.tolist() == r2.tolist() and np.allclose(s1, s2)
+    assert set(again._counts) == {"h1", "h2", "h4"}  # rows that left the table are forgotten
