@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+from sqlmodel import Session
 
 from context_store.embedding import Embedder
 from context_store.questions import RoutingOutcome, route_question
@@ -82,20 +83,23 @@ class RoutingSignals:
     now: datetime | None = None
     active: bool = True
 
-    def follow_up(self, decision: str, reasons: list[Any], *, confidence: float | None = None, trace_id: str | None = None) -> RoutingOutcome | None:
-        """Route an escalation (with its working memory) and log the question; returns the routed question."""
+    def follow_up(
+        self, decision: str, reasons: list[Any], *, confidence: float | None = None, trace_id: str | None = None, session: Session | None = None,
+    ) -> RoutingOutcome | None:
+        """Route an escalation (with its working memory) and log the question; returns the routed question.
+        With ``session`` both writes join the caller's transaction."""
         if not self.active:
             return None
         routed = None
         if decision == "escalate":
             routed = route_question(
                 self.store, self.result, list(reasons), vector=self.vector, model=self.embedder.name, confidence=confidence,
-                trace_id=trace_id, conversation_id=self.conversation_id, config=self.config, now=self.now,
+                trace_id=trace_id, conversation_id=self.conversation_id, config=self.config, now=self.now, session=session,
             )
         record_asked(
             self.store, self.result, vector=self.vector, model=self.embedder.name, decision=decision, confidence=confidence,
             reasons=list(reasons), question_id=routed.question_id if routed else None, trace_id=trace_id,
-            conversation_id=self.conversation_id, now=self.now,
+            conversation_id=self.conversation_id, now=self.now, session=session,
         )
         return routed
 

@@ -147,17 +147,18 @@ def route_question(
     conversation_id: str | None = None,
     config: RoutingConfig | None = None,
     now: datetime | None = None,
+    session: Session | None = None,
 ) -> RoutingOutcome:
     """Queue an escalated question (or group it with an open near-duplicate) and its notification.
 
-    The question, its ask and its outbox message commit in one transaction, so a
-    question is never queued without its notification or the other way round.
+    The question, its ask and its outbox message commit in one transaction (``session``:
+    the caller's), so a question is never queued without its notification or the other way round.
     """
     config = config or routing_config(store.settings)
     now = now or utcnow()
     vector = np.asarray(vector, dtype=np.float32)
     reason_dicts = [r.as_dict() for r in reasons]
-    with store.session() as session:
+    with store.session(session) as session:
         best, best_sim = _nearest_open(session, vector, model)
         ask = QuestionAsk(
             question_id="", text=result.query, user_id=result.user_id, user_version_id=result.user_version_id,

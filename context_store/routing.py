@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from context_store.embedding import Embedder
 from context_store.errors import ConfigError
@@ -384,10 +384,11 @@ def record_asked(
     trace_id: str | None = None,
     conversation_id: str | None = None,
     now: datetime | None = None,
+    session: Session | None = None,
 ) -> None:
     """Log an assessed question after the policy ran (so it never matches itself as a repeat)."""
     top = result.results[0] if result.results else None
-    with store.session() as session:
+    with store.session(session) as session:
         session.add(AskedQuestion(
             user_id=result.user_id, conversation_id=conversation_id, text=result.query, model=model,
             vector=to_vector(vector), asked_at=now or utcnow(), decision=decision, confidence=confidence,

@@ -64,6 +64,10 @@ class ContextStore:
         return self._engine
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
+    def session(self, within: Session | None = None) -> Iterator[Session]:
+        """A new transaction, committed on success; or ``within``, the caller's, which the caller commits."""
+        if within is not None:
+            yield within
+            return
         with session_scope(self.engine) as session:
             yield session

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from context_store.decision import Decision
 from context_store.errors import NotFound, StoreError
@@ -43,7 +43,9 @@ def record_trace(
     trace_id: str | None = None,
     latency_ms: float | None = None,
     client: str | None = None,
+    session: Session | None = None,
 ) -> str:
+    """Store the evidence trail of one response (in the caller's transaction when ``session`` is given)."""
     trace_id = trace_id or new_trace_id()
     row = {
         "trace_id": trace_id,
@@ -79,8 +81,11 @@ def record_trace(
         "client": client,
     }
     # Core insert: one statement, no ORM identity map; this runs on every request.
-    with store.engine.begin() as conn:
-        conn.execute(insert(RetrievalTrace.__table__), [row])  # type: ignore[attr-defined]
+    if session is not None:
+        session.execute(insert(RetrievalTrace.__table__), [row])  # type: ignore[attr-defined]
+    else:
+        with store.engine.begin() as conn:
+            conn.execute(insert(RetrievalTrace.__table__), [row])  # type: ignore[attr-defined]
     return trace_id
 
 

@@ -82,13 +82,16 @@ def retrieve(body: RetrieveRequest, request: Request) -> dict[str, Any]:
     signals = routing_signals(state.store, state.embedder, result, conversation_id=body.conversation_id)  # repeat contact, sensitive, ...
     decision = decide(result, confidence, state.config.confidence_threshold, extra_reasons=[*extra, *signals.reasons])
     trace_id = new_trace_id()
-    routed = signals.follow_up(decision.decision, decision.reasons, confidence=confidence, trace_id=trace_id)
-    payload = _response(result, decision, trace_id, source, state)
-    payload["routed_question"] = routed.as_dict() if routed else None
-    record_trace(
-        state.store, result, decision, confidence_source=source, trace_id=trace_id,
-        latency_ms=(time.perf_counter() - started) * 1000, client=getattr(request.state, "client", None),
-    )
+    # The routed question, the asked-question log and the trace commit as one transaction: a
+    # trace never names a question that was not queued, and each request takes the write lock once.
+    with state.store.session() as session:
+        routed = signals.follow_up(decision.decision, decision.reasons, confidence=confidence, trace_id=trace_id, session=session)
+        payload = _response(result, decision, trace_id, source, state)
+        payload["routed_question"] = routed.as_dict() if routed else None
+        record_trace(
+            state.store, result, decision, confidence_source=source, trace_id=trace_id,
+            latency_ms=(time.perf_counter() - started) * 1000, client=getattr(request.state, "client", None), session=session,
+        )
     metrics = request.app.state.metrics
     metrics.results.inc(len(result.results))
     metrics.decisions.labels(decision.decision).inc()
