@@ -12,6 +12,7 @@ One run, side by side:
 * ``--clients`` threads send distinct held-out questions over keep-alive connections for
   ``--seconds``; prints p50/p95/p99 and requests/s, and the server-side split (encode,
   search) from the responses' ``timings_ms``;
+* the same clients against a no-op app on the same server stack (the HTTP floor);
 * in this process: recall@10 of the served dense index (two-stage when the table is large)
   against exact search, and the time of a bare exact numpy search (the floor).
 
@@ -216,6 +217,32 @@ def load(port: int, questions: list[str], clients: int, seconds: float, warmup: 
     }
 
 
+def http_floor(questions: list[str], clients: int, seconds: float, warmup: float, workers: int) -> dict[str, object]:
+    """The same clients against the same server stack doing no retrieval (bench/http_floor_app.py)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "bench.http_floor_app:app", "--port", str(port), "--workers", str(workers),
+         "--log-level", "warning", "--no-access-log"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/docs")
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                time.sleep(0.2)
+        time.sleep(1.0)  # every worker up
+        out = load(port, questions, clients, seconds, warmup)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return {"http_floor_p50_ms": out["p50_ms"], "http_floor_p95_ms": out["p95_ms"], "http_floor_rps": out["rps"]}
+
+
 def recall_and_floor(home: Path, questions: list[str], n: int = 300) -> dict[str, float]:
     from context_store.dense_index import DenseIndex
     from context_store.query_encoder import build_query_encoder
@@ -237,6 +264,11 @@ def recall_and_floor(home: Path, questions: list[str], n: int = 300) -> dict[str
         _, rows, _ = served.search(v, depth)
         served_ms.append((time.perf_counter() - t) * 1000)
         recalls.append(len(set(rows[:10].tolist()) & set(exact_rows[:10].tolist())) / 10)
+    encode_ms = []
+    for q in questions[n : n + 100]:  # one query at a time, as a request encodes it (unseen: no cache hit)
+        t = time.perf_counter()
+        encoder.encode([q])
+        encode_ms.append((time.perf_counter() - t) * 1000)
     floor = []
     for v in vectors[:100]:  # the bare floor: one matrix-vector product and a top-10 partition
         t = time.perf_counter()
@@ -245,7 +277,7 @@ def recall_and_floor(home: Path, questions: list[str], n: int = 300) -> dict[str
         floor.append((time.perf_counter() - t) * 1000)
     return {
         "recall_vs_exact": float(np.mean(recalls)), "numpy_exact_ms": float(np.median(floor)),
-        "dense_search_ms": float(np.median(served_ms)), "dense_exact_ms": float(np.median(exact_ms)),
+        "dense_search_ms": float(np.median(served_ms)), "encode_one_query_ms": float(np.median(encode_ms)), "dense_exact_ms": float(np.median(exact_ms)),
         "index": "projected" if snap.projection is not None else "exact",
         "dims": int(snap.projection.shape[1]) if snap.projection is not None else 0, "pool": served.pool,
     }
@@ -260,6 +292,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "freshcontext-bench-latency")
+    parser.add_argument("--no-http-floor", action="store_true", help="skip serving the same load from a no-op app")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if not (DATA / "stackfaq").is_dir():
@@ -276,10 +309,11 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    floors = {} if args.no_http_floor else http_floor(questions, args.clients, args.seconds, args.warmup, args.workers)
     load_avg = os.getloadavg()[0]
     out = {
         "chunks": args.chunks, "real_rows": min(args.real, args.chunks), "clients": args.clients, "workers": args.workers,
-        "seconds": args.seconds, **served, **floor, "load_average_1m_after": load_avg, "cpus": os.cpu_count(), **build,
+        "seconds": args.seconds, **served, **floor, **floors, "load_average_1m_after": load_avg, "cpus": os.cpu_count(), **build,
         "goal_p95_ms": 30, "goal_rps": 150,
     }
     if args.json:
@@ -289,6 +323,10 @@ def main() -> None:
     print(f"/v1/retrieve: p50 {served['p50_ms']:.1f} ms  p95 {served['p95_ms']:.1f} ms  p99 {served['p99_ms']:.1f} ms  {served['rps']:.1f} req/s  errors {served['errors']}")
     print(f"  server side p50: {served['server_p50_ms']}")
     print(f"  goal p95 <= 30 ms: {served['p95_ms'] / 30:.2f}x of goal; goal >= 150 req/s: {served['rps'] / 150:.2f}x of goal")
+    if floors:
+        print(f"same clients on a no-op FastAPI app (the HTTP floor): p50 {floors['http_floor_p50_ms']:.1f} ms  p95 {floors['http_floor_p95_ms']:.1f} ms  "
+              f"{floors['http_floor_rps']:.1f} req/s")
+    print(f"encoding one query: {floor['encode_one_query_ms']:.2f} ms")
     print(f"dense index: {floor['index']} ({floor['dims']} dims, pool {floor['pool']}), recall@10 vs exact {floor['recall_vs_exact']:.4f}, "
           f"{floor['dense_search_ms']:.2f} ms; bare numpy exact search {floor['numpy_exact_ms']:.2f} ms (ratio {floor['numpy_exact_ms'] / max(floor['dense_search_ms'], 1e-9):.1f}x)")
 
