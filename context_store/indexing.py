@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
@@ -158,14 +158,14 @@ class _Pending:
     chunks: list[Chunk]
 
 
-def _pending_doc_keys(session: Session) -> list[tuple[str, str, str | None]]:
-    return list(
-        session.exec(
-            select(Document.doc_id, Document.kind, Document.current_version_id)
-            .where(_pending_clause(col(Document.current_version_id), col(Document.indexed_version_id)))
-            .order_by(Document.doc_id)
-        ).all()
+def _pending_doc_keys(session: Session, doc_ids: Sequence[str] | None = None) -> list[tuple[str, str, str | None]]:
+    query = select(Document.doc_id, Document.kind, Document.current_version_id).where(
+        _pending_clause(col(Document.current_version_id), col(Document.indexed_version_id))
     )
+    if doc_ids is None:
+        return list(session.exec(query.order_by(Document.doc_id)).all())
+    keys = [row for part in _in_batches(sorted(set(doc_ids))) for row in session.exec(query.where(col(Document.doc_id).in_(part))).all()]
+    return sorted(keys)
 
 
 def _load_pending(session: Session, store: ContextStore, docs: list[tuple[str, str, str | None]]) -> list[_Pending]:
@@ -301,16 +301,21 @@ def index_pending_documents(
     *,
     wave_chunks: int | None = None,
     progress: Callable[[int], ProgressFn] | None = None,
+    doc_ids: Sequence[str] | None = None,
+    optimize: bool = True,
 ) -> IndexReport:
-    """Chunk, embed and index every pending document, wave by wave.
+    """Chunk, embed and index every pending document (or only the pending ones of ``doc_ids``), wave by wave.
 
     ``progress(total_documents)`` may return a callback fed with the documents done per wave.
+    ``doc_ids`` lets a small writer (the staff-answer warm path in an API process) index its
+    own documents without taking on the backlog of an ingest running at the same time, and
+    ``optimize=False`` leaves compaction to the ingests, which do it once for many commits.
     """
     started = time.perf_counter()
     report = IndexReport()
     store.ensure_current_deployment()  # never write old-model rows after a promotion
     with store.session() as session:
-        keys = _pending_doc_keys(session)
+        keys = _pending_doc_keys(session, doc_ids)
         if not keys:
             report.rows_in_table = store.index.count(COMPANY_TABLE)
             report.seconds = time.perf_counter() - started
@@ -333,7 +338,8 @@ def index_pending_documents(
         finally:
             writer.close()
     report.chunks_reused = report.chunks_total - report.chunks_embedded
-    store.index.optimize()
+    if optimize:
+        store.index.optimize()
     report.rows_in_table = store.index.count(COMPANY_TABLE)
     report.seconds = time.perf_counter() - started
     log.info(

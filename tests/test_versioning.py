@@ -170,3 +170,19 @@ def test_settings_round_trip(tmp_path: Path) -> None:
     s.save()
     again = Settings.load(tmp_path)
     assert again.company_sources == s.company_sources and again.sql_url.endswith("freshcontext.db")
+
+
+def test_index_restricted_to_doc_ids_leaves_the_rest_pending(store, sources, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    ingest(store, fake_embedder)
+    (sources["company"] / "refunds.md").write_text(REFUNDS_V1.replace("30 days", "14 days"))
+    (sources["company"] / "billing" / "invoices.md").write_text("# Invoices\n\n## Download\n\nInvoices are emailed monthly.\n")
+    sync_company_sources(store)
+    report = index_pending_documents(store, fake_embedder, doc_ids=["company/refunds.md", "company/no-such-doc.md"], optimize=False)
+    assert report.indexed_ids == ["company/refunds.md"]
+    assert any("14 days" in t for t in texts(store, fake_embedder, "refund window"))
+    with store.session() as s:
+        invoices = s.get(Document, "company/billing/invoices.md")
+        assert invoices is not None and invoices.indexed_version_id != invoices.current_version_id  # not ours: still pending
+    assert index_pending_documents(store, fake_embedder).indexed_ids == ["company/billing/invoices.md"]
+    assert all(d.ok for d in index_drift(store))
+
