@@ -143,25 +143,33 @@ def user_state_index(store: StoreResource, embedder: EmbedderResource) -> dg.Mat
 
 def _drift_check(store: StoreResource, table: str) -> dg.AssetCheckResult:
     drift = next(d for d in index_drift(store.open()) if d.table == table)
-    sample = [[cid, "missing from LanceDB"] for cid in drift.missing[:10]] + [
-        [cid, "in LanceDB but not current"] for cid in drift.extra[:10]
-    ]
+    unexplained = set(drift.unexplained)
+    sample = [[cid, "missing from LanceDB"] for cid in drift.missing if cid in unexplained][:10] + [
+        [cid, "in LanceDB but not current"] for cid in drift.extra if cid in unexplained
+    ][:10]
+    # This run indexed everything pending when it ran. A document pending now was changed
+    # by another writer since (a serving replica's staff answer, a concurrent ingest) and is
+    # that writer's work in progress: it is reported, and only drift elsewhere fails the check.
     return dg.AssetCheckResult(
-        passed=drift.ok,
+        passed=not unexplained,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
             "expected_rows": drift.expected,
             "rows_in_lancedb": drift.actual,
             "missing": len(drift.missing),
             "extra": len(drift.extra),
-            "sample": md_table(["id", "problem"], sample) if sample else dg.MetadataValue.md("_in sync_"),
+            "unexplained": len(unexplained),
+            "pending_documents": len(drift.pending),
+            "sample": md_table(["id", "problem"], sample) if sample else dg.MetadataValue.md(
+                f"_in sync; {len(drift.pending)} document(s) pending with another writer_" if drift.pending else "_in sync_"
+            ),
         },
     )
 
 
 @dg.asset_check(asset=company_chunk_index, name="index_matches_store", blocking=True)
 def company_index_matches_store(store: StoreResource) -> dg.AssetCheckResult:
-    """Every current chunk is in LanceDB and LanceDB holds nothing else."""
+    """Every chunk SQL records as indexed is in LanceDB, and LanceDB holds nothing else (pending documents reported)."""
     return _drift_check(store, COMPANY_TABLE)
 
 

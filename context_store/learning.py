@@ -36,7 +36,7 @@ import yaml
 from sqlmodel import col, func, select
 
 from context_store import journal
-from context_store.documents import sync_company_sources
+from context_store.documents import doc_id_for, sync_company_sources
 from context_store.embedding import Embedder
 from context_store.errors import ConfigError, InvalidRequest
 from context_store.indexing import index_pending_documents
@@ -213,12 +213,28 @@ def index_answers(store: ContextStore, embedder: Embedder, paths: list[Path] | N
             ).all())
         sync = sync_company_sources(store, paths=paths)
         report.documents_changed = len(sync.changed_doc_ids)
-        report.chunks_embedded = index_pending_documents(store, embedder).chunks_embedded
+        # Only these answers' documents: an ingest may be versioning a large change meanwhile,
+        # and its backlog is its own work, not this API process's. Compaction is the ingest's too.
+        own = _doc_ids_for(store, paths) + sync.changed_doc_ids
+        report.chunks_embedded = index_pending_documents(store, embedder, doc_ids=own, optimize=False).chunks_embedded
         journal.mark_applied(store, ids=[int(i) for i in row_ids if i is not None], by="staff-answer")
     report.retrievable = mark_retrievable(store)
     report.flagged = flag_superseded_answers(store)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _doc_ids_for(store: ContextStore, paths: list[Path]) -> list[str]:
+    """The document ids these files have (or will have) in the company sources that hold them."""
+    ids = []
+    for path in paths:
+        resolved = Path(path).resolve()
+        for source in store.settings.company_sources:
+            root = Path(source.path).resolve()
+            if resolved.is_relative_to(root):
+                ids.append(doc_id_for(source.name, resolved.relative_to(root).as_posix()))
+                break
+    return ids
 
 
 def _unindexed_answer_files(store: ContextStore) -> list[Path]:

@@ -293,9 +293,12 @@ class VectorIndex:
 
 
 def _is_conflict(exc: BaseException) -> bool:
-    # lance raises plain RuntimeError/OSError for conflicts; the message is all we have
+    # lance raises plain RuntimeError/OSError for conflicts; the message is all we have.
+    # "Too many concurrent writers/writes" is lance giving up on its own commit retries while
+    # other writers keep winning (an ingest's waves and a replica's warm path on one table):
+    # by then the contention may be over, so it is retried like a conflict.
     text = str(exc).lower()
-    return "conflict" in text or "retryable" in text
+    return "conflict" in text or "retryable" in text or "too many concurrent writ" in text
 
 
 def _to_arrow(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:

@@ -14,6 +14,7 @@ import html
 import json
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -141,16 +142,61 @@ def _authorised(request: Request) -> bool:
 # --- the answer path shared by webhook, API and page --------------------------------------
 
 
-def _index_in_background(store: ContextStore, embedder: Embedder, answer_id: str) -> None:
-    """Warm path after the response: write (if needed) and index; a failure leaves it for the next ingest."""
-    try:
-        with store.session() as session:
-            answer = session.get(StaffAnswer, answer_id)
-            path = answer.file_path if answer else None
-        paths = [Path(path)] if path else [write_answer_file(store, answer_id)]
-        index_answers(store, embedder, paths)
-    except Exception:  # the embedder may be down; the stored answer is indexed by the next ingest
-        log.exception("staff answer %s stored but not indexed yet; the next ingest will index it", answer_id)
+class _AnswerIndexer:
+    """The warm path of one serving process: at most one indexing pass at a time.
+
+    A burst of answers would otherwise start one LanceDB writer per answer, all committing
+    to the same table (and all losing commit races to an ingest running meanwhile). An
+    answer arriving during a pass is taken by that pass's next round; nothing waits on a
+    request thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wanted: set[str] = set()
+        self._running = False
+        self._target: tuple[ContextStore, Embedder] | None = None
+
+    def submit(self, store: ContextStore, embedder: Embedder, answer_id: str) -> None:
+        with self._lock:
+            self._wanted.add(answer_id)
+            self._target = (store, embedder)  # the newest: it follows a promotion
+            if self._running:
+                return
+            self._running = True
+        while True:
+            with self._lock:
+                batch, self._wanted = self._wanted, set()
+                if not batch or self._target is None:
+                    self._running = False
+                    return
+                store, embedder = self._target
+            self._index(store, embedder, sorted(batch))
+
+    @staticmethod
+    def _index(store: ContextStore, embedder: Embedder, answer_ids: list[str]) -> None:
+        """Write (if needed) and index; a failure leaves the answers for the next ingest."""
+        try:
+            paths = []
+            for answer_id in answer_ids:
+                with store.session() as session:
+                    answer = session.get(StaffAnswer, answer_id)
+                    path = answer.file_path if answer else None
+                paths.append(Path(path) if path else write_answer_file(store, answer_id))
+            index_answers(store, embedder, paths)
+        except Exception:  # the embedder may be down; the stored answers are indexed by the next ingest
+            log.exception("staff answer(s) %s stored but not indexed yet; the next ingest will index them", ", ".join(answer_ids))
+
+
+_INDEXER_GUARD = threading.Lock()
+
+
+def _indexer(request: Request) -> _AnswerIndexer:
+    with _INDEXER_GUARD:
+        indexer = getattr(request.app.state, "answer_indexer", None)
+        if indexer is None:
+            indexer = request.app.state.answer_indexer = _AnswerIndexer()
+    return indexer
 
 
 def _accept_answer(
@@ -168,7 +214,7 @@ def _accept_answer(
     except (OSError, FreshContextError) as exc:
         log.error("answer %s stored; its file could not be written yet: %s", answer.answer_id, exc)
     if config.index_answers_inline:
-        background.add_task(_index_in_background, store, _embedder(request), answer.answer_id)
+        background.add_task(_indexer(request).submit, store, _embedder(request), answer.answer_id)
         response["indexing"] = "scheduled"
     else:
         response["indexing"] = "deferred to the next ingest"

@@ -347,3 +347,21 @@ def test_answer_files_go_through_the_change_journal(kb: ContextStore, fake_embed
     answer2 = store_answer(kb, routed2.question_id, author="tom", text="No, online only.")
     index_answers(kb, fake_embedder, [write_answer_file(kb, answer2.answer_id)])
     assert not [r for r in journal.read_after(kb, 0, unapplied_only=True) if r.source_name == "staff"]
+
+
+def test_warm_path_indexes_only_its_answers_not_an_ingest_backlog(
+    kb: ContextStore, fake_embedder: HashingEmbedder, sources: dict[str, Path]
+) -> None:
+    from context_store.documents import sync_company_sources
+    from context_store.models import Document
+
+    # an ingest has versioned an edit and not indexed it yet when the answer arrives
+    (sources["company"] / "refunds.md").write_text(REFUNDS_V1.replace("30 days", "45 days"))
+    sync_company_sources(kb)
+    routed = _route(kb, fake_embedder, "Do you ship lamps to Iceland?")
+    answer = store_answer(kb, routed.question_id, author="tom", text="Yes, with DHL Express.")
+    report = index_answers(kb, fake_embedder, [write_answer_file(kb, answer.answer_id)])
+    assert report.retrievable == [answer.answer_id]
+    with kb.session() as s:
+        refunds = s.get(Document, "company/refunds.md")
+        assert refunds is not None and refunds.indexed_version_id != refunds.current_version_id  # left to the ingest

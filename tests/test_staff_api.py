@@ -227,3 +227,38 @@ def test_concurrent_duplicate_deliveries_store_one_answer(client: TestClient, kb
         codes = sorted(pool.map(lambda _: client.post("/v1/webhooks/staff-answer", content=raw, headers=headers).status_code, range(4)))
     assert codes == [200, 409, 409, 409]
     assert answers(kb) == 1
+
+
+def test_a_burst_of_answers_runs_one_indexing_pass_at_a_time(
+    client: TestClient, kb: ContextStore, fake_embedder: HashingEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import service.routes_staff as routes_staff
+
+    real = routes_staff.index_answers
+    active, peak, passes, guard = [0], [0], [], threading.Lock()
+
+    def counting(store, embedder, paths):  # type: ignore[no-untyped-def]
+        with guard:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+            passes.append(len(paths))
+        try:
+            time.sleep(0.2)  # long enough for the rest of the burst to arrive meanwhile
+            return real(store, embedder, paths)
+        finally:
+            with guard:
+                active[0] -= 1
+
+    monkeypatch.setattr(routes_staff, "index_answers", counting)
+    texts = ["Do you ship to Iceland?", "Is there a store in Oslo?", "Can I pay with a cheque?",
+             "Will my warranty cover water damage?", "Can I return a lamp after 40 days?", "Do gift cards expire?"]
+    qids = [routed(kb, fake_embedder, text) for text in texts]
+    assert len(set(qids)) == 6
+    with ThreadPoolExecutor(6) as pool:
+        codes = list(pool.map(lambda q: post(client, {"question_id": q, "answer": f"Store credit for {q}.", "author": "maria"}).status_code, qids))
+    assert codes == [200] * 6
+    assert peak[0] == 1 and sum(passes) == 6 and len(passes) < 6  # later answers were taken by a running pass
+    assert all(get_question(kb, q)["answer"]["retrievable_at"] for q in qids)

@@ -170,3 +170,44 @@ def test_settings_round_trip(tmp_path: Path) -> None:
     s.save()
     again = Settings.load(tmp_path)
     assert again.company_sources == s.company_sources and again.sql_url.endswith("freshcontext.db")
+
+
+def test_index_restricted_to_doc_ids_leaves_the_rest_pending(store, sources, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    ingest(store, fake_embedder)
+    (sources["company"] / "refunds.md").write_text(REFUNDS_V1.replace("30 days", "14 days"))
+    (sources["company"] / "billing" / "invoices.md").write_text("# Invoices\n\n## Download\n\nInvoices are emailed monthly.\n")
+    sync_company_sources(store)
+    report = index_pending_documents(store, fake_embedder, doc_ids=["company/refunds.md", "company/no-such-doc.md"], optimize=False)
+    assert report.indexed_ids == ["company/refunds.md"]
+    assert any("14 days" in t for t in texts(store, fake_embedder, "refund window"))
+    with store.session() as s:
+        invoices = s.get(Document, "company/billing/invoices.md")
+        assert invoices is not None and invoices.indexed_version_id != invoices.current_version_id  # not ours: still pending
+    # the other document is pending, not drift: strictly out of sync, but every difference is its own
+    drift = next(d for d in index_drift(store) if d.table == "company_chunks")
+    assert not drift.ok and drift.pending == ["company/billing/invoices.md"] and drift.unexplained == []
+    assert index_pending_documents(store, fake_embedder).indexed_ids == ["company/billing/invoices.md"]
+    assert all(d.ok and not d.pending for d in index_drift(store))
+
+
+def test_drift_of_an_indexed_document_is_unexplained(store, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    ingest(store, fake_embedder)
+    store.index.replace_documents(["company/refunds.md"], [], fake_embedder.dim)  # rows lost behind SQL's back
+    drift = next(d for d in index_drift(store) if d.table == "company_chunks")
+    assert not drift.pending and drift.unexplained and all(i.startswith("company/refunds.md#") for i in drift.unexplained)
+
+
+def test_index_check_passes_with_another_writers_pending_document_and_fails_on_drift(store, sources, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    from assets.ingestion import company_index_matches_store
+    from assets.resources import StoreResource
+
+    ingest(store, fake_embedder)
+    # after this run indexed, a serving replica versioned a staff answer it has not indexed yet
+    (sources["company"] / "refunds.md").write_text(REFUNDS_V1.replace("30 days", "14 days"))
+    sync_company_sources(store)
+    resource = StoreResource(home=str(store.settings.home))
+    result = company_index_matches_store(store=resource)
+    assert result.passed and result.metadata["pending_documents"].value == 1 and result.metadata["missing"].value > 0
+    store.index.replace_documents(["company/billing/invoices.md"], [], fake_embedder.dim)
+    result = company_index_matches_store(store=resource)
+    assert not result.passed and result.metadata["unexplained"].value > 0
