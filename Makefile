@@ -42,7 +42,7 @@ ingest: setup
 ## Set up and run every test (import contracts, unit, end-to-end on the real model).
 test: setup system-deps
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 ## Debian packages the tests drive for real: PostgreSQL server binaries (the scale-out tests
 ## start their own throwaway cluster; moto's S3 server comes from PyPI with the test extra)
