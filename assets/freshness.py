@@ -16,6 +16,7 @@ from context_store.journal import prune as prune_journal
 from context_store.store import ContextStore
 
 __all__ = [
+    "FRESHNESS_AUTOMATION",
     "FRESHNESS_CHECKS",
     "CompactionConfig",
     "FreshnessConfig",
@@ -33,6 +34,12 @@ FRESHNESS_CHECKS: dict[str, tuple[dg.AssetCheckSeverity, str]] = {
     "sources_reachable": (dg.AssetCheckSeverity.ERROR, "Every configured source root exists (a missing root is never read as deletions)."),
     "no_stale_hits": (dg.AssetCheckSeverity.WARN, "The share of served results quoting an already superseded version is within stale_hit_rate_max."),
 }
+
+
+# After every index change (a Dagster run or the warm path's reported update), not only on the
+# schedule. A reconciliation is ignored: reconcile_job materializes the report itself, and a
+# home that was never reconciled must not wait for its first reconciliation.
+FRESHNESS_AUTOMATION = dg.AutomationCondition.eager().ignore(dg.AssetSelection.assets("source_reconciliation"))
 
 
 class FreshnessConfig(dg.Config):
@@ -91,6 +98,7 @@ def source_reconciliation(context: dg.AssetExecutionContext, store: StoreResourc
     # after a reconciliation when both run, so the report sees the journal it settled
     deps=[company_chunk_index, user_state_index, source_reconciliation],
     kinds={"python"},
+    automation_condition=FRESHNESS_AUTOMATION,
     check_specs=[dg.AssetCheckSpec(name, asset="freshness_report", description=desc) for name, (_, desc) in FRESHNESS_CHECKS.items()],
 )
 def freshness_report(config: FreshnessConfig, store: StoreResource) -> dg.MaterializeResult:
