@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import func
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, select, update
 
 from context_store.indexing import pending_documents
 from context_store.models import (
@@ -39,6 +39,7 @@ from context_store.models import (
     VersionLag,
     utcnow,
 )
+from context_store.runs import FTS_DEFERRED, STAGE_FTS
 from context_store.store import ContextStore
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "lag_stats",
     "percentile",
     "reconciliation_diff",
+    "record_fts_coverage",
     "record_lags",
     "served_stale_hits",
     "stale_hit_rate",
@@ -85,16 +87,19 @@ def _first_scan(session: Session, state_kind: str) -> datetime | None:
     )
 
 
-def _index_runs(session: Session, state_kind: str, since: datetime) -> list[tuple[datetime, datetime]]:
+def _fts_runs(session: Session, state_kind: str, since: datetime) -> tuple[list[tuple[datetime, datetime]], list[tuple[datetime, datetime]]]:
+    """(index runs that folded their own rows into the full-text index, later ``fts`` runs), as (started, finished)."""
     rows = session.exec(
-        select(IngestRun.started_at, IngestRun.finished_at).where(
+        select(IngestRun.stage, IngestRun.started_at, IngestRun.finished_at, IngestRun.stats).where(
             IngestRun.state_kind == state_kind,
-            IngestRun.stage == "index",
+            col(IngestRun.stage).in_(["index", STAGE_FTS]),
             IngestRun.status == "succeeded",
             col(IngestRun.finished_at) >= since,
         )
     ).all()
-    return [(_as_utc(s), _as_utc(f)) for s, f in rows if s and f]  # type: ignore[misc]
+    index = [(_as_utc(s), _as_utc(f)) for stage, s, f, stats in rows if stage == "index" and s and f and not (stats or {}).get(FTS_DEFERRED)]
+    fts = sorted((_as_utc(s), _as_utc(f)) for stage, s, f, _ in rows if stage == STAGE_FTS and s and f)
+    return index, fts  # type: ignore[return-value]
 
 
 def _previous_observed(session: Session, model: Any, key_col: Any, keys: set[str]) -> dict[str, list[datetime]]:
@@ -133,12 +138,31 @@ def _timeline(
     )
 
 
-def _covering_run(runs: list[tuple[datetime, datetime]], at: datetime) -> datetime | None:
-    # index_pending_documents optimizes (folds new rows into the full-text index) before it returns
-    for started, finished in runs:
+def _covering_run(runs: tuple[list[tuple[datetime, datetime]], list[tuple[datetime, datetime]]], at: datetime) -> datetime | None:
+    index, fts = runs
+    # index_pending_documents optimizes (folds new rows into the full-text index) before it
+    # returns, unless the run deferred that to a later fts run (the warm path, when idle)
+    for started, finished in index:
         if started <= at <= finished:
             return finished
-    return None
+    # an optimize that started before the commit read the table without it
+    return next((finished for started, finished in fts if started >= at), None)
+
+
+def record_fts_coverage(store: ContextStore, *, started: datetime, finished: datetime, state_kind: str = "company") -> int:
+    """An ``fts`` run that started at ``started`` covered every version committed before it:
+    fill in their timelines' ``fts_indexed_at`` (recorded before the run, so still empty)."""
+    with store.session() as session:
+        result = session.execute(
+            update(VersionLag)
+            .where(
+                VersionLag.state_kind == state_kind,
+                col(VersionLag.fts_indexed_at).is_(None),
+                col(VersionLag.committed_at) <= started,
+            )
+            .values(fts_indexed_at=finished)
+        )
+        return int(result.rowcount or 0)
 
 
 def record_lags(store: ContextStore) -> int:
@@ -156,7 +180,7 @@ def record_lags(store: ContextStore) -> int:
             first = _first_scan(session, "company")
             history = _previous_observed(session, DocumentVersion, DocumentVersion.doc_id, {d[1] for d in docs})
             embedded = _embedded_at(session, [d[0] for d in docs])
-            runs = _index_runs(session, "company", min(_as_utc(d[5]) for d in docs))  # type: ignore[type-var]
+            runs = _fts_runs(session, "company", min(_as_utc(d[5]) for d in docs))  # type: ignore[type-var]
             for vid, doc_id, path, mtime, observed, indexed in docs:
                 observed, indexed = _as_utc(observed), _as_utc(indexed)
                 emb = embedded.get(vid)

@@ -301,10 +301,13 @@ def index_pending_documents(
     *,
     wave_chunks: int | None = None,
     progress: Callable[[int], ProgressFn] | None = None,
+    optimize: bool = True,
 ) -> IndexReport:
     """Chunk, embed and index every pending document, wave by wave.
 
     ``progress(total_documents)`` may return a callback fed with the documents done per wave.
+    ``optimize=False`` leaves compaction and full-text indexing of the new rows to the caller
+    (the warm path does it when idle); the rows are searchable either way.
     """
     started = time.perf_counter()
     report = IndexReport()
@@ -333,7 +336,8 @@ def index_pending_documents(
         finally:
             writer.close()
     report.chunks_reused = report.chunks_total - report.chunks_embedded
-    store.index.optimize()
+    if optimize:
+        store.index.optimize()
     report.rows_in_table = store.index.count(COMPANY_TABLE)
     report.seconds = time.perf_counter() - started
     log.info(
