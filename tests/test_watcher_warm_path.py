@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from sqlmodel import select
 
 from context_store import journal, sources as sources_mod
-from context_store.embedding import HashingEmbedder
+from context_store.embedding import HashingEmbedder, threads_for_load
 from context_store.freshness import record_lags
 from context_store.models import IngestRun, VersionLag
 from context_store.retrieval import retrieve
@@ -139,3 +140,10 @@ def test_the_dagster_path_index_run_still_covers_its_own_rows(
         lags = s.exec(select(VersionLag)).all()
         (index_run,) = s.exec(select(IngestRun).where(IngestRun.stage == "index")).all()
     assert lags and all(lag.fts_indexed_at == index_run.finished_at for lag in lags)
+
+
+def test_one_torch_thread_when_the_machine_is_overloaded() -> None:
+    assert threads_for_load(4, load=3.1, cores=2) == 1  # above 1.5 × cores
+    assert threads_for_load(4, load=3.0, cores=2) == 4
+    assert threads_for_load(2, load=0.2, cores=8) == 2
+    assert threads_for_load(3, cores=os.cpu_count()) in (1, 3)  # the machine's own load average
