@@ -316,6 +316,7 @@ def apply_changes(
     applied_by: str = "warm",
     trigger: str = "watch",
     optimize: bool = True,
+    wave_chunks: int | None = None,
 ) -> ApplyResult:
     """The warm path: version and index every unapplied journal row after ``cursor``.
 
@@ -324,6 +325,8 @@ def apply_changes(
     Rows whose file could not be read for a transient reason come back in ``retry``.
     With ``optimize=False`` the index run is marked ``fts_deferred``: its rows reach the
     full-text index at a later ``fts`` run (see ``freshness.record_fts_coverage``).
+    ``wave_chunks`` overrides ``index_wave_chunks``: smaller waves make the first files of a
+    large batch retrievable while the rest still embed.
     """
     started = time.perf_counter()
     rows = read_after(store, cursor, unapplied_only=True)
@@ -339,7 +342,7 @@ def apply_changes(
             result.company = sync_company_sources(store, paths=company.sync_paths())
             stats.update(numeric_stats(result.company))
         with track_run(store, "company", "index", trigger) as stats:
-            result.company_index = index_pending_documents(store, embedder, optimize=optimize)
+            result.company_index = index_pending_documents(store, embedder, optimize=optimize, wave_chunks=wave_chunks)
             stats.update(numeric_stats(result.company_index))
             if not optimize:
                 stats[FTS_DEFERRED] = 1

@@ -404,6 +404,7 @@ class WarmApplier:
         embedder_for: Callable[[EmbeddingConfig], Embedder] = build_embedder,
         optimize_idle_s: float = 1.0,
         optimize_every: int = 20,
+        wave_chunks: int = 64,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -424,6 +425,9 @@ class WarmApplier:
         self._busy = threading.Lock()
         self.optimize_idle_s = optimize_idle_s
         self.optimize_every = optimize_every
+        # small waves: in a many-file change each file is retrievable when its wave commits,
+        # not when the last file is embedded (one LanceDB commit per wave; optimize folds them)
+        self.wave_chunks = wave_chunks
         self.uncovered_commits = 0  # LanceDB commits not yet folded into the full-text index
         self._last_commit = 0.0
         self.optimizations: list[dict[str, Any]] = []
@@ -437,7 +441,7 @@ class WarmApplier:
             self._journal_due_retries()
             # every unapplied row, not only those after a cursor: on PostgreSQL a lower id can
             # commit after a higher one, and a row some other path applied is skipped anyway
-            result = journal.apply_changes(self.store, self.embedder, cursor=0, optimize=False)
+            result = journal.apply_changes(self.store, self.embedder, cursor=0, optimize=False, wave_chunks=self.wave_chunks)
             self.cursor = result.cursor
             if result.applied_ids:
                 self.applied += len(result.applied_ids)

@@ -147,3 +147,14 @@ def test_one_torch_thread_when_the_machine_is_overloaded() -> None:
     assert threads_for_load(4, load=3.0, cores=2) == 4
     assert threads_for_load(2, load=0.2, cores=8) == 2
     assert threads_for_load(3, cores=os.cpu_count()) in (1, 3)  # the machine's own load average
+
+
+def test_the_warm_path_commits_a_large_batch_in_small_waves(
+    store: ContextStore, sources: dict[str, Path], fake_embedder: HashingEmbedder
+) -> None:
+    journal.append(store, [journal.rescan_entry("company", "company", sources["company"], reason="start")])
+    applier = WarmApplier(store, fake_embedder, wave_chunks=1, optimize_every=100)
+    result = applier.apply_once()
+    # a wave closes once it holds wave_chunks chunks: with one, every document is its own commit
+    assert result.company_index.items_indexed == 2 and result.company_index.lancedb_commits == 2
+    assert applier.uncovered_commits == 2
