@@ -2,7 +2,7 @@
 
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Optional
 
 import dagster as dg
 
@@ -16,6 +16,7 @@ from context_store.journal import prune as prune_journal
 from context_store.store import ContextStore
 
 __all__ = [
+    "FRESHNESS_AUTOMATION",
     "FRESHNESS_CHECKS",
     "CompactionConfig",
     "FreshnessConfig",
@@ -31,15 +32,24 @@ FRESHNESS_CHECKS: dict[str, tuple[dg.AssetCheckSeverity, str]] = {
     "no_unindexed_change_older_than_sla": (dg.AssetCheckSeverity.WARN, "No change waits longer than the SLA to become retrievable."),
     "user_state_within_max_age": (dg.AssetCheckSeverity.WARN, "Every current user snapshot is younger than its maximum age."),
     "sources_reachable": (dg.AssetCheckSeverity.ERROR, "Every configured source root exists (a missing root is never read as deletions)."),
+    "no_stale_hits": (dg.AssetCheckSeverity.WARN, "The share of served results quoting an already superseded version is within stale_hit_rate_max."),
 }
 
 
+# After every index change (a Dagster run or the warm path's reported update), not only on the
+# schedule. A reconciliation is ignored: reconcile_job materializes the report itself, and a
+# home that was never reconciled must not wait for its first reconciliation.
+FRESHNESS_AUTOMATION = dg.AutomationCondition.eager().ignore(dg.AssetSelection.assets("source_reconciliation"))
+
+
 class FreshnessConfig(dg.Config):
-    """Zero thresholds mean the home's ``freshness_sla_seconds`` / ``user_state_max_age_hours``."""
+    """Zero thresholds mean the home's ``freshness_sla_seconds`` / ``user_state_max_age_hours``;
+    an unset ``stale_hit_rate_max`` means the home's (0 is a real threshold there)."""
 
     window_hours: float = 24.0
     sla_seconds: float = 0.0
     user_max_age_hours: float = 0.0
+    stale_hit_rate_max: Optional[float] = None
 
 
 def _ts(value: Any) -> str:
@@ -88,6 +98,7 @@ def source_reconciliation(context: dg.AssetExecutionContext, store: StoreResourc
     # after a reconciliation when both run, so the report sees the journal it settled
     deps=[company_chunk_index, user_state_index, source_reconciliation],
     kinds={"python"},
+    automation_condition=FRESHNESS_AUTOMATION,
     check_specs=[dg.AssetCheckSpec(name, asset="freshness_report", description=desc) for name, (_, desc) in FRESHNESS_CHECKS.items()],
 )
 def freshness_report(config: FreshnessConfig, store: StoreResource) -> dg.MaterializeResult:
@@ -96,7 +107,8 @@ def freshness_report(config: FreshnessConfig, store: StoreResource) -> dg.Materi
     report = build_freshness_report(cs, window_hours=config.window_hours)
     sla = config.sla_seconds or cs.settings.freshness_sla_seconds
     max_age = config.user_max_age_hours or cs.settings.user_state_max_age_hours
-    outcomes = evaluate_checks(report, sla_seconds=sla, max_age_hours=max_age)
+    stale_max = cs.settings.stale_hit_rate_max if config.stale_hit_rate_max is None else config.stale_hit_rate_max
+    outcomes = evaluate_checks(report, sla_seconds=sla, max_age_hours=max_age, stale_hit_rate_max=stale_max)
     metadata: dict[str, Any] = {}
     for kind, stats in report.lag.items():
         metadata[f"{kind}_lag_p50_s"] = _num(stats.p50_s)
@@ -119,6 +131,23 @@ def freshness_report(config: FreshnessConfig, store: StoreResource) -> dg.Materi
             ) if report.stalest else dg.MetadataValue.md("_no indexed changes measured yet_"),
         }
     )
+    st = report.stale
+    metadata.update(
+        {
+            "stale_hit_rate": _num(st.rate),
+            "served_results": st.served,
+            "stale_hits": st.stale,
+            "traces_read": st.traces,
+            "traces_capped": st.capped,
+        }
+    )
+    if st.hits:
+        metadata["stale_hit_sample"] = md_table(
+            ["version", "doc", "served at", "superseded at"],
+            [[h.version_id, h.key, _ts(h.served_at), _ts(h.superseded_at)] for h in st.hits[:20]],
+        )
+    else:
+        metadata["stale_hit_sample"] = dg.MetadataValue.md(f"_no stale hits among {st.served} served results_")
     if report.unindexed.items:
         metadata["unindexed_sample"] = md_table(
             ["kind", "what", "since", "seen in"], [[i.state_kind, i.what, _ts(i.since), i.via] for i in report.unindexed.items[:10]]

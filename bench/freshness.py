@@ -36,11 +36,14 @@ def main() -> int:
     if not Path(args.history, "changes.jsonl").is_file():
         print(f"no history at {args.history} (needs ../shared/data)", file=sys.stderr)
         return 2
+    load_before = os.getloadavg()
     s = freshness_eval(args.history, commits=args.commits, dagster=not args.no_dagster, dagster_every=args.dagster_every)
+    load = os.getloadavg()
+    # the lag depends on how busy the machine was: keep the load beside the numbers
+    s["load_avg_before"], s["load_avg_after"], s["cores"] = [round(x, 2) for x in load_before], [round(x, 2) for x in load], os.cpu_count()
     if args.json:
         print(json.dumps(s, indent=2, default=str))
         return 0
-    load = os.getloadavg()
     print(f"freshness replay: {s['commits']} commits ({s['files_changed']} file changes) after {s['bootstrap_commits']} bootstrapped; "
           f"load avg {load[0]:.1f} on {os.cpu_count()} cores")
     print("lag = file write -> current and indexed; per file change, per commit (its last file), and for commits of <= 3 files")
@@ -54,6 +57,11 @@ def main() -> int:
     if s["lag_dagster_daemon_p95_est_s"] is not None:
         print(f"dagster under the daemon (estimate): in-process p95 {s['lag_dagster_p95_s']} s + tick ≤ {s['dagster_sensor_interval_s']} s "
               f"+ run launch {s['dagster_run_launch_s']} s = {s['lag_dagster_daemon_p95_est_s']} s")
+    st = s["warm_stages"]
+    print(f"warm stages per apply ({st['applies']} applies), p50/p95 s: apply {st['apply_p50_s']}/{st['apply_p95_s']}, "
+          f"version {st['version_p50_s']}/{st['version_p95_s']}, index {st['index_p50_s']}/{st['index_p95_s']} "
+          f"(embedding {st['embed_p50_s']}/{st['embed_p95_s']}, {st['embed_share_of_apply']} of apply time); "
+          f"off the path: {st['optimize_runs']} optimize runs, p50 {st['optimize_p50_s']} s, max {st['optimize_max_s']} s")
     ratio = s["chunks_embedded"] / s["chunks_changed"] if s["chunks_changed"] else float("nan")
     print(f"chunks embedded {s['chunks_embedded']} / chunks changed {s['chunks_changed']} = {ratio:.3f} (goal 1.000)")
     print(f"final state matches history: {s['final_state_matches_history']}; warm and dagster identical: {s['warm_and_dagster_identical']}")

@@ -86,13 +86,11 @@ def sync_company_sources(
             if wanted is not None and not any(_is_within(p, root) for p in wanted):
                 continue
             try:
-                files = list_source_files(source)
+                files = list_source_files(source, only=wanted)
             except SourceError as exc:
                 log.error("%s", exc)
                 report.source_errors.append(str(exc))
                 continue
-            if wanted is not None:
-                files = [f for f in files if f.path.resolve() in wanted]
             docs = _known_documents(session, source.name)
             present: set[str] = set()
             settled: list[str] = []  # paths read fine: any open skip record for them is resolved

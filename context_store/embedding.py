@@ -17,7 +17,7 @@ from context_store.errors import ConfigError
 from context_store.settings import DEFAULT_MODEL, EmbeddingConfig
 from context_store.sources import sha256
 
-__all__ = ["Embedder", "HashingEmbedder", "SentenceTransformerEmbedder", "build_embedder", "resolve_model_path"]
+__all__ = ["Embedder", "HashingEmbedder", "SentenceTransformerEmbedder", "build_embedder", "resolve_model_path", "threads_for_load"]
 
 
 @runtime_checkable
@@ -43,6 +43,35 @@ def resolve_model_path(model: str) -> str:
 
 _MODELS: dict[tuple[str, str], object] = {}
 _LOCK = threading.Lock()
+OVERLOAD_FACTOR = 1.5
+_DEFAULT_THREADS: int | None = None
+
+
+def threads_for_load(default: int, load: float | None = None, cores: int | None = None) -> int:
+    """One thread when the machine is overloaded (1-minute load above 1.5 × cores), else ``default``.
+
+    Intra-op threads that cannot all get a core wait on each other at every operator, and
+    one small edit's encode then takes longer with four threads than with one.
+    """
+    cores = cores or os.cpu_count() or 1
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:  # no load average on this platform
+            return default
+    return 1 if load > OVERLOAD_FACTOR * cores else default
+
+
+def _fit_torch_threads() -> int:
+    global _DEFAULT_THREADS
+    import torch
+
+    if _DEFAULT_THREADS is None:
+        _DEFAULT_THREADS = torch.get_num_threads()
+    wanted = threads_for_load(_DEFAULT_THREADS)
+    if torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
+    return wanted
 
 
 class SentenceTransformerEmbedder:
@@ -76,7 +105,10 @@ class SentenceTransformerEmbedder:
     def encode(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.model.encode(
+        model = self.model
+        if self.device == "cpu":
+            _fit_torch_threads()
+        vectors = model.encode(
             texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
         )
         return np.asarray(vectors, dtype=np.float32)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import func
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, select, update
 
 from context_store.indexing import pending_documents
 from context_store.models import (
@@ -33,11 +33,13 @@ from context_store.models import (
     DocumentVersion,
     EmbeddingCacheEntry,
     IngestRun,
+    RetrievalTrace,
     UserRecord,
     UserSnapshotVersion,
     VersionLag,
     utcnow,
 )
+from context_store.runs import FTS_DEFERRED, STAGE_FTS
 from context_store.store import ContextStore
 
 __all__ = [
@@ -52,7 +54,9 @@ __all__ = [
     "lag_stats",
     "percentile",
     "reconciliation_diff",
+    "record_fts_coverage",
     "record_lags",
+    "served_stale_hits",
     "stale_hit_rate",
     "stale_hits",
     "stalest_documents",
@@ -83,16 +87,19 @@ def _first_scan(session: Session, state_kind: str) -> datetime | None:
     )
 
 
-def _index_runs(session: Session, state_kind: str, since: datetime) -> list[tuple[datetime, datetime]]:
+def _fts_runs(session: Session, state_kind: str, since: datetime) -> tuple[list[tuple[datetime, datetime]], list[tuple[datetime, datetime]]]:
+    """(index runs that folded their own rows into the full-text index, later ``fts`` runs), as (started, finished)."""
     rows = session.exec(
-        select(IngestRun.started_at, IngestRun.finished_at).where(
+        select(IngestRun.stage, IngestRun.started_at, IngestRun.finished_at, IngestRun.stats).where(
             IngestRun.state_kind == state_kind,
-            IngestRun.stage == "index",
+            col(IngestRun.stage).in_(["index", STAGE_FTS]),
             IngestRun.status == "succeeded",
             col(IngestRun.finished_at) >= since,
         )
     ).all()
-    return [(_as_utc(s), _as_utc(f)) for s, f in rows if s and f]  # type: ignore[misc]
+    index = [(_as_utc(s), _as_utc(f)) for stage, s, f, stats in rows if stage == "index" and s and f and not (stats or {}).get(FTS_DEFERRED)]
+    fts = sorted((_as_utc(s), _as_utc(f)) for stage, s, f, _ in rows if stage == STAGE_FTS and s and f)
+    return index, fts  # type: ignore[return-value]
 
 
 def _previous_observed(session: Session, model: Any, key_col: Any, keys: set[str]) -> dict[str, list[datetime]]:
@@ -131,12 +138,31 @@ def _timeline(
     )
 
 
-def _covering_run(runs: list[tuple[datetime, datetime]], at: datetime) -> datetime | None:
-    # index_pending_documents optimizes (folds new rows into the full-text index) before it returns
-    for started, finished in runs:
+def _covering_run(runs: tuple[list[tuple[datetime, datetime]], list[tuple[datetime, datetime]]], at: datetime) -> datetime | None:
+    index, fts = runs
+    # index_pending_documents optimizes (folds new rows into the full-text index) before it
+    # returns, unless the run deferred that to a later fts run (the warm path, when idle)
+    for started, finished in index:
         if started <= at <= finished:
             return finished
-    return None
+    # an optimize that started before the commit read the table without it
+    return next((finished for started, finished in fts if started >= at), None)
+
+
+def record_fts_coverage(store: ContextStore, *, started: datetime, finished: datetime, state_kind: str = "company") -> int:
+    """An ``fts`` run that started at ``started`` covered every version committed before it:
+    fill in their timelines' ``fts_indexed_at`` (recorded before the run, so still empty)."""
+    with store.session() as session:
+        result = session.execute(
+            update(VersionLag)
+            .where(
+                VersionLag.state_kind == state_kind,
+                col(VersionLag.fts_indexed_at).is_(None),
+                col(VersionLag.committed_at) <= started,
+            )
+            .values(fts_indexed_at=finished)
+        )
+        return int(result.rowcount or 0)
 
 
 def record_lags(store: ContextStore) -> int:
@@ -154,7 +180,7 @@ def record_lags(store: ContextStore) -> int:
             first = _first_scan(session, "company")
             history = _previous_observed(session, DocumentVersion, DocumentVersion.doc_id, {d[1] for d in docs})
             embedded = _embedded_at(session, [d[0] for d in docs])
-            runs = _index_runs(session, "company", min(_as_utc(d[5]) for d in docs))  # type: ignore[type-var]
+            runs = _fts_runs(session, "company", min(_as_utc(d[5]) for d in docs))  # type: ignore[type-var]
             for vid, doc_id, path, mtime, observed, indexed in docs:
                 observed, indexed = _as_utc(observed), _as_utc(indexed)
                 emb = embedded.get(vid)
@@ -432,6 +458,20 @@ class StaleHitReport:
     start: datetime | None = None
     end: datetime | None = None
     hits: list[StaleHit] = field(default_factory=list)
+    traces: int = 0  # responses read (served_stale_hits); 0 when fed served results directly
+    as_of_traces: int = 0  # point-in-time responses: asked for an old version, so never a stale hit
+    capped: bool = False  # the window held more traces than were read
+
+    def as_dict(self, *, hits: int = 20) -> dict[str, Any]:
+        return {
+            "served_results": self.served, "stale_hits": self.stale, "unknown_versions": self.unknown, "stale_hit_rate": self.rate,
+            "traces": self.traces, "as_of_traces": self.as_of_traces, "capped": self.capped,
+            "start": self.start.isoformat() if self.start else None, "end": self.end.isoformat() if self.end else None,
+            "hits": [
+                {**asdict(h), "served_at": h.served_at.isoformat(), "superseded_at": h.superseded_at.isoformat()}
+                for h in self.hits[:hits]
+            ],
+        }
 
 
 def _served(items: Iterable[ServedResult | tuple[str, datetime]]) -> list[ServedResult]:
@@ -492,6 +532,79 @@ def stale_hit_rate(
     return StaleHitReport(len(items), len(hits), unknown, (len(hits) / known) if known else None, start, end, hits)
 
 
+TRACE_PAGE = 1000
+MAX_TRACES = 100_000
+MAX_HITS_KEPT = 1000
+
+
+def _trace_page(
+    store: ContextStore, start: datetime | None, end: datetime | None, after: tuple[datetime, str] | None, limit: int
+) -> list[Any]:
+    query = select(
+        RetrievalTrace.trace_id, RetrievalTrace.created_at, RetrievalTrace.as_of, RetrievalTrace.user_version_id, RetrievalTrace.results
+    )
+    if start is not None:
+        query = query.where(col(RetrievalTrace.created_at) >= start)
+    if end is not None:
+        query = query.where(col(RetrievalTrace.created_at) < end)
+    if after is not None:
+        query = query.where(
+            (col(RetrievalTrace.created_at) > after[0])
+            | ((col(RetrievalTrace.created_at) == after[0]) & (col(RetrievalTrace.trace_id) > after[1]))
+        )
+    with store.session() as session:
+        return list(session.exec(query.order_by(col(RetrievalTrace.created_at), col(RetrievalTrace.trace_id)).limit(limit)).all())
+
+
+def served_stale_hits(
+    store: ContextStore,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    max_traces: int = MAX_TRACES,
+    page_size: int = TRACE_PAGE,
+) -> StaleHitReport:
+    """The stale-hit rate of what the API actually served in ``[since, until)``, from its traces.
+
+    Every served company chunk and the user snapshot a response carried is one served
+    result. Traces asked ``as_of`` a past time are left out: they asked for an old version.
+    Traces are read in keyset pages on ``(created_at, trace_id)``, so a busy window costs
+    bounded memory per page and a trace written meanwhile is neither skipped nor read twice;
+    past ``max_traces`` the report stops and says ``capped`` (the oldest are measured).
+    Only the first ``MAX_HITS_KEPT`` hits are kept as examples; ``stale`` counts them all.
+    """
+    start, end = _as_utc(since), _as_utc(until)
+    served = stale = unknown = traces = as_of_traces = 0
+    hits: list[StaleHit] = []
+    after: tuple[datetime, str] | None = None
+    capped = False
+    while True:
+        limit = min(page_size, max_traces - traces)
+        rows = _trace_page(store, start, end, after, limit) if limit > 0 else []
+        page: list[ServedResult] = []
+        for trace_id, created, as_of, user_version, results in rows:
+            traces += 1
+            if as_of is not None:
+                as_of_traces += 1
+                continue
+            page.extend(ServedResult(r["version_id"], created) for r in results or [])
+            if user_version:
+                page.append(ServedResult(user_version, created))
+        part = stale_hit_rate(store, page)
+        served, stale, unknown = served + part.served, stale + part.stale, unknown + part.unknown
+        hits.extend(part.hits[: MAX_HITS_KEPT - len(hits)])
+        if rows:
+            after = (rows[-1][1], rows[-1][0])
+        if len(rows) < page_size:
+            capped = traces >= max_traces and bool(_trace_page(store, start, end, after, 1))
+            break
+    known = served - unknown
+    return StaleHitReport(
+        served, stale, unknown, (stale / known) if known else None, start, end, hits,
+        traces=traces, as_of_traces=as_of_traces, capped=capped,
+    )
+
+
 # --- the report and its checks -----------------------------------------------------------------
 
 
@@ -516,6 +629,7 @@ class FreshnessReport:
     journal_rows: int
     journal_unapplied: int
     versions_recorded: int
+    stale: StaleHitReport = field(default_factory=lambda: StaleHitReport(0, 0, 0, None))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -542,11 +656,13 @@ class FreshnessReport:
             "journal_rows": self.journal_rows,
             "journal_unapplied": self.journal_unapplied,
             "versions_recorded": self.versions_recorded,
+            "stale_hits": self.stale.as_dict(),
         }
 
 
 def freshness_report(store: ContextStore, *, now: datetime | None = None, window_hours: float = 24.0) -> FreshnessReport:
-    """Record missing timelines, then measure: lag, backlog, user age, stalest documents, roots."""
+    """Record missing timelines, then measure: lag, backlog, user age, stalest documents, roots,
+    and the stale hits among the results the API served in the window."""
     recorded = record_lags(store)
     now = now or utcnow()
     since = now - timedelta(hours=window_hours)
@@ -565,10 +681,13 @@ def freshness_report(store: ContextStore, *, now: datetime | None = None, window
         journal_rows=int(journal_rows),
         journal_unapplied=int(unapplied),
         versions_recorded=recorded,
+        stale=served_stale_hits(store, since=since, until=now),
     )
 
 
-def evaluate_checks(report: FreshnessReport, *, sla_seconds: float, max_age_hours: float | None = None) -> list[CheckOutcome]:
+def evaluate_checks(
+    report: FreshnessReport, *, sla_seconds: float, max_age_hours: float | None = None, stale_hit_rate_max: float = 0.0
+) -> list[CheckOutcome]:
     """Pass/fail with the measured value and the threshold, for asset checks and the CLI."""
     max_age = report.users.max_age_hours if max_age_hours is None else max_age_hours
     outcomes: list[CheckOutcome] = []
@@ -610,4 +729,17 @@ def evaluate_checks(report: FreshnessReport, *, sla_seconds: float, max_age_hour
             float(len(report.missing_roots)), 0.0,
         )
     )
+    st = report.stale
+    capped = f" (capped at the first {st.traces} responses)" if st.capped else ""
+    if st.rate is None:
+        detail = f"no served results in the last {report.window_hours:g} h{capped}"
+    else:
+        detail = (
+            f"{st.stale} of {st.served - st.unknown} served results quoted a version already superseded when served "
+            f"(rate {st.rate:.4f}; max {stale_hit_rate_max:g}){capped}"
+        )
+        if st.hits:
+            first = st.hits[0]
+            detail += f"; e.g. {first.key} served {first.served_at:%Y-%m-%d %H:%M:%S}, superseded {first.superseded_at:%Y-%m-%d %H:%M:%S}"
+    outcomes.append(CheckOutcome("no_stale_hits", st.rate is None or st.rate <= stale_hit_rate_max, detail, st.rate, stale_hit_rate_max))
     return outcomes

@@ -328,8 +328,9 @@ def index_pending_documents(
 
     ``progress(total_documents)`` may return a callback fed with the documents done per wave.
     ``doc_ids`` lets a small writer (the staff-answer warm path in an API process) index its
-    own documents without taking on the backlog of an ingest running at the same time, and
-    ``optimize=False`` leaves compaction to the ingests, which do it once for many commits.
+    own documents without taking on the backlog of an ingest running at the same time.
+    ``optimize=False`` leaves compaction and full-text indexing of the new rows to the caller
+    (an ingest, or the warm path when idle); the rows are searchable either way.
     """
     started = time.perf_counter()
     report = IndexReport()

@@ -30,7 +30,7 @@ from context_store.documents import CompanySyncReport, sync_company_sources
 from context_store.embedding import Embedder
 from context_store.indexing import IndexReport, index_pending_documents, index_pending_users
 from context_store.models import ChangeEvent, utcnow
-from context_store.runs import numeric_stats, track_run
+from context_store.runs import FTS_DEFERRED, numeric_stats, track_run
 from context_store.settings import Settings, SourceConfig
 from context_store.sources import is_ignored_name, sha256
 from context_store.store import ContextStore
@@ -309,13 +309,24 @@ class ApplyResult:
 
 
 def apply_changes(
-    store: ContextStore, embedder: Embedder, *, cursor: int = 0, applied_by: str = "warm", trigger: str = "watch"
+    store: ContextStore,
+    embedder: Embedder,
+    *,
+    cursor: int = 0,
+    applied_by: str = "warm",
+    trigger: str = "watch",
+    optimize: bool = True,
+    wave_chunks: int | None = None,
 ) -> ApplyResult:
     """The warm path: version and index every unapplied journal row after ``cursor``.
 
     The same functions as the Dagster assets do the work, and the runs are logged in the
     same ``ingest_runs`` table, so which path applied a change leaves no trace in the result.
     Rows whose file could not be read for a transient reason come back in ``retry``.
+    With ``optimize=False`` the index run is marked ``fts_deferred``: its rows reach the
+    full-text index at a later ``fts`` run (see ``freshness.record_fts_coverage``).
+    ``wave_chunks`` overrides ``index_wave_chunks``: smaller waves make the first files of a
+    large batch retrievable while the rest still embed.
     """
     started = time.perf_counter()
     rows = read_after(store, cursor, unapplied_only=True)
@@ -331,8 +342,10 @@ def apply_changes(
             result.company = sync_company_sources(store, paths=company.sync_paths())
             stats.update(numeric_stats(result.company))
         with track_run(store, "company", "index", trigger) as stats:
-            result.company_index = index_pending_documents(store, embedder)
+            result.company_index = index_pending_documents(store, embedder, optimize=optimize, wave_chunks=wave_chunks)
             stats.update(numeric_stats(result.company_index))
+            if not optimize:
+                stats[FTS_DEFERRED] = 1
     users = batches.get("user")
     if users is not None:
         if users.full_scan:

@@ -127,7 +127,11 @@ def build_report(store: ContextStore, *, days: float = 30.0, now: datetime | Non
             "company_lag_p50_s": fresh.lag["company"].p50_s, "company_lag_p95_s": fresh.lag["company"].p95_s,
             "user_lag_p95_s": fresh.lag["user"].p95_s, "versions_measured": fresh.lag["company"].count + fresh.lag["user"].count,
             "unindexed_changes": fresh.unindexed.count, "users_past_max_age": len(fresh.users.stale),
-            "sla_seconds": store.settings.freshness_sla_seconds, **_lag_series(store, since),
+            "sla_seconds": store.settings.freshness_sla_seconds,
+            "stale_hit_rate": fresh.stale.rate, "served_results": fresh.stale.served, "stale_hits": fresh.stale.stale,
+            "stale_hit_rate_max": store.settings.stale_hit_rate_max, "stale_hits_capped": fresh.stale.capped,
+            "responses_read": fresh.stale.traces,
+            **_lag_series(store, since),
         },
         "retrieval_quality": {
             "latest": {name: {"at": _iso(r.created_at), "passed": r.passed, "metrics": r.metrics,
@@ -256,6 +260,7 @@ def render_html(data: dict[str, Any]) -> str:
     tiles = [
         tile("company_lag_p95_s", "company lag p95", _fmt(f["company_lag_p95_s"], " s", 1)),
         tile("unindexed_changes", "changes not yet retrievable", _fmt(f["unindexed_changes"])),
+        tile("stale_hit_rate", "served results already superseded", _fmt(f["stale_hit_rate"] * 100 if f["stale_hit_rate"] is not None else None, " %", 2)),
         tile("escalation_rate", "escalation rate", _fmt(esc["escalation_rate"] * 100 if esc["escalation_rate"] is not None else None, " %", 1)),
         tile("time_to_knowledge_p50_s", "time to knowledge p50", _fmt(ttk["p50_s"], " s", 1)),
     ]
@@ -309,7 +314,9 @@ serving index <code>{html.escape(idx["serving_fingerprint"])}</code> ({html.esca
 <h2>How stale is the context?</h2>
 <p>Lag from a source change to being retrievable, per indexed version (SLA {f["sla_seconds"]:g} s).
 p50 {_fmt(f["company_lag_p50_s"], " s", 1)}, p95 {_fmt(f["company_lag_p95_s"], " s", 1)} over {f["versions_measured"]} versions;
-{f["users_past_max_age"]} users' state past its maximum age.</p>
+{f["users_past_max_age"]} users' state past its maximum age.
+Of {f["served_results"]} results the API served, {f["stale_hits"]} quoted a version already superseded when served
+(stale-hit rate {_fmt(f["stale_hit_rate"] * 100 if f["stale_hit_rate"] is not None else None, " %", 2)}; allowed {f["stale_hit_rate_max"] * 100:g} %{f"; only the first {f['responses_read']:,} responses measured" if f["stale_hits_capped"] else ""}).</p>
 {img("lag", "lag over time")}
 <h2>Is retrieval right?</h2>
 <p>nDCG@10, MRR@10 and — for questions whose answer changed — how often the current answer wins over the superseded one, per golden set and evaluation.</p>

@@ -11,7 +11,12 @@ from sqlmodel import col, select
 from context_store.models import IngestRun, utcnow
 from context_store.store import ContextStore
 
-__all__ = ["last_runs", "numeric_stats", "track_run"]
+__all__ = ["FTS_DEFERRED", "STAGE_FTS", "last_runs", "numeric_stats", "track_run"]
+
+# An index run with this stat left compaction and full-text indexing of its rows to a later
+# run of stage ``STAGE_FTS``; without it, the index run's own end is when its rows were covered.
+FTS_DEFERRED = "fts_deferred"
+STAGE_FTS = "fts"
 
 
 def numeric_stats(report: Any) -> dict[str, Any]:

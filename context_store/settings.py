@@ -188,6 +188,8 @@ class Settings(BaseModel):
     index_wave_chunks: int = Field(default=2048, ge=1)
     user_state_max_age_hours: float = Field(default=72.0, gt=0)
     freshness_sla_seconds: float = Field(default=300.0, gt=0)
+    # share of served results that may quote an already superseded version (the no_stale_hits check)
+    stale_hit_rate_max: float = Field(default=0.0, ge=0.0, le=1.0)
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     api_keys: list[str] = Field(default_factory=list)

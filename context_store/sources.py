@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from html.parser import HTMLParser
@@ -87,13 +87,21 @@ def is_ignored_name(name: str) -> bool:
     )
 
 
-def list_source_files(source: SourceConfig) -> list[SourceFile]:
-    """All candidate files below a source root, sorted; a missing root is an error, not emptiness."""
+def list_source_files(source: SourceConfig, only: Iterable[str | Path] | None = None) -> list[SourceFile]:
+    """All candidate files below a source root, sorted; a missing root is an error, not emptiness.
+
+    ``only`` names the files wanted (a journal batch): those alone are looked at, so a
+    change to one file costs a few ``stat`` calls, not a walk of the whole tree. The same
+    files are kept as a walk would keep: outside the root, under a hidden folder, an
+    editor's temporary name, gone, or not a regular file, a path is left out.
+    """
     root = Path(source.path)
     if not root.exists():
         raise SourceError(f"source {source.name!r}: root {root} does not exist (unmounted?)")
     if not root.is_dir():
         raise SourceError(f"source {source.name!r}: root {root} is not a directory")
+    if only is not None:
+        return _named_files(source, root, only)
     found: list[SourceFile] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -101,23 +109,44 @@ def list_source_files(source: SourceConfig) -> list[SourceFile]:
             if is_ignored_name(name):
                 continue
             path = Path(dirpath) / name
-            try:
-                st = path.stat()
-            except OSError:
-                continue  # vanished between listing and stat: the next scan sees the truth
-            if not path.is_file():
-                continue
-            found.append(
-                SourceFile(
-                    source_name=source.name,
-                    root=root,
-                    path=path,
-                    rel_path=path.relative_to(root).as_posix(),
-                    size=st.st_size,
-                    mtime=datetime.fromtimestamp(st.st_mtime, tz=timezone.utc),
-                )
-            )
+            file = _source_file(source, root, path)
+            if file is not None:
+                found.append(file)
     return found
+
+
+def _source_file(source: SourceConfig, root: Path, path: Path) -> SourceFile | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None  # vanished between listing and stat: the next scan sees the truth
+    if not path.is_file():
+        return None
+    return SourceFile(
+        source_name=source.name,
+        root=root,
+        path=path,
+        rel_path=path.relative_to(root).as_posix(),
+        size=st.st_size,
+        mtime=datetime.fromtimestamp(st.st_mtime, tz=timezone.utc),
+    )
+
+
+def _named_files(source: SourceConfig, root: Path, only: Iterable[str | Path]) -> list[SourceFile]:
+    resolved_root = root.resolve()
+    found: dict[Path, SourceFile] = {}
+    for named in only:
+        try:
+            rel = Path(named).resolve().relative_to(resolved_root)
+        except ValueError:
+            continue  # another source's file
+        if not rel.parts or any(part.startswith(".") for part in rel.parts[:-1]) or is_ignored_name(rel.name):
+            continue
+        path = root / rel
+        file = _source_file(source, root, path)
+        if file is not None:
+            found[path] = file
+    return [found[p] for p in sorted(found)]
 
 
 def read_bytes(path: Path, max_bytes: int) -> bytes:

@@ -56,13 +56,11 @@ def sync_user_sources(
             if wanted is not None and not any(p == root or root in p.parents for p in wanted):
                 continue
             try:
-                files = list_source_files(source)
+                files = list_source_files(source, only=wanted)
             except SourceError as exc:
                 log.error("%s", exc)
                 report.source_errors.append(str(exc))
                 continue
-            if wanted is not None:
-                files = [f for f in files if f.path.resolve() in wanted]
             latest: dict[str, UserSnapshotInput] = {}
             troubled_files: set[str] = set()
             clean_files: list[str] = []

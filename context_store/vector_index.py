@@ -17,6 +17,7 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 from lancedb.index import FTS
+from lancedb.query import MatchQuery
 
 __all__ = ["COMPANY_TABLE", "USER_TABLE", "VectorIndex", "company_schema", "quote", "user_schema"]
 
@@ -275,7 +276,9 @@ class VectorIndex:
         table = self.table(name)
         if table is None or k <= 0 or not text.strip() or not self._has_fts(table):
             return []
-        query = table.search(text, query_type="fts")
+        # A plain string is parsed as query syntax: a question in double quotes becomes a phrase
+        # query, which our position-less index refuses. A match query takes the words as words.
+        query = table.search(MatchQuery(text, "text"))
         if where:
             query = query.where(where, prefilter=True)
         if columns:

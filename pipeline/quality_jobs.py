@@ -13,6 +13,7 @@ import os
 
 import dagster as dg
 
+from assets.freshness import freshness_report
 from assets.quality import index_candidate, index_promotion, learning_report, retrieval_quality, routing_quality
 from assets.resources import StoreResource
 from context_store.promotion import decision_since_promotion, measured_since_promotion, pending_change
@@ -53,10 +54,11 @@ quality_schedule = dg.ScheduleDefinition(
 )
 quality_automation_sensor = dg.AutomationConditionSensorDefinition(
     "quality_automation_sensor",
-    target=dg.AssetSelection.assets(*QUALITY_ASSETS),
+    # the freshness report too: issue #6 wants every measurement after every index change
+    target=dg.AssetSelection.assets(*QUALITY_ASSETS, freshness_report),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
-    description="Runs the quality assets after every index change (AutomationCondition.eager).",
+    description="Runs the quality assets and the freshness report after every index change (AutomationCondition.eager).",
 )
 
 

@@ -40,9 +40,10 @@ from watchdog.observers.polling import PollingObserver
 
 from context_store import journal
 from context_store.embedding import Embedder, build_embedder
-from context_store.freshness import record_lags
+from context_store.freshness import record_fts_coverage, record_lags
 from context_store.journal import ApplyResult, JournalEntry
-from context_store.models import ChangeEvent
+from context_store.models import ChangeEvent, utcnow
+from context_store.runs import STAGE_FTS, track_run
 from context_store.serving import DeploymentWatch
 from context_store.settings import EmbeddingConfig, SourceConfig
 from context_store.store import ContextStore
@@ -370,6 +371,10 @@ def dagster_reporter() -> Callable[[ApplyResult], None] | None:
     return report
 
 
+class _OptimizeLost(Exception):
+    """LanceDB's optimize gave way to a concurrent writer; the next idle moment tries again."""
+
+
 class WarmApplier:
     """Apply the journal in-process as soon as rows arrive (and at least every ``interval_s``).
 
@@ -379,6 +384,12 @@ class WarmApplier:
 
     When a promotion switches the serving index, the next apply writes to the new tables with
     the new model (``embedder_for`` loads it), instead of refusing until a restart.
+
+    LanceDB's ``optimize`` (compaction, folding new rows into the full-text index) costs far
+    more than a one-file commit, so it is kept off the path from write to retrievable: new
+    rows are searchable before it runs. It runs once the journal has been quiet for
+    ``optimize_idle_s``, after ``optimize_every`` uncovered commits at the latest, and on stop;
+    each run is logged as an ``fts`` run and fills in the covered versions' timelines.
     """
 
     def __init__(
@@ -391,6 +402,9 @@ class WarmApplier:
         retry_delays: tuple[float, ...] = (0.5, 1.0, 2.0),
         on_apply: Callable[[ApplyResult], None] | None = None,
         embedder_for: Callable[[EmbeddingConfig], Embedder] = build_embedder,
+        optimize_idle_s: float = 1.0,
+        optimize_every: int = 20,
+        wave_chunks: int = 64,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -409,6 +423,14 @@ class WarmApplier:
         self._retries: dict[str, tuple[int, float, ChangeEvent]] = {}
         self._thread: threading.Thread | None = None
         self._busy = threading.Lock()
+        self.optimize_idle_s = optimize_idle_s
+        self.optimize_every = optimize_every
+        # small waves: in a many-file change each file is retrievable when its wave commits,
+        # not when the last file is embedded (one LanceDB commit per wave; optimize folds them)
+        self.wave_chunks = wave_chunks
+        self.uncovered_commits = 0  # LanceDB commits not yet folded into the full-text index
+        self._last_commit = 0.0
+        self.optimizations: list[dict[str, Any]] = []
 
     def wake(self, *_: object) -> None:
         self._wake.set()
@@ -419,11 +441,17 @@ class WarmApplier:
             self._journal_due_retries()
             # every unapplied row, not only those after a cursor: on PostgreSQL a lower id can
             # commit after a higher one, and a row some other path applied is skipped anyway
-            result = journal.apply_changes(self.store, self.embedder, cursor=0)
+            result = journal.apply_changes(self.store, self.embedder, cursor=0, optimize=False, wave_chunks=self.wave_chunks)
             self.cursor = result.cursor
             if result.applied_ids:
                 self.applied += len(result.applied_ids)
                 record_lags(self.store)
+                commits = result.company_index.lancedb_commits if result.company_index else 0
+                if commits:
+                    self.uncovered_commits += commits
+                    self._last_commit = time.monotonic()
+                    if self.uncovered_commits >= self.optimize_every:
+                        self._optimize()
                 self._schedule_retries(result)
                 self.results.append(result)
                 del self.results[:-100]
@@ -433,6 +461,38 @@ class WarmApplier:
                     except Exception as exc:  # reporting must never stop applying
                         log.warning("could not report the update: %s", exc)
             return result
+
+    def optimize(self) -> bool:
+        """Fold the uncovered commits into the full-text index now; False if there were none or it lost a race."""
+        with self._busy:
+            return self._optimize()
+
+    def _optimize(self) -> bool:
+        if not self.uncovered_commits:
+            return False
+        started = utcnow()
+        began = time.perf_counter()
+        try:
+            with track_run(self.store, "company", STAGE_FTS, "watch") as stats:
+                stats["commits_covered"] = self.uncovered_commits
+                if not self.store.index.optimize():
+                    # logged as failed: its commits are not covered, and the timelines must not say so
+                    raise _OptimizeLost()
+                stats["seconds"] = round(time.perf_counter() - began, 3)
+        except _OptimizeLost:
+            self._last_commit = time.monotonic()  # again after the next quiet spell, not in a tight loop
+            return False
+        except Exception:
+            self._last_commit = time.monotonic()
+            raise
+        covered = record_fts_coverage(self.store, started=started, finished=utcnow())
+        self.optimizations.append({"seconds": time.perf_counter() - began, "commits": self.uncovered_commits, "versions": covered})
+        del self.optimizations[:-100]
+        self.uncovered_commits = 0
+        return True
+
+    def idle_for(self) -> float:
+        return time.monotonic() - self._last_commit
 
     def _follow_promotion(self) -> None:
         if self._deployment is None or self._deployment.changed() is None:
@@ -481,12 +541,16 @@ class WarmApplier:
             retry = self.next_retry_in()
             if retry is not None:
                 wait = min(wait, retry)
+            if self.uncovered_commits:
+                wait = min(wait, max(0.0, self.optimize_idle_s - self.idle_for()))
             self._wake.wait(wait)
             self._wake.clear()
             if self._stop.is_set():
                 break
             try:
-                self.apply_once()
+                result = self.apply_once()
+                if not result.applied_ids and self.uncovered_commits and self.idle_for() >= self.optimize_idle_s:
+                    self.optimize()
             except Exception:  # keep serving: the rows stay unapplied and are tried again
                 log.exception("applying the change journal failed; will retry")
                 self._stop.wait(1.0)
@@ -502,3 +566,7 @@ class WarmApplier:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=60)
+        try:
+            self.optimize()  # leave the tables compacted and fully covered
+        except Exception:
+            log.exception("could not optimize LanceDB on stop; the compaction schedule will")

@@ -109,3 +109,36 @@ def test_compaction_job_cleans_old_table_versions(store: ContextStore, sources: 
     meta = {k: v.value for k, v in output.event_specific_data.metadata.items()}
     assert meta["company_chunks_versions_after"] < meta["company_chunks_versions_before"]
     assert meta["company_chunks_rows_after"] == meta["company_chunks_rows_before"]
+
+
+def test_the_report_follows_every_index_change_not_only_its_schedule() -> None:
+    from pipeline.definitions import defs
+    from pipeline.quality_jobs import quality_automation_sensor
+
+    assert quality_automation_sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    instance = dg.DagsterInstance.ephemeral()
+    report = dg.AssetKey("freshness_report")
+
+    def tick(cursor: object = None) -> tuple[int, object]:
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)  # type: ignore[arg-type]
+        return result.get_num_requested(report), result.cursor
+
+    def materialized(*keys: str) -> None:
+        for key in keys:  # as Dagster runs or the warm path's reporter record them
+            instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key))
+
+    requested, cursor = tick()
+    assert requested == 0
+    # the first ingest; the home was never reconciled, which must not hold the report back
+    materialized("company_documents", "company_chunk_index", "user_snapshots", "user_state_index")
+    requested, cursor = tick(cursor)
+    assert requested == 1
+    materialized("freshness_report")
+    requested, cursor = tick(cursor)
+    assert requested == 0
+    materialized("company_chunk_index")  # a change indexed
+    requested, cursor = tick(cursor)
+    assert requested == 1
+    materialized("freshness_report", "source_reconciliation")  # reconcile_job runs the report itself
+    requested, cursor = tick(cursor)
+    assert requested == 0

@@ -56,19 +56,70 @@ def _open_home(base: Path, model: str | None) -> tuple[Path, ContextStore]:
     return root, ContextStore.open(base / "home")
 
 
+class _TimedEmbedder:
+    """Counts the seconds spent encoding, so a stage breakdown can tell embedding from the rest."""
+
+    def __init__(self, embedder: Embedder) -> None:
+        self.inner = embedder
+        self.name = embedder.name
+        self.seconds = 0.0
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    def encode(self, texts: list[str]) -> Any:
+        started = time.perf_counter()
+        try:
+            return self.inner.encode(texts)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+
+def _p(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))], 3)
+
+
 class WarmDriver:
     name = "warm"
 
     def __init__(self, base: Path, embedder: Embedder, model: str | None = None) -> None:
         self.root, self.store = _open_home(base, model)
-        self.embedder = embedder
+        self.embedder = _TimedEmbedder(embedder)
         self.watcher: SourceWatcher | None = None
         self.applier: WarmApplier | None = None
+        self.applies: list[dict[str, float]] = []
+        self._embedded_s = 0.0
 
     def bootstrap(self) -> None:
         ingest(self.store, self.embedder)
-        self.applier = WarmApplier(self.store, self.embedder, interval_s=0.5).start()
+        self._embedded_s = self.embedder.seconds
+        self.applier = WarmApplier(self.store, self.embedder, interval_s=0.5, on_apply=self._timed).start()
         self.watcher = SourceWatcher(self.store, on_journal=self.applier.wake).start(rescan=False)
+
+    def _timed(self, result: Any) -> None:
+        embed = self.embedder.seconds - self._embedded_s
+        self._embedded_s = self.embedder.seconds
+        index = result.company_index.seconds if result.company_index else 0.0
+        self.applies.append({"apply": result.seconds, "index": index, "embed": embed, "version": result.seconds - index})
+
+    def stages(self) -> dict[str, Any]:
+        """Per apply of the warm path, p50/p95 seconds of each stage (version = sync + bookkeeping;
+        index = chunk + embed + LanceDB commit); optimize runs are off that path, listed apart."""
+        out: dict[str, Any] = {"applies": len(self.applies)}
+        for stage in ("apply", "version", "index", "embed"):
+            values = [a[stage] for a in self.applies]
+            out[f"{stage}_p50_s"], out[f"{stage}_p95_s"] = _p(values, 50), _p(values, 95)
+        total = sum(a["apply"] for a in self.applies)
+        out["embed_share_of_apply"] = round(sum(a["embed"] for a in self.applies) / total, 3) if total else None
+        runs = self.applier.optimizations if self.applier else []
+        out["optimize_runs"] = len(runs)
+        out["optimize_p50_s"] = _p([r["seconds"] for r in runs], 50)
+        out["optimize_max_s"] = _p([r["seconds"] for r in runs], 100)
+        return out
 
     def active(self, index: int) -> bool:
         return True
@@ -248,6 +299,7 @@ def freshness_eval(
         "history": report["history"],
         "embedder": embedder.name,
         "seconds": report["seconds"],
+        "warm_stages": drivers[0].stages(),
         "drivers": report["drivers"],
     }
     if dag:

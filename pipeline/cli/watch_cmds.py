@@ -119,10 +119,12 @@ def _age(seconds: float | None) -> str:
 @click.option("--check", is_flag=True, help="Exit with status 1 when a check fails.")
 @click.pass_context
 def freshness_cmd(ctx: click.Context, window_hours: float, as_json: bool, check: bool) -> None:
-    """How stale the context is: lag percentiles, unindexed changes, user-state age."""
+    """How stale the context is: lag percentiles, unindexed changes, user-state age, stale hits served."""
     store = _store(ctx)
     report = freshness_report(store, window_hours=window_hours)
-    outcomes = evaluate_checks(report, sla_seconds=store.settings.freshness_sla_seconds)
+    outcomes = evaluate_checks(
+        report, sla_seconds=store.settings.freshness_sla_seconds, stale_hit_rate_max=store.settings.stale_hit_rate_max
+    )
     if as_json:
         payload: dict[str, Any] = report.as_dict()
         payload["checks"] = [{"name": o.name, "passed": o.passed, "detail": o.detail} for o in outcomes]
@@ -140,6 +142,14 @@ def freshness_cmd(ctx: click.Context, window_hours: float, as_json: bool, check:
             click.echo(f"    {item.state_kind}: {item.what} (since {item.since:%Y-%m-%d %H:%M:%S}, {item.via})")
         click.echo(f"  user snapshots past {report.users.max_age_hours:g} h: {len(report.users.stale)} of {report.users.current}")
         click.echo(f"  journal: {report.journal_rows} rows, {report.journal_unapplied} not applied")
+        st = report.stale
+        rate = "—" if st.rate is None else f"{st.rate:.4f}"
+        click.echo(
+            f"  stale-hit rate {rate}: {st.stale} of {st.served} served results (from {st.traces} responses"
+            + (", capped" if st.capped else "") + f"; {st.as_of_traces} point-in-time left out)"
+        )
+        for hit in st.hits[:5]:
+            click.echo(f"    {hit.key} ({hit.version_id}) served {hit.served_at:%Y-%m-%d %H:%M:%S}, superseded {hit.superseded_at:%Y-%m-%d %H:%M:%S}")
         if report.stalest:
             click.echo("  stalest documents:")
             for row in report.stalest:

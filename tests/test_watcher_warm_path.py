@@ -1,0 +1,160 @@
+"""What the warm path keeps off the write → retrievable path: tree walks, LanceDB optimize, idle threads."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+
+from context_store import journal, sources as sources_mod
+from context_store.embedding import HashingEmbedder, threads_for_load
+from context_store.freshness import record_lags
+from context_store.models import IngestRun, VersionLag
+from context_store.retrieval import retrieve
+from context_store.runs import STAGE_FTS
+from context_store.settings import SourceConfig
+from context_store.store import ContextStore
+from pipeline.watcher import WarmApplier
+
+
+def _no_walk(*_: object, **__: object) -> None:
+    raise AssertionError("a journal batch walked a whole source tree")
+
+
+def test_a_journal_batch_stats_only_the_files_it_names(
+    store: ContextStore, sources: dict[str, Path], fake_embedder: HashingEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal.append(store, [journal.rescan_entry("company", "company", sources["company"], reason="start"),
+                           journal.rescan_entry("user", "users", sources["users"], reason="start")])
+    journal.apply_changes(store, fake_embedder)
+    monkeypatch.setattr(sources_mod.os, "walk", _no_walk)
+    refunds = sources["company"] / "refunds.md"
+    refunds.write_text(refunds.read_text().replace("within 30 days", "within 14 days"))
+    (sources["company"] / "billing" / "invoices.md").unlink()
+    (sources["users"] / "u-2.json").write_text('{"user_id": "u-2", "captured_at": "2026-11-21T10:00:00Z", "account": {"status": "active"}}')
+    journal.append(store, [
+        journal.entry_for_path(store.settings, refunds),
+        journal.entry_for_path(store.settings, sources["company"] / "billing" / "invoices.md", deleted=True),
+        journal.entry_for_path(store.settings, sources["users"] / "u-2.json"),
+    ])
+    result = journal.apply_changes(store, fake_embedder)
+    assert (result.company.seen, result.company.changed, result.company.deleted) == (1, 1, 1)
+    assert result.users.changed == 1
+    assert "14 days" in retrieve(store, fake_embedder, "refund within 14 days", k=1).results[0].text
+
+
+def test_named_files_are_filtered_as_a_walk_would_filter_them(sources: dict[str, Path]) -> None:
+    root = sources["company"]
+    (root / ".git").mkdir()
+    (root / ".git" / "notes.md").write_text("# hidden\n")
+    (root / "draft.md.swp").write_text("x")
+    outside = root.parent / "elsewhere.md"
+    outside.write_text("# not ours\n")
+    source = SourceConfig(name="company", path=root)
+    walked = {f.rel_path: f for f in sources_mod.list_source_files(source)}
+    named = sources_mod.list_source_files(
+        source, only=[root / "refunds.md", root / "billing" / "invoices.md", root / ".git" / "notes.md",
+                      root / "draft.md.swp", root / "gone.md", outside, root / "billing"]
+    )
+    assert [f.rel_path for f in named] == ["billing/invoices.md", "refunds.md"]
+    assert all(f == walked[f.rel_path] for f in named)
+    assert sources_mod.list_source_files(source, only=[]) == []
+
+
+def _fts_runs(store: ContextStore) -> list[IngestRun]:
+    with store.session() as s:
+        return list(s.exec(select(IngestRun).where(IngestRun.stage == STAGE_FTS)).all())
+
+
+def _edit_and_apply(applier: WarmApplier, store: ContextStore, path: Path, old: str, new: str) -> None:
+    path.write_text(path.read_text().replace(old, new))
+    journal.append(store, [journal.entry_for_path(store.settings, path)])
+    assert applier.apply_once().applied_ids
+
+
+def test_optimize_runs_off_the_apply_path_and_the_timeline_says_when_fts_covered(
+    store: ContextStore, sources: dict[str, Path], fake_embedder: HashingEmbedder
+) -> None:
+    journal.append(store, [journal.rescan_entry("company", "company", sources["company"], reason="start")])
+    applier = WarmApplier(store, fake_embedder, optimize_every=3)
+    applier.apply_once()
+    refunds = sources["company"] / "refunds.md"
+    _edit_and_apply(applier, store, refunds, "within 30 days", "within 14 days")
+    assert applier.uncovered_commits == 2 and _fts_runs(store) == []
+    # retrievable, by meaning and by words, before any optimize
+    assert "14 days" in retrieve(store, fake_embedder, "refund within 14 days", k=1, mode="hybrid").results[0].text
+    assert any("14 days" in r["text"] for r in store.index.text_search(store.index.company_table_name, "14 days", 5, columns=["text"]))
+    with store.session() as s:
+        lags = s.exec(select(VersionLag)).all()
+    assert lags and all(lag.fts_indexed_at is None for lag in lags)  # not covered yet, and not claimed
+
+    assert applier.optimize()
+    (run,) = _fts_runs(store)
+    assert run.status == "succeeded" and run.stats["commits_covered"] == 2 and applier.uncovered_commits == 0
+    with store.session() as s:
+        lags = s.exec(select(VersionLag)).all()
+    assert all(lag.fts_indexed_at is not None and lag.fts_indexed_at >= lag.committed_at for lag in lags)
+    assert not applier.optimize()  # nothing left to cover
+
+    # the third uncovered commit optimizes at once, inside the apply
+    for i in range(3):
+        _edit_and_apply(applier, store, refunds, f"within {14 + i} days", f"within {15 + i} days")
+    assert len(_fts_runs(store)) == 2 and applier.uncovered_commits == 0
+
+
+def test_a_version_recorded_after_an_fts_run_finds_it(
+    store: ContextStore, sources: dict[str, Path], fake_embedder: HashingEmbedder
+) -> None:
+    journal.append(store, [journal.rescan_entry("company", "company", sources["company"], reason="start")])
+    applier = WarmApplier(store, fake_embedder)
+    applier.apply_once()
+    with store.session() as s:  # as if the timelines were written later (freshness_report does that)
+        for lag in s.exec(select(VersionLag)).all():
+            s.delete(lag)
+    applier.optimize()
+    assert record_lags(store) == 2
+    with store.session() as s:
+        lags = s.exec(select(VersionLag)).all()
+        (run,) = s.exec(select(IngestRun).where(IngestRun.stage == STAGE_FTS)).all()
+    assert all(lag.fts_indexed_at == run.finished_at for lag in lags)
+
+
+def test_stop_leaves_the_tables_covered(store: ContextStore, sources: dict[str, Path], fake_embedder: HashingEmbedder) -> None:
+    journal.append(store, [journal.rescan_entry("company", "company", sources["company"], reason="start")])
+    applier = WarmApplier(store, fake_embedder, optimize_idle_s=3600).start()
+    applier.apply_once()
+    assert applier.uncovered_commits
+    applier.stop()
+    assert applier.uncovered_commits == 0 and len(_fts_runs(store)) == 1
+
+
+def test_the_dagster_path_index_run_still_covers_its_own_rows(
+    store: ContextStore, sources: dict[str, Path], fake_embedder: HashingEmbedder
+) -> None:
+    journal.append(store, [journal.rescan_entry("company", "company", sources["company"], reason="start")])
+    journal.apply_changes(store, fake_embedder, applied_by="dagster")  # optimize=True, as the assets run it
+    record_lags(store)
+    with store.session() as s:
+        lags = s.exec(select(VersionLag)).all()
+        (index_run,) = s.exec(select(IngestRun).where(IngestRun.stage == "index")).all()
+    assert lags and all(lag.fts_indexed_at == index_run.finished_at for lag in lags)
+
+
+def test_one_torch_thread_when_the_machine_is_overloaded() -> None:
+    assert threads_for_load(4, load=3.1, cores=2) == 1  # above 1.5 × cores
+    assert threads_for_load(4, load=3.0, cores=2) == 4
+    assert threads_for_load(2, load=0.2, cores=8) == 2
+    assert threads_for_load(3, cores=os.cpu_count()) in (1, 3)  # the machine's own load average
+
+
+def test_the_warm_path_commits_a_large_batch_in_small_waves(
+    store: ContextStore, sources: dict[str, Path], fake_embedder: HashingEmbedder
+) -> None:
+    journal.append(store, [journal.rescan_entry("company", "company", sources["company"], reason="start")])
+    applier = WarmApplier(store, fake_embedder, wave_chunks=1, optimize_every=100)
+    result = applier.apply_once()
+    # a wave closes once it holds wave_chunks chunks: with one, every document is its own commit
+    assert result.company_index.items_indexed == 2 and result.company_index.lancedb_commits == 2
+    assert applier.uncovered_commits == 2
