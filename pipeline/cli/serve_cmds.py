@@ -29,7 +29,14 @@ def serve(ctx: click.Context, host: str, port: int, workers: int) -> None:
         metrics_dir = tempfile.mkdtemp(prefix="freshcontext-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # /metrics adds up all workers
     try:
-        uvicorn.run("service.asgi:app", host=host, port=port, workers=workers, log_level="warning", access_log=False)
+        # A worker answers the supervisor's health pings from a thread; on a CPU-starved host
+        # (ingest, embedding and API on two cores) a ping can wait past uvicorn's default 5 s,
+        # and the supervisor then kills a healthy worker mid-request. Info level, so a worker
+        # that did die or was replaced is in the log.
+        uvicorn.run(
+            "service.asgi:app", host=host, port=port, workers=workers, log_level="info", access_log=False,
+            timeout_worker_healthcheck=30,
+        )
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
