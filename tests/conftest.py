@@ -70,6 +70,18 @@ def store(sources: dict[str, Path]) -> ContextStore:
     )
 
 
+def open_with_staff_answers(sources: dict[str, Path], **settings: Any) -> ContextStore:
+    """The ``sources`` home plus a staff-answer source beside the company folder (the learning loop's)."""
+    staff = sources["company"].parent / "staff_answers"
+    staff.mkdir()
+    return ContextStore.open(
+        sources["home"],
+        company_sources=[{"name": "company", "path": str(sources["company"])}, {"name": "staff", "path": str(staff), "kind": "staff_answer"}],
+        user_sources=[{"name": "users", "path": str(sources["users"])}],
+        **settings,
+    )
+
+
 @pytest.fixture
 def fake_embedder() -> HashingEmbedder:
     return HashingEmbedder()

@@ -17,6 +17,7 @@ from context_store.routing import EscalationReason
 from context_store.store import ContextStore
 from context_store.webhooks import generate_secret
 from service.app import create_app
+from tests.conftest import open_with_staff_answers
 
 SECRET = generate_secret()
 API_KEY = "stream-key"
@@ -31,12 +32,8 @@ QUESTIONS = [
 
 @pytest.fixture
 def kb(sources: dict[str, Path], fake_embedder: HashingEmbedder) -> ContextStore:
-    staff = sources["company"].parent / "staff_answers"
-    staff.mkdir()
-    store = ContextStore.open(
-        sources["home"],
-        company_sources=[{"name": "company", "path": str(sources["company"])}, {"name": "staff", "path": str(staff), "kind": "staff_answer"}],
-        user_sources=[{"name": "users", "path": str(sources["users"])}],
+    store = open_with_staff_answers(
+        sources,
         api_keys=[API_KEY],
         routing={"webhook_secrets": [SECRET]},
     )

@@ -20,21 +20,18 @@ from context_store.retrieval import retrieve
 from context_store.store import ContextStore
 from context_store.webhooks import generate_secret, sign_headers
 from service.app import create_app
+from tests.conftest import open_with_staff_answers
 
 pytestmark = pytest.mark.e2e
 SECRET = generate_secret()
 KEY = {"x-api-key": "agent-key"}
 
 
-def test_ask_escalate_answer_ask_again(sources: dict[str, Path], tmp_path: Path) -> None:
+def test_ask_escalate_answer_ask_again(sources: dict[str, Path]) -> None:
     """Through POST /v1/retrieve with the real model and the API's own confidence and decision."""
     emb = SentenceTransformerEmbedder()
-    staff = tmp_path / "staff_answers"
-    staff.mkdir()
-    store = ContextStore.open(
-        sources["home"],
-        company_sources=[{"name": "company", "path": str(sources["company"])}, {"name": "staff", "path": str(staff), "kind": "staff_answer"}],
-        user_sources=[{"name": "users", "path": str(sources["users"])}],
+    store = open_with_staff_answers(
+        sources,
         user_state_max_age_hours=24 * 365,
         api_keys=["agent-key"],
         routing={"webhook_secrets": [SECRET]},

@@ -25,19 +25,15 @@ from context_store.retrieval import retrieve
 from context_store.routing import EscalationReason, RoutingConfig, SensitiveTopic, escalation_reasons, record_asked
 from context_store.store import ContextStore
 from context_store.webhooks import generate_secret, verify
-from tests.conftest import REFUNDS_V1
+from tests.conftest import REFUNDS_V1, open_with_staff_answers
 
 OUT_SECRET = generate_secret()
 
 
 @pytest.fixture
 def kb(sources: dict[str, Path], fake_embedder: HashingEmbedder) -> ContextStore:
-    staff = sources["company"].parent / "staff_answers"
-    staff.mkdir()
-    store = ContextStore.open(
-        sources["home"],
-        company_sources=[{"name": "company", "path": str(sources["company"])}, {"name": "staff", "path": str(staff), "kind": "staff_answer"}],
-        user_sources=[{"name": "users", "path": str(sources["users"])}],
+    store = open_with_staff_answers(
+        sources,
         routing={"outbound_url": "http://127.0.0.1:9/unused", "outbound_secrets": [OUT_SECRET]},
     )
     ingest(store, fake_embedder)

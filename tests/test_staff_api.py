@@ -19,6 +19,7 @@ from context_store.routing import EscalationReason
 from context_store.store import ContextStore
 from context_store.webhooks import generate_secret, sign_headers
 from service.app import create_app
+from tests.conftest import open_with_staff_answers
 
 OLD, NEW = generate_secret(), generate_secret()
 API_KEY = "staff-key-123"
@@ -26,12 +27,8 @@ API_KEY = "staff-key-123"
 
 @pytest.fixture
 def kb(sources: dict[str, Path], fake_embedder: HashingEmbedder) -> ContextStore:
-    staff = sources["company"].parent / "staff_answers"
-    staff.mkdir()
-    store = ContextStore.open(
-        sources["home"],
-        company_sources=[{"name": "company", "path": str(sources["company"])}, {"name": "staff", "path": str(staff), "kind": "staff_answer"}],
-        user_sources=[{"name": "users", "path": str(sources["users"])}],
+    store = open_with_staff_answers(
+        sources,
         api_keys=[API_KEY],
         routing={"webhook_secrets": [OLD, NEW], "max_webhook_body_bytes": 4096},
     )

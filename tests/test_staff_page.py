@@ -22,6 +22,7 @@ from context_store.retrieval import retrieve
 from context_store.routing import EscalationReason
 from context_store.store import ContextStore
 from service.app import create_app
+from tests.conftest import open_with_staff_answers
 
 API_KEY = "page-key-9"
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
@@ -60,16 +61,12 @@ def browser_path() -> str:
 
 
 @pytest.fixture
-def served(sources: dict[str, Path], tmp_path: Path) -> Iterator[tuple[str, ContextStore, str]]:
+def served(sources: dict[str, Path]) -> Iterator[tuple[str, ContextStore, str]]:
     import uvicorn
 
     emb = HashingEmbedder()
-    staff = tmp_path / "staff_answers"
-    staff.mkdir()
-    store = ContextStore.open(
-        sources["home"],
-        company_sources=[{"name": "company", "path": str(sources["company"])}, {"name": "staff", "path": str(staff), "kind": "staff_answer"}],
-        user_sources=[{"name": "users", "path": str(sources["users"])}],
+    store = open_with_staff_answers(
+        sources,
         api_keys=[API_KEY],
     )
     ingest(store, emb)
