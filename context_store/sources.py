@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -120,7 +121,7 @@ def _source_file(source: SourceConfig, root: Path, path: Path) -> SourceFile | N
         st = path.stat()
     except OSError:
         return None  # vanished between listing and stat: the next scan sees the truth
-    if not path.is_file():
+    if not stat.S_ISREG(st.st_mode):  # the stat above already says; is_file() would stat again
         return None
     return SourceFile(
         source_name=source.name,
