@@ -30,6 +30,7 @@ import dagster as dg
 from assets.resources import StoreResource
 from context_store import journal
 from context_store.embedding import Embedder, HashingEmbedder, build_embedder
+from context_store.freshness import percentile
 from context_store.ingest import ingest
 from context_store.replay import FileWrite, History, run_replay
 from context_store.settings import Settings
@@ -77,10 +78,9 @@ class _TimedEmbedder:
 
 
 def _p(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))], 3)
+    """The replay's own percentile (its lag figures use it), rounded for the report."""
+    value = percentile(values, q)
+    return None if value is None else round(value, 3)
 
 
 class WarmDriver:
