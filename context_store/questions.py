@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -79,60 +80,96 @@ def _hit_memory(result: RetrievalResult) -> list[dict[str, Any]]:
 
 
 class _OpenVectors:
-    """Vectors of open questions, per process: a question's vector never changes, so each
-    escalation reads only the ids of the open questions and fetches the vectors it has not
-    seen. Reading every open question's vector per escalation grew with the queue (31 % of
-    an API worker's time with ~3,000 open questions)."""
+    """Vectors of open questions, per process. A question's vector never changes and a
+    question never returns to ``open``, so the set only needs two kinds of news: questions
+    another process queued (a re-read of the open ids at most every ``REFRESH_S``; this
+    process's own are added as it queues them) and questions that left ``open`` (caught when
+    one is the nearest: its row is re-read, and it is dropped). Reading the open ids on every
+    escalation cost ~5 ms a request with ~1,200 open questions."""
+
+    REFRESH_S = 1.0
 
     def __init__(self) -> None:
         self.vectors: dict[str, np.ndarray] = {}
-        self.ids: tuple[str, ...] = ()
-        self.kept: tuple[str, ...] = ()  # ids whose vector has the query's dimension
+        self.kept: tuple[str, ...] = ()  # ids whose vector has the current dimension, in matrix order
         self.matrix = np.zeros((0, 0), dtype=np.float32)
+        self.dirty = True
+        self.refreshed_at = -1e18
         self.lock = threading.Lock()
 
-    def nearest(self, session: Session, vector: np.ndarray, model: str) -> tuple[str | None, float]:
-        ids = tuple(session.exec(
+    def _refresh(self, session: Session, model: str) -> None:
+        ids = session.exec(
             select(RoutedQuestion.question_id).where(RoutedQuestion.status == "open", RoutedQuestion.model == model)
-            .order_by(col(RoutedQuestion.question_id))
-        ).all())
+        ).all()
+        missing = [i for i in ids if i not in self.vectors]
+        for start in range(0, len(missing), 500):
+            part = missing[start : start + 500]
+            for question_id, blob in session.exec(
+                select(RoutedQuestion.question_id, RoutedQuestion.vector).where(col(RoutedQuestion.question_id).in_(part))
+            ).all():
+                self.vectors[question_id] = from_vector(blob)
+        self.vectors = {i: self.vectors[i] for i in sorted(ids) if i in self.vectors}  # closed questions leave the cache
+        self.dirty = True
+        self.refreshed_at = time.monotonic()
+
+    def _rebuild(self, dim: int) -> None:
+        keep = [i for i, v in self.vectors.items() if v.shape == (dim,)]
+        self.kept = tuple(keep)
+        self.matrix = np.stack([self.vectors[i] for i in keep]) if keep else np.zeros((0, dim), dtype=np.float32)
+        self.dirty = False
+
+    def add(self, question_id: str, vector: np.ndarray) -> None:
         with self.lock:
-            if ids != self.ids:
-                missing = [i for i in ids if i not in self.vectors]
-                for start in range(0, len(missing), 500):
-                    part = missing[start : start + 500]
-                    for question_id, blob in session.exec(
-                        select(RoutedQuestion.question_id, RoutedQuestion.vector).where(col(RoutedQuestion.question_id).in_(part))
-                    ).all():
-                        self.vectors[question_id] = from_vector(blob)
-                keep = [i for i in ids if i in self.vectors and self.vectors[i].shape == vector.shape]
-                self.vectors = {i: self.vectors[i] for i in keep}  # closed questions leave the cache
-                self.ids = ids
-                self.kept = tuple(keep)
-                self.matrix = np.stack([self.vectors[i] for i in keep]) if keep else np.zeros((0, vector.shape[0]), dtype=np.float32)
+            self.vectors[question_id] = vector
+            self.dirty = True
+
+    def drop(self, question_id: str) -> None:
+        with self.lock:
+            if self.vectors.pop(question_id, None) is not None:
+                self.dirty = True
+
+    def nearest(self, session: Session, vector: np.ndarray, model: str, *, exclude: frozenset[str] = frozenset()) -> tuple[str | None, float]:
+        with self.lock:
+            if time.monotonic() - self.refreshed_at >= self.REFRESH_S:
+                self._refresh(session, model)
+            if self.dirty or self.matrix.shape[1:] != vector.shape:
+                self._rebuild(vector.shape[0])
             kept, matrix = self.kept, self.matrix
-        if not kept or matrix.shape[1] != vector.shape[0]:
+        if not kept:
             return None, -1.0
         sims = matrix @ vector
-        i = int(np.argmax(sims))
-        return kept[i], float(sims[i])
+        for i in np.argsort(-sims)[: len(exclude) + 1].tolist():
+            if kept[i] not in exclude:
+                return kept[i], float(sims[i])
+        return None, -1.0
 
 
 _OPEN: dict[tuple[str, str], _OpenVectors] = {}
 _OPEN_LOCK = threading.Lock()
 
 
-def _nearest_open(session: Session, vector: np.ndarray, model: str) -> tuple[RoutedQuestion | None, float]:
-    """The open question most similar to ``vector`` (its row is read afresh, so its status is checked)."""
-    bind = session.get_bind()
-    key = (str(bind.url), model)
+def _open_cache(session: Session, model: str) -> _OpenVectors:
+    key = (str(session.get_bind().url), model)
     with _OPEN_LOCK:
-        cache = _OPEN.setdefault(key, _OpenVectors())
-    question_id, sim = cache.nearest(session, vector, model)
-    if question_id is None:
-        return None, -1.0
-    best = session.get(RoutedQuestion, question_id)
-    return (best, sim) if best is not None and best.status == "open" else (None, -1.0)
+        return _OPEN.setdefault(key, _OpenVectors())
+
+
+def _nearest_open(session: Session, vector: np.ndarray, model: str) -> tuple[RoutedQuestion | None, float]:
+    """The open question most similar to ``vector``; its row is read afresh, and a question
+    that has left ``open`` since the cache saw it is dropped and the next nearest is tried."""
+    cache = _open_cache(session, model)
+    gone: set[str] = set()
+    for _ in range(5):  # more than a few closed in the last second means the cache is stale: refresh
+        question_id, sim = cache.nearest(session, vector, model, exclude=frozenset(gone))
+        if question_id is None:
+            return None, -1.0
+        best = session.get(RoutedQuestion, question_id)
+        if best is not None and best.status == "open":
+            return best, sim
+        cache.drop(question_id)
+        gone.add(question_id)
+    cache.refreshed_at = -1e18
+    return None, -1.0
 
 
 def route_question(
@@ -184,6 +221,9 @@ def route_question(
         session.add(question)
         session.flush()
         session.add(ask)
+        # Seen by this process's next escalation at once (others within REFRESH_S); a rollback
+        # leaves an id whose row is missing, which _nearest_open drops when it meets it.
+        _open_cache(session, model).add(question.question_id, vector)
         if config.outbound_url:
             enqueue(session, "routed_question.created", config.outbound_url, question_view(question, [ask], None), now=now)
         return RoutingOutcome(question.question_id, False, 1.0, 1)

@@ -116,6 +116,39 @@ def _route(kb: ContextStore, emb: HashingEmbedder, text: str, user: str | None =
     return route_question(kb, result, reasons, vector=emb.encode([text])[0], model=emb.name, confidence=0.1, **kw)
 
 
+def test_grouping_sees_other_processes_questions_and_skips_closed_ones(kb: ContextStore, fake_embedder: HashingEmbedder) -> None:
+    """The open-question cache: a question queued by another process is found once the cache
+    re-reads the open ids (at most REFRESH_S later), and a nearest question that has left
+    ``open`` meanwhile is skipped for the next nearest open one, not ignored."""
+    from sqlalchemy import text as sql
+
+    from context_store import questions
+
+    lamp = "Can I get a refund for a lamp I bought 40 days ago?"
+    first = _route(kb, fake_embedder, lamp)
+    second = _route(kb, fake_embedder, "Which carrier ships to Norway?")
+    # Another process queues a near-duplicate of the second; this process has not seen it yet.
+    twin = "q-from-another-process"
+    with kb.engine.begin() as conn:
+        conn.execute(sql(
+            "INSERT INTO routed_questions (question_id, status, text, reasons, context, user_state, model, vector, created_at, "
+            "updated_at, ask_count) SELECT :id, 'open', text, reasons, context, user_state, model, vector, created_at, updated_at, 1 "
+            "FROM routed_questions WHERE question_id = :src"), {"id": twin, "src": first.question_id})
+        conn.execute(sql("UPDATE routed_questions SET status = 'dismissed' WHERE question_id = :id"), {"id": first.question_id})
+    cache = questions._OPEN[(str(kb.engine.url), fake_embedder.name)]
+    assert twin not in cache.vectors
+    # The cached nearest (first) was dismissed behind the cache's back: skipped, not grouped with.
+    # The twin is unknown until the refresh, so this ask queues a new question...
+    cache.refreshed_at = __import__("time").monotonic()
+    fresh = _route(kb, fake_embedder, lamp)
+    assert not fresh.grouped and first.question_id not in cache.vectors
+    # ...and after the refresh interval the twin (and the fresh one) are both candidates.
+    cache.refreshed_at -= questions._OpenVectors.REFRESH_S
+    again = _route(kb, fake_embedder, lamp)
+    assert again.grouped and again.question_id in (twin, fresh.question_id)
+    assert twin in cache.vectors and second.question_id in cache.vectors
+
+
 def test_routed_question_memory_grouping_and_lifecycle(kb: ContextStore, fake_embedder: HashingEmbedder) -> None:
     first = _route(kb, fake_embedder, "Can I get a refund for a lamp I bought 40 days ago?", "u-1", trace_id="t-1", conversation_id="c-9")
     q = get_question(kb, first.question_id)
