@@ -12,7 +12,9 @@ One run, side by side:
 * ``--clients`` threads send distinct held-out questions over keep-alive connections for
   ``--seconds``; prints p50/p95/p99 and requests/s, and the server-side split (encode,
   search) from the responses' ``timings_ms``;
-* the same clients against a no-op app on the same server stack (the HTTP floor);
+* the same clients against a no-op app on the same server stack (the HTTP floor), and
+  against that app encoding each query and nothing else (the encode floor: no retrieval
+  with this model on this machine can serve faster);
 * in this process: recall@10 of the served dense index (two-stage when the table is large)
   against exact search, and the time of a bare exact numpy search (the floor).
 
@@ -217,16 +219,20 @@ def load(port: int, questions: list[str], clients: int, seconds: float, warmup: 
     }
 
 
-def http_floor(questions: list[str], clients: int, seconds: float, warmup: float, workers: int) -> dict[str, object]:
-    """The same clients against the same server stack doing no retrieval (bench/http_floor_app.py)."""
+def http_floor(questions: list[str], clients: int, seconds: float, warmup: float, workers: int, *, encode_home: Path | None = None) -> dict[str, object]:
+    """The same clients against the same server stack doing no retrieval (bench/http_floor_app.py);
+    with ``encode_home``, doing nothing but encode each query as /v1/retrieve would (the encode floor)."""
     port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    if encode_home is not None:
+        env["FRESHCONTEXT_FLOOR_HOME"] = str(encode_home)
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "bench.http_floor_app:app", "--port", str(port), "--workers", str(workers),
          "--log-level", "warning", "--no-access-log"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + 120
         while time.time() < deadline:
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
@@ -235,12 +241,13 @@ def http_floor(questions: list[str], clients: int, seconds: float, warmup: float
                     break
             except OSError:
                 time.sleep(0.2)
-        time.sleep(1.0)  # every worker up
+        time.sleep(1.0 if encode_home is None else 10.0)  # every worker up (and its encoder loaded)
         out = load(port, questions, clients, seconds, warmup)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    return {"http_floor_p50_ms": out["p50_ms"], "http_floor_p95_ms": out["p95_ms"], "http_floor_rps": out["rps"]}
+    name = "http_floor" if encode_home is None else "encode_floor"
+    return {f"{name}_p50_ms": out["p50_ms"], f"{name}_p95_ms": out["p95_ms"], f"{name}_rps": out["rps"]}
 
 
 def recall_and_floor(home: Path, questions: list[str], n: int = 300) -> dict[str, float]:
@@ -293,6 +300,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "freshcontext-bench-latency")
     parser.add_argument("--no-http-floor", action="store_true", help="skip serving the same load from a no-op app")
+    parser.add_argument("--no-encode-floor", action="store_true", help="skip serving the same load from an app that only encodes the query")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if not (DATA / "stackfaq").is_dir():
@@ -309,7 +317,11 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    floors = {} if args.no_http_floor else http_floor(questions, args.clients, args.seconds, args.warmup, args.workers)
+    floors: dict[str, object] = {}
+    if not args.no_http_floor:
+        floors.update(http_floor(questions, args.clients, args.seconds, args.warmup, args.workers))
+    if not args.no_encode_floor:
+        floors.update(http_floor(questions, args.clients, args.seconds, args.warmup, args.workers, encode_home=home))
     load_avg = os.getloadavg()[0]
     out = {
         "chunks": args.chunks, "real_rows": min(args.real, args.chunks), "clients": args.clients, "workers": args.workers,
@@ -323,9 +335,12 @@ def main() -> None:
     print(f"/v1/retrieve: p50 {served['p50_ms']:.1f} ms  p95 {served['p95_ms']:.1f} ms  p99 {served['p99_ms']:.1f} ms  {served['rps']:.1f} req/s  errors {served['errors']}")
     print(f"  server side p50: {served['server_p50_ms']}")
     print(f"  goal p95 <= 30 ms: {served['p95_ms'] / 30:.2f}x of goal; goal >= 150 req/s: {served['rps'] / 150:.2f}x of goal")
-    if floors:
+    if "http_floor_rps" in floors:
         print(f"same clients on a no-op FastAPI app (the HTTP floor): p50 {floors['http_floor_p50_ms']:.1f} ms  p95 {floors['http_floor_p95_ms']:.1f} ms  "
               f"{floors['http_floor_rps']:.1f} req/s")
+    if "encode_floor_rps" in floors:
+        print(f"same clients on that app encoding each query and nothing else (the encode floor): p50 {floors['encode_floor_p50_ms']:.1f} ms  "
+              f"p95 {floors['encode_floor_p95_ms']:.1f} ms  {floors['encode_floor_rps']:.1f} req/s")
     print(f"encoding one query: {floor['encode_one_query_ms']:.2f} ms")
     print(f"dense index: {floor['index']} ({floor['dims']} dims, pool {floor['pool']}), recall@10 vs exact {floor['recall_vs_exact']:.4f}, "
           f"{floor['dense_search_ms']:.2f} ms; bare numpy exact search {floor['numpy_exact_ms']:.2f} ms (ratio {floor['numpy_exact_ms'] / max(floor['dense_search_ms'], 1e-9):.1f}x)")
