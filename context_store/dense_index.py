@@ -10,7 +10,8 @@ what is current.
 
 Large tables (``ann``: ``auto`` from ``ann_min_rows``) are searched in two stages: every
 row is scored on a PCA projection of the vectors (96 of 384 dimensions: a quarter of the
-memory to read), and the best ``pool`` rows are then scored exactly and ranked. Measured
+memory to read), and the best ``pool`` rows are then scored exactly and ranked. Concurrent
+searches share one pass of the first stage (``context_store.coalesce``). Measured
 at 100k rows side by side: 8.1 ms against 22.5 ms exact, recall@10 0.988; an inverted-file
 index probing 30 % of 316 clusters reached recall 0.98 but cost 19.6 ms (many small
 products). Recall against exact search is measured by ``bench/latency.py``
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from context_store.coalesce import Coalescer
 from context_store.settings import RetrievalConfig
 from context_store.text_index import TermIndex
 from context_store.vector_index import VectorIndex
@@ -95,6 +97,7 @@ class DenseIndex:
         self._checked_at = 0.0
         self._lock = threading.Lock()
         self.reloads = 0
+        self._first_stage = Coalescer(self._pools, max_batch=16)
 
     @classmethod
     def from_config(cls, index: VectorIndex, config: RetrievalConfig, **overrides: Any) -> "DenseIndex":
@@ -201,9 +204,26 @@ class DenseIndex:
             return snap, *_top(np.arange(snap.size), scores, k)
         assert snap.projected is not None
         pool = min(snap.size, max(self.pool, 2 * k))
-        rough = snap.projected @ (q @ snap.projection)
-        rows = np.argpartition(-rough, pool - 1)[:pool] if pool < snap.size else np.arange(snap.size)
+        rows = self._first_stage((snap, q, pool))
         return snap, *_top(rows, snap.vectors[rows] @ q, k)
+
+    @staticmethod
+    def _pools(items: list[tuple[Snapshot, np.ndarray, int]]) -> list[np.ndarray]:
+        """First stage for concurrent searches: one pass over each snapshot's projected rows
+        scores every query in the batch (the pass is memory-bound: ~38 MB at 100k rows)."""
+        out: list[np.ndarray | None] = [None] * len(items)
+        by_snap: dict[int, list[int]] = {}
+        for i, (snap, _, _) in enumerate(items):
+            by_snap.setdefault(id(snap), []).append(i)
+        for members in by_snap.values():
+            snap = items[members[0]][0]
+            assert snap.projected is not None and snap.projection is not None
+            queries = np.stack([items[i][1] for i in members]) @ snap.projection
+            rough = queries @ snap.projected.T  # (queries, rows)
+            for row, i in zip(rough, members):
+                pool = items[i][2]
+                out[i] = np.argpartition(-row, pool - 1)[:pool] if pool < snap.size else np.arange(snap.size)
+        return out  # type: ignore[return-value]
 
     def text_search(self, query: str, k: int, *, mask: np.ndarray | None = None) -> tuple[Snapshot, np.ndarray, np.ndarray] | None:
         """BM25 top ``k`` over the snapshot's rows, or None when this index keeps no text index."""

@@ -20,13 +20,21 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
+from sqlalchemy import bindparam
+from sqlalchemy import select as sa_select
 from sqlmodel import col, or_, select
 
 from context_store.chunking import chunk_document
 from context_store.dense_index import DenseIndex
 from context_store.embedding import Embedder
 from context_store.errors import InvalidRequest, UnknownUser
-from context_store.fusion import Candidate, bm25_scores, rrf, score_fusion, text_weight_for
+from context_store.fusion import (
+    Candidate,
+    bm25_scores,
+    rrf,
+    score_fusion,
+    text_weight_for,
+)
 from context_store.models import (
     ChunkRecord,
     Document,
@@ -119,6 +127,14 @@ class RetrievalResult:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# A version is current when its document points at it; ``ids`` expands to the candidates' versions.
+_CURRENT_VERSIONS = (
+    sa_select(DocumentVersion.__table__.c.version_id, DocumentVersion.__table__.c.content_hash)
+    .join(Document.__table__, Document.__table__.c.current_version_id == DocumentVersion.__table__.c.version_id)
+    .where(DocumentVersion.__table__.c.version_id.in_(bindparam("ids", expanding=True)))
+)
 
 
 def parse_as_of(value: str | datetime | None, *, now: datetime | None = None) -> datetime | None:
@@ -381,14 +397,12 @@ class Retriever:
         # Look at a bounded prefix: a few superseded rows may be skipped, not thousands.
         prefix = fused[: max(result.k * 3, result.k + 20)]
         version_ids = {rows[c.key]["version_id"] for c in prefix}
-        with self.store.session() as session:
-            current = dict(
-                session.exec(
-                    select(DocumentVersion.version_id, DocumentVersion.content_hash)
-                    .join(Document, col(Document.current_version_id) == col(DocumentVersion.version_id))
-                    .where(col(DocumentVersion.version_id).in_(version_ids))
-                ).all()
-            ) if version_ids else {}
+        current: dict[str, str] = {}
+        if version_ids:
+            # Core, not the ORM: this runs on every request, and an ORM session and result cost
+            # ~2 ms of CPU here against ~0.5 ms for the same statement (cached compiled).
+            with self.store.engine.connect() as conn:
+                current = {vid: chash for vid, chash in conn.execute(_CURRENT_VERSIONS, {"ids": list(version_ids)})}
         for c in prefix:
             row = rows[c.key]
             if row["version_id"] not in current:

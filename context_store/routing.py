@@ -18,15 +18,20 @@ without the word "fraud".
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy import bindparam
+from sqlalchemy import insert as sa_insert
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from context_store.embedding import Embedder
@@ -214,10 +219,15 @@ def _example_matrix(embedder: Embedder, examples: list[str]) -> np.ndarray:
         return _EXAMPLES[key]
 
 
+@functools.lru_cache(maxsize=256)
+def _phrase_patterns(phrases: tuple[str, ...]) -> tuple[tuple[str, re.Pattern[str]], ...]:
+    return tuple((p, re.compile(r"(?<![a-z0-9])" + re.escape(p.lower()) + r"(?![a-z0-9])")) for p in phrases)
+
+
 def _phrase_hit(text: str, phrases: list[str]) -> str | None:
     lowered = text.lower().replace("\u2019", "'")  # typographic apostrophes: can’t == can't
-    for phrase in phrases:
-        if re.search(r"(?<![a-z0-9])" + re.escape(phrase.lower()) + r"(?![a-z0-9])", lowered):
+    for phrase, pattern in _phrase_patterns(tuple(phrases)):
+        if pattern.search(lowered):
             return phrase
     return None
 
@@ -324,6 +334,9 @@ def _repeat_contact(
 
 
 _DATE_KEYS_DEADLINE = ("review_by", "expires", "valid_until")
+_DATES_OF_VERSION = sa_select(DocumentVersion.__table__.c.meta, DocumentVersion.__table__.c.valid_from).where(
+    DocumentVersion.__table__.c.version_id == bindparam("version_id")
+)
 _DATE_KEYS_UPDATED = ("reviewed", "last_reviewed", "updated", "last_updated")
 
 
@@ -341,14 +354,36 @@ def _as_datetime(value: Any) -> datetime | None:
     return None
 
 
+_VERSION_DATES: OrderedDict[tuple[str, str], tuple[dict[str, Any], datetime | None]] = OrderedDict()
+_VERSION_DATES_LOCK = threading.Lock()
+
+
+def _version_dates(store: ContextStore, version_id: str) -> tuple[dict[str, Any], datetime | None]:
+    """A version's front matter and valid_from. Both are fixed when the version is written
+    (a change makes a new version), so they are cached per process; the API asks on every answer."""
+    key = (str(store.engine.url), version_id)
+    with _VERSION_DATES_LOCK:
+        found = _VERSION_DATES.get(key)
+        if found is not None:
+            _VERSION_DATES.move_to_end(key)
+            return found
+    with store.engine.connect() as conn:  # two columns, not the version row with its whole text
+        row = conn.execute(_DATES_OF_VERSION, {"version_id": version_id}).first()
+    if row is None:
+        return {}, None  # not cached: a version that is not there yet may be soon
+    meta = row[0] if isinstance(row[0], dict) else {}
+    value = (meta, _as_datetime(row[1]))
+    with _VERSION_DATES_LOCK:
+        _VERSION_DATES[key] = value
+        if len(_VERSION_DATES) > 20_000:
+            _VERSION_DATES.popitem(last=False)
+    return value
+
+
 def _stale_source(store: ContextStore, result: RetrievalResult, config: RoutingConfig, now: datetime) -> EscalationReason | None:
     """The top result's content is past its review date, or older than its source's maximum age."""
     best = result.results[0]
-    with store.session() as session:  # two columns, not the version row with its whole text
-        found = session.exec(
-            select(DocumentVersion.meta, DocumentVersion.valid_from).where(DocumentVersion.version_id == best.version_id)
-        ).first()
-    meta, valid_from = (found[0] or {}, found[1]) if found else ({}, None)
+    meta, valid_from = _version_dates(store, best.version_id)
     for key in _DATE_KEYS_DEADLINE:
         deadline = _as_datetime(meta.get(key))
         if deadline is not None and deadline < now:
@@ -388,10 +423,12 @@ def record_asked(
 ) -> None:
     """Log an assessed question after the policy ran (so it never matches itself as a repeat)."""
     top = result.results[0] if result.results else None
+    row = {
+        "user_id": result.user_id, "conversation_id": conversation_id, "text": result.query, "model": model,
+        "vector": to_vector(vector), "asked_at": now or utcnow(), "decision": decision, "confidence": confidence,
+        "reasons": [r.code for r in reasons or []], "top_doc_id": top.doc_id if top else None,
+        "top_kind": top.kind if top else None, "question_id": question_id, "trace_id": trace_id,
+    }
+    # Core insert, as the trace's: one statement on every request, no ORM unit of work.
     with store.session(session) as session:
-        session.add(AskedQuestion(
-            user_id=result.user_id, conversation_id=conversation_id, text=result.query, model=model,
-            vector=to_vector(vector), asked_at=now or utcnow(), decision=decision, confidence=confidence,
-            reasons=[r.code for r in reasons or []], top_doc_id=top.doc_id if top else None,
-            top_kind=top.kind if top else None, question_id=question_id, trace_id=trace_id,
-        ))
+        session.execute(sa_insert(AskedQuestion.__table__), [row])  # type: ignore[attr-defined]

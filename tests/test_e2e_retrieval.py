@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,14 @@ def test_onnx_query_encoder_matches_the_indexed_model(model_home: Path) -> None:
     assert np.min(np.sum(reference * encoder.encode(texts), axis=1)) > 0.9999
     encoder.encode(texts)
     assert encoder.hits == 2
+    # Concurrent requests' queries are encoded in one padded batch: the same vectors as one by one.
+    questions = ["Where is my parcel?", "How do I change the email address on my account?", "refund", "Can I pay by invoice in Norway?"]
+    onnx = encoder.inner.inner
+    alone = np.stack([onnx.encode([q])[0] for q in questions])
+    assert np.min(np.sum(alone * onnx.encode(questions), axis=1)) > 0.99999
+    with ThreadPoolExecutor(4) as pool:
+        together = np.stack([v[0] for v in pool.map(lambda q: encoder.inner.encode([q]), questions * 5)])
+    assert np.min(np.sum(np.tile(alone, (5, 1)) * together, axis=1)) > 0.99999
 
 
 def test_eval_retrieval_and_calibrate_cli(tmp_path: Path, model_home: Path) -> None:

@@ -220,3 +220,27 @@ def test_reranker_is_skipped_cleanly_when_not_installed(tmp_path: Path, store: C
     ingest(store, HashingEmbedder())
     result = Retriever(store, HashingEmbedder(), reranker=Reverse()).retrieve("refund", k=3)
     assert result.reranked and [len(h.text) for h in result.results] == sorted((len(h.text) for h in result.results), reverse=True)
+
+
+def test_concurrent_projected_searches_share_a_first_stage_and_match_one_at_a_time(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow as pa
+
+    from context_store.vector_index import company_schema
+
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(3000, 24)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    rows = [{"chunk_id": f"c{i}", "doc_id": f"s/d{i}", "version_id": f"v{i}", "chunk_hash": str(i), "ordinal": 0, "kind": "article",
+             "title": "t", "heading": "", "text": "x", "source_path": "p", "source_changed_at": None, "indexed_at": None, "vector": v}
+            for i, v in enumerate(vectors)]
+    index = VectorIndex(str(tmp_path / "lance"))
+    index.db.create_table("company_chunks", data=pa.Table.from_pylist(rows, schema=company_schema(24)))
+    dense = DenseIndex(index, ann="projected", dims=8, pool=100)
+    queries = vectors[:64] + rng.normal(scale=0.1, size=(64, 24)).astype(np.float32)
+    alone = [dense.search(q, 10)[1].tolist() for q in queries]
+    assert dense._first_stage.mean_batch == 1.0
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda q: dense.search(q, 10)[1].tolist(), queries))
+    assert together == alone

@@ -1,0 +1,93 @@
+"""Coalescing concurrent calls into one batched call, without waiting for a batch to fill.
+
+An API process serves several requests at once, and two of their steps are far cheaper per
+item in a batch than one at a time: encoding a query (the network's matrix products are
+skinny for one 12-token query) and the first stage of the dense search (one pass over the
+projected matrix serves every query in the batch; a pass per query is memory-bound).
+
+``Coalescer(fn)`` makes ``fn(items) -> results`` callable one item at a time from many
+threads. The first caller runs ``fn`` at once on its own item; callers arriving while it
+runs queue, and when it finishes the oldest of them runs everything queued in one call. No
+caller ever waits for a batch to fill, so a lone request pays nothing, and under load the
+batch is whatever arrived during the previous call.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+__all__ = ["Coalescer"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class _Slot(Generic[T, R]):
+    __slots__ = ("error", "event", "item", "lead", "result")
+
+    def __init__(self, item: T) -> None:
+        self.item = item
+        self.result: R | None = None
+        self.error: BaseException | None = None
+        self.lead = False
+        self.event = threading.Event()
+
+
+class Coalescer(Generic[T, R]):
+    """Calls ``fn`` with the items of concurrent callers together (at most ``max_batch``)."""
+
+    def __init__(self, fn: Callable[[list[T]], Sequence[R]], *, max_batch: int = 16) -> None:
+        self._fn = fn
+        self.max_batch = max_batch
+        self._lock = threading.Lock()
+        self._pending: list[_Slot[T, R]] = []
+        self._busy = False
+        self.calls = 0
+        self.items = 0
+
+    def __call__(self, item: T) -> R:
+        slot: _Slot[T, R] = _Slot(item)
+        with self._lock:
+            self._pending.append(slot)
+            lead = not self._busy
+            self._busy = True
+        if not lead:
+            slot.event.wait()
+            if not slot.lead:  # done by another caller's batch
+                if slot.error is not None:
+                    raise slot.error
+                return slot.result  # type: ignore[return-value]
+        # Leading: this slot is the oldest pending one, so it is in the batch taken here.
+        with self._lock:
+            batch = self._pending[: self.max_batch]
+            del self._pending[: self.max_batch]
+        try:
+            results = self._fn([s.item for s in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"batched call returned {len(results)} results for {len(batch)} items")
+            for s, r in zip(batch, results):
+                s.result = r
+        except BaseException as exc:  # every caller in the batch gets the error, none hangs
+            for s in batch:
+                s.error = exc
+        with self._lock:
+            self.calls += 1
+            self.items += len(batch)
+            if self._pending:
+                nxt = self._pending[0]
+                nxt.lead = True
+                nxt.event.set()  # the oldest waiting caller runs the next batch
+            else:
+                self._busy = False
+        for s in batch:
+            if s is not slot:
+                s.event.set()
+        if slot.error is not None:
+            raise slot.error
+        return slot.result  # type: ignore[return-value]
+
+    @property
+    def mean_batch(self) -> float:
+        return self.items / self.calls if self.calls else 0.0
