@@ -99,6 +99,7 @@ class WarmDriver:
         self._embedded_s = self.embedder.seconds
         self.applier = WarmApplier(self.store, self.embedder, interval_s=0.5, on_apply=self._timed).start()
         self.watcher = SourceWatcher(self.store, on_journal=self.applier.wake).start(rescan=False)
+        self.applier.backlog = self.watcher.backlog
 
     def _timed(self, result: Any) -> None:
         embed = self.embedder.seconds - self._embedded_s
