@@ -407,6 +407,11 @@ class ReplayDriver(Protocol):
         """Called once a commit's files are on disk (e.g. to run a sensor tick); may block."""
         ...
 
+    def quiesce(self) -> None:
+        """Wait for work ``after_write`` left running, once the commit is measured and probed,
+        so the next driver is measured on a machine this one no longer loads."""
+        ...
+
     def finish(self) -> None:
         """Apply whatever is still pending, so final states can be compared."""
         ...
@@ -586,6 +591,7 @@ def run_replay(
                 if outcome.found is False:
                     st.misses += 1
                     st.miss_examples.append({"commit": commit.sha[:10], "doc_id": doc_id, "query": query[:120]})
+            driver.quiesce()
         if progress:
             progress(index - start + 1, end - start, {n: s.summary() for n, s in stats.items()})
     for driver in drivers:

@@ -57,7 +57,7 @@ class ChunkingConfig(BaseModel):
 
 class EmbeddingConfig(BaseModel):
     model: str = DEFAULT_MODEL
-    batch_size: int = Field(default=64, ge=1, le=4096)
+    batch_size: int = Field(default=8, ge=1, le=4096)
     device: str = "cpu"
 
 

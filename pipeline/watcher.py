@@ -162,6 +162,7 @@ class SourceWatcher:
         self.on_journal = on_journal
         self.stats = WatchStats()
         self._pending: dict[str, _Pending] = {}
+        self._journaling = 0  # paths taken off _pending by a flush that has not written them yet
         self._rescans: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -225,6 +226,11 @@ class SourceWatcher:
             p.last, p.deleted, p.writing, p.events = now, deleted, (writing and not deleted), p.events + 1
             p.polled = p.polled or polled
 
+    def backlog(self) -> int:
+        """Paths seen changing and not journaled yet (quiet time still running, or being journaled)."""
+        with self._lock:
+            return len(self._pending) + self._journaling
+
     def request_rescan(self, path: str, *, reason: str) -> None:
         found = journal.classify(self.store.settings, path)
         if found is None:
@@ -244,11 +250,22 @@ class SourceWatcher:
                     due.append((path, self._pending.pop(path)))
             rescans = [(kind, name, reason) for (kind, name), reason in self._rescans.items()]
             self._rescans.clear()
+            self._journaling += len(due)
         return due, rescans
 
     def flush(self, *, force: bool = False) -> int:
         """Journal every path that is due (all of them with ``force``); returns rows added."""
         due, rescans = self._due(float("inf") if force else time.monotonic())
+        try:
+            added = self._journal(due, rescans)
+        finally:
+            with self._lock:
+                self._journaling -= len(due)
+        if added and self.on_journal:  # after the backlog dropped: a woken applier sees it settled
+            self.on_journal(added)
+        return added
+
+    def _journal(self, due: list[tuple[str, _Pending]], rescans: list[tuple[str, str, str]]) -> int:
         if not due and not rescans:
             return 0
         settings = self.store.settings
@@ -275,8 +292,6 @@ class SourceWatcher:
         self.stats.rescans += len(rescans)
         self.stats.duplicates += len(entries) - added
         self.stats.flushes += 1
-        if added and self.on_journal:
-            self.on_journal(added)
         return added
 
     # -- life cycle ------------------------------------------------------------------------
@@ -390,6 +405,11 @@ class WarmApplier:
     rows are searchable before it runs. It runs once the journal has been quiet for
     ``optimize_idle_s``, after ``optimize_every`` uncovered commits at the latest, and on stop;
     each run is logged as an ``fts`` run and fills in the covered versions' timelines.
+
+    ``backlog`` (the watcher's :meth:`SourceWatcher.backlog`): when woken, wait up to
+    ``settle_s`` for a burst of file events to finish journaling, so the files of one
+    many-file change go into one apply, cheapest first, instead of the first few journaled
+    holding the rest back for a whole apply.
     """
 
     def __init__(
@@ -404,7 +424,9 @@ class WarmApplier:
         embedder_for: Callable[[EmbeddingConfig], Embedder] = build_embedder,
         optimize_idle_s: float = 1.0,
         optimize_every: int = 20,
-        wave_chunks: int = 64,
+        wave_chunks: int = 16,
+        backlog: Callable[[], int] | None = None,
+        settle_s: float = 0.5,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -431,6 +453,8 @@ class WarmApplier:
         self.uncovered_commits = 0  # LanceDB commits not yet folded into the full-text index
         self._last_commit = 0.0
         self.optimizations: list[dict[str, Any]] = []
+        self.backlog = backlog
+        self.settle_s = settle_s
 
     def wake(self, *_: object) -> None:
         self._wake.set()
@@ -461,6 +485,18 @@ class WarmApplier:
                     except Exception as exc:  # reporting must never stop applying
                         log.warning("could not report the update: %s", exc)
             return result
+
+    def settle(self) -> None:
+        """Wait (up to ``settle_s``) until the watcher has journaled every path it saw change."""
+        if self.backlog is None:
+            return
+        deadline = time.monotonic() + self.settle_s
+        while self.backlog() and not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._wake.wait(min(left, 0.05))  # each journal flush wakes us
+            self._wake.clear()
 
     def optimize(self) -> bool:
         """Fold the uncovered commits into the full-text index now; False if there were none or it lost a race."""
@@ -548,6 +584,7 @@ class WarmApplier:
             if self._stop.is_set():
                 break
             try:
+                self.settle()
                 result = self.apply_once()
                 if not result.applied_ids and self.uncovered_commits and self.idle_for() >= self.optimize_idle_s:
                     self.optimize()

@@ -95,6 +95,9 @@ class LazyDriver:
     def after_write(self, writes: list[FileWrite], started: float) -> None:
         pass
 
+    def quiesce(self) -> None:
+        pass
+
     def finish(self) -> None:
         pass
 

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 from sqlmodel import select
 
-from context_store import journal, sources as sources_mod
+from context_store import indexing, journal, sources as sources_mod
+from context_store.chunking import Chunk
+from context_store.documents import sync_company_sources
 from context_store.embedding import HashingEmbedder, threads_for_load
 from context_store.freshness import record_lags
+from context_store.indexing import index_pending_documents
+from context_store.ingest import ingest
 from context_store.models import IngestRun, VersionLag
 from context_store.retrieval import retrieve
 from context_store.runs import STAGE_FTS
 from context_store.settings import SourceConfig
 from context_store.store import ContextStore
-from pipeline.watcher import WarmApplier
+from pipeline.watcher import SourceWatcher, WarmApplier
 
 
 def _no_walk(*_: object, **__: object) -> None:
@@ -158,3 +163,64 @@ def test_the_warm_path_commits_a_large_batch_in_small_waves(
     # a wave closes once it holds wave_chunks chunks: with one, every document is its own commit
     assert result.company_index.items_indexed == 2 and result.company_index.lancedb_commits == 2
     assert applier.uncovered_commits == 2
+
+
+def test_cheapest_documents_are_indexed_first_in_waves_that_grow(
+    store: ContextStore, sources: dict[str, Path], fake_embedder: HashingEmbedder
+) -> None:
+    ingest(store, fake_embedder)
+    company = sources["company"]
+    para = "Invoices list every seat, add-on and credit of the billing period in one table.\n\n"
+    (company / "a-long.md").write_text("# Long\n\n" + "".join(f"## Part {i}\n\n{para * 6}" for i in range(6)))
+    (company / "b-short.md").write_text("# Short\n\nParcels to Norway take nine working days.\n")
+    (company / "c-medium.md").write_text("# Medium\n\n" + "".join(f"## Step {i}\n\n{para}" for i in range(2)))
+    (company / "billing" / "invoices.md").unlink()
+    sync_company_sources(store)
+    report = index_pending_documents(store, fake_embedder, wave_chunks=1, optimize=False)
+    # nothing to embed first (a deletion), then by text to embed, whatever the names say
+    assert report.indexed_ids == ["company/billing/invoices.md", "company/b-short.md", "company/c-medium.md", "company/a-long.md"]
+    assert report.lancedb_commits == 3  # the deletion embeds nothing: it rides in the first document's wave
+
+
+def _pending(doc_id: str, hashes: list[str]) -> indexing._Pending:
+    return indexing._Pending(doc_id, "article", None, [Chunk(i, f"{doc_id}#{h}", h, "", h * 10) for i, h in enumerate(hashes)])
+
+
+def test_waves_count_only_chunks_to_embed_and_double_up_to_the_wave_size() -> None:
+    docs = [_pending(f"d{i}", [f"h{i}"]) for i in range(7)] + [_pending("cached", ["c1", "c2", "c3"])]
+    waves = list(indexing._waves(docs, 4, {"c1", "c2", "c3"}, 1))
+    assert [[p.doc_id for p in w] for w in waves] == [["d0"], ["d1", "d2"], ["d3", "d4", "d5", "d6"], ["cached"]]
+    # a chunk shared by two documents is embedded once, so it counts once
+    shared = list(indexing._waves([_pending("x", ["s"]), _pending("y", ["s"]), _pending("z", ["t"])], 8, set(), 2))
+    assert [[p.doc_id for p in w] for w in shared] == [["x", "y", "z"]]
+
+
+def test_the_applier_waits_for_the_watchers_backlog_but_not_forever(store: ContextStore, fake_embedder: HashingEmbedder) -> None:
+    left = iter([3, 2, 1, 0])
+    draining = WarmApplier(store, fake_embedder, backlog=lambda: next(left), settle_s=5.0)
+    started = time.monotonic()
+    draining.settle()
+    assert next(left, "drained") == "drained" and time.monotonic() - started < 1.0
+    stuck = WarmApplier(store, fake_embedder, backlog=lambda: 1, settle_s=0.3)
+    started = time.monotonic()
+    stuck.settle()
+    assert 0.3 <= time.monotonic() - started < 1.0
+
+
+def test_the_watchers_backlog_counts_paths_until_their_rows_are_written(
+    store: ContextStore, sources: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: dict[str, int] = {}
+    watcher = SourceWatcher(store, debounce_s=0.0, on_journal=lambda _n: seen.setdefault("on_journal", watcher.backlog()))
+    append = journal.append
+
+    def spying_append(*args: object, **kwargs: object) -> int:
+        seen["while_writing"] = watcher.backlog()
+        return append(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(journal, "append", spying_append)
+    watcher.note(str(sources["company"] / "refunds.md"))
+    assert watcher.backlog() == 1
+    assert watcher.flush() == 1
+    # taken off the pending map but not yet written still counts; once written (when the applier is woken) it does not
+    assert seen == {"while_writing": 1, "on_journal": 0} and watcher.backlog() == 0

@@ -83,7 +83,7 @@ def watch(
             if reporter:
                 reporter(result)
 
-        applier = WarmApplier(store, embedder, on_apply=on_apply).start()
+        applier = WarmApplier(store, embedder, on_apply=on_apply, backlog=watcher.backlog).start()
         applier.wake()
         click.echo("warm path ready", err=True)
     stop = threading.Event()
