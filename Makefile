@@ -28,7 +28,7 @@ setup: $(STAMP)
 ## Set up, ingest the bundled demo data through Dagster, then serve the Dagster UI and the API.
 run: setup
 	mkdir -p $(DAGSTER_HOME)
-	test -f $(DAGSTER_HOME)/dagster.yaml || printf 'telemetry:\n  enabled: false\n' > $(DAGSTER_HOME)/dagster.yaml
+	test -f $(DAGSTER_HOME)/dagster.yaml || printf 'telemetry:\n  enabled: false\nrun_queue:\n  dequeue_interval_seconds: 1\n' > $(DAGSTER_HOME)/dagster.yaml
 	DAGSTER_HOME=$(DAGSTER_HOME) $(VENV)/bin/freshcontext demo
 	@echo "Dagster UI: http://127.0.0.1:$(DAGSTER_PORT)   API: http://127.0.0.1:$(PORT)/docs   (Ctrl-C stops both)"
 	export DAGSTER_HOME=$(DAGSTER_HOME); trap 'kill 0' INT TERM EXIT; \

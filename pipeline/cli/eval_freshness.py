@@ -15,8 +15,11 @@ watching its own copy of the folder with the watchdog observer:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -43,7 +46,7 @@ from pipeline.resources import build_resources
 from pipeline.sensors import SENSOR_INTERVAL_S, TAG_RANGE, company_change_sensor
 from pipeline.watcher import SourceWatcher, WarmApplier
 
-__all__ = ["DagsterDriver", "WarmDriver", "freshness_eval", "measure_run_launch"]
+__all__ = ["DaemonDriver", "DagsterDriver", "WarmDriver", "freshness_eval", "measure_run_launch"]
 
 SOURCE_NAME = "history"
 
@@ -241,6 +244,103 @@ class DagsterDriver:
         self.tick()
 
 
+class DaemonDriver:
+    """The Dagster path as deployed: ``freshcontext watch`` (journal only) and ``dagster-daemon
+    run`` on this home, each its own process. The daemon ticks the real sensors on its own
+    interval and launches real runs (a new process each, the model loaded in it); nothing is
+    estimated. Lag = file write → current and indexed, as for the other paths."""
+
+    name = "dagster"
+    READY_TIMEOUT_S = 300.0
+
+    def __init__(self, base: Path, embedder: Embedder, *, model: str | None = None) -> None:
+        if model is not None:
+            raise click.ClickException("the daemon path runs in other processes and needs the real model (not --embedder hashing)")
+        self.root, self.store = _open_home(base, None)
+        self.home = str(self.store.settings.home)
+        self.embedder = embedder
+        self.dagster_home = base / "dagster-home"
+        self.logs = base / "logs"
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._instance: dg.DagsterInstance | None = None
+
+    def bootstrap(self) -> None:
+        ingest(self.store, self.embedder)
+        self.dagster_home.mkdir(parents=True, exist_ok=True)
+        # as `make run` writes it: the queue drained every second, not every 5 s
+        (self.dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nrun_queue:\n  dequeue_interval_seconds: 1\n")
+        self.logs.mkdir(parents=True, exist_ok=True)
+        repo = Path(__file__).resolve().parents[2]
+        env = {**os.environ, "FRESHCONTEXT_HOME": self.home, "DAGSTER_HOME": str(self.dagster_home), "HF_HUB_OFFLINE": "1",
+               "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(repo)}
+        commands = {
+            "watch": [sys.executable, "-m", "pipeline.cli", "--home", self.home, "watch"],
+            "daemon": [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(repo / "workspace.yaml")],
+        }
+        for name, command in commands.items():
+            log = (self.logs / f"{name}.log").open("wb")
+            self._procs.append(subprocess.Popen(command, cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        self._instance = dg.DagsterInstance.from_config(str(self.dagster_home))
+        deadline = time.time() + self.READY_TIMEOUT_S
+        while time.time() < deadline:  # the sensor daemon has loaded the code location and ticked
+            self._check_alive()
+            beats = self._instance.get_daemon_heartbeats()
+            if "SENSOR" in beats and "watching" in (self.logs / "watch.log").read_text(errors="replace"):
+                break
+            time.sleep(0.5)
+        else:
+            raise click.ClickException(f"dagster-daemon or the watcher did not start in {self.READY_TIMEOUT_S:.0f} s; see {self.logs}")
+        self._settle()
+
+    def _check_alive(self) -> None:
+        for proc in self._procs:
+            if proc.poll() is not None:
+                raise click.ClickException(f"{proc.args[0]} exited with {proc.returncode}; see {self.logs}")
+
+    def _runs_in_progress(self) -> int:
+        assert self._instance is not None
+        statuses = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+        return len(self._instance.get_run_records(filters=dg.RunsFilter(statuses=statuses), limit=1))
+
+    def _settle(self, timeout: float = 600.0) -> None:
+        """Until the journal is applied and no run is going (so the next path is measured on a quiet machine)."""
+        deadline = time.time() + timeout
+        quiet_since: float | None = None
+        while time.time() < deadline:
+            self._check_alive()
+            if self._runs_in_progress():
+                quiet_since = None
+            else:
+                quiet_since = quiet_since or time.time()
+                # rows a run never marks (nothing to do for them) must not hold the replay: two
+                # sensor intervals without a run is settled too
+                if not journal.read_after(self.store, 0, unapplied_only=True, limit=1) or time.time() - quiet_since > 2 * SENSOR_INTERVAL_S + 2:
+                    return
+            time.sleep(0.5)
+
+    def active(self, index: int) -> bool:
+        return True
+
+    def after_write(self, writes: list[FileWrite], started: float) -> None:
+        pass  # the watcher journals, the daemon's sensor tick launches the run
+
+    def quiesce(self) -> None:
+        self._settle()
+
+    def finish(self) -> None:
+        try:
+            self._settle()
+        finally:
+            for proc in self._procs:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+            for proc in self._procs:
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+
+
 def measure_run_launch() -> float:
     """Seconds a launched Dagster run pays before its first step: a new Python process that
     imports the code location and loads the embedding model (what ``execute_in_process`` skips)."""
@@ -261,6 +361,7 @@ def freshness_eval(
     start: int | None = None,
     dagster: bool = True,
     dagster_every: int = 1,
+    dagster_daemon: bool = False,
     probes_per_commit: int = 4,
     k: int = 10,
     workdir: str | Path | None = None,
@@ -283,14 +384,16 @@ def freshness_eval(
     else:
         embedder = build_embedder(Settings.load(base / "probe-settings").embedding)
     drivers: list[Any] = [WarmDriver(base / "warm", embedder, model)]
-    if dagster:
+    if dagster and dagster_daemon:
+        drivers.append(DaemonDriver(base / "dagster", embedder, model=model))
+    elif dagster:
         drivers.append(DagsterDriver(base / "dagster", embedder, every=dagster_every, start=start, model=model))
     try:
         report = run_replay(
             history, drivers, embedder=embedder, settings=drivers[0].store.settings, source_name=SOURCE_NAME,
             start=start, commits=commits, probes_per_commit=probes_per_commit, k=k, progress=progress,
         )
-        launch = measure_run_launch() if dagster and measure_launch and embedder_name != "hashing" else None
+        launch = measure_run_launch() if dagster and not dagster_daemon and measure_launch and embedder_name != "hashing" else None
     finally:
         if own_dir:
             shutil.rmtree(base, ignore_errors=True)
@@ -313,6 +416,7 @@ def freshness_eval(
         "lag_dagster_per_commit_p95_s": dag["commit_lag_p95_s"] if dag else None,
         "dagster_run_launch_s": round(launch, 2) if launch is not None else None,
         "dagster_sensor_interval_s": SENSOR_INTERVAL_S if dag else None,
+        "dagster_mode": ("daemon" if dagster_daemon else "in-process") if dag else None,
         "lag_dagster_daemon_p95_est_s": (
             round(dag["lag_p95_s"] + launch + SENSOR_INTERVAL_S, 2) if dag and dag["lag_p95_s"] is not None and launch is not None else None
         ),
@@ -332,8 +436,8 @@ def freshness_eval(
         "drivers": report["drivers"],
     }
     if dag:
-        runs = [d for d in drivers if isinstance(d, DagsterDriver)][0]
-        summary["dagster_runs"] = runs.runs
+        runs = drivers[1]
+        summary["dagster_runs"] = runs.runs if isinstance(runs, DagsterDriver) else None
     return summary
 
 
@@ -346,6 +450,7 @@ def _fmt(value: Any, unit: str = "") -> str:
 @click.option("--commits", type=click.IntRange(min=1), default=None, help="Replay this many commits (default: all).")
 @click.option("--start", type=click.IntRange(min=0), default=None, help="Commits applied in bulk first, unmeasured (default: all but the last --commits).")
 @click.option("--no-dagster", is_flag=True, help="Measure only the warm path.")
+@click.option("--daemon", "dagster_daemon", is_flag=True, help="Measure the Dagster path as deployed: `freshcontext watch` and `dagster-daemon run` as their own processes, runs launched by the daemon (no estimate).")
 @click.option("--dagster-every", type=click.IntRange(min=1), default=1, show_default=True, help="Measure the Dagster path on every K-th commit (others are batched into the next run).")
 @click.option("--probes-per-commit", type=click.IntRange(min=0), default=4, show_default=True)
 @click.option("--k", type=click.IntRange(1, 100), default=10, show_default=True, help="A changed document must be in the top k.")
@@ -353,7 +458,7 @@ def _fmt(value: Any, unit: str = "") -> str:
 @click.option("--embedder", "embedder_name", type=click.Choice(["model", "hashing"]), default="model", hidden=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def freshness(
-    history_dir: str, commits: int | None, start: int | None, no_dagster: bool, dagster_every: int,
+    history_dir: str, commits: int | None, start: int | None, no_dagster: bool, dagster_daemon: bool, dagster_every: int,
     probes_per_commit: int, k: int, workdir: str | None, embedder_name: str, as_json: bool,
 ) -> None:
     """Replay a history through the real pipeline; report stale hits, misses and lag."""
@@ -370,7 +475,7 @@ def freshness(
 
     try:
         summary = freshness_eval(
-            history_dir, commits=commits, start=start, dagster=not no_dagster, dagster_every=dagster_every,
+            history_dir, commits=commits, start=start, dagster=not no_dagster, dagster_every=dagster_every, dagster_daemon=dagster_daemon,
             probes_per_commit=probes_per_commit, k=k, workdir=workdir, embedder_name=embedder_name, progress=progress,
         )
     except FreshContextError as exc:
@@ -385,7 +490,12 @@ def freshness(
         f"warm path lag:    p50 {_fmt(s['lag_warm_p50_s'], ' s')}   p95 {_fmt(s['lag_warm_p95_s'], ' s')}   max {_fmt(s['lag_warm_max_s'], ' s')}   "
         f"(commits of ≤ 3 files: p95 {_fmt(s['lag_warm_small_commits_p95_s'], ' s')}; goal p95 ≤ 2 s)"
     )
-    if s["lag_dagster_p95_s"] is not None:
+    if s["lag_dagster_p95_s"] is not None and s["dagster_mode"] == "daemon":
+        click.echo(
+            f"dagster path lag: p50 {_fmt(s['lag_dagster_p50_s'], ' s')}   p95 {_fmt(s['lag_dagster_p95_s'], ' s')}   "
+            f"(under dagster-daemon, runs launched as deployed; goal ≤ 30 s)"
+        )
+    elif s["lag_dagster_p95_s"] is not None:
         click.echo(
             f"dagster path lag: p50 {_fmt(s['lag_dagster_p50_s'], ' s')}   p95 {_fmt(s['lag_dagster_p95_s'], ' s')}   "
             f"(in-process runs; + tick ≤ {s['dagster_sensor_interval_s']} s + launch {_fmt(s['dagster_run_launch_s'], ' s')} "
