@@ -18,7 +18,7 @@ from assets.resources import StoreResource
 from context_store import journal
 from pipeline.jobs import company_refresh_job, user_refresh_job
 
-__all__ = ["SENSOR_INTERVAL_S", "company_change_sensor", "journal_settled_sensor", "journal_tick", "runs_in_progress", "user_change_sensor"]
+__all__ = ["SENSOR_INTERVAL_S", "any_run_going", "company_change_sensor", "journal_settled_sensor", "journal_tick", "runs_in_progress", "user_change_sensor"]
 
 SENSOR_INTERVAL_S = int(os.environ.get("FRESHCONTEXT_SENSOR_INTERVAL_S", "5"))
 TAG_KIND = "freshcontext/state_kind"
@@ -26,13 +26,20 @@ TAG_RANGE = "freshcontext/journal_ids"
 _LINEAGES = {"company": ("company_refresh_job", "company_documents"), "user": ("user_refresh_job", "user_snapshots")}
 
 
+_IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+
+
+def any_run_going(instance: dg.DagsterInstance, job_name: str | None = None) -> bool:
+    """A run (of ``job_name``, or of any job) is queued, starting or running."""
+    return bool(instance.get_run_records(filters=dg.RunsFilter(job_name=job_name, statuses=_IN_PROGRESS), limit=1))
+
+
 def runs_in_progress(context: dg.SensorEvaluationContext, job_name: str) -> int:
     try:
         instance = context.instance
     except dg.DagsterInvariantViolationError:  # a test context without an instance
         return 0
-    statuses = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
-    return len(instance.get_run_records(filters=dg.RunsFilter(job_name=job_name, statuses=statuses), limit=1))
+    return int(any_run_going(instance, job_name))
 
 
 def journal_tick(context: dg.SensorEvaluationContext, store: StoreResource, state_kind: str) -> dg.SensorResult | dg.SkipReason:

@@ -43,7 +43,7 @@ from pipeline.cli.eval_cmds import eval_group
 from pipeline.definitions import INGEST_ASSETS, INGEST_CHECKS, LEARNING_ASSETS, LEARNING_CHECKS
 from pipeline.jobs import company_refresh_job
 from pipeline.resources import build_resources
-from pipeline.sensors import SENSOR_INTERVAL_S, TAG_RANGE, company_change_sensor
+from pipeline.sensors import SENSOR_INTERVAL_S, TAG_RANGE, any_run_going, company_change_sensor
 from pipeline.watcher import SourceWatcher, WarmApplier
 
 __all__ = ["DaemonDriver", "DagsterDriver", "WarmDriver", "freshness_eval", "measure_run_launch"]
@@ -297,18 +297,14 @@ class DaemonDriver:
             if proc.poll() is not None:
                 raise click.ClickException(f"{proc.args[0]} exited with {proc.returncode}; see {self.logs}")
 
-    def _runs_in_progress(self) -> int:
-        assert self._instance is not None
-        statuses = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
-        return len(self._instance.get_run_records(filters=dg.RunsFilter(statuses=statuses), limit=1))
-
     def _settle(self, timeout: float = 600.0) -> None:
         """Until the journal is applied and no run is going (so the next path is measured on a quiet machine)."""
         deadline = time.time() + timeout
         quiet_since: float | None = None
         while time.time() < deadline:
             self._check_alive()
-            if self._runs_in_progress():
+            assert self._instance is not None
+            if any_run_going(self._instance):
                 quiet_since = None
             else:
                 quiet_since = quiet_since or time.time()
