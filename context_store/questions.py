@@ -128,7 +128,7 @@ class _OpenVectors:
             if self.vectors.pop(question_id, None) is not None:
                 self.dirty = True
 
-    def nearest(self, session: Session, vector: np.ndarray, model: str, *, exclude: frozenset[str] = frozenset()) -> tuple[str | None, float]:
+    def nearest(self, session: Session, vector: np.ndarray, model: str) -> tuple[str | None, float]:
         with self.lock:
             if time.monotonic() - self.refreshed_at >= self.REFRESH_S:
                 self._refresh(session, model)
@@ -138,10 +138,8 @@ class _OpenVectors:
         if not kept:
             return None, -1.0
         sims = matrix @ vector
-        for i in np.argsort(-sims)[: len(exclude) + 1].tolist():
-            if kept[i] not in exclude:
-                return kept[i], float(sims[i])
-        return None, -1.0
+        i = int(np.argmax(sims))
+        return kept[i], float(sims[i])
 
 
 _OPEN: dict[tuple[str, str], _OpenVectors] = {}
@@ -158,16 +156,14 @@ def _nearest_open(session: Session, vector: np.ndarray, model: str) -> tuple[Rou
     """The open question most similar to ``vector``; its row is read afresh, and a question
     that has left ``open`` since the cache saw it is dropped and the next nearest is tried."""
     cache = _open_cache(session, model)
-    gone: set[str] = set()
     for _ in range(5):  # more than a few closed in the last second means the cache is stale: refresh
-        question_id, sim = cache.nearest(session, vector, model, exclude=frozenset(gone))
+        question_id, sim = cache.nearest(session, vector, model)
         if question_id is None:
             return None, -1.0
         best = session.get(RoutedQuestion, question_id)
         if best is not None and best.status == "open":
             return best, sim
-        cache.drop(question_id)
-        gone.add(question_id)
+        cache.drop(question_id)  # the next nearest() rebuilds without it
     cache.refreshed_at = -1e18
     return None, -1.0
 
