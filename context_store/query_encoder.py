@@ -139,10 +139,6 @@ class CoalescingEncoder:
     def dim(self) -> int:
         return self.inner.dim
 
-    @property
-    def mean_batch(self) -> float:
-        return self._batch.mean_batch
-
     def encode(self, texts: list[str]) -> np.ndarray:
         if len(texts) == 1:
             return np.asarray([self._batch(texts[0])], dtype=np.float32)
