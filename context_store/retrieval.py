@@ -28,13 +28,7 @@ from context_store.chunking import chunk_document
 from context_store.dense_index import DenseIndex
 from context_store.embedding import Embedder
 from context_store.errors import InvalidRequest, UnknownUser
-from context_store.fusion import (
-    Candidate,
-    bm25_scores,
-    rrf,
-    score_fusion,
-    text_weight_for,
-)
+from context_store.fusion import Candidate, bm25_scores, rrf, score_fusion, text_weight_for
 from context_store.models import (
     ChunkRecord,
     Document,

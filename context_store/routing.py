@@ -334,10 +334,10 @@ def _repeat_contact(
 
 
 _DATE_KEYS_DEADLINE = ("review_by", "expires", "valid_until")
+_DATE_KEYS_UPDATED = ("reviewed", "last_reviewed", "updated", "last_updated")
 _DATES_OF_VERSION = sa_select(DocumentVersion.__table__.c.meta, DocumentVersion.__table__.c.valid_from).where(
     DocumentVersion.__table__.c.version_id == bindparam("version_id")
 )
-_DATE_KEYS_UPDATED = ("reviewed", "last_reviewed", "updated", "last_updated")
 
 
 def _as_datetime(value: Any) -> datetime | None:
