@@ -130,7 +130,7 @@ def index_candidate(store: StoreResource, embedder: EmbedderResource) -> dg.Mate
             check_results=[dg.AssetCheckResult(check_name="candidate_at_least_as_good", passed=True,
                                                description="no change pending", metadata={"pending": False})],
         )
-    candidate_embedder = embedder.for_config(cs.configured.embedding)
+    candidate_embedder = embedder.for_config(cs.configured.embedding, cs.settings.home)
     build = build_candidate(cs, candidate_embedder)
     reused = gate_is_current(cs, build.store)
     gate = reused or evaluate_gate(cs, embedder.for_store(cs), candidate_embedder, build.store, trigger=store.trigger)

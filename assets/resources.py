@@ -52,21 +52,21 @@ class StoreResource(dg.ConfigurableResource):
 
 
 class EmbedderResource(dg.ConfigurableResource):
-    """The sentence-transformers model; empty ``model`` means the home's configured one."""
+    """The embedding model (ONNX export or sentence-transformers); empty ``model`` means the home's configured one."""
 
     model: str = ""
     batch_size: int = 0
 
     _embedder: "Embedder | None" = PrivateAttr(default=None)
 
-    def for_config(self, config: EmbeddingConfig) -> Embedder:
+    def for_config(self, config: EmbeddingConfig, home: Path | None = None) -> Embedder:
         """A model other than the serving one (a candidate index the promotion gate evaluates)."""
-        return build_embedder(config)
+        return build_embedder(config, home)
 
     def for_store(self, store: ContextStore) -> Embedder:
         if self._embedder is None:
             config = store.settings.embedding.model_copy(
                 update={k: v for k, v in (("model", self.model), ("batch_size", self.batch_size)) if v}
             )
-            self._embedder = build_embedder(config)
+            self._embedder = build_embedder(config, store.settings.home)
         return self._embedder

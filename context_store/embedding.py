@@ -2,13 +2,17 @@
 
 The real model is loaded lazily on first use and cached per (model, device) for the life
 of the process, so a CLI call that has nothing to embed never pays for loading it.
+``build_embedder`` prefers the same model run by ONNX Runtime (``context_store.onnx_encoder``)
+when it is given a home to keep the export in.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -18,6 +22,8 @@ from context_store.settings import DEFAULT_MODEL, EmbeddingConfig
 from context_store.sources import sha256
 
 __all__ = ["Embedder", "HashingEmbedder", "SentenceTransformerEmbedder", "build_embedder", "resolve_model_path", "threads_for_load"]
+
+log = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -139,5 +145,22 @@ class HashingEmbedder:
         return out
 
 
-def build_embedder(config: EmbeddingConfig) -> Embedder:
+def build_embedder(config: EmbeddingConfig, home: Path | None = None) -> Embedder:
+    """The configured model for chunks and questions; ``home`` keeps its ONNX export (``models/``).
+
+    Without a home only the PyTorch backend is possible. ``backend: auto`` falls back to it,
+    with a warning, when the export cannot be made (onnxruntime missing, a non-BERT model).
+    """
+    wants_onnx = config.backend == "onnx" or (config.backend == "auto" and config.device == "cpu" and home is not None)
+    if wants_onnx:
+        if home is None:
+            raise ConfigError("embedding.backend onnx needs a home to keep the exported model in")
+        from context_store.onnx_encoder import onnx_encoder
+
+        try:
+            return onnx_encoder(config.model, home, threads=None, batch_size=config.batch_size)
+        except Exception as exc:  # onnxruntime missing, a model ONNX cannot export, a failed parity check
+            if config.backend == "onnx":
+                raise ConfigError(f"embedding.backend onnx for {config.model!r} is unavailable: {exc}") from exc
+            log.warning("ONNX embedder unavailable (%s); using sentence-transformers", exc)
     return SentenceTransformerEmbedder(config.model, batch_size=config.batch_size, device=config.device)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
@@ -59,6 +59,9 @@ class EmbeddingConfig(BaseModel):
     model: str = DEFAULT_MODEL
     batch_size: int = Field(default=8, ge=1, le=4096)
     device: str = "cpu"
+    # onnx: ONNX Runtime on an export of the model (faster, no torch import; context_store/onnx_encoder.py)
+    # torch: sentence-transformers. auto: onnx on CPU when it can be exported, else torch.
+    backend: Literal["auto", "onnx", "torch"] = "auto"
 
 
 class ObjectStorageConfig(BaseModel):

@@ -421,7 +421,7 @@ class WarmApplier:
         max_retries: int = 3,
         retry_delays: tuple[float, ...] = (0.5, 1.0, 2.0),
         on_apply: Callable[[ApplyResult], None] | None = None,
-        embedder_for: Callable[[EmbeddingConfig], Embedder] = build_embedder,
+        embedder_for: Callable[[EmbeddingConfig], Embedder] | None = None,
         optimize_idle_s: float = 1.0,
         optimize_every: int = 20,
         wave_chunks: int = 16,
@@ -430,7 +430,7 @@ class WarmApplier:
     ) -> None:
         self.store = store
         self.embedder = embedder
-        self.embedder_for = embedder_for
+        self.embedder_for = embedder_for or (lambda config: build_embedder(config, store.settings.home))
         # one one-row SELECT per apply: cheap beside the apply's own queries, and no stale window
         self._deployment = DeploymentWatch(store.engine, store.deployment.fingerprint, interval=0.0) if store.deployment else None
         self.interval_s = interval_s

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# one ONNX export of the model for every test home (and the processes tests start), not one per tmp_path
+os.environ.setdefault("FRESHCONTEXT_MODELS_DIR", os.path.join(tempfile.gettempdir(), "freshcontext-test-models"))
 
 from context_store.embedding import HashingEmbedder  # noqa: E402
 from context_store.store import ContextStore  # noqa: E402

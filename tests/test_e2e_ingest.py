@@ -16,8 +16,10 @@ import dagster as dg
 import pytest
 
 from assets.resources import EmbedderResource, StoreResource
-from context_store.embedding import SentenceTransformerEmbedder
+from context_store.embedding import build_embedder
+from context_store.onnx_encoder import OnnxEncoder
 from context_store.retrieval import retrieve
+from context_store.settings import EmbeddingConfig
 from pipeline.definitions import INGEST_ASSETS, INGEST_CHECKS
 from tests.conftest import REFUNDS_V1, REPO
 
@@ -26,16 +28,17 @@ pytestmark = [pytest.mark.e2e, pytest.mark.all_backends]
 
 
 @pytest.fixture
-def encoded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts the texts handed to the real model's encode, per call."""
+def encoded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[int]:
+    """Counts the texts handed to the real model's encode (ONNX, as the resource builds it), per call."""
+    assert isinstance(build_embedder(EmbeddingConfig(), tmp_path), OnnxEncoder)  # exported before counting starts
     calls: list[int] = []
-    real = SentenceTransformerEmbedder.encode
+    real = OnnxEncoder.encode
 
     def counting(self, texts):  # type: ignore[no-untyped-def]
         calls.append(len(texts))
         return real(self, texts)
 
-    monkeypatch.setattr(SentenceTransformerEmbedder, "encode", counting)
+    monkeypatch.setattr(OnnxEncoder, "encode", counting)
     return calls
 
 

@@ -97,7 +97,7 @@ class _WrongCandidateModel:
     def for_store(self, store: ContextStore) -> Embedder:
         return self.real
 
-    def for_config(self, config: EmbeddingConfig) -> Embedder:
+    def for_config(self, config: EmbeddingConfig, home: Path | None = None) -> Embedder:
         return HashingEmbedder(dim=384, name=config.model)
 
 

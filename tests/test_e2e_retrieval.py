@@ -58,13 +58,16 @@ def model_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("model-home")
 
 
-def test_onnx_query_encoder_matches_the_indexed_model(model_home: Path) -> None:
+def test_onnx_query_encoder_matches_the_indexed_model(model_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from context_store.embedding import SentenceTransformerEmbedder
+    from context_store.onnx_encoder import MODELS_DIR_ENV
     from context_store.query_encoder import CachedEncoder, build_query_encoder
     from context_store.settings import EmbeddingConfig
 
+    monkeypatch.delenv(MODELS_DIR_ENV)  # this home's own export: the export and its parity check run here
     encoder = build_query_encoder(EmbeddingConfig(), "onnx", model_home, cache_size=8)
     assert isinstance(encoder, CachedEncoder) and (model_home / "models" / "all-MiniLM-L6-v2.onnx").exists()
+    assert json.loads((model_home / "models" / "all-MiniLM-L6-v2.parity.json").read_text())["min_cosine"] > 0.9999
     texts = ["Where is my parcel?", "refund " * 400]  # the second is truncated at 256 word pieces by both
     reference = SentenceTransformerEmbedder().encode(texts)
     assert np.min(np.sum(reference * encoder.encode(texts), axis=1)) > 0.9999

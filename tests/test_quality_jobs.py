@@ -61,7 +61,7 @@ class _Embedders:
         model = store.settings.embedding.model
         return HashingEmbedder() if model == EmbeddingConfig().model else HashingEmbedder(name=model)
 
-    def for_config(self, config: EmbeddingConfig) -> HashingEmbedder:
+    def for_config(self, config: EmbeddingConfig, home: Path | None = None) -> HashingEmbedder:
         if config.model.startswith("broken"):
             return _Scrambled(name=config.model)
         if config.model.startswith("emptied"):

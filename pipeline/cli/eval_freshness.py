@@ -36,6 +36,7 @@ from context_store import journal
 from context_store.embedding import Embedder, HashingEmbedder, build_embedder
 from context_store.freshness import percentile
 from context_store.ingest import ingest
+from context_store.onnx_encoder import MODELS_DIR_ENV, OnnxEncoder
 from context_store.replay import FileWrite, History, run_replay
 from context_store.settings import Settings
 from context_store.store import ContextStore
@@ -273,6 +274,8 @@ class DaemonDriver:
         repo = Path(__file__).resolve().parents[2]
         env = {**os.environ, "FRESHCONTEXT_HOME": self.home, "DAGSTER_HOME": str(self.dagster_home), "HF_HUB_OFFLINE": "1",
                "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(repo)}
+        if isinstance(self.embedder, OnnxEncoder):  # the export a deployment made at its first ingest, not one per run
+            env[MODELS_DIR_ENV] = str(self.embedder.path.parent)
         commands = {
             "watch": [sys.executable, "-m", "pipeline.cli", "--home", self.home, "watch"],
             "daemon": [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(repo / "workspace.yaml")],
@@ -337,16 +340,19 @@ class DaemonDriver:
                     os.killpg(proc.pid, signal.SIGKILL)
 
 
-def measure_run_launch() -> float:
+def measure_run_launch(home: Path) -> float:
     """Seconds a launched Dagster run pays before its first step: a new Python process that
-    imports the code location and loads the embedding model (what ``execute_in_process`` skips)."""
+    imports the code location and loads the embedding model (what ``execute_in_process`` skips).
+    ``home``'s exported model, if any, is the one the run loads."""
     code = (
+        "import sys\n"
         "import pipeline.definitions\n"
-        "from context_store.embedding import SentenceTransformerEmbedder\n"
-        "SentenceTransformerEmbedder().encode(['warm up'])\n"
+        "from context_store.embedding import build_embedder\n"
+        "from context_store.settings import Settings\n"
+        "build_embedder(Settings.load(sys.argv[1]).embedding, Settings.load(sys.argv[1]).home).encode(['warm up'])\n"
     )
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(Path(__file__).resolve().parents[2]), capture_output=True)
+    subprocess.run([sys.executable, "-c", code, str(home)], check=True, cwd=str(Path(__file__).resolve().parents[2]), capture_output=True)
     return time.perf_counter() - started
 
 
@@ -378,7 +384,7 @@ def freshness_eval(
         embedder: Embedder = HashingEmbedder(dim=128)
         model = embedder.name
     else:
-        embedder = build_embedder(Settings.load(base / "probe-settings").embedding)
+        embedder = build_embedder(Settings.load(base / "probe-settings").embedding, base / "probe-settings")
     drivers: list[Any] = [WarmDriver(base / "warm", embedder, model)]
     if dagster and dagster_daemon:
         drivers.append(DaemonDriver(base / "dagster", embedder, model=model))
@@ -389,7 +395,7 @@ def freshness_eval(
             history, drivers, embedder=embedder, settings=drivers[0].store.settings, source_name=SOURCE_NAME,
             start=start, commits=commits, probes_per_commit=probes_per_commit, k=k, progress=progress,
         )
-        launch = measure_run_launch() if dagster and not dagster_daemon and measure_launch and embedder_name != "hashing" else None
+        launch = measure_run_launch(base / "probe-settings") if dagster and not dagster_daemon and measure_launch and embedder_name != "hashing" else None
     finally:
         if own_dir:
             shutil.rmtree(base, ignore_errors=True)

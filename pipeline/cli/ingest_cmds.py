@@ -253,7 +253,7 @@ def query(ctx: click.Context, text: str, user_id: str | None, k: int, as_json: b
 
     store = _open(ctx)
     try:
-        result = retrieve(store, build_embedder(store.settings.embedding), text, user_id=user_id, k=k)
+        result = retrieve(store, build_embedder(store.settings.embedding, store.settings.home), text, user_id=user_id, k=k)
     except FreshContextError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:

@@ -23,8 +23,8 @@ def promote(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
         if pending_change(store) is None:
             summary = {"decision": "nothing pending", "serving": store.deployment.fingerprint, "model": store.settings.embedding.model}
         else:
-            live = build_embedder(store.settings.embedding)
-            candidate = build_embedder(store.configured.embedding)
+            live = build_embedder(store.settings.embedding, store.settings.home)
+            candidate = build_embedder(store.configured.embedding, store.settings.home)
             build, gate, decision = run_gate(store, live, candidate, dry_run=dry_run)
             assert build is not None and gate is not None
             summary = {

@@ -73,7 +73,7 @@ def answer(ctx: click.Context, question_id: str, text: str, author: str, no_inde
     if not no_index:
         from context_store.embedding import build_embedder
 
-        report = index_answers(store, build_embedder(store.settings.embedding), [path])
+        report = index_answers(store, build_embedder(store.settings.embedding, store.settings.home), [path])
         click.echo(f"indexed in {report.seconds:.2f} s; retrievable: {', '.join(report.retrievable) or 'not yet'}")
 
 

@@ -73,7 +73,7 @@ def watch(
     if apply_changes:
         from context_store.embedding import build_embedder
 
-        embedder = build_embedder(store.settings.embedding)
+        embedder = build_embedder(store.settings.embedding, store.settings.home)
         click.echo(f"loading {embedder.name} once for the warm path…", err=True)
         embedder.encode(["warm up"])
         reporter = dagster_reporter()
