@@ -57,6 +57,7 @@ __all__ = [
     "ReplayDriver",
     "ReplayState",
     "chunk_hashes",
+    "chunk_texts",
     "copy_embeddings",
     "embedded_since",
     "probe",
@@ -246,13 +247,22 @@ class ReplayState:
         }
 
 
-def chunk_hashes(settings: Settings, doc_id: str, rel_path: str, text: str) -> set[str]:
-    """The chunk hashes the store will compute for this text (same parser, same chunker)."""
+def chunk_texts(settings: Settings, doc_id: str, rel_path: str, text: str) -> dict[str, str]:
+    """Chunk hash -> the exact text the store embeds for it (same parser, same chunker).
+
+    A chunk's text starts with its heading trail, the document's title first, so a title
+    change gives every chunk of the document a new text and a new hash.
+    """
     try:
         parsed = parse_company_file(Path(rel_path), text.encode("utf-8"))
     except InputRejected:
-        return set()
-    return {c.chunk_hash for c in chunk_document(doc_id, parsed.title, parsed.text, settings.chunking)}
+        return {}
+    return {c.chunk_hash: c.text for c in chunk_document(doc_id, parsed.title, parsed.text, settings.chunking)}
+
+
+def chunk_hashes(settings: Settings, doc_id: str, rel_path: str, text: str) -> set[str]:
+    """The chunk hashes the store will compute for this text (same parser, same chunker)."""
+    return set(chunk_texts(settings, doc_id, rel_path, text))
 
 
 # --- waiting for a store to catch up -----------------------------------------------------------
