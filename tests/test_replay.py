@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from context_store.embedding import HashingEmbedder
 from context_store.errors import ConfigError
@@ -16,6 +17,7 @@ from context_store.ingest import ingest
 from context_store.replay import EmbedFloor, FileWrite, History, chunk_texts, probe_queries, run_replay
 from context_store.settings import Settings
 from context_store.store import ContextStore
+from pipeline.cli import main
 from pipeline.cli.eval_freshness import WarmDriver, freshness_eval
 
 TEXTS = {
@@ -75,6 +77,10 @@ def test_replay_through_warm_and_dagster_paths(history: Path, tmp_path: Path) ->
     assert report["final_state_matches_history"] and report["warm_and_dagster_identical"]
     assert report["lag_warm_p95_s"] is not None and report["lag_dagster_p95_s"] is not None
     assert report["dagster_runs"] == 4
+    # the floor: the same files as the warm lag, the same chunks embedded
+    assert report["embed_floor"]["changes_measured"] == report["drivers"]["warm"]["changes_measured"] == 5  # the rename: two
+    assert report["embed_floor"]["chunks"] == report["chunks_changed"]
+    assert report["lag_warm_floor_p95_s"] is not None and report["lag_warm_floor_per_commit_p95_s"] is not None
 
 
 class LazyDriver:
@@ -195,3 +201,14 @@ def test_the_floor_embeds_file_after_file_cheapest_first_and_accumulates(tmp_pat
     assert embedder.batches == [list(billing.values()), list(goals.values())]  # one encode per file
     assert all(t.startswith("Goals") for t in goals.values())  # the embedded text carries the heading trail
 
+
+def test_no_floor_leaves_the_floor_keys_null(history: Path, tmp_path: Path) -> None:
+    args = ["eval", "freshness", "--history", str(history), "--start", "1", "--no-dagster", "--embedder", "hashing"]
+    skipped = CliRunner().invoke(main, [*args, "--no-floor", "--json", "--workdir", str(tmp_path / "a")])
+    assert skipped.exit_code == 0, skipped.output
+    summary = json.loads(skipped.stdout)
+    assert summary["embed_floor"] is None and summary["lag_warm_p95_s"] is not None
+    assert all(summary[f"lag_warm_floor_{key}_s"] is None for key in ("p50", "p95", "max", "per_commit_p95"))
+    printed = CliRunner().invoke(main, [*args, "--workdir", str(tmp_path / "b")])
+    assert printed.exit_code == 0, printed.output
+    assert "embedding floor: p50 " in printed.stdout and "cheapest first, same model" in printed.stdout
