@@ -16,6 +16,9 @@ date, and then judges the store against the ground truth the replay itself holds
 - **chunks changed**: chunks of the written texts that no earlier text had, computed with
   the same chunker but independently of the store; a store that embeds only what changed
   embeds exactly this many.
+- **embedding floor** (:class:`EmbedFloor`): per changed file, the lag it would have if
+  indexing did nothing but embed those changed chunks with the same model, file after file,
+  cheapest first: what the measured lag is to be compared with.
 
 Drivers live outside this module (they need watchdog and Dagster); this module is the
 framework-free part: reading histories, writing commits, waiting, probing, counting.
@@ -51,12 +54,14 @@ __all__ = [
     "Change",
     "Commit",
     "DriverStats",
+    "EmbedFloor",
     "FileWrite",
     "History",
     "ProbeOutcome",
     "ReplayDriver",
     "ReplayState",
     "chunk_hashes",
+    "chunk_texts",
     "copy_embeddings",
     "embedded_since",
     "probe",
@@ -246,13 +251,22 @@ class ReplayState:
         }
 
 
-def chunk_hashes(settings: Settings, doc_id: str, rel_path: str, text: str) -> set[str]:
-    """The chunk hashes the store will compute for this text (same parser, same chunker)."""
+def chunk_texts(settings: Settings, doc_id: str, rel_path: str, text: str) -> dict[str, str]:
+    """Chunk hash -> the exact text the store embeds for it (same parser, same chunker).
+
+    A chunk's text starts with its heading trail, the document's title first, so a title
+    change gives every chunk of the document a new text and a new hash.
+    """
     try:
         parsed = parse_company_file(Path(rel_path), text.encode("utf-8"))
     except InputRejected:
-        return set()
-    return {c.chunk_hash for c in chunk_document(doc_id, parsed.title, parsed.text, settings.chunking)}
+        return {}
+    return {c.chunk_hash: c.text for c in chunk_document(doc_id, parsed.title, parsed.text, settings.chunking)}
+
+
+def chunk_hashes(settings: Settings, doc_id: str, rel_path: str, text: str) -> set[str]:
+    """The chunk hashes the store will compute for this text (same parser, same chunker)."""
+    return set(chunk_texts(settings, doc_id, rel_path, text))
 
 
 # --- waiting for a store to catch up -----------------------------------------------------------
@@ -422,6 +436,11 @@ class ReplayDriver(Protocol):
 SMALL_COMMIT = 3
 
 
+def _pct(values: list[float], q: float) -> float | None:
+    value = percentile(values, q)
+    return None if value is None else round(value, 3)
+
+
 @dataclass
 class DriverStats:
     name: str
@@ -438,21 +457,17 @@ class DriverStats:
     miss_examples: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        def pct(values: list[float], q: float) -> float | None:
-            value = percentile(values, q)
-            return None if value is None else round(value, 3)
-
         return {
             "commits_measured": self.commits,
             "changes_measured": len(self.lags),
-            "lag_p50_s": pct(self.lags, 50),
-            "lag_p95_s": pct(self.lags, 95),
+            "lag_p50_s": _pct(self.lags, 50),
+            "lag_p95_s": _pct(self.lags, 95),
             "lag_max_s": round(max(self.lags), 3) if self.lags else None,
-            "commit_lag_p50_s": pct(self.commit_lags, 50),
-            "commit_lag_p95_s": pct(self.commit_lags, 95),
+            "commit_lag_p50_s": _pct(self.commit_lags, 50),
+            "commit_lag_p95_s": _pct(self.commit_lags, 95),
             "small_commit_changes": len(self.small_commit_lags),
-            "small_commit_lag_p50_s": pct(self.small_commit_lags, 50),
-            "small_commit_lag_p95_s": pct(self.small_commit_lags, 95),
+            "small_commit_lag_p50_s": _pct(self.small_commit_lags, 50),
+            "small_commit_lag_p95_s": _pct(self.small_commit_lags, 95),
             "timeouts": self.timeouts,
             "probes": self.probes,
             "stale_hits": self.stale_hits,
@@ -460,6 +475,58 @@ class DriverStats:
             "chunks_embedded": self.chunks_embedded,
             "stale_examples": self.stale_examples[:5],
             "miss_examples": self.miss_examples[:5],
+        }
+
+
+@dataclass
+class EmbedFloor:
+    """A measured lower bound for a path's lag: what each changed file would wait if indexing
+    did nothing but embed the chunk texts its commit made new, with the path's own embedder.
+
+    Per commit, files are embedded one after another, each in one ``encode`` call, least new
+    text first and then by document id, the order the warm path indexes them in
+    (``indexing._by_embedding_work``); a file's floor is the embedding time up to and
+    including its own texts. A file with nothing new to embed (a deletion, an edit outside
+    every chunk, a text embedded before) has floor 0.
+    """
+
+    lags: list[float] = field(default_factory=list)
+    commit_lags: list[float] = field(default_factory=list)  # per commit: its slowest file
+    seconds: float = 0.0
+    chunks: int = 0
+
+    def measure(self, embedder: Embedder, new_texts: dict[str, dict[str, str]]) -> dict[str, float]:
+        """Time one commit. ``new_texts``: doc_id -> (chunk hash -> text new in this commit) for
+        every document whose lag the commit counts, empty when there is nothing to embed."""
+        cost = {doc_id: sum(len(t) for t in texts.values()) for doc_id, texts in new_texts.items()}
+        floors: dict[str, float] = {}
+        embedded: set[str] = set()
+        elapsed = 0.0
+        for doc_id in sorted(new_texts, key=lambda d: (cost[d], d)):
+            # a text another file of the commit shares is embedded once, with the cheaper file
+            todo = {h: t for h, t in new_texts[doc_id].items() if h not in embedded}
+            if todo:
+                started = time.perf_counter()
+                embedder.encode(list(todo.values()))
+                elapsed += time.perf_counter() - started
+                embedded |= todo.keys()
+            floors[doc_id] = elapsed if new_texts[doc_id] else 0.0
+        self.lags.extend(floors.values())
+        if floors:
+            self.commit_lags.append(max(floors.values()))
+        self.seconds += elapsed
+        self.chunks += len(embedded)
+        return floors
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "changes_measured": len(self.lags),
+            "lag_p50_s": _pct(self.lags, 50),
+            "lag_p95_s": _pct(self.lags, 95),
+            "lag_max_s": round(max(self.lags), 3) if self.lags else None,
+            "per_commit_p95_s": _pct(self.commit_lags, 95),
+            "seconds": round(self.seconds, 3),
+            "chunks": self.chunks,
         }
 
 
@@ -534,8 +601,14 @@ def run_replay(
     k: int = 10,
     timeout_s: float = 120.0,
     progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+    floor_for: str | None = None,
 ) -> dict[str, Any]:
-    """Bootstrap every driver to commit ``start``, then replay ``commits`` commits one by one."""
+    """Bootstrap every driver to commit ``start``, then replay ``commits`` commits one by one.
+
+    ``floor_for``: the driver (by name) whose measured commits also get an :class:`EmbedFloor`,
+    timed with ``embedder`` once every driver has measured the commit and quiesced, so it never
+    overlaps a measured lag. ``embedder`` must then be the object that driver embeds with.
+    """
     began = time.perf_counter()
     state = ReplayState(history, source_name, settings)
     seen_hashes: set[str] = set()
@@ -552,26 +625,33 @@ def run_replay(
     bootstrap_s = time.perf_counter() - began
     replay_started = utcnow()
     stats = {d.name: DriverStats(d.name) for d in drivers}
+    floor = EmbedFloor() if floor_for is not None else None
     chunks_changed = files_changed = replayed = 0
     end = len(history) if commits is None else min(len(history), start + commits)
     for index, commit in iter_commits(history, start, commits):
         writes = state.step(commit)
         replayed += 1
         files_changed += len(writes)
+        # per document whose lag is measured (deletions too): the chunk texts no earlier text had
+        new_texts: dict[str, dict[str, str]] = {}
         for w in writes:
-            if w.text is not None and w.indexable:
-                hashes = chunk_hashes(settings, w.doc_id, w.rel_path, w.text)
-                chunks_changed += len(hashes - seen_hashes)
-                seen_hashes |= hashes
+            if w.text is None or w.indexable:
+                texts = chunk_texts(settings, w.doc_id, w.rel_path, w.text) if w.text is not None else {}
+                new_texts[w.doc_id] = {h: t for h, t in texts.items() if h not in seen_hashes}
+        new_hashes = {h for texts in new_texts.values() for h in texts}
+        chunks_changed += len(new_hashes)
+        seen_hashes |= new_hashes
         expected = {w.doc_id: (sha256(w.text.encode("utf-8")) if w.text is not None else None) for w in writes if w.text is None or w.indexable}
         truth = state.truth()
         ignore = {doc_id_for(source_name, rel) for rel in state.skipped_paths}
+        measured_on: set[str] = set()
         for driver in drivers:
             measured = driver.active(index)
             started = time.time()
             ReplayState.write(driver.root, writes)
             if not measured:
                 continue
+            measured_on.add(driver.name)
             st = stats[driver.name]
             st.commits += 1
             driver.after_write(writes, started)
@@ -592,6 +672,8 @@ def run_replay(
                     st.misses += 1
                     st.miss_examples.append({"commit": commit.sha[:10], "doc_id": doc_id, "query": query[:120]})
             driver.quiesce()
+        if floor is not None and floor_for in measured_on:
+            floor.measure(embedder, new_texts)
         if progress:
             progress(index - start + 1, end - start, {n: s.summary() for n, s in stats.items()})
     for driver in drivers:
@@ -616,5 +698,6 @@ def run_replay(
         "final_state_matches_history": served == truth_hashes,
         "drivers_identical": identical,
         "drivers": {n: s.summary() for n, s in stats.items()},
+        "embed_floor": floor.summary() if floor is not None else None,
         "seconds": round(time.perf_counter() - began, 2),
     }
