@@ -48,4 +48,5 @@ defs = dg.Definitions(
     sensors=[company_change_sensor, user_change_sensor, journal_settled_sensor, quality_automation_sensor, index_change_sensor],
     schedules=[reconcile_schedule, freshness_schedule, compaction_schedule, quality_schedule],
     resources=build_resources(),
+    executor=dg.in_process_executor,  # see pipeline/jobs.py; ingest_job keeps a process per step
 )
