@@ -130,6 +130,11 @@ class OnnxEncoder:
                 options = ort.SessionOptions()
                 options.intra_op_num_threads = threads
                 options.inter_op_num_threads = 1
+                if threads > 1:
+                    # Idle pool threads sleep instead of spinning. Measured on the 143 new chunks of
+                    # one 58-file commit: 5.7 s against 6.2 s alone, 11.0 against 11.7 s beside a busy
+                    # process: spinning threads take the core the other work needs.
+                    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 self._sessions[threads] = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
             return self._sessions[threads]
 
