@@ -56,8 +56,9 @@ log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int], None]
 EMBED_GROUP = 2048
-# Chunks to embed in an index run's first wave; each next wave doubles (see ``_waves``).
-FIRST_WAVE_CHUNKS = 8
+# Chunks to embed in an index run's first wave; each next wave doubles (see ``_waves``). One:
+# the cheapest changed document of a many-file change is retrievable after its own chunks.
+FIRST_WAVE_CHUNKS = 1
 T = TypeVar("T")
 
 
@@ -247,17 +248,21 @@ def _by_embedding_work(pending: list[_Pending], cached: set[str]) -> list[_Pendi
 def _waves(pending: list[_Pending], wave_chunks: int, cached: set[str], first: int) -> Iterable[list[_Pending]]:
     """Waves of whole documents holding ``first`` chunks to embed, doubling up to ``wave_chunks``.
 
-    Only chunks the cache lacks count: they are what a wave waits for. Small first waves
-    commit the cheapest documents quickly; a bulk ingest still reaches full-size waves (few
-    LanceDB commits) after a handful.
+    Only chunks the cache lacks count: they are what a wave waits for. Leading documents with
+    nothing to embed (deletions, cached texts) commit in a wave of their own, before any
+    embedding. Small first waves commit the cheapest documents quickly; a bulk ingest still
+    reaches full-size waves (few LanceDB commits) after a handful.
     """
     limit = min(first, wave_chunks)
     queued: set[str] = set()
     wave: list[_Pending] = []
     size = 0
     for p in pending:
-        wave.append(p)
         new = {c.chunk_hash for c in p.chunks} - cached - queued
+        if new and wave and not queued:
+            yield wave  # nothing in it waits for the model
+            wave = []
+        wave.append(p)
         queued |= new
         size += len(new)
         if size >= limit:

@@ -83,11 +83,11 @@ def test_optimize_runs_off_the_apply_path_and_the_timeline_says_when_fts_covered
     store: ContextStore, sources: dict[str, Path], fake_embedder: HashingEmbedder
 ) -> None:
     journal.append(store, [journal.rescan_entry("company", "company", sources["company"], reason="start")])
-    applier = WarmApplier(store, fake_embedder, optimize_every=3)
-    applier.apply_once()
+    applier = WarmApplier(store, fake_embedder, optimize_every=4)
+    applier.apply_once()  # two documents, two waves (the first wave holds one chunk to embed)
     refunds = sources["company"] / "refunds.md"
     _edit_and_apply(applier, store, refunds, "within 30 days", "within 14 days")
-    assert applier.uncovered_commits == 2 and _fts_runs(store) == []
+    assert applier.uncovered_commits == 3 and _fts_runs(store) == []
     # retrievable, by meaning and by words, before any optimize
     assert "14 days" in retrieve(store, fake_embedder, "refund within 14 days", k=1, mode="hybrid").results[0].text
     assert any("14 days" in r["text"] for r in store.index.text_search(store.index.company_table_name, "14 days", 5, columns=["text"]))
@@ -97,14 +97,14 @@ def test_optimize_runs_off_the_apply_path_and_the_timeline_says_when_fts_covered
 
     assert applier.optimize()
     (run,) = _fts_runs(store)
-    assert run.status == "succeeded" and run.stats["commits_covered"] == 2 and applier.uncovered_commits == 0
+    assert run.status == "succeeded" and run.stats["commits_covered"] == 3 and applier.uncovered_commits == 0
     with store.session() as s:
         lags = s.exec(select(VersionLag)).all()
     assert all(lag.fts_indexed_at is not None and lag.fts_indexed_at >= lag.committed_at for lag in lags)
     assert not applier.optimize()  # nothing left to cover
 
-    # the third uncovered commit optimizes at once, inside the apply
-    for i in range(3):
+    # the fourth uncovered commit optimizes at once, inside the apply
+    for i in range(4):
         _edit_and_apply(applier, store, refunds, f"within {14 + i} days", f"within {15 + i} days")
     assert len(_fts_runs(store)) == 2 and applier.uncovered_commits == 0
 
@@ -179,7 +179,7 @@ def test_cheapest_documents_are_indexed_first_in_waves_that_grow(
     report = index_pending_documents(store, fake_embedder, wave_chunks=1, optimize=False)
     # nothing to embed first (a deletion), then by text to embed, whatever the names say
     assert report.indexed_ids == ["company/billing/invoices.md", "company/b-short.md", "company/c-medium.md", "company/a-long.md"]
-    assert report.lancedb_commits == 3  # the deletion embeds nothing: it rides in the first document's wave
+    assert report.lancedb_commits == 4  # the deletion embeds nothing: it commits first, in a wave of its own
 
 
 def _pending(doc_id: str, hashes: list[str]) -> indexing._Pending:
@@ -193,6 +193,9 @@ def test_waves_count_only_chunks_to_embed_and_double_up_to_the_wave_size() -> No
     # a chunk shared by two documents is embedded once, so it counts once
     shared = list(indexing._waves([_pending("x", ["s"]), _pending("y", ["s"]), _pending("z", ["t"])], 8, set(), 2))
     assert [[p.doc_id for p in w] for w in shared] == [["x", "y", "z"]]
+    # documents with nothing to embed lead, and wait for no model call; later ones ride along
+    free = list(indexing._waves([_pending("gone", []), _pending("same", ["c1"]), _pending("a", ["h"]), _pending("b", ["c2"])], 8, {"c1", "c2"}, 2))
+    assert [[p.doc_id for p in w] for w in free] == [["gone", "same"], ["a", "b"]]
 
 
 def test_the_applier_waits_for_the_watchers_backlog_but_not_forever(store: ContextStore, fake_embedder: HashingEmbedder) -> None:
