@@ -18,7 +18,7 @@ ingest_job = dg.define_asset_job(
     "ingest_job",
     selection=dg.AssetSelection.assets(company_documents, company_chunk_index, staff_answer_review, user_snapshots, user_state_index),
     description="Version and index company and user state from every configured source.",
-    executor_def=dg.multiprocess_executor,
+    executor_def=dg.multi_or_in_process_executor,  # multiprocess unless run config says in_process
 )
 company_refresh_job = dg.define_asset_job(
     "company_refresh_job", selection=dg.AssetSelection.assets(company_documents, company_chunk_index, staff_answer_review),

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.scaleout
 
 BIN = Path(sys.executable).parent
 # deploy/README.md's recommended executor settings: steps fork from a server that imported
-# the code location once, instead of each paying for importing torch, lancedb and dagster
+# the code location once, instead of each paying for importing lancedb and dagster
 RUN_CONFIG = yaml.safe_load((REPO / "deploy" / "run_config.multiprocess.yaml").read_text())
 
 
