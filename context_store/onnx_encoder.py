@@ -152,13 +152,14 @@ class OnnxEncoder:
         if self.batch_size is None or len(texts) <= self.batch_size:
             return self._forward(session, encodings)
         order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
-        out = np.empty((len(texts), 0), dtype=np.float32)
+        out: np.ndarray | None = None
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
             vecs = self._forward(session, [encodings[i] for i in rows])
-            if out.shape[1] == 0:
+            if out is None:
                 out = np.empty((len(texts), vecs.shape[1]), dtype=np.float32)
             out[rows] = vecs
+        assert out is not None
         return out
 
     @staticmethod
