@@ -43,7 +43,7 @@ _PROBES = [
 ]
 
 
-_ENCODERS: dict[tuple[str, str, int | None, int | None], OnnxEncoder] = {}
+_ENCODERS: dict[tuple[str, int | None, int | None], OnnxEncoder] = {}
 _LOCK = threading.Lock()
 
 
@@ -119,8 +119,11 @@ class OnnxEncoder:
         self._tokenizer = Tokenizer.from_file(str(Path(resolve_model_path(model)) / "tokenizer.json"))
         self._tokenizer.enable_truncation(MAX_TOKENS)
         self._tokenizer.no_padding()  # padding is done per batch, to the longest text in it
-        self._session(threads or 1)  # a missing or corrupt file fails here, not at the first edit
+        self._session(self._threads())  # a missing or corrupt file fails here, not at the first edit
         self._dim: int | None = None
+
+    def _threads(self) -> int:
+        return self.threads or threads_for_load(os.cpu_count() or 1)
 
     def _session(self, threads: int) -> Any:
         with self._lock:
@@ -147,7 +150,7 @@ class OnnxEncoder:
     def encode(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        session = self._session(self.threads or threads_for_load(os.cpu_count() or 1))
+        session = self._session(self._threads())
         encodings = self._tokenizer.encode_batch(list(texts))
         if self.batch_size is None or len(texts) <= self.batch_size:
             return self._forward(session, encodings)
@@ -186,7 +189,7 @@ def onnx_encoder(
     directory = models_dir(home)
     target = directory / (f"{safe}.int8.onnx" if quantize else f"{safe}.onnx")
     directory.mkdir(parents=True, exist_ok=True)
-    key = (model, str(target), threads, batch_size)
+    key = (str(target), threads, batch_size)
     with _LOCK:
         if key in _ENCODERS:
             return _ENCODERS[key]
