@@ -45,6 +45,7 @@ __all__ = [
     "DriftReport",
     "IndexReport",
     "ProgressFn",
+    "cheapest_first",
     "embed_cached",
     "index_drift",
     "index_pending_documents",
@@ -238,11 +239,19 @@ def _cached_hashes(session: Session, model: str, hashes: Iterable[str]) -> set[s
     return found
 
 
+def cheapest_first(work: dict[str, int]) -> list[str]:
+    """Document ids, least text to embed first, then by id: the order an index run takes them in.
+
+    Deletions and fully cached documents lead: in a many-file change most files are then
+    retrievable after a fraction of the batch's embedding time.
+    """
+    return sorted(work, key=lambda doc_id: (work[doc_id], doc_id))
+
+
 def _by_embedding_work(pending: list[_Pending], cached: set[str]) -> list[_Pending]:
-    """Least text to embed first (deletions and fully cached documents lead): in a many-file
-    change most files are then retrievable after a fraction of the batch's embedding time."""
     work = {p.doc_id: sum(len(c.text) for c in p.chunks if c.chunk_hash not in cached) for p in pending}
-    return sorted(pending, key=lambda p: (work[p.doc_id], p.doc_id))
+    by_id = {p.doc_id: p for p in pending}
+    return [by_id[doc_id] for doc_id in cheapest_first(work)]
 
 
 def _waves(pending: list[_Pending], wave_chunks: int, cached: set[str], first: int) -> Iterable[list[_Pending]]:

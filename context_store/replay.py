@@ -44,6 +44,7 @@ from context_store.documents import doc_id_for
 from context_store.embedding import Embedder
 from context_store.errors import ConfigError, InputRejected
 from context_store.freshness import percentile
+from context_store.indexing import cheapest_first
 from context_store.models import Document, DocumentVersion, EmbeddingCacheEntry, utcnow
 from context_store.retrieval import retrieve
 from context_store.settings import Settings
@@ -483,9 +484,8 @@ class EmbedFloor:
     """A measured lower bound for a path's lag: what each changed file would wait if indexing
     did nothing but embed the chunk texts its commit made new, with the path's own embedder.
 
-    Per commit, files are embedded one after another, each in one ``encode`` call, least new
-    text first and then by document id, the order the warm path indexes them in
-    (``indexing._by_embedding_work``); a file's floor is the embedding time up to and
+    Per commit, files are embedded one after another, each in one ``encode`` call, in the
+    order an index run takes them (``indexing.cheapest_first``); a file's floor is the embedding time up to and
     including its own texts. A file with nothing new to embed (a deletion, an edit outside
     every chunk, a text embedded before) has floor 0.
     """
@@ -502,7 +502,7 @@ class EmbedFloor:
         floors: dict[str, float] = {}
         embedded: set[str] = set()
         elapsed = 0.0
-        for doc_id in sorted(new_texts, key=lambda d: (cost[d], d)):
+        for doc_id in cheapest_first(cost):
             # a text another file of the commit shares is embedded once, with the cheaper file
             todo = {h: t for h, t in new_texts[doc_id].items() if h not in embedded}
             if todo:
