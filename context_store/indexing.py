@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int], None]
 EMBED_GROUP = 2048
+SQL_PARAMS = 900  # hashes per IN (...): below SQLite's bound-parameter limit
 # Chunks to embed in an index run's first wave; each next wave doubles (see ``_waves``). One:
 # the cheapest changed document of a many-file change is retrievable after its own chunks.
 FIRST_WAVE_CHUNKS = 1
@@ -143,8 +144,7 @@ def embed_cached(
     """
     vectors: dict[str, np.ndarray] = {}
     hashes = list(texts_by_hash)
-    for start in range(0, len(hashes), 900):  # SQLite's bound-parameter limit
-        part = hashes[start : start + 900]
+    for part in _in_batches(hashes, SQL_PARAMS):
         for entry in session.exec(
             select(EmbeddingCacheEntry).where(
                 EmbeddingCacheEntry.model == embedder.name, col(EmbeddingCacheEntry.chunk_hash).in_(part)
@@ -228,7 +228,7 @@ def _load_pending(session: Session, store: ContextStore, docs: list[tuple[str, s
 def _cached_hashes(session: Session, model: str, hashes: Iterable[str]) -> set[str]:
     """The hashes the embedding cache already holds for ``model``."""
     found: set[str] = set()
-    for part in _in_batches(sorted(set(hashes)), 900):  # SQLite's bound-parameter limit
+    for part in _in_batches(sorted(set(hashes)), SQL_PARAMS):
         found.update(
             session.exec(
                 select(EmbeddingCacheEntry.chunk_hash).where(
