@@ -86,7 +86,8 @@ def _embedder(request: Request) -> Embedder:
     if embedder is None and service is not None:
         embedder = service.embedder
     if embedder is None:
-        embedder = build_embedder(_store(request).settings.embedding, _store(request).settings.home)
+        settings = _store(request).settings
+        embedder = build_embedder(settings.embedding, settings.home)
         request.app.state.embedder = embedder
     return embedder
 

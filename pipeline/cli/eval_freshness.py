@@ -353,7 +353,8 @@ def measure_run_launch(home: Path) -> float:
         "import pipeline.definitions\n"
         "from context_store.embedding import build_embedder\n"
         "from context_store.settings import Settings\n"
-        "build_embedder(Settings.load(sys.argv[1]).embedding, Settings.load(sys.argv[1]).home).encode(['warm up'])\n"
+        "settings = Settings.load(sys.argv[1])\n"
+        "build_embedder(settings.embedding, settings.home).encode(['warm up'])\n"
     )
     started = time.perf_counter()
     subprocess.run([sys.executable, "-c", code, str(home)], check=True, cwd=str(Path(__file__).resolve().parents[2]), capture_output=True)
