@@ -9,11 +9,11 @@ import dagster as dg
 from assets.ingestion import company_chunk_index, user_state_index
 from assets.metadata import md_table
 from assets.resources import StoreResource
-from context_store.freshness import evaluate_checks, reconciliation_diff
-from context_store.freshness import freshness_report as build_freshness_report
-from context_store.journal import mark_applied
-from context_store.journal import prune as prune_journal
-from context_store.store import ContextStore
+from context_store.measure.freshness import evaluate_checks, reconciliation_diff
+from context_store.measure.freshness import freshness_report as build_freshness_report
+from context_store.state.journal import mark_applied
+from context_store.state.journal import prune as prune_journal
+from context_store.store.context_store import ContextStore
 
 __all__ = [
     "FRESHNESS_AUTOMATION",

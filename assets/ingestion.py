@@ -7,12 +7,12 @@ import dagster as dg
 
 from assets.metadata import md_table, skipped_table
 from assets.resources import EmbedderResource, StoreResource
-from context_store.documents import sync_company_sources
-from context_store.indexing import index_drift, index_pending_documents, index_pending_users
-from context_store.runs import numeric_stats, track_run
+from context_store.state.documents import sync_company_sources
+from context_store.index.indexing import index_drift, index_pending_documents, index_pending_users
+from context_store.store.runs import numeric_stats, track_run
 from context_store.settings import DEFAULT_MODEL, ChunkingConfig
-from context_store.user_state import sync_user_sources
-from context_store.vector_index import COMPANY_TABLE, USER_TABLE
+from context_store.state.user_state import sync_user_sources
+from context_store.store.vector_index import COMPANY_TABLE, USER_TABLE
 
 __all__ = [
     "INDEX_CODE_VERSION",

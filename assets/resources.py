@@ -8,9 +8,9 @@ from typing import Any
 import dagster as dg
 from pydantic import PrivateAttr
 
-from context_store.embedding import Embedder, build_embedder
+from context_store.index.embed.embedding import Embedder, build_embedder
 from context_store.settings import EmbeddingConfig, Settings
-from context_store.store import ContextStore
+from context_store.store.context_store import ContextStore
 
 __all__ = ["EmbedderResource", "StoreResource", "source_configs_for_dirs"]
 

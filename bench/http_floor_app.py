@@ -22,8 +22,8 @@ from pydantic import BaseModel, Field
 app = FastAPI()
 _ENCODER: Any = None
 if os.environ.get("FRESHCONTEXT_FLOOR_HOME"):
-    from context_store.query_encoder import build_query_encoder
-    from context_store.store import ContextStore
+    from context_store.index.embed.query_encoder import build_query_encoder
+    from context_store.store.context_store import ContextStore
 
     _home = Path(os.environ["FRESHCONTEXT_FLOOR_HOME"])
     _settings = ContextStore.open(_home).settings

@@ -22,12 +22,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from context_store.embedding import SentenceTransformerEmbedder  # noqa: E402
-from context_store.ingest import ingest  # noqa: E402
-from context_store.promotion import build_candidate, evaluate_gate  # noqa: E402
-from context_store.quality import evaluate_retrieval_quality  # noqa: E402
+from context_store.index.embed.embedding import SentenceTransformerEmbedder  # noqa: E402
+from context_store.index.ingest import ingest  # noqa: E402
+from context_store.measure.promotion import build_candidate, evaluate_gate  # noqa: E402
+from context_store.measure.quality import evaluate_retrieval_quality  # noqa: E402
 from context_store.settings import Settings  # noqa: E402
-from context_store.store import ContextStore  # noqa: E402
+from context_store.store.context_store import ContextStore  # noqa: E402
 
 DEMO = ROOT / "demo"
 

@@ -34,9 +34,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from bench.plausible_set import build_plausible_set
-    from context_store.beir import load_beir
-    from context_store.evaluation import evaluate_retrieval
-    from context_store.retrieval import Retriever
+    from context_store.measure.beir import load_beir
+    from context_store.measure.retrieval_eval import evaluate_retrieval
+    from context_store.retrieve.retriever import Retriever
     from context_store.settings import Settings
     from pipeline.cli.eval_retrieval import beir_home, retriever_for
 
@@ -57,7 +57,7 @@ def main() -> None:
             retriever = retriever_for(home, work / "model_home")
             report[name] = evaluate_retrieval(retriever, dataset, k=10)
             # The same rankings with LanceDB's FTS index as the text ranker (the API's default is the
-            # in-memory BM25 beside the dense snapshot, context_store/text_index.py), side by side.
+            # in-memory BM25 beside the dense snapshot, context_store/retrieve/text_index.py), side by side.
             other = "lancedb" if retriever.config.text_ranker == "memory" else "memory"
             alt = Retriever(retriever.store, retriever.embedder, config=retriever.config.model_copy(update={"text_ranker": other}), dense=retriever.dense)
             alt_rows = evaluate_retrieval(alt, dataset, k=10, modes=["hybrid", "text", "rrf"])["by_mode"]

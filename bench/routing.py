@@ -33,12 +33,12 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from context_store.embedding import SentenceTransformerEmbedder  # noqa: E402
-from context_store.ingest import ingest  # noqa: E402
-from context_store.learning import flag_superseded_answers, learning_metrics  # noqa: E402
-from context_store.retrieval import retrieve  # noqa: E402
-from context_store.store import ContextStore  # noqa: E402
-from context_store.webhooks import generate_secret, sign_headers  # noqa: E402
+from context_store.index.embed.embedding import SentenceTransformerEmbedder  # noqa: E402
+from context_store.index.ingest import ingest  # noqa: E402
+from context_store.learn.answers import flag_superseded_answers, learning_metrics  # noqa: E402
+from context_store.retrieve.retriever import retrieve  # noqa: E402
+from context_store.store.context_store import ContextStore  # noqa: E402
+from context_store.route.webhooks import generate_secret, sign_headers  # noqa: E402
 from service.app import create_app  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
@@ -123,7 +123,7 @@ def learning_loop(n_answers: int, work: Path) -> dict:
     with store.session() as s:
         from sqlmodel import select
 
-        from context_store.models import DocumentVersion, StaffAnswer
+        from context_store.store.models import DocumentVersion, StaffAnswer
 
         for a in s.exec(select(StaffAnswer)).all():
             for v in a.source_versions[:1]:
@@ -156,7 +156,7 @@ def learning_loop(n_answers: int, work: Path) -> dict:
 
 
 def routing_quality(work: Path) -> dict:
-    from context_store.routing_eval import convert_clinc150, run_routing_eval
+    from context_store.measure.routing_eval import convert_clinc150, run_routing_eval
 
     if not (SHARED / "clinc150").is_dir():
         return {"skipped": "no ../shared/data/clinc150"}

@@ -59,7 +59,7 @@ class EmbeddingConfig(BaseModel):
     model: str = DEFAULT_MODEL
     batch_size: int = Field(default=8, ge=1, le=4096)
     device: str = "cpu"
-    # onnx: ONNX Runtime on an export of the model (faster, no torch import; context_store/onnx_encoder.py)
+    # onnx: ONNX Runtime on an export of the model (faster, no torch import; context_store/index/embed/onnx_backend.py)
     # torch: sentence-transformers. auto: onnx on CPU when it can be exported, else torch.
     backend: Literal["auto", "onnx", "torch"] = "auto"
 
@@ -110,7 +110,7 @@ _OBJECT_STORAGE_ENV = (
     ("allow_http", "FRESHCONTEXT_S3_ALLOW_HTTP"),
 )
 class RetrievalConfig(BaseModel):
-    """How the retrieval API searches, scores and decides (see context_store/retrieval.py)."""
+    """How the retrieval API searches, scores and decides (see context_store/retrieve/retriever.py)."""
 
     mode: str = "hybrid"  # hybrid | vector | text | rrf (measured: bench/quality.py)
     candidates: int = Field(default=100, ge=10, le=1000)  # per ranker, before fusion
@@ -121,7 +121,7 @@ class RetrievalConfig(BaseModel):
     confidence_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     query_encoder: str = "auto"  # auto | torch | onnx | onnx-int8
     query_cache_size: int = Field(default=2048, ge=0)
-    ann: str = "auto"  # auto | exact | projected: how the in-memory dense index searches (context_store/dense_index.py)
+    ann: str = "auto"  # auto | exact | projected: how the in-memory dense index searches (context_store/retrieve/dense_index.py)
     ann_min_rows: int = Field(default=50_000, ge=1)  # auto: two-stage search from this many chunks
     ann_dims: int = Field(default=96, ge=8, le=4096)  # first stage: PCA dimensions
     ann_pool: int = Field(default=256, ge=10, le=100_000)  # rows scored exactly; recall@10 vs exact 0.987 at 100k (200: 0.982)
@@ -129,7 +129,7 @@ class RetrievalConfig(BaseModel):
     # how often a running API looks for a promoted index (one one-row SELECT per process, never per request)
     deployment_check_seconds: float = Field(default=1.0, ge=0.0)
     reranker: str | None = None  # path of a locally installed cross-encoder; none is bundled
-    text_ranker: str = "memory"  # memory: BM25 beside the dense snapshot (context_store/text_index.py) | lancedb: its FTS index
+    text_ranker: str = "memory"  # memory: BM25 beside the dense snapshot (context_store/retrieve/text_index.py) | lancedb: its FTS index
 
     @field_validator("mode")
     @classmethod
@@ -163,7 +163,7 @@ class GoldenSetConfig(BaseModel):
 
 
 class QualityConfig(BaseModel):
-    """Golden sets and the thresholds the quality checks and the promotion gate apply (context_store/quality.py)."""
+    """Golden sets and the thresholds the quality checks and the promotion gate apply (context_store/measure/quality.py)."""
 
     golden_sets: list[GoldenSetConfig] = Field(default_factory=list)
     k: int = Field(default=10, ge=1, le=100)
@@ -196,7 +196,7 @@ class Settings(BaseModel):
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     api_keys: list[str] = Field(default_factory=list)
-    routing: dict[str, Any] = Field(default_factory=dict)  # validated by context_store.routing.RoutingConfig
+    routing: dict[str, Any] = Field(default_factory=dict)  # validated by context_store.route.triggers.RoutingConfig
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
     extra: dict[str, Any] = Field(default_factory=dict)

@@ -16,7 +16,7 @@ import dagster as dg
 from assets.freshness import freshness_report
 from assets.quality import index_candidate, index_promotion, learning_report, retrieval_quality, routing_quality
 from assets.resources import StoreResource
-from context_store.promotion import decision_since_promotion, measured_since_promotion, pending_change
+from context_store.measure.promotion import decision_since_promotion, measured_since_promotion, pending_change
 from pipeline.sensors import SENSOR_INTERVAL_S, runs_in_progress
 
 __all__ = [

@@ -15,7 +15,7 @@ import os
 import dagster as dg
 
 from assets.resources import StoreResource
-from context_store import journal
+from context_store.state import journal
 from pipeline.jobs import company_refresh_job, user_refresh_job
 
 __all__ = ["SENSOR_INTERVAL_S", "any_run_going", "company_change_sensor", "journal_settled_sensor", "journal_tick", "runs_in_progress", "user_change_sensor"]

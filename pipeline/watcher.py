@@ -38,15 +38,15 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from context_store import journal
-from context_store.embedding import Embedder, build_embedder
-from context_store.freshness import record_fts_coverage, record_lags
-from context_store.journal import ApplyResult, JournalEntry
-from context_store.models import ChangeEvent, utcnow
-from context_store.runs import STAGE_FTS, track_run
-from context_store.serving import DeploymentWatch
+from context_store.state import journal
+from context_store.index.embed.embedding import Embedder, build_embedder
+from context_store.measure.freshness import record_fts_coverage, record_lags
+from context_store.state.journal import ApplyResult, JournalEntry
+from context_store.store.models import ChangeEvent, utcnow
+from context_store.store.runs import STAGE_FTS, track_run
+from context_store.store.serving import DeploymentWatch
 from context_store.settings import EmbeddingConfig, SourceConfig
-from context_store.store import ContextStore
+from context_store.store.context_store import ContextStore
 
 __all__ = ["NETWORK_FILESYSTEMS", "SourceWatcher", "WarmApplier", "dagster_reporter", "filesystem_type", "observer_mode_for"]
 

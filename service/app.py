@@ -8,9 +8,9 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from context_store.decision import Trigger
-from context_store.embedding import Embedder
-from context_store.store import ContextStore
+from context_store.route.decision import Trigger
+from context_store.index.embed.embedding import Embedder
+from context_store.store.context_store import ContextStore
 from service.auth import KeyRing
 from service.errors import install_error_handlers
 from service.metrics import Metrics, MetricsMiddleware
@@ -32,7 +32,7 @@ def create_app(
 ) -> FastAPI:
     """The API for one home. ``embedder`` replaces the query encoder (tests pass a fake), ``encoder_for``
     builds the one for each model a promotion switches to;
-    ``triggers`` are extra escalation triggers (see ``context_store.decision``)."""
+    ``triggers`` are extra escalation triggers (see ``context_store.route.decision``)."""
     store = store or ContextStore.open(home)
     service = ServiceState(store, embedder=embedder, encoder_for=encoder_for, triggers=triggers)
 

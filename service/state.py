@@ -4,7 +4,7 @@ Everything that depends on which index serves is one ``Serving`` object, and a r
 takes one of them at its start (``ServiceState.serving()``) and uses it to the end, so a
 query vector from one model is never searched against vectors of another. When a
 promotion switches the serving deployment, ``serving()`` notices within
-``retrieval.deployment_check_seconds`` (``context_store.serving.DeploymentWatch``); a
+``retrieval.deployment_check_seconds`` (``context_store.store.serving.DeploymentWatch``); a
 background thread then opens the new tables, loads the new model, warms both, and swaps
 the reference. Until that has finished the old index keeps serving, so a request never
 waits for a model to load. A switch that fails (the model is not installed in this
@@ -20,18 +20,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from context_store.confidence import CALIBRATOR_FILE, Calibrator, default_confidence, load_calibrator
-from context_store.decision import Trigger
-from context_store.dense_index import DenseIndex
-from context_store.embedding import Embedder
+from context_store.route.confidence import CALIBRATOR_FILE, Calibrator, default_confidence, load_calibrator
+from context_store.route.decision import Trigger
+from context_store.retrieve.dense_index import DenseIndex
+from context_store.index.embed.embedding import Embedder
 from context_store.errors import ConfigError
-from context_store.query_encoder import build_query_encoder
-from context_store.reranker import load_reranker
-from context_store.retrieval import RetrievalResult, Retriever
-from context_store.serving import DeploymentWatch
+from context_store.index.embed.query_encoder import build_query_encoder
+from context_store.retrieve.reranker import load_reranker
+from context_store.retrieve.retriever import RetrievalResult, Retriever
+from context_store.store.serving import DeploymentWatch
 from context_store.settings import EmbeddingConfig, RetrievalConfig
-from context_store.store import ContextStore
-from context_store.vector_index import VectorIndex
+from context_store.store.context_store import ContextStore
+from context_store.store.vector_index import VectorIndex
 
 __all__ = ["EncoderFactory", "ServiceState", "Serving"]
 

@@ -13,12 +13,12 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from context_store.decision import Reason
-from context_store.documents import sync_company_sources
-from context_store.embedding import HashingEmbedder
-from context_store.ingest import ingest
-from context_store.models import utcnow
-from context_store.store import ContextStore
+from context_store.route.decision import Reason
+from context_store.state.documents import sync_company_sources
+from context_store.index.embed.embedding import HashingEmbedder
+from context_store.index.ingest import ingest
+from context_store.store.models import utcnow
+from context_store.store.context_store import ContextStore
 from service.app import create_app
 from tests.conftest import REFUNDS_V1
 
@@ -126,7 +126,7 @@ def test_user_never_sees_another_users_state(client: TestClient, user: str, quer
 
 
 def test_user_filter_is_inside_the_lancedb_query(api_store: ContextStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    from context_store.retrieval import Retriever
+    from context_store.retrieve.retriever import Retriever
 
     seen: list[str | None] = []
     real = api_store.index.rows

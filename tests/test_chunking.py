@@ -1,4 +1,4 @@
-from context_store.chunking import chunk_document
+from context_store.index.chunking import chunk_document
 from context_store.settings import ChunkingConfig
 
 DOC = """# Shipping

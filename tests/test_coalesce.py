@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from context_store.coalesce import Coalescer
+from context_store.index.embed.coalesce import Coalescer
 
 
 def test_a_lone_call_runs_at_once_on_its_own_item() -> None:

@@ -16,9 +16,9 @@ import dagster as dg
 import pytest
 
 from assets.resources import EmbedderResource, StoreResource
-from context_store.embedding import build_embedder
-from context_store.onnx_encoder import OnnxEncoder
-from context_store.retrieval import retrieve
+from context_store.index.embed.embedding import build_embedder
+from context_store.index.embed.onnx_backend import OnnxEncoder
+from context_store.retrieve.retriever import retrieve
 from context_store.settings import EmbeddingConfig
 from pipeline.definitions import INGEST_ASSETS, INGEST_CHECKS
 from tests.conftest import REFUNDS_V1, REPO

@@ -59,9 +59,9 @@ def model_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_onnx_query_encoder_matches_the_indexed_model(model_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from context_store.embedding import SentenceTransformerEmbedder
-    from context_store.onnx_encoder import MODELS_DIR_ENV
-    from context_store.query_encoder import CachedEncoder, build_query_encoder
+    from context_store.index.embed.embedding import SentenceTransformerEmbedder
+    from context_store.index.embed.onnx_backend import MODELS_DIR_ENV
+    from context_store.index.embed.query_encoder import CachedEncoder, build_query_encoder
     from context_store.settings import EmbeddingConfig
 
     monkeypatch.delenv(MODELS_DIR_ENV)  # this home's own export: the export and its parity check run here
@@ -99,7 +99,7 @@ def test_eval_retrieval_and_calibrate_cli(tmp_path: Path, model_home: Path) -> N
     assert cal.returncode == 0, cal.stderr[-2000:]
     summary = json.loads(cal.stdout)
     assert summary["queries"] == 12 and 0 < summary["positive_rate"] < 1 and (home / "calibrator.json").exists()
-    from context_store.confidence import load_calibrator
+    from context_store.route.confidence import load_calibrator
 
     calibrator = load_calibrator(home / "calibrator.json")
     assert calibrator is not None and calibrator.k == 1 and calibrator.samples == 12

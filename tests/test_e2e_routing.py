@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from context_store.embedding import SentenceTransformerEmbedder
-from context_store.ingest import ingest
-from context_store.learning import learning_metrics
-from context_store.questions import get_question
-from context_store.retrieval import retrieve
-from context_store.store import ContextStore
-from context_store.webhooks import generate_secret, sign_headers
+from context_store.index.embed.embedding import SentenceTransformerEmbedder
+from context_store.index.ingest import ingest
+from context_store.learn.answers import learning_metrics
+from context_store.route.questions import get_question
+from context_store.retrieve.retriever import retrieve
+from context_store.store.context_store import ContextStore
+from context_store.route.webhooks import generate_secret, sign_headers
 from service.app import create_app
 from tests.conftest import open_with_staff_answers
 
@@ -97,7 +97,7 @@ POLICY_CASES = [
 
 def test_default_trigger_lists_on_the_real_model(sources: dict[str, Path]) -> None:
     """The shipped phrase and example lists, matched with the serving model, on requests and near misses."""
-    from context_store.routing import RoutingConfig, escalation_reasons
+    from context_store.route.triggers import RoutingConfig, escalation_reasons
 
     emb = SentenceTransformerEmbedder()
     store = ContextStore.open(sources["home"], company_sources=[{"name": "company", "path": str(sources["company"])}])

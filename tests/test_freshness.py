@@ -7,10 +7,10 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from context_store import journal
-from context_store.documents import sync_company_sources
-from context_store.embedding import HashingEmbedder
-from context_store.freshness import (
+from context_store.state import journal
+from context_store.state.documents import sync_company_sources
+from context_store.index.embed.embedding import HashingEmbedder
+from context_store.measure.freshness import (
     ServedResult,
     evaluate_checks,
     freshness_report,
@@ -22,11 +22,11 @@ from context_store.freshness import (
     unindexed_changes,
     user_state_ages,
 )
-from context_store.indexing import index_pending_documents, index_pending_users
-from context_store.models import Document, DocumentVersion, VersionLag, utcnow
-from context_store.runs import track_run
-from context_store.store import ContextStore
-from context_store.user_state import sync_user_sources
+from context_store.index.indexing import index_pending_documents, index_pending_users
+from context_store.store.models import Document, DocumentVersion, VersionLag, utcnow
+from context_store.store.runs import track_run
+from context_store.store.context_store import ContextStore
+from context_store.state.user_state import sync_user_sources
 
 
 def _ingest(store: ContextStore, embedder: HashingEmbedder, paths: list[Path] | None = None) -> None:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from sqlmodel import select
 
-from context_store import journal
-from context_store.embedding import HashingEmbedder
-from context_store.models import ChangeEvent, Document, IngestRun, UserRecord
-from context_store.retrieval import retrieve
-from context_store.store import ContextStore
+from context_store.state import journal
+from context_store.index.embed.embedding import HashingEmbedder
+from context_store.store.models import ChangeEvent, Document, IngestRun, UserRecord
+from context_store.retrieve.retriever import retrieve
+from context_store.store.context_store import ContextStore
 
 
 def _rows(store: ContextStore) -> list[ChangeEvent]:
@@ -134,7 +134,7 @@ def test_partial_write_is_returned_for_retry_and_stored_text_keeps_serving(
 def test_prune_keeps_unapplied_rows(store: ContextStore, sources: dict[str, Path]) -> None:
     from datetime import timedelta
 
-    from context_store.models import utcnow
+    from context_store.store.models import utcnow
 
     _ = [journal.append(store, [journal.entry_for_path(store.settings, p)]) for p in (sources["company"] / "refunds.md", sources["users"] / "u-1.json")]
     journal.mark_applied(store, by="warm", state_kind="company")

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from context_store.metrics import evaluate_run, expected_calibration_error, mrr_at_k, ndcg_at_k, recall_at_k
+from context_store.measure.ir_metrics import evaluate_run, expected_calibration_error, mrr_at_k, ndcg_at_k, recall_at_k
 
 RANKED = ["d1", "d2", "d3", "d4"]
 REL = {"d2": 1, "d4": 2, "d5": 1, "d9": 0}

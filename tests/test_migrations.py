@@ -18,8 +18,10 @@ import pytest
 from sqlalchemy import inspect, text
 from sqlmodel import Field, SQLModel
 
-from context_store import database, models
-from context_store.database import (
+from context_store.store import database
+
+from context_store.store import models
+from context_store.store.database import (
     BASELINE_REVISION,
     downgrade,
     get_engine,
@@ -49,7 +51,7 @@ def test_models_and_migrations_agree(sql_url: str) -> None:
     drift = schema_drift(engine)
     assert drift.ok, (
         "models.py and the Alembic revisions differ; run  make migration MSG='what changed'  and commit the new "
-        f"file under context_store/migrations/versions:\n{drift.describe()}"
+        f"file under context_store/store/migrations/versions:\n{drift.describe()}"
     )
 
 
@@ -81,7 +83,7 @@ def test_a_database_made_before_migrations_is_stamped_and_upgraded(sql_url: str)
 
 
 def test_processes_starting_together_on_a_fresh_database_migrate_once(sql_url: str) -> None:
-    code = "import sys; from context_store.database import get_engine, schema_revision; print(schema_revision(get_engine(sys.argv[1])))"
+    code = "import sys; from context_store.store.database import get_engine, schema_revision; print(schema_revision(get_engine(sys.argv[1])))"
     procs = [
         subprocess.Popen([sys.executable, "-c", code, sql_url], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(3)

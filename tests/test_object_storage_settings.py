@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from context_store.settings import Settings
-from context_store.store import ContextStore
+from context_store.store.context_store import ContextStore
 
 
 def test_s3_options_reach_the_vector_index(tmp_path: Path) -> None:

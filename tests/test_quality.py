@@ -8,23 +8,23 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from context_store.embedding import HashingEmbedder
+from context_store.index.embed.embedding import HashingEmbedder
 from context_store.errors import InputRejected, StoreError
-from context_store.golden import evaluate_golden, load_golden
-from context_store.indexing import index_drift
-from context_store.ingest import ingest
-from context_store.models import ArchivedChunk, ChunkRecord, IndexDeployment, PromotionDecision
-from context_store.promotion import build_candidate, evaluate_gate, last_gate, pending_change, promote, run_gate
-from context_store.quality import (
+from context_store.measure.golden import evaluate_golden, load_golden
+from context_store.index.indexing import index_drift
+from context_store.index.ingest import ingest
+from context_store.store.models import ArchivedChunk, ChunkRecord, IndexDeployment, PromotionDecision
+from context_store.measure.promotion import build_candidate, evaluate_gate, last_gate, pending_change, promote, run_gate
+from context_store.measure.quality import (
     baselines,
     evaluate_retrieval_quality,
     history,
     retrieval_checks,
     store_retrieval_quality,
 )
-from context_store.retrieval import Retriever
+from context_store.retrieve.retriever import Retriever
 from context_store.settings import QualityConfig
-from context_store.store import ContextStore
+from context_store.store.context_store import ContextStore
 
 QUESTIONS = [
     {"id": "g1", "text": "refund window days delivery", "answerable": True, "expected_doc_ids": ["company/refunds.md"],
@@ -175,8 +175,8 @@ def test_wrong_model_and_emptied_table_are_rejected_and_not_promoted(edited: Con
 
 
 def test_a_chunker_promotion_rechunks_current_versions_and_archives_the_old_chunks(edited: ContextStore) -> None:
-    from context_store.decision import decide
-    from context_store.traces import record_trace, replay
+    from context_store.route.decision import decide
+    from context_store.route.traces import record_trace, replay
 
     result = Retriever(edited, HashingEmbedder()).retrieve("refund window", k=2)
     trace_id = record_trace(edited, result, decide(result, 0.9, 0.5), confidence_source="test")
@@ -235,7 +235,7 @@ def test_promote_cli_with_nothing_pending(edited: ContextStore) -> None:
 
 
 def test_a_writer_opened_before_a_promotion_refuses_to_index(edited: ContextStore, sources: dict[str, Path]) -> None:
-    from context_store.indexing import index_pending_documents
+    from context_store.index.indexing import index_pending_documents
 
     old_writer = _open(edited)  # e.g. the watcher, opened before the switch
     changed = _open(edited, embedding={"model": "hashing-v2"})
@@ -246,7 +246,7 @@ def test_a_writer_opened_before_a_promotion_refuses_to_index(edited: ContextStor
 
 
 def test_routing_quality_on_a_golden_set_and_its_ece_check(edited: ContextStore) -> None:
-    from context_store.quality import evaluate_routing_quality, routing_checks
+    from context_store.measure.quality import evaluate_routing_quality, routing_checks
 
     # the 4-question set is too small to cross-fit (folds need 10 labelled queries each); make it 24
     rows = [{**q, "id": f"{q['id']}-{i}"} for i in range(6) for q in QUESTIONS]
@@ -263,9 +263,9 @@ def test_routing_quality_on_a_golden_set_and_its_ece_check(edited: ContextStore)
 def test_learning_checks_flag_an_answer_that_never_became_knowledge(edited: ContextStore) -> None:
     from datetime import timedelta
 
-    from context_store.learning import learning_metrics
-    from context_store.models import RoutedQuestion, StaffAnswer, utcnow
-    from context_store.quality import learning_checks
+    from context_store.learn.answers import learning_metrics
+    from context_store.store.models import RoutedQuestion, StaffAnswer, utcnow
+    from context_store.measure.quality import learning_checks
 
     config = QualityConfig(time_to_knowledge_p95_ceiling_s=600)
     assert all(o.passed for o in learning_checks(edited, learning_metrics(edited), config))  # nothing yet: nothing late

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from assets.resources import StoreResource
-from context_store.embedding import HashingEmbedder
-from context_store.ingest import ingest
-from context_store.promotion import candidate_store
+from context_store.index.embed.embedding import HashingEmbedder
+from context_store.index.ingest import ingest
+from context_store.measure.promotion import candidate_store
 from context_store.settings import EmbeddingConfig, Settings
-from context_store.store import ContextStore
+from context_store.store.context_store import ContextStore
 from pipeline.definitions import defs
 from pipeline.quality_jobs import QUALITY_ASSETS, index_change_sensor, index_promotion_job, serving_quality_job
 

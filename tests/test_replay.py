@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from context_store.embedding import HashingEmbedder
+from context_store.index.embed.embedding import HashingEmbedder
 from context_store.errors import ConfigError
-from context_store.ingest import ingest
-from context_store.replay import EmbedFloor, FileWrite, History, chunk_texts, probe_queries, run_replay
+from context_store.index.ingest import ingest
+from context_store.measure.replay import EmbedFloor, FileWrite, History, chunk_texts, probe_queries, run_replay
 from context_store.settings import Settings
-from context_store.store import ContextStore
+from context_store.store.context_store import ContextStore
 from pipeline.cli import main
 from pipeline.cli.eval_freshness import WarmDriver, freshness_eval
 

@@ -9,19 +9,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from context_store.beir import beir_id_for, file_name_for, load_beir, write_corpus
-from context_store.confidence import Calibrator, default_confidence, fit_calibrator, load_calibrator
-from context_store.decision import LOW_CONFIDENCE, NO_RESULTS, Reason, decide
-from context_store.dense_index import DenseIndex
-from context_store.embedding import HashingEmbedder
+from context_store.measure.beir import beir_id_for, file_name_for, load_beir, write_corpus
+from context_store.route.confidence import Calibrator, default_confidence, fit_calibrator, load_calibrator
+from context_store.route.decision import LOW_CONFIDENCE, NO_RESULTS, Reason, decide
+from context_store.retrieve.dense_index import DenseIndex
+from context_store.index.embed.embedding import HashingEmbedder
 from context_store.errors import ConfigError, InputRejected
-from context_store.fusion import Candidate, bm25_scores, rrf, score_fusion, text_weight_for
-from context_store.ingest import ingest
-from context_store.reranker import load_reranker
-from context_store.retrieval import Retriever
-from context_store.sources import parse_company_file
-from context_store.store import ContextStore
-from context_store.vector_index import VectorIndex
+from context_store.retrieve.fusion import Candidate, bm25_scores, rrf, score_fusion, text_weight_for
+from context_store.index.ingest import ingest
+from context_store.retrieve.reranker import load_reranker
+from context_store.retrieve.retriever import Retriever
+from context_store.state.sources import parse_company_file
+from context_store.store.context_store import ContextStore
+from context_store.store.vector_index import VectorIndex
 
 
 def test_rrf_hand_computed() -> None:
@@ -122,7 +122,7 @@ def test_beir_round_trip_through_source_files(tmp_path: Path) -> None:
 def test_projected_dense_index_matches_exact_search(tmp_path: Path) -> None:
     import pyarrow as pa
 
-    from context_store.vector_index import company_schema
+    from context_store.store.vector_index import company_schema
 
     rng = np.random.default_rng(3)
     centres = rng.normal(size=(40, 32))
@@ -227,7 +227,7 @@ def test_concurrent_projected_searches_share_a_first_stage_and_match_one_at_a_ti
 
     import pyarrow as pa
 
-    from context_store.vector_index import company_schema
+    from context_store.store.vector_index import company_schema
 
     rng = np.random.default_rng(5)
     vectors = rng.normal(size=(3000, 24)).astype(np.float32)

@@ -11,20 +11,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from context_store.embedding import HashingEmbedder
+from context_store.index.embed.embedding import HashingEmbedder
 from context_store.errors import ConfigError, InvalidRequest, NotFound
-from context_store.escalation import assess
-from context_store.ingest import ingest
-from context_store.learning import (
+from context_store.route.signals import assess
+from context_store.index.ingest import ingest
+from context_store.learn.answers import (
     flag_superseded_answers, index_answers, learning_metrics, store_answer, write_answer_file, write_pending_answer_files,
 )
-from context_store.models import AskedQuestion, OutboxMessage, StaffAnswer, utcnow
-from context_store.outbox import backoff_seconds, deliver_due, outbox_counts, redeliver
-from context_store.questions import QuestionConflict, assign_question, get_question, list_questions, route_question, set_status
-from context_store.retrieval import retrieve
-from context_store.routing import EscalationReason, RoutingConfig, SensitiveTopic, escalation_reasons, record_asked
-from context_store.store import ContextStore
-from context_store.webhooks import generate_secret, verify
+from context_store.store.models import AskedQuestion, OutboxMessage, StaffAnswer, utcnow
+from context_store.route.outbox import backoff_seconds, deliver_due, outbox_counts, redeliver
+from context_store.route.questions import QuestionConflict, assign_question, get_question, list_questions, route_question, set_status
+from context_store.retrieve.retriever import retrieve
+from context_store.route.triggers import EscalationReason, RoutingConfig, SensitiveTopic, escalation_reasons, record_asked
+from context_store.store.context_store import ContextStore
+from context_store.route.webhooks import generate_secret, verify
 from tests.conftest import REFUNDS_V1, open_with_staff_answers
 
 OUT_SECRET = generate_secret()
@@ -122,7 +122,7 @@ def test_grouping_sees_other_processes_questions_and_skips_closed_ones(kb: Conte
     ``open`` meanwhile is skipped for the next nearest open one, not ignored."""
     from sqlalchemy import text as sql
 
-    from context_store import questions
+    from context_store.route import questions
 
     lamp = "Can I get a refund for a lamp I bought 40 days ago?"
     first = _route(kb, fake_embedder, lamp)
@@ -360,7 +360,7 @@ def test_assess_accepts_a_decide_returning_a_decision_object(kb: ContextStore, f
 
 def test_answer_files_go_through_the_change_journal(kb: ContextStore, fake_embedder: HashingEmbedder) -> None:
     """The sensor path sees a written answer like any edited file; the warm path marks it applied."""
-    from context_store import journal
+    from context_store.state import journal
 
     routed = _route(kb, fake_embedder, "Do you ship lamps to Iceland?")
     answer = store_answer(kb, routed.question_id, author="tom", text="Yes, with DHL Express.")
@@ -381,8 +381,8 @@ def test_answer_files_go_through_the_change_journal(kb: ContextStore, fake_embed
 def test_warm_path_indexes_only_its_answers_not_an_ingest_backlog(
     kb: ContextStore, fake_embedder: HashingEmbedder, sources: dict[str, Path]
 ) -> None:
-    from context_store.documents import sync_company_sources
-    from context_store.models import Document
+    from context_store.state.documents import sync_company_sources
+    from context_store.store.models import Document
 
     # an ingest has versioned an edit and not indexed it yet when the answer arrives
     (sources["company"] / "refunds.md").write_text(REFUNDS_V1.replace("30 days", "45 days"))

@@ -10,10 +10,10 @@ from sqlmodel import select
 from assets.ingestion import company_chunk_index, company_documents, user_snapshots, user_state_index
 from assets.learning import staff_answer_review  # company_refresh_job also reviews staff answers
 from assets.resources import StoreResource
-from context_store import journal
-from context_store.embedding import HashingEmbedder
-from context_store.models import Document, IngestRun
-from context_store.store import ContextStore
+from context_store.state import journal
+from context_store.index.embed.embedding import HashingEmbedder
+from context_store.store.models import Document, IngestRun
+from context_store.store.context_store import ContextStore
 from pipeline.definitions import defs
 from pipeline.jobs import company_refresh_job
 from pipeline.sensors import company_change_sensor, journal_settled_sensor, user_change_sensor

@@ -10,15 +10,15 @@ import pytest
 
 from assets.freshness import freshness_report as freshness_report_asset
 from assets.resources import StoreResource
-from context_store.confidence import default_confidence
-from context_store.decision import decide
-from context_store.embedding import HashingEmbedder
-from context_store.freshness import evaluate_checks, freshness_report, served_stale_hits
-from context_store.ingest import ingest
-from context_store.models import Document, utcnow
-from context_store.retrieval import RetrievalResult, Retriever
-from context_store.store import ContextStore
-from context_store.traces import record_trace
+from context_store.route.confidence import default_confidence
+from context_store.route.decision import decide
+from context_store.index.embed.embedding import HashingEmbedder
+from context_store.measure.freshness import evaluate_checks, freshness_report, served_stale_hits
+from context_store.index.ingest import ingest
+from context_store.store.models import Document, utcnow
+from context_store.retrieve.retriever import RetrievalResult, Retriever
+from context_store.store.context_store import ContextStore
+from context_store.route.traces import record_trace
 
 REFUNDS = "company/refunds.md"
 
@@ -129,7 +129,7 @@ def test_the_asset_plots_the_rate_and_lists_the_hits(store: ContextStore, served
 
 
 def test_the_support_lead_report_shows_the_rate(store: ContextStore, served: dict[str, object]) -> None:
-    from context_store.report import build_report, render_html
+    from context_store.measure.report import build_report, render_html
 
     data = build_report(store, days=1)
     report = served_stale_hits(store)

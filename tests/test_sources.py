@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from context_store.errors import InputRejected
-from context_store.sources import normalize_facts, parse_company_file, read_bytes, read_user_file
+from context_store.state.sources import normalize_facts, parse_company_file, read_bytes, read_user_file
 
 
 def test_front_matter_gives_title_and_meta(tmp_path: Path) -> None:

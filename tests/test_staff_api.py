@@ -10,14 +10,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import func, select
 
-from context_store.embedding import HashingEmbedder
-from context_store.ingest import ingest
-from context_store.models import StaffAnswer, WebhookDelivery
-from context_store.questions import get_question, route_question
-from context_store.retrieval import retrieve
-from context_store.routing import EscalationReason
-from context_store.store import ContextStore
-from context_store.webhooks import generate_secret, sign_headers
+from context_store.index.embed.embedding import HashingEmbedder
+from context_store.index.ingest import ingest
+from context_store.store.models import StaffAnswer, WebhookDelivery
+from context_store.route.questions import get_question, route_question
+from context_store.retrieve.retriever import retrieve
+from context_store.route.triggers import EscalationReason
+from context_store.store.context_store import ContextStore
+from context_store.route.webhooks import generate_secret, sign_headers
 from service.app import create_app
 from tests.conftest import open_with_staff_answers
 
@@ -170,7 +170,7 @@ def test_embedder_down_when_the_answer_arrives(client: TestClient, kb: ContextSt
     q = get_question(kb, qid)
     assert q["status"] == "answered" and q["answer"]["retrievable_at"] is None
     ingest(kb, fake_embedder)
-    from context_store.learning import mark_retrievable
+    from context_store.learn.answers import mark_retrievable
 
     assert mark_retrievable(kb) == [q["answer"]["answer_id"]]
 
@@ -180,8 +180,8 @@ def test_api_process_delivers_the_outbox(kb: ContextStore, fake_embedder: Hashin
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from context_store.outbox import outbox_counts
-    from context_store.webhooks import verify
+    from context_store.route.outbox import outbox_counts
+    from context_store.route.webhooks import verify
 
     got: list[tuple[dict, bytes]] = []
 

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from context_store.text_index import Analyzer, TermIndex
+from context_store.retrieve.text_index import Analyzer, TermIndex
 
 
 def test_analyzer_folds_stems_and_drops_stop_words_and_long_tokens() -> None:

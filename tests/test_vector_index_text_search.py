@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from context_store.embedding import HashingEmbedder
-from context_store.ingest import ingest
-from context_store.store import ContextStore
+from context_store.index.embed.embedding import HashingEmbedder
+from context_store.index.ingest import ingest
+from context_store.store.context_store import ContextStore
 
 
 @pytest.fixture

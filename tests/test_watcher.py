@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from context_store import journal
-from context_store.embedding import HashingEmbedder
-from context_store.models import Document
-from context_store.retrieval import retrieve
-from context_store.store import ContextStore
+from context_store.state import journal
+from context_store.index.embed.embedding import HashingEmbedder
+from context_store.store.models import Document
+from context_store.retrieve.retriever import retrieve
+from context_store.store.context_store import ContextStore
 from pipeline.watcher import SourceWatcher, WarmApplier, filesystem_type, observer_mode_for
 
 
@@ -127,7 +127,7 @@ def test_watcher_with_warm_apply_makes_an_edit_retrievable(
 def test_unreadable_file_is_retried_then_left_skipped_with_its_reason(
     store: ContextStore, sources: dict[str, Path], fake_embedder: HashingEmbedder
 ) -> None:
-    from context_store.skipped_inputs import open_skips
+    from context_store.state.skipped_inputs import open_skips
 
     journal.append(store, [journal.rescan_entry("company", "company", sources["company"], reason="start")])
     applier = WarmApplier(store, fake_embedder, interval_s=0.1, retry_delays=(0.05, 0.05, 0.05))
@@ -154,7 +154,7 @@ def test_the_warm_path_follows_a_promotion_without_restart(
 ) -> None:
     import json
 
-    from context_store.promotion import run_gate
+    from context_store.measure.promotion import run_gate
 
     golden = tmp_path / "golden.jsonl"
     golden.write_text(json.dumps({"id": "g1", "text": "refund window days delivery", "answerable": True,

@@ -9,18 +9,22 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from context_store import indexing, journal, sources as sources_mod
-from context_store.chunking import Chunk
-from context_store.documents import sync_company_sources
-from context_store.embedding import HashingEmbedder, threads_for_load
-from context_store.freshness import record_lags
-from context_store.indexing import index_pending_documents
-from context_store.ingest import ingest
-from context_store.models import IngestRun, VersionLag
-from context_store.retrieval import retrieve
-from context_store.runs import STAGE_FTS
+from context_store.index import indexing
+
+from context_store.state import journal
+
+from context_store.state import sources as sources_mod
+from context_store.index.chunking import Chunk
+from context_store.state.documents import sync_company_sources
+from context_store.index.embed.embedding import HashingEmbedder, threads_for_load
+from context_store.measure.freshness import record_lags
+from context_store.index.indexing import index_pending_documents
+from context_store.index.ingest import ingest
+from context_store.store.models import IngestRun, VersionLag
+from context_store.retrieve.retriever import retrieve
+from context_store.store.runs import STAGE_FTS
 from context_store.settings import SourceConfig
-from context_store.store import ContextStore
+from context_store.store.context_store import ContextStore
 from pipeline.watcher import SourceWatcher, WarmApplier
 
 

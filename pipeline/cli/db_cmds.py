@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from context_store.database import (
+from context_store.store.database import (
     downgrade,
     get_engine,
     head_revision,

@@ -6,10 +6,10 @@ import json
 
 import click
 
-from context_store.embedding import build_embedder
+from context_store.index.embed.embedding import build_embedder
 from context_store.errors import FreshContextError
-from context_store.promotion import pending_change, run_gate
-from context_store.store import ContextStore
+from context_store.measure.promotion import pending_change, run_gate
+from context_store.store.context_store import ContextStore
 
 
 @click.command()

@@ -2,7 +2,7 @@
 
     python -m tests.scaleout.worker --home H --company DIR --users DIR [--wave-chunks 12] [--slow 0.05]
 
-Runs the same four steps as ``context_store.ingest.ingest`` and prints one JSON object with
+Runs the same four steps as ``context_store.index.ingest.ingest`` and prints one JSON object with
 the reports. ``--go FILE`` lines several workers up: each connects, says it is ready, then waits for FILE;
 ``--slow`` sleeps per embedded batch so a test can kill the process half-way.
 """
@@ -19,11 +19,11 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from context_store import indexing  # noqa: E402
-from context_store.documents import sync_company_sources  # noqa: E402
-from context_store.embedding import HashingEmbedder  # noqa: E402
-from context_store.store import ContextStore  # noqa: E402
-from context_store.user_state import sync_user_sources  # noqa: E402
+from context_store.index import indexing  # noqa: E402
+from context_store.state.documents import sync_company_sources  # noqa: E402
+from context_store.index.embed.embedding import HashingEmbedder  # noqa: E402
+from context_store.store.context_store import ContextStore  # noqa: E402
+from context_store.state.user_state import sync_user_sources  # noqa: E402
 
 
 class SlowHashingEmbedder(HashingEmbedder):

@@ -1,0 +1,1 @@
+"""Step 7: staff answers become knowledge; review of answers gone stale."""

@@ -1,0 +1,333 @@
+"""The learning loop: a staff answer is stored, becomes a company document, and is served next time.
+
+Order matters, because nothing may be lost:
+
+1. ``store_answer`` writes the ``StaffAnswer`` row and marks the question answered, in one
+   transaction. Only then does the webhook return 2xx.
+2. ``write_answer_file`` writes the answer as Markdown (front matter: question id, answer
+   id, author, the document versions it was given) into the configured company source of
+   kind ``staff_answer`` and appends it to the change journal (as the watcher would). From
+   there it is ordinary company state: the journal sensor's ``company_refresh_job``, the
+   reconciliation, or any ``freshcontext ingest`` version and index it like every other
+   file. There is no side door into LanceDB.
+3. ``index_answers`` is the warm path a serving process may take right away: the same
+   ``sync_company_sources`` + ``index_pending_documents`` the Dagster assets run, limited
+   to the new files, then the journal rows are marked applied (a later sensor run finds
+   nothing to do). If the embedder is down, the answer stays stored, its file written and
+   journaled; the sensor or the next ingest indexes it.
+
+``flag_superseded_answers`` marks an answer for review when a document version it relied
+on has been superseded or deleted: the policy it paraphrased may have changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from sqlmodel import col, func, select
+
+from context_store.state import journal
+from context_store.state.documents import doc_id_for, sync_company_sources
+from context_store.index.embed.embedding import Embedder
+from context_store.errors import ConfigError, InvalidRequest
+from context_store.index.indexing import index_pending_documents
+from context_store.store.models import (
+    AskedQuestion, ChangeEvent, Document, DocumentVersion, QuestionAsk, RoutedQuestion, StaffAnswer, WebhookDelivery, utcnow,
+)
+from context_store.route.questions import QuestionConflict, load_question
+from context_store.route.triggers import RoutingConfig, routing_config
+from context_store.settings import SourceConfig
+from context_store.store.context_store import ContextStore
+
+__all__ = [
+    "IndexAnswersReport",
+    "answer_markdown",
+    "flag_superseded_answers",
+    "index_answers",
+    "learning_metrics",
+    "mark_retrievable",
+    "staff_source",
+    "store_answer",
+    "write_answer_file",
+    "write_pending_answer_files",
+]
+
+log = logging.getLogger(__name__)
+
+
+def staff_source(store: ContextStore, config: RoutingConfig | None = None) -> SourceConfig:
+    """The company source answers are written to: ``routing.staff_source`` or the first of kind staff_answer."""
+    config = config or routing_config(store.settings)
+    for source in store.settings.company_sources:
+        if (config.staff_source and source.name == config.staff_source) or (not config.staff_source and source.kind == "staff_answer"):
+            return source
+    wanted = f"named {config.staff_source!r}" if config.staff_source else "of kind staff_answer"
+    raise ConfigError(f"no company source {wanted} in {store.settings.home / 'freshcontext.yaml'}; staff answers need one")
+
+
+def store_answer(
+    store: ContextStore,
+    question_id: str,
+    *,
+    author: str,
+    text: str,
+    channel: str = "api",
+    webhook_id: str | None = None,
+    webhook_endpoint: str | None = None,
+    body_sha256: str = "",
+    config: RoutingConfig | None = None,
+    now: datetime | None = None,
+) -> StaffAnswer:
+    """Durably store an answer and mark its question answered; raises for unknown or already-answered questions.
+
+    With ``webhook_endpoint``, the delivery id is recorded in the same transaction, so a
+    retry of that delivery is recognised even if this process dies right after the commit.
+    """
+    config = config or routing_config(store.settings)
+    author, text = (author or "").strip(), (text or "").strip()
+    if not author:
+        raise InvalidRequest("author is empty: say who answered, so the knowledge stays accountable")
+    if not text:
+        raise InvalidRequest("answer text is empty")
+    if len(text) > config.max_answer_chars:
+        raise InvalidRequest(f"answer is {len(text)} characters; the limit is {config.max_answer_chars} (routing.max_answer_chars)")
+    source = staff_source(store, config)  # fail before storing if answers have nowhere to go
+    now = now or utcnow()
+    with store.session() as session:
+        question = load_question(session, question_id)
+        if question.status != "open":
+            raise QuestionConflict(f"question {question_id} is {question.status}; it already has an answer or was dismissed")
+        versions = list(dict.fromkeys(c["version_id"] for c in question.context if c.get("version_id")))
+        answer = StaffAnswer(
+            answer_id="a-" + secrets.token_hex(8), question_id=question_id, author=author, text=text, channel=channel,
+            webhook_id=webhook_id, received_at=now, source_versions=versions,
+            doc_id=f"{source.name}/{question_id}.md",
+        )
+        question.status, question.answered_at, question.updated_at = "answered", now, now
+        session.add_all([answer, question])
+        if webhook_id is not None and webhook_endpoint is not None:
+            session.add(WebhookDelivery(
+                webhook_id=webhook_id, endpoint=webhook_endpoint, received_at=now, body_sha256=body_sha256, status_code=200,
+                response={"status": "stored", "answer_id": answer.answer_id, "question_id": question_id, "doc_id": answer.doc_id},
+            ))
+    return answer
+
+
+def answer_markdown(question: RoutedQuestion, answer: StaffAnswer, paraphrases: list[str]) -> str:
+    """The document an answer becomes: the question as heading, so the question and its paraphrases find it."""
+    front = {
+        "title": question.text[:200],
+        "kind": "staff_answer",
+        "question_id": question.question_id,
+        "answer_id": answer.answer_id,
+        "author": answer.author,
+        "answered_at": answer.received_at.isoformat(),
+        "source_versions": ",".join(answer.source_versions),
+    }
+    asked = [p for p in dict.fromkeys(paraphrases) if p.strip() and p.strip() != question.text.strip()]
+    also = ("\n\nAlso asked as: " + " / ".join(a.strip() for a in asked[:5])) if asked else ""
+    heading = " ".join(question.text.split())
+    return f"---\n{yaml.safe_dump(front, sort_keys=False, allow_unicode=True)}---\n\n# {heading}\n\n{answer.text.strip()}{also}\n"
+
+
+def write_answer_file(store: ContextStore, answer_id: str, *, config: RoutingConfig | None = None) -> Path:
+    """Write (atomically) the answer's Markdown file into the staff source; idempotent."""
+    source = staff_source(store, config)
+    with store.session() as session:
+        answer = session.get(StaffAnswer, answer_id)
+        if answer is None:
+            raise InvalidRequest(f"no staff answer {answer_id!r}")
+        question = load_question(session, answer.question_id)
+        asks = session.exec(select(QuestionAsk.text).where(QuestionAsk.question_id == question.question_id)).all()
+        content = answer_markdown(question, answer, list(asks))
+        root = Path(source.path)
+        root.mkdir(parents=True, exist_ok=True)
+        path = root / f"{question.question_id}.md"
+        # A dot-prefixed temporary name is ignored by every source scan; rename is atomic.
+        fd, tmp = tempfile.mkstemp(dir=root, prefix=".answer-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(content)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        answer.file_path, answer.written_at = str(path), utcnow()
+        answer.doc_id = f"{source.name}/{path.name}"
+        session.add(answer)
+    entry = journal.entry_for_path(store.settings, path)
+    if entry is not None:
+        journal.append(store, [entry])  # the same row the watcher writes; duplicates are dropped by fingerprint
+    return path
+
+
+def write_pending_answer_files(store: ContextStore) -> list[Path]:
+    """Write every stored answer whose file is missing (a crash between storing and writing)."""
+    with store.session() as session:
+        ids = session.exec(select(StaffAnswer.answer_id).where(col(StaffAnswer.written_at).is_(None))).all()
+    paths = []
+    for answer_id in ids:
+        try:
+            paths.append(write_answer_file(store, answer_id))
+        except OSError as exc:
+            log.error("could not write staff answer %s: %s", answer_id, exc)
+    return paths
+
+
+@dataclass
+class IndexAnswersReport:
+    files: list[str] = field(default_factory=list)
+    documents_changed: int = 0
+    chunks_embedded: int = 0
+    retrievable: list[str] = field(default_factory=list)
+    flagged: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def index_answers(store: ContextStore, embedder: Embedder, paths: list[Path] | None = None) -> IndexAnswersReport:
+    """The warm path: version and index the given answer files (default: all not yet retrievable)."""
+    import time
+
+    started = time.perf_counter()
+    paths = list(paths) if paths is not None else write_pending_answer_files(store) + _unindexed_answer_files(store)
+    report = IndexAnswersReport(files=[str(p) for p in paths])
+    if paths:
+        wanted = {str(Path(p).resolve()) for p in paths}
+        with store.session() as session:
+            row_ids = list(session.exec(
+                select(ChangeEvent.id).where(col(ChangeEvent.path).in_(wanted), col(ChangeEvent.applied_at).is_(None))
+            ).all())
+        sync = sync_company_sources(store, paths=paths)
+        report.documents_changed = len(sync.changed_doc_ids)
+        # Only these answers' documents: an ingest may be versioning a large change meanwhile,
+        # and its backlog is its own work, not this API process's. Compaction is the ingest's too.
+        own = _doc_ids_for(store, paths) + sync.changed_doc_ids
+        report.chunks_embedded = index_pending_documents(store, embedder, doc_ids=own, optimize=False).chunks_embedded
+        journal.mark_applied(store, ids=[int(i) for i in row_ids if i is not None], by="staff-answer")
+    report.retrievable = mark_retrievable(store)
+    report.flagged = flag_superseded_answers(store)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _doc_ids_for(store: ContextStore, paths: list[Path]) -> list[str]:
+    """The document ids these files have (or will have) in the company sources that hold them."""
+    ids = []
+    for path in paths:
+        resolved = Path(path).resolve()
+        for source in store.settings.company_sources:
+            root = Path(source.path).resolve()
+            if resolved.is_relative_to(root):
+                ids.append(doc_id_for(source.name, resolved.relative_to(root).as_posix()))
+                break
+    return ids
+
+
+def _unindexed_answer_files(store: ContextStore) -> list[Path]:
+    with store.session() as session:
+        rows = session.exec(
+            select(StaffAnswer.file_path).where(col(StaffAnswer.retrievable_at).is_(None), col(StaffAnswer.file_path).is_not(None))
+        ).all()
+    return [Path(p) for p in rows if p and Path(p).exists()]
+
+
+def mark_retrievable(store: ContextStore) -> list[str]:
+    """Stamp ``retrievable_at`` on answers whose document is now indexed (by any path: warm, sensor, CLI)."""
+    stamped: list[str] = []
+    with store.session() as session:
+        rows = session.exec(
+            select(StaffAnswer, Document, DocumentVersion)
+            .join(Document, col(Document.doc_id) == col(StaffAnswer.doc_id))
+            .join(DocumentVersion, col(DocumentVersion.version_id) == col(Document.current_version_id))
+            .where(col(StaffAnswer.retrievable_at).is_(None), col(Document.indexed_version_id) == col(Document.current_version_id))
+        ).all()
+        for answer, _doc, version in rows:
+            answer.retrievable_at = version.indexed_at or utcnow()
+            session.add(answer)
+            stamped.append(answer.answer_id)
+    return stamped
+
+
+def flag_superseded_answers(store: ContextStore, *, now: datetime | None = None) -> int:
+    """Flag answers relying on a document version that is no longer current; returns how many were newly flagged."""
+    now = now or utcnow()
+    flagged = 0
+    with store.session() as session:
+        answers = session.exec(select(StaffAnswer).where(StaffAnswer.needs_review == False)).all()  # noqa: E712
+        wanted = {v for a in answers for v in a.source_versions}
+        ended: dict[str, DocumentVersion] = {}
+        if wanted:
+            for version in session.exec(
+                select(DocumentVersion).where(col(DocumentVersion.version_id).in_(wanted), col(DocumentVersion.valid_to).is_not(None))
+            ).all():
+                ended[version.version_id] = version
+        for answer in answers:
+            gone = [ended[v] for v in answer.source_versions if v in ended]
+            if not gone:
+                continue
+            answer.needs_review, answer.flagged_at = True, now
+            answer.review_reason = "; ".join(
+                f"{v.doc_id} version {v.version_id} ended {v.valid_to.isoformat() if v.valid_to else '?'}" for v in gone
+            ) + " — the answer may be stale"
+            session.add(answer)
+            flagged += 1
+    if flagged:
+        log.warning("%d staff answer(s) flagged for review: a source they relied on changed", flagged)
+    return flagged
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def learning_metrics(store: ContextStore, *, now: datetime | None = None) -> dict[str, Any]:
+    """Learning-loop numbers: time to knowledge, reuse without a person, escalation rate, queue ages, stale answers."""
+    from context_store.route.questions import count_by_status, open_question_ages
+
+    mark_retrievable(store)
+    with store.session() as session:
+        answers = list(session.exec(select(StaffAnswer)).all())
+        ttk = [
+            (a.retrievable_at - a.received_at).total_seconds() for a in answers if a.retrievable_at is not None and a.received_at is not None
+        ]
+        total = session.exec(select(func.count()).select_from(AskedQuestion)).one()
+        escalated = session.exec(select(func.count()).select_from(AskedQuestion).where(AskedQuestion.decision == "escalate")).one()
+        # Asked after an answer became retrievable, answered (no person) with that answer on top.
+        reused = 0
+        by_doc = {a.doc_id: a for a in answers if a.doc_id and a.retrievable_at is not None}
+        if by_doc:
+            for doc_id, asked_at in session.exec(
+                select(AskedQuestion.top_doc_id, AskedQuestion.asked_at)
+                .where(AskedQuestion.decision == "answer", col(AskedQuestion.top_doc_id).in_(list(by_doc)))
+            ).all():
+                if asked_at >= by_doc[doc_id].retrievable_at:
+                    reused += 1
+        statuses = count_by_status(session)
+    return {
+        "answers": len(answers),
+        "answers_retrievable": len(ttk),
+        "answers_pending_index": sum(1 for a in answers if a.retrievable_at is None),
+        "answers_flagged_stale": sum(1 for a in answers if a.needs_review),
+        "time_to_knowledge_p50_s": _percentile(ttk, 50),
+        "time_to_knowledge_p95_s": _percentile(ttk, 95),
+        "reasked_answered_without_person": reused,
+        "questions_assessed": int(total),
+        "escalations": int(escalated),
+        "escalation_rate": (escalated / total) if total else None,
+        "questions_by_status": statuses,
+        "open_questions_by_age": open_question_ages(store, now=now),
+    }

@@ -1,0 +1,176 @@
+"""Golden sets: labelled questions about a home's own documents, and retrieval scored on them.
+
+A golden file is JSONL, one question per line::
+
+    {"id": "q005", "text": "...", "answerable": true, "expected_doc_ids": ["company/orders/returns.md"],
+     "answer_changed": true, "expected_phrase": "6.50 EUR", "old_phrase": "4.95 EUR"}
+
+``answerable`` questions with ``expected_doc_ids`` are scored with nDCG/Recall/MRR
+(``metrics``); unanswerable ones feed routing quality. For ``answer_changed`` questions
+(the right answer changed between versions of a document) we also ask whether the
+*current* answer wins over the superseded one: among the served chunks, the first one that
+states either phrase must state the new one, and none may state the old one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from context_store.index.embed.embedding import Embedder
+from context_store.errors import InputRejected
+from context_store.measure.ir_metrics import evaluate_run, mrr_at_k, ndcg_at_k, recall_at_k
+from context_store.retrieve.retriever import Retriever
+
+__all__ = ["GoldenQuestion", "GoldenResult", "QueryOutcome", "evaluate_golden", "load_golden"]
+
+
+@dataclass
+class GoldenQuestion:
+    id: str
+    text: str
+    answerable: bool
+    expected_doc_ids: list[str] = field(default_factory=list)
+    answer_changed: bool = False
+    expected_phrase: str | None = None
+    old_phrase: str | None = None
+
+
+def load_golden(path: str | Path) -> list[GoldenQuestion]:
+    """Read and validate a golden file; a bad line is an error naming the file, the line and the field."""
+    source = Path(path)
+    if not source.is_file():
+        raise InputRejected("not_found", f"golden set {source} does not exist")
+    out: list[GoldenQuestion] = []
+    seen: set[str] = set()
+    for n, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{source}:{n}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputRejected("malformed_json", f"{where}: {exc.msg}") from exc
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str) or not row["text"].strip():
+            raise InputRejected("bad_question", f"{where}: expected an object with a non-empty 'text'")
+        if not isinstance(row.get("answerable"), bool):
+            raise InputRejected("bad_question", f"{where}: 'answerable' must be true or false")
+        expected = row.get("expected_doc_ids") or []
+        if not isinstance(expected, list) or not all(isinstance(d, str) and d for d in expected):
+            raise InputRejected("bad_question", f"{where}: 'expected_doc_ids' must be a list of document ids")
+        if row["answerable"] and not expected:
+            raise InputRejected("bad_question", f"{where}: an answerable question needs expected_doc_ids")
+        qid = str(row.get("id") or f"line-{n}")
+        if qid in seen:
+            raise InputRejected("bad_question", f"{where}: duplicate id {qid!r}")
+        seen.add(qid)
+        changed = bool(row.get("answer_changed"))
+        if changed and not (row.get("expected_phrase") and row.get("old_phrase")):
+            raise InputRejected("bad_question", f"{where}: an answer_changed question needs expected_phrase and old_phrase")
+        out.append(
+            GoldenQuestion(
+                id=qid, text=row["text"].strip(), answerable=row["answerable"], expected_doc_ids=expected,
+                answer_changed=changed, expected_phrase=row.get("expected_phrase"), old_phrase=row.get("old_phrase"),
+            )
+        )
+    if not out:
+        raise InputRejected("empty", f"golden set {source} holds no questions")
+    return out
+
+
+@dataclass
+class QueryOutcome:
+    id: str
+    text: str
+    expected: list[str]
+    returned: list[str]  # document ids, best first (top k)
+    ndcg: float
+    recall: float
+    mrr: float
+    current_wins: bool | None = None  # answer_changed questions only
+    stale_served: bool | None = None
+
+
+@dataclass
+class GoldenResult:
+    set_name: str
+    metrics: dict[str, float]
+    outcomes: list[QueryOutcome]
+    seconds: float
+
+    def worst(self, n: int) -> list[QueryOutcome]:
+        """Lowest nDCG first; an answer-changed question that served the stale phrase counts as worst."""
+        scored = [o for o in self.outcomes if o.expected]
+        return sorted(scored, key=lambda o: (not o.stale_served, o.ndcg, o.mrr))[:n]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"set_name": self.set_name, "metrics": self.metrics, "seconds": self.seconds,
+                "outcomes": [asdict(o) for o in self.outcomes]}
+
+
+def _contains(text: str, phrase: str | None) -> bool:
+    return bool(phrase) and phrase.lower() in text.lower()  # type: ignore[union-attr]
+
+
+class _Prefetched:
+    """Encodes every question in one batch up front (one model call instead of one per question)."""
+
+    def __init__(self, inner: Embedder, texts: list[str]) -> None:
+        self.name, self.dim, self._inner = inner.name, inner.dim, inner
+        unique = list(dict.fromkeys(texts))
+        self._vectors = dict(zip(unique, inner.encode(unique))) if unique else {}
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        missing = [t for t in texts if t not in self._vectors]
+        if missing:
+            self._vectors.update(zip(missing, self._inner.encode(missing)))
+        return np.stack([self._vectors[t] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
+
+
+def evaluate_golden(retriever: Retriever, questions: list[GoldenQuestion], *, set_name: str, k: int = 10, mode: str | None = None) -> GoldenResult:
+    """Rank every answerable question with the retriever's configured mode; chunks collapse to documents by their best chunk."""
+    started = time.perf_counter()
+    mode = mode or retriever.config.mode
+    answerable = [q.text for q in questions if q.answerable]
+    retriever = Retriever(retriever.store, _Prefetched(retriever.embedder, answerable), config=retriever.config,
+                          dense=retriever.dense, reranker=retriever.reranker)
+    run: dict[str, list[str]] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    outcomes: list[QueryOutcome] = []
+    changed = [q for q in questions if q.answer_changed]
+    for q in questions:
+        if not q.answerable:
+            continue
+        hits, _ = retriever.rank_with_features(q.text, mode=mode, depth=k * 3)
+        docs: list[str] = []
+        for hit in hits:
+            if hit.doc_id not in docs:
+                docs.append(hit.doc_id)
+        rel = {d: 1 for d in q.expected_doc_ids}
+        run[q.id], qrels[q.id] = docs, rel
+        outcome = QueryOutcome(
+            q.id, q.text, q.expected_doc_ids, docs[:k], ndcg_at_k(docs, rel, k), recall_at_k(docs, rel, k), mrr_at_k(docs, rel, k),
+        )
+        if q.answer_changed:
+            # Only chunks of the expected documents count: other articles may state "30 days" about something else.
+            served = [h for h in hits[:k] if h.doc_id in q.expected_doc_ids]
+            first = next((h for h in served if _contains(h.text, q.expected_phrase) or _contains(h.text, q.old_phrase)), None)
+            outcome.stale_served = any(_contains(h.text, q.old_phrase) and not _contains(h.text, q.expected_phrase) for h in served)
+            outcome.current_wins = first is not None and _contains(first.text, q.expected_phrase) and not outcome.stale_served
+        outcomes.append(outcome)
+    metrics = evaluate_run(run, qrels, ks=sorted({k, 10}))
+    metrics = {name: value for name, value in metrics.items() if name != "queries"}
+    metrics["queries"] = float(len(run))
+    metrics["unanswerable"] = float(sum(1 for q in questions if not q.answerable))
+    if changed:
+        scored = [o for o in outcomes if o.current_wins is not None]
+        metrics["answer_changed_questions"] = float(len(scored))
+        metrics["answer_changed_current_wins"] = sum(bool(o.current_wins) for o in scored) / len(scored) if scored else 0.0
+        metrics["answer_changed_stale_served"] = sum(bool(o.stale_served) for o in scored) / len(scored) if scored else 0.0
+    metrics["ms_per_query"] = 1000 * (time.perf_counter() - started) / max(1, len(run))
+    return GoldenResult(set_name, metrics, outcomes, time.perf_counter() - started)

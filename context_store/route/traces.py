@@ -1,0 +1,141 @@
+"""Evidence trails: one row per retrieval response, and the means to read and replay it.
+
+A trace records the question, every served chunk (document, version, chunk id, chunk
+hash, version content hash, scores and ranks), the user's snapshot version and facts, the
+LanceDB table versions read, the model, the threshold, the confidence and its features,
+and the decision with its reasons. ``replay`` rebuilds the served texts from the versioned
+SQL store and checks every hash, so an audit months later sees exactly what the agent saw.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert
+from sqlmodel import Session, col, select
+
+from context_store.route.decision import Decision
+from context_store.errors import NotFound, StoreError
+from context_store.store.models import ArchivedChunk, ChunkRecord, DocumentVersion, RetrievalTrace, UserSnapshotVersion, utcnow
+from context_store.retrieve.retriever import RetrievalResult
+from context_store.store.context_store import ContextStore
+
+__all__ = ["get_trace", "new_trace_id", "record_trace", "replay", "trace_dict"]
+
+
+def new_trace_id() -> str:
+    return "tr-" + uuid.uuid4().hex
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def record_trace(
+    store: ContextStore,
+    result: RetrievalResult,
+    decision: Decision,
+    *,
+    confidence_source: str,
+    trace_id: str | None = None,
+    latency_ms: float | None = None,
+    client: str | None = None,
+    session: Session | None = None,
+) -> str:
+    """Store the evidence trail of one response (in the caller's transaction when ``session`` is given)."""
+    trace_id = trace_id or new_trace_id()
+    row = {
+        "trace_id": trace_id,
+        "created_at": result.served_at,
+        "query": result.query,
+        "user_id": result.user_id,
+        "user_version_id": result.user_version_id,
+        "k": result.k,
+        "mode": result.mode,
+        "as_of": result.as_of,
+        "filters": result.filters or None,
+        "model": result.model,
+        "table_versions": result.table_versions,
+        "dense_snapshot_version": result.dense_snapshot_version,
+        "confidence": decision.confidence,
+        "confidence_source": confidence_source,
+        "threshold": decision.threshold,
+        "features": result.features,
+        "decision": decision.decision,
+        "reasons": [r.as_dict() for r in decision.reasons],
+        "results": [
+            {
+                "rank": rank, "chunk_id": h.chunk_id, "doc_id": h.doc_id, "version_id": h.version_id,
+                "chunk_hash": h.chunk_hash, "content_hash": h.content_hash, "score": h.score,
+                "vector_score": h.vector_score, "text_score": h.text_score, "vector_rank": h.vector_rank, "text_rank": h.text_rank,
+                "source_changed_at": _iso(h.source_changed_at), "indexed_at": _iso(h.indexed_at),
+                "valid_to": _iso(h.valid_to),
+            }
+            for rank, h in enumerate(result.results, 1)
+        ],
+        "user_facts": [asdict(f) for f in result.user_state] if result.user_id else None,
+        "latency_ms": latency_ms,
+        "client": client,
+    }
+    # Core insert: one statement, no ORM identity map; this runs on every request.
+    if session is not None:
+        session.execute(insert(RetrievalTrace.__table__), [row])  # type: ignore[attr-defined]
+    else:
+        with store.engine.begin() as conn:
+            conn.execute(insert(RetrievalTrace.__table__), [row])  # type: ignore[attr-defined]
+    return trace_id
+
+
+def get_trace(store: ContextStore, trace_id: str) -> RetrievalTrace:
+    with store.session() as session:
+        trace = session.get(RetrievalTrace, trace_id)
+    if trace is None:
+        raise NotFound(f"no trace {trace_id!r}")
+    return trace
+
+
+def trace_dict(trace: RetrievalTrace) -> dict[str, Any]:
+    return {k: _iso(v) for k, v in trace.model_dump().items()}
+
+
+def replay(store: ContextStore, trace_id: str) -> dict[str, Any]:
+    """The served evidence rebuilt from SQL: each chunk's text, verified against the recorded hashes."""
+    trace = get_trace(store, trace_id)
+    served = trace.results or []
+    with store.session() as session:
+        version_ids = {r["version_id"] for r in served}
+        versions = {
+            v.version_id: v for v in session.exec(select(DocumentVersion).where(col(DocumentVersion.version_id).in_(version_ids)))
+        } if version_ids else {}
+        chunks = {
+            (c.version_id, c.chunk_id): c
+            for c in session.exec(select(ChunkRecord).where(col(ChunkRecord.version_id).in_(version_ids)))
+        } if version_ids else {}
+        if any((r["version_id"], r["chunk_id"]) not in chunks for r in served):
+            # chunks a chunker promotion replaced are archived, not deleted (context_store/measure/promotion.py)
+            for c in session.exec(select(ArchivedChunk).where(col(ArchivedChunk.version_id).in_(version_ids))):
+                chunks.setdefault((c.version_id, c.chunk_id), c)  # type: ignore[arg-type]
+        snapshot = session.get(UserSnapshotVersion, trace.user_version_id) if trace.user_version_id else None
+    out = []
+    for r in served:
+        version = versions.get(r["version_id"])
+        chunk = chunks.get((r["version_id"], r["chunk_id"]))
+        if version is None or chunk is None:
+            raise StoreError(f"trace {trace_id}: version {r['version_id']} / chunk {r['chunk_id']} is no longer in the store")
+        verified = version.content_hash == r["content_hash"] and chunk.chunk_hash == r["chunk_hash"]
+        out.append({
+            **r, "title": version.title, "heading": chunk.heading, "text": chunk.text, "source_path": version.source_path,
+            "valid_from": _iso(version.valid_from), "valid_to_now": _iso(version.valid_to), "verified": verified,
+        })
+    return {
+        "trace_id": trace.trace_id, "query": trace.query, "served_at": _iso(trace.created_at), "mode": trace.mode, "k": trace.k,
+        "as_of": _iso(trace.as_of), "model": trace.model, "table_versions": trace.table_versions,
+        "decision": trace.decision, "reasons": trace.reasons, "confidence": trace.confidence, "threshold": trace.threshold,
+        "results": out, "user_id": trace.user_id, "user_version_id": trace.user_version_id,
+        "user_facts": trace.user_facts, "user_snapshot_facts": snapshot.facts if snapshot else None,
+        "verified": all(r["verified"] for r in out),
+        "replayed_at": _iso(utcnow()),
+    }

@@ -1,0 +1,434 @@
+"""Escalation policy: when a question should go to a person, as typed reasons.
+
+Low calibrated confidence is decided by ``context_store.route.decision`` (the retrieval API).
+This module adds the *outcome signals* a confidence score cannot see:
+
+    repeat_contact     the same user asked about the same issue within a window (semantic)
+    human_requested    the user asked for a person
+    sensitive_topic    refund dispute, fraud, financial distress, legal threat, account lockout, ...
+    stale_source       the best source is past its freshness SLA (review date or maximum age)
+    stale_user_state   the user's snapshot is older than ``user_state_max_age_hours``
+
+Each reason is an ``EscalationReason`` (stable ``code``, human ``detail``, optional
+``score``) that the API returns, the trace records and the routed question carries.
+Phrases match literally (word boundaries, case-insensitive); examples match semantically
+with the same embedder that serves retrieval, so "someone stole my card" hits fraud
+without the word "fraud".
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy import bindparam
+from sqlalchemy import insert as sa_insert
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col, select
+
+from context_store.index.embed.embedding import Embedder
+from context_store.errors import ConfigError
+from context_store.store.models import AskedQuestion, DocumentVersion, utcnow
+from context_store.retrieve.retriever import RetrievalResult
+from context_store.settings import Settings
+from context_store.store.context_store import ContextStore
+
+__all__ = [
+    "REASON_CODES",
+    "EscalationReason",
+    "RoutingConfig",
+    "SensitiveTopic",
+    "escalation_reasons",
+    "from_vector",
+    "record_asked",
+    "routing_config",
+    "to_vector",
+]
+
+REASON_CODES = (
+    "no_results",  # raised by context_store.route.decision (the retrieval API); listed so every code lives in one place
+    "low_confidence",  # likewise: calibrated confidence below the threshold
+    "repeat_contact",
+    "human_requested",
+    "sensitive_topic",
+    "stale_source",
+    "stale_user_state",
+)
+
+
+class SensitiveTopic(BaseModel):
+    name: str
+    phrases: list[str] = Field(default_factory=list)
+    examples: list[str] = Field(default_factory=list)
+
+
+DEFAULT_TOPICS = [
+    SensitiveTopic(
+        name="refund_dispute",
+        phrases=["chargeback", "dispute the charge", "dispute this charge", "refund was denied", "refund denied", "refused my refund"],
+        examples=[
+            "you refused my refund and I want to dispute it",
+            "I am filing a chargeback with my bank",
+            "the refund you gave me is wrong and I dispute it",
+        ],
+    ),
+    SensitiveTopic(
+        name="fraud",
+        phrases=["fraud", "fraudulent", "scam", "unauthorized charge", "unauthorised charge", "identity theft", "hacked"],
+        examples=[
+            "someone used my card without permission",
+            "there are charges on my account I did not make",
+            "somebody stole my identity and opened an account",
+            "my account was hacked and someone placed orders",
+        ],
+    ),
+    SensitiveTopic(
+        name="financial_distress",
+        phrases=["can't afford", "cannot afford", "can't pay", "cannot pay", "unable to pay", "bankrupt", "bankruptcy", "lost my job", "debt collector"],
+        examples=[
+            "I lost my job and cannot pay my bills",
+            "I have no money left to pay for this",
+            "I am in serious financial trouble",
+        ],
+    ),
+    SensitiveTopic(
+        name="legal_threat",
+        phrases=["lawyer", "my attorney", "lawsuit", "sue", "suing", "legal action", "small claims court", "consumer protection agency"],
+        examples=[
+            "I will take legal action against your company",
+            "my lawyer will contact you",
+            "I am going to report you to the authorities",
+        ],
+    ),
+    SensitiveTopic(
+        name="account_lockout",
+        phrases=["locked out", "account locked", "account is locked", "account suspended", "account was suspended"],
+        examples=[
+            "I am locked out of my account",
+            "my account has been blocked and I cannot log in",
+            "you suspended my account for no reason",
+        ],
+    ),
+]
+
+DEFAULT_HUMAN_PHRASES = [
+    # requests, not mentions: "call me Mike" or "are you a human?" must not route to a person
+    "talk to a human", "speak to a human", "talk to a person", "speak to a person", "speak with a person",
+    "talk to someone", "speak to someone", "speak with someone", "real person", "human being", "human agent",
+    "live agent", "live person", "talk to an agent", "speak to an agent", "speak with an agent",
+    "customer service representative", "transfer me to", "connect me to an agent", "connect me with an agent",
+    "call me back", "get me a human", "human please", "on the line", "real agent", "actual person", "your manager",
+    "a supervisor",
+]
+DEFAULT_HUMAN_EXAMPLES = [
+    "I want to talk to a real person",
+    "let me speak to a human agent please",
+    "connect me with customer service staff",
+    "stop the bot, I need a person",
+    "can I get someone from support on the phone",
+    "I want a real support agent, not a chatbot",
+]
+
+
+class RoutingConfig(BaseModel):
+    """The ``routing:`` section of ``freshcontext.yaml``; every field has a working default."""
+
+    repeat_window_hours: float = Field(default=48.0, gt=0)
+    repeat_similarity: float = Field(default=0.72, ge=0, le=1)
+    human_phrases: list[str] = Field(default_factory=lambda: list(DEFAULT_HUMAN_PHRASES))
+    human_examples: list[str] = Field(default_factory=lambda: list(DEFAULT_HUMAN_EXAMPLES))
+    human_similarity: float = Field(default=0.65, ge=0, le=1)
+    sensitive_topics: list[SensitiveTopic] = Field(default_factory=lambda: [t.model_copy() for t in DEFAULT_TOPICS])
+    sensitive_similarity: float = Field(default=0.68, ge=0, le=1)
+    # Maximum age of the best source's content, in days, by source name ("default" for the rest).
+    source_max_age_days: dict[str, float] = Field(default_factory=lambda: {"default": 365.0})
+    # Near-duplicate open questions are grouped above this cosine similarity.
+    group_similarity: float = Field(default=0.85, ge=0, le=1)
+    # Inbound staff webhook.
+    webhook_secrets: list[str] = Field(default_factory=list)
+    webhook_tolerance_seconds: int = Field(default=300, ge=1)
+    max_webhook_body_bytes: int = Field(default=64 * 1024, ge=256)
+    max_answer_chars: int = Field(default=20_000, ge=10)
+    # Outbound notification of routed questions.
+    outbound_url: str | None = None
+    outbound_secrets: list[str] = Field(default_factory=list)
+    outbound_max_attempts: int = Field(default=10, ge=1)
+    outbound_backoff_seconds: float = Field(default=2.0, gt=0)
+    outbound_backoff_max_seconds: float = Field(default=3600.0, gt=0)
+    outbound_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Which company source staff answers are written into (default: the first of kind staff_answer).
+    staff_source: str | None = None
+    # Index a stored answer right away in the serving process (the warm path); when false, the
+    # watcher/sensor or the next ingest picks the file up.
+    index_answers_inline: bool = True
+
+
+def routing_config(settings: Settings) -> RoutingConfig:
+    """Validate ``settings.routing``; secrets may also come from the environment (never from the file only)."""
+    data = dict(settings.routing or {})
+    for key, env in (("webhook_secrets", "FRESHCONTEXT_STAFF_WEBHOOK_SECRETS"), ("outbound_secrets", "FRESHCONTEXT_OUTBOUND_WEBHOOK_SECRETS")):
+        if os.environ.get(env):
+            data[key] = os.environ[env].replace(",", " ").split()
+    if os.environ.get("FRESHCONTEXT_OUTBOUND_URL"):
+        data["outbound_url"] = os.environ["FRESHCONTEXT_OUTBOUND_URL"]
+    try:
+        return RoutingConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{settings.home / 'freshcontext.yaml'}: routing: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class EscalationReason:
+    """Shaped like ``context_store.route.decision.Reason`` (code, detail, source) plus the score that fired it."""
+
+    code: str
+    detail: str
+    score: float | None = None
+    source: str = "routing"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def to_vector(vector: np.ndarray) -> bytes:
+    return np.asarray(vector, dtype=np.float32).tobytes()
+
+
+def from_vector(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype=np.float32)
+
+
+_EXAMPLES: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}
+_EXAMPLES_LOCK = threading.Lock()
+
+
+def _example_matrix(embedder: Embedder, examples: list[str]) -> np.ndarray:
+    """Example vectors, embedded once per (model, example list) for the life of the process."""
+    key = (embedder.name, tuple(examples))
+    with _EXAMPLES_LOCK:
+        if key not in _EXAMPLES:
+            _EXAMPLES[key] = embedder.encode(list(examples)) if examples else np.zeros((0, embedder.dim), np.float32)
+        return _EXAMPLES[key]
+
+
+@functools.lru_cache(maxsize=256)
+def _phrase_patterns(phrases: tuple[str, ...]) -> tuple[tuple[str, re.Pattern[str]], ...]:
+    return tuple((p, re.compile(r"(?<![a-z0-9])" + re.escape(p.lower()) + r"(?![a-z0-9])")) for p in phrases)
+
+
+def _phrase_hit(text: str, phrases: list[str]) -> str | None:
+    lowered = text.lower().replace("\u2019", "'")  # typographic apostrophes: can’t == can't
+    for phrase, pattern in _phrase_patterns(tuple(phrases)):
+        if pattern.search(lowered):
+            return phrase
+    return None
+
+
+def _best_example(embedder: Embedder, vector: np.ndarray, examples: list[str]) -> tuple[float, str | None]:
+    matrix = _example_matrix(embedder, examples)
+    if not len(matrix):
+        return 0.0, None
+    sims = matrix @ vector
+    i = int(np.argmax(sims))
+    return float(sims[i]), examples[i]
+
+
+def escalation_reasons(
+    store: ContextStore,
+    embedder: Embedder,
+    result: RetrievalResult,
+    *,
+    query_vector: np.ndarray | None = None,
+    config: RoutingConfig | None = None,
+    now: datetime | None = None,
+    conversation_id: str | None = None,
+) -> list[EscalationReason]:
+    """Every outcome-signal reason to hand ``result``'s question to a person (empty: none).
+
+    Pass ``query_vector`` when the caller already embedded the query (the API does), so
+    the policy costs no second model call. ``conversation_id`` excludes earlier turns of
+    the same conversation from the repeat-contact check: a follow-up in one chat is not
+    "coming back because the answer did not work".
+    """
+    config = config or routing_config(store.settings)
+    now = now or utcnow()
+    vector = embedder.encode([result.query])[0] if query_vector is None else np.asarray(query_vector, dtype=np.float32)
+    reasons: list[EscalationReason] = []
+
+    phrase = _phrase_hit(result.query, config.human_phrases)
+    score, example = _best_example(embedder, vector, config.human_examples)
+    if phrase or score >= config.human_similarity:
+        why = f"the user asked for a person ({'phrase ' + repr(phrase) if phrase else f'like {example!r}, similarity {score:.2f}'})"
+        reasons.append(EscalationReason("human_requested", why, round(score, 4)))
+
+    for topic in config.sensitive_topics:
+        phrase = _phrase_hit(result.query, topic.phrases)
+        score, example = _best_example(embedder, vector, topic.examples)
+        if phrase or score >= config.sensitive_similarity:
+            why = f"sensitive topic {topic.name} ({'phrase ' + repr(phrase) if phrase else f'like {example!r}, similarity {score:.2f}'})"
+            reasons.append(EscalationReason("sensitive_topic", why, round(score, 4)))
+
+    if result.user_id:
+        repeat = _repeat_contact(store, embedder, result.user_id, vector, config, now, conversation_id)
+        if repeat:
+            reasons.append(repeat)
+        if result.user_captured_at is not None:
+            age_h = (now - result.user_captured_at).total_seconds() / 3600
+            max_h = store.settings.user_state_max_age_hours
+            if age_h > max_h:
+                reasons.append(EscalationReason(
+                    "stale_user_state",
+                    f"user {result.user_id}'s snapshot {result.user_version_id} is {age_h:.1f} h old; the limit is {max_h:g} h",
+                    round(age_h, 2),
+                ))
+
+    if result.results:
+        stale = _stale_source(store, result, config, now)
+        if stale:
+            reasons.append(stale)
+    return reasons
+
+
+def _repeat_contact(
+    store: ContextStore, embedder: Embedder, user_id: str, vector: np.ndarray, config: RoutingConfig,
+    now: datetime, conversation_id: str | None,
+) -> EscalationReason | None:
+    since = now - timedelta(hours=config.repeat_window_hours)
+    with store.session() as session:
+        rows = session.exec(
+            select(AskedQuestion.text, AskedQuestion.vector, AskedQuestion.asked_at, AskedQuestion.conversation_id, AskedQuestion.decision)
+            .where(AskedQuestion.user_id == user_id, AskedQuestion.model == embedder.name, col(AskedQuestion.asked_at) >= since)
+            .order_by(col(AskedQuestion.asked_at).desc())
+            .limit(200)
+        ).all()
+    similar = []
+    for text, blob, asked_at, conv, decision in rows:
+        if conversation_id is not None and conv == conversation_id:
+            continue
+        if decision == "escalate":
+            continue  # a person already has that one (grouping joins it to the open question)
+        earlier = from_vector(blob)
+        if earlier.shape != vector.shape:
+            continue
+        sim = float(earlier @ vector)
+        if sim >= config.repeat_similarity:
+            similar.append((sim, text, asked_at))
+    if not similar:
+        return None
+    sim, text, asked_at = max(similar)
+    hours = (now - asked_at).total_seconds() / 3600
+    return EscalationReason(
+        "repeat_contact",
+        f"user {user_id} asked {len(similar)} similar question(s) in the last {config.repeat_window_hours:g} h; "
+        f"closest {hours:.1f} h ago (similarity {sim:.2f}): {text[:120]!r}",
+        round(sim, 4),
+    )
+
+
+_DATE_KEYS_DEADLINE = ("review_by", "expires", "valid_until")
+_DATE_KEYS_UPDATED = ("reviewed", "last_reviewed", "updated", "last_updated")
+_DATES_OF_VERSION = sa_select(DocumentVersion.__table__.c.meta, DocumentVersion.__table__.c.valid_from).where(
+    DocumentVersion.__table__.c.version_id == bindparam("version_id")
+)
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+    if isinstance(value, str) and value.strip():
+        try:
+            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return None
+
+
+_VERSION_DATES: OrderedDict[tuple[str, str], tuple[dict[str, Any], datetime | None]] = OrderedDict()
+_VERSION_DATES_LOCK = threading.Lock()
+
+
+def _version_dates(store: ContextStore, version_id: str) -> tuple[dict[str, Any], datetime | None]:
+    """A version's front matter and valid_from. Both are fixed when the version is written
+    (a change makes a new version), so they are cached per process; the API asks on every answer."""
+    key = (str(store.engine.url), version_id)
+    with _VERSION_DATES_LOCK:
+        found = _VERSION_DATES.get(key)
+        if found is not None:
+            _VERSION_DATES.move_to_end(key)
+            return found
+    with store.engine.connect() as conn:  # two columns, not the version row with its whole text
+        row = conn.execute(_DATES_OF_VERSION, {"version_id": version_id}).first()
+    if row is None:
+        return {}, None  # not cached: a version that is not there yet may be soon
+    meta = row[0] if isinstance(row[0], dict) else {}
+    value = (meta, _as_datetime(row[1]))
+    with _VERSION_DATES_LOCK:
+        _VERSION_DATES[key] = value
+        if len(_VERSION_DATES) > 20_000:
+            _VERSION_DATES.popitem(last=False)
+    return value
+
+
+def _stale_source(store: ContextStore, result: RetrievalResult, config: RoutingConfig, now: datetime) -> EscalationReason | None:
+    """The top result's content is past its review date, or older than its source's maximum age."""
+    best = result.results[0]
+    meta, valid_from = _version_dates(store, best.version_id)
+    for key in _DATE_KEYS_DEADLINE:
+        deadline = _as_datetime(meta.get(key))
+        if deadline is not None and deadline < now:
+            return EscalationReason("stale_source", f"best source {best.doc_id} was due for review on {deadline.date()} ({key})")
+    changed = next((d for d in (_as_datetime(meta.get(k)) for k in _DATE_KEYS_UPDATED) if d is not None), None)
+    changed = changed or best.source_changed_at or valid_from
+    if changed is None:
+        return None
+    source_name = best.doc_id.split("/", 1)[0]
+    max_days = config.source_max_age_days.get(source_name, config.source_max_age_days.get("default"))
+    if max_days is None:
+        return None
+    age_days = (now - _as_datetime(changed)).total_seconds() / 86400  # type: ignore[operator]
+    if age_days > max_days:
+        return EscalationReason(
+            "stale_source",
+            f"best source {best.doc_id} was last changed {age_days:.0f} days ago; its freshness SLA is {max_days:g} days",
+            round(age_days, 1),
+        )
+    return None
+
+
+def record_asked(
+    store: ContextStore,
+    result: RetrievalResult,
+    *,
+    vector: np.ndarray,
+    model: str,
+    decision: str | None,
+    confidence: float | None = None,
+    reasons: list[EscalationReason] | None = None,
+    question_id: str | None = None,
+    trace_id: str | None = None,
+    conversation_id: str | None = None,
+    now: datetime | None = None,
+    session: Session | None = None,
+) -> None:
+    """Log an assessed question after the policy ran (so it never matches itself as a repeat)."""
+    top = result.results[0] if result.results else None
+    row = {
+        "user_id": result.user_id, "conversation_id": conversation_id, "text": result.query, "model": model,
+        "vector": to_vector(vector), "asked_at": now or utcnow(), "decision": decision, "confidence": confidence,
+        "reasons": [r.code for r in reasons or []], "top_doc_id": top.doc_id if top else None,
+        "top_kind": top.kind if top else None, "question_id": question_id, "trace_id": trace_id,
+    }
+    # Core insert, as the trace's: one statement on every request, no ORM unit of work.
+    with store.session(session) as session:
+        session.execute(sa_insert(AskedQuestion.__table__), [row])  # type: ignore[attr-defined]
