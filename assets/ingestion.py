@@ -7,11 +7,9 @@ import dagster as dg
 
 from assets.metadata import md_table, skipped_table
 from assets.resources import EmbedderResource, StoreResource
-from context_store.state.documents import sync_company_sources
-from context_store.index.indexing import index_drift, index_pending_documents, index_pending_users
-from context_store.store.runs import numeric_stats, track_run
+from context_store.index.indexing import index_drift
+from context_store.index.ingest import index_state, sync_state
 from context_store.settings import DEFAULT_MODEL, ChunkingConfig
-from context_store.state.user_state import sync_user_sources
 from context_store.store.vector_index import COMPANY_TABLE, USER_TABLE
 
 __all__ = [
@@ -51,9 +49,7 @@ def _progress_factory(store_resource: StoreResource):  # type: ignore[no-untyped
 def company_documents(context: dg.AssetExecutionContext, config: SyncConfig, store: StoreResource) -> dg.MaterializeResult:
     """Versions of every help article, policy and staff answer; deletions become tombstones."""
     cs = store.open()
-    with track_run(cs, "company", "version", store.trigger) as stats:
-        report = sync_company_sources(cs, paths=config.paths or None)
-        stats.update(numeric_stats(report))
+    report = sync_state(cs, "company", paths=config.paths or None, trigger=store.trigger)
     for error in report.source_errors:
         context.log.error(error)
     return dg.MaterializeResult(
@@ -79,9 +75,7 @@ def company_chunk_index(store: StoreResource, embedder: EmbedderResource) -> dg.
     """The ``company_chunks`` LanceDB table: current chunks only, re-embedding only new text."""
     cs = store.open()
     started = time.perf_counter()
-    with track_run(cs, "company", "index", store.trigger) as stats:
-        report = index_pending_documents(cs, embedder.for_store(cs), progress=_progress_factory(store))
-        stats.update(numeric_stats(report))
+    report = index_state(cs, embedder.for_store(cs), "company", trigger=store.trigger, progress=_progress_factory(store))
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": report.rows_in_table,
@@ -101,9 +95,7 @@ def company_chunk_index(store: StoreResource, embedder: EmbedderResource) -> dg.
 def user_snapshots(context: dg.AssetExecutionContext, config: SyncConfig, store: StoreResource) -> dg.MaterializeResult:
     """Per-user snapshots (account, orders, tickets, promises), each user versioned on its own."""
     cs = store.open()
-    with track_run(cs, "user", "version", store.trigger) as stats:
-        report = sync_user_sources(cs, paths=config.paths or None)
-        stats.update(numeric_stats(report))
+    report = sync_state(cs, "user", paths=config.paths or None, trigger=store.trigger)
     for error in report.source_errors:
         context.log.error(error)
     return dg.MaterializeResult(
@@ -126,9 +118,7 @@ def user_state_index(store: StoreResource, embedder: EmbedderResource) -> dg.Mat
     """The ``user_state`` LanceDB table: each user's current facts, filtered by user at query time."""
     cs = store.open()
     started = time.perf_counter()
-    with track_run(cs, "user", "index", store.trigger) as stats:
-        report = index_pending_users(cs, embedder.for_store(cs))
-        stats.update(numeric_stats(report))
+    report = index_state(cs, embedder.for_store(cs), "user", trigger=store.trigger)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": report.rows_in_table,

@@ -8,7 +8,8 @@ from typing import Any
 import dagster as dg
 from pydantic import PrivateAttr
 
-from context_store.index.embed.embedding import Embedder, build_embedder
+from context_store.index.embed.factory import build_embedder
+from context_store.index.embed.protocol import Embedder
 from context_store.settings import EmbeddingConfig, Settings
 from context_store.store.context_store import ContextStore
 

@@ -32,10 +32,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from sqlmodel import col, select  # noqa: E402
 
-from context_store.index.embed.embedding import SentenceTransformerEmbedder  # noqa: E402
+from context_store.index.embed.torch_backend import SentenceTransformerEmbedder  # noqa: E402
 from context_store.index.ingest import ingest  # noqa: E402
-from context_store.store.models import ChunkRecord, Document, EmbeddingCacheEntry  # noqa: E402
 from context_store.store.context_store import ContextStore  # noqa: E402
+from context_store.store.models import ChunkRecord, Document, EmbeddingCacheEntry  # noqa: E402
 
 DEFAULT_HISTORY = Path(__file__).resolve().parents[2] / "shared" / "data" / "plausible_docs_history"
 

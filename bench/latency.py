@@ -75,13 +75,13 @@ def real_texts(limit: int) -> tuple[list[str], list[str]]:
 
 def build_home(home: Path, chunks: int, real: int) -> dict[str, float]:
     import pyarrow as pa
+    from lancedb.index import FTS
     from sqlalchemy import insert
 
-    from context_store.index.embed.embedding import SentenceTransformerEmbedder
-    from context_store.store.models import Document, DocumentVersion
+    from context_store.index.embed.torch_backend import SentenceTransformerEmbedder
     from context_store.store.context_store import ContextStore
+    from context_store.store.models import Document, DocumentVersion
     from context_store.store.vector_index import COMPANY_TABLE, company_schema
-    from lancedb.index import FTS
 
     started = time.perf_counter()
     texts, _ = real_texts(real)
@@ -251,8 +251,8 @@ def http_floor(questions: list[str], clients: int, seconds: float, warmup: float
 
 
 def recall_and_floor(home: Path, questions: list[str], n: int = 300) -> dict[str, float]:
-    from context_store.retrieve.dense_index import DenseIndex
     from context_store.index.embed.query_encoder import build_query_encoder
+    from context_store.retrieve.dense_index import DenseIndex
     from context_store.store.context_store import ContextStore
 
     store = ContextStore.open(home)

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from context_store.index.embed.embedding import SentenceTransformerEmbedder  # noqa: E402
+from context_store.index.embed.torch_backend import SentenceTransformerEmbedder  # noqa: E402
 from context_store.index.ingest import ingest  # noqa: E402
 from context_store.measure.promotion import build_candidate, evaluate_gate  # noqa: E402
 from context_store.measure.quality import evaluate_retrieval_quality  # noqa: E402

@@ -24,9 +24,9 @@ from typing import Any
 import httpx
 from sqlmodel import col, select
 
-from context_store.store.models import Document, StaffAnswer, WebhookDelivery
-from context_store.store.context_store import ContextStore
 from context_store.route.webhooks import generate_secret, new_webhook_id, sign_headers
+from context_store.store.context_store import ContextStore
+from context_store.store.models import Document, StaffAnswer, WebhookDelivery
 
 __all__ = ["Delivery", "StreamLog", "audit", "run_stream"]
 

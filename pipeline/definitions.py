@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets.freshness import freshness_report, source_reconciliation
 from assets.ingestion import (
     company_chunk_index,
     company_documents,
@@ -12,10 +13,8 @@ from assets.ingestion import (
     user_snapshots,
     user_state_index,
 )
-from assets.freshness import freshness_report, source_reconciliation
 from assets.learning import staff_answer_review, staff_answers_current
 from pipeline.jobs import company_refresh_job, ingest_job, user_refresh_job
-from pipeline.resources import build_resources
 from pipeline.quality_jobs import (
     QUALITY_ASSETS,
     index_change_sensor,
@@ -25,6 +24,7 @@ from pipeline.quality_jobs import (
     quality_schedule,
     serving_quality_job,
 )
+from pipeline.resources import build_resources
 from pipeline.schedules import (
     compaction_job,
     compaction_schedule,

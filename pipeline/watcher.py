@@ -25,6 +25,7 @@ from typing import Any
 
 from watchdog.events import (
     DirDeletedEvent,
+    DirMovedEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
@@ -32,21 +33,23 @@ from watchdog.events import (
     FileMovedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
-    DirMovedEvent,
 )
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from context_store.state import journal
-from context_store.index.embed.embedding import Embedder, build_embedder
+from context_store._common import utcnow
+from context_store.index.embed.factory import build_embedder
+from context_store.index.embed.protocol import Embedder
+from context_store.index.ingest import ApplyResult, apply_changes
 from context_store.measure.freshness import record_fts_coverage, record_lags
-from context_store.state.journal import ApplyResult, JournalEntry
-from context_store.store.models import ChangeEvent, utcnow
+from context_store.settings import EmbeddingConfig, SourceConfig
+from context_store.state import journal
+from context_store.state.journal import JournalEntry
+from context_store.store.context_store import ContextStore
+from context_store.store.models import ChangeEvent
 from context_store.store.runs import STAGE_FTS, track_run
 from context_store.store.serving import DeploymentWatch
-from context_store.settings import EmbeddingConfig, SourceConfig
-from context_store.store.context_store import ContextStore
 
 __all__ = ["NETWORK_FILESYSTEMS", "SourceWatcher", "WarmApplier", "dagster_reporter", "filesystem_type", "observer_mode_for"]
 
@@ -465,7 +468,7 @@ class WarmApplier:
             self._journal_due_retries()
             # every unapplied row, not only those after a cursor: on PostgreSQL a lower id can
             # commit after a higher one, and a row some other path applied is skipped anyway
-            result = journal.apply_changes(self.store, self.embedder, cursor=0, optimize=False, wave_chunks=self.wave_chunks)
+            result = apply_changes(self.store, self.embedder, cursor=0, optimize=False, wave_chunks=self.wave_chunks)
             self.cursor = result.cursor
             if result.applied_ids:
                 self.applied += len(result.applied_ids)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from context_store.index.embed.protocol import Embedder
 from context_store.route.decision import Trigger
-from context_store.index.embed.embedding import Embedder
 from context_store.store.context_store import ContextStore
 from service.auth import KeyRing
 from service.errors import install_error_handlers

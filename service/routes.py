@@ -9,12 +9,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy import text
 
-from context_store.route.decision import Decision, decide
-from context_store.state.documents import document_versions
-from context_store.route.signals import routing_signals
-from context_store.store.models import Document
 from context_store.retrieve.retriever import RetrievalResult, parse_as_of
+from context_store.route.decision import Decision, decide
+from context_store.route.signals import routing_signals
 from context_store.route.traces import get_trace, new_trace_id, record_trace, replay, trace_dict
+from context_store.state.documents import document_versions
+from context_store.store.models import Document
 from service.metrics import CONTENT_TYPE_LATEST
 from service.schemas import DocumentVersionPublic, DocumentVersions, RetrieveRequest, RetrieveResponse
 from service.state import ServiceState, Serving

@@ -25,16 +25,17 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import IntegrityError
 
-from context_store.index.embed.embedding import Embedder, build_embedder
 from context_store.errors import ConfigError, FreshContextError, InvalidRequest, NotFound
+from context_store.index.embed.factory import build_embedder
+from context_store.index.embed.protocol import Embedder
 from context_store.learn.answers import index_answers, learning_metrics, store_answer, write_answer_file
-from context_store.store.models import StaffAnswer, WebhookDelivery
 from context_store.route.outbox import OutboxWorker, outbox_counts
 from context_store.route.questions import QuestionConflict, assign_question, get_question, list_questions, set_status
 from context_store.route.triggers import RoutingConfig, routing_config
+from context_store.route.webhooks import WebhookRejected, verify
 from context_store.state.sources import sha256
 from context_store.store.context_store import ContextStore
-from context_store.route.webhooks import WebhookRejected, verify
+from context_store.store.models import StaffAnswer, WebhookDelivery
 from service.auth import ENV_KEYS
 from service.errors import error_body
 

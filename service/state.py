@@ -20,17 +20,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from context_store.route.confidence import CALIBRATOR_FILE, Calibrator, default_confidence, load_calibrator
-from context_store.route.decision import Trigger
-from context_store.retrieve.dense_index import DenseIndex
-from context_store.index.embed.embedding import Embedder
 from context_store.errors import ConfigError
+from context_store.index.embed.protocol import Embedder
 from context_store.index.embed.query_encoder import build_query_encoder
+from context_store.retrieve.dense_index import DenseIndex
 from context_store.retrieve.reranker import load_reranker
 from context_store.retrieve.retriever import RetrievalResult, Retriever
-from context_store.store.serving import DeploymentWatch
+from context_store.route.confidence import CALIBRATOR_FILE, Calibrator, default_confidence, load_calibrator
+from context_store.route.decision import Trigger
 from context_store.settings import EmbeddingConfig, RetrievalConfig
 from context_store.store.context_store import ContextStore
+from context_store.store.serving import DeploymentWatch
 from context_store.store.vector_index import VectorIndex
 
 __all__ = ["EncoderFactory", "ServiceState", "Serving"]

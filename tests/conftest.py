@@ -17,7 +17,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # one ONNX export of the model for every test home (and the processes tests start), not one per tmp_path
 os.environ.setdefault("FRESHCONTEXT_MODELS_DIR", os.path.join(tempfile.gettempdir(), "freshcontext-test-models"))
 
-from context_store.index.embed.embedding import HashingEmbedder  # noqa: E402
+from context_store.index.embed.fake import HashingEmbedder  # noqa: E402
 from context_store.store.context_store import ContextStore  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,11 +13,11 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from context_store._common import utcnow
+from context_store.index.embed.fake import HashingEmbedder
+from context_store.index.ingest import ingest
 from context_store.route.decision import Reason
 from context_store.state.documents import sync_company_sources
-from context_store.index.embed.embedding import HashingEmbedder
-from context_store.index.ingest import ingest
-from context_store.store.models import utcnow
 from context_store.store.context_store import ContextStore
 from service.app import create_app
 from tests.conftest import REFUNDS_V1

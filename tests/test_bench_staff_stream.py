@@ -9,13 +9,13 @@ import httpx
 import pytest
 
 from bench.staff_stream import Delivery, audit, run_stream
-from context_store.index.embed.embedding import HashingEmbedder
+from context_store.index.embed.fake import HashingEmbedder
 from context_store.index.ingest import ingest
-from context_store.route.questions import route_question
 from context_store.retrieve.retriever import retrieve
+from context_store.route.questions import route_question
 from context_store.route.triggers import EscalationReason
-from context_store.store.context_store import ContextStore
 from context_store.route.webhooks import generate_secret
+from context_store.store.context_store import ContextStore
 from service.app import create_app
 from tests.conftest import open_with_staff_answers
 

@@ -16,7 +16,7 @@ import dagster as dg
 import pytest
 
 from assets.resources import EmbedderResource, StoreResource
-from context_store.index.embed.embedding import build_embedder
+from context_store.index.embed.factory import build_embedder
 from context_store.index.embed.onnx_backend import OnnxEncoder
 from context_store.retrieve.retriever import retrieve
 from context_store.settings import EmbeddingConfig

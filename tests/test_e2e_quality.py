@@ -17,11 +17,13 @@ import pytest
 from sqlmodel import select
 
 from assets.resources import StoreResource
-from context_store.index.embed.embedding import Embedder, HashingEmbedder, SentenceTransformerEmbedder
+from context_store.index.embed.fake import HashingEmbedder
+from context_store.index.embed.protocol import Embedder
+from context_store.index.embed.torch_backend import SentenceTransformerEmbedder
 from context_store.index.ingest import ingest
-from context_store.store.models import IndexDeployment, PromotionDecision
 from context_store.settings import EmbeddingConfig, Settings
 from context_store.store.context_store import ContextStore
+from context_store.store.models import IndexDeployment, PromotionDecision
 from pipeline.quality_jobs import QUALITY_ASSETS
 from pipeline.resources import build_resources
 from tests.conftest import REPO

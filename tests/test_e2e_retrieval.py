@@ -59,9 +59,9 @@ def model_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_onnx_query_encoder_matches_the_indexed_model(model_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from context_store.index.embed.embedding import SentenceTransformerEmbedder
-    from context_store.index.embed.onnx_backend import MODELS_DIR_ENV
+    from context_store.index.embed.model_files import MODELS_DIR_ENV
     from context_store.index.embed.query_encoder import CachedEncoder, build_query_encoder
+    from context_store.index.embed.torch_backend import SentenceTransformerEmbedder
     from context_store.settings import EmbeddingConfig
 
     monkeypatch.delenv(MODELS_DIR_ENV)  # this home's own export: the export and its parity check run here

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from context_store.index.embed.embedding import SentenceTransformerEmbedder
+from context_store.index.embed.torch_backend import SentenceTransformerEmbedder
 from context_store.index.ingest import ingest
 from context_store.learn.answers import learning_metrics
-from context_store.route.questions import get_question
 from context_store.retrieve.retriever import retrieve
-from context_store.store.context_store import ContextStore
+from context_store.route.questions import get_question
 from context_store.route.webhooks import generate_secret, sign_headers
+from context_store.store.context_store import ContextStore
 from service.app import create_app
 from tests.conftest import open_with_staff_answers
 

@@ -7,9 +7,10 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from context_store.state import journal
-from context_store.state.documents import sync_company_sources
-from context_store.index.embed.embedding import HashingEmbedder
+from context_store._common import utcnow
+from context_store.index.embed.fake import HashingEmbedder
+from context_store.index.indexing import index_pending_documents, index_pending_users
+from context_store.index.ingest import apply_changes
 from context_store.measure.freshness import (
     ServedResult,
     evaluate_checks,
@@ -22,11 +23,12 @@ from context_store.measure.freshness import (
     unindexed_changes,
     user_state_ages,
 )
-from context_store.index.indexing import index_pending_documents, index_pending_users
-from context_store.store.models import Document, DocumentVersion, VersionLag, utcnow
-from context_store.store.runs import track_run
-from context_store.store.context_store import ContextStore
+from context_store.state import journal
+from context_store.state.documents import sync_company_sources
 from context_store.state.user_state import sync_user_sources
+from context_store.store.context_store import ContextStore
+from context_store.store.models import Document, DocumentVersion, VersionLag
+from context_store.store.runs import track_run
 
 
 def _ingest(store: ContextStore, embedder: HashingEmbedder, paths: list[Path] | None = None) -> None:
@@ -163,7 +165,7 @@ def test_missing_root_fails_the_check_and_deletes_nothing(store: ContextStore, s
     _ingest(store, fake_embedder)
     sources["company"].rename(sources["company"].with_name("company-unmounted"))
     journal.append(store, [journal.rescan_entry("company", "company", sources["company"], reason="root vanished")])
-    result = journal.apply_changes(store, fake_embedder)
+    result = apply_changes(store, fake_embedder)
     assert result.company.deleted == 0 and result.company.source_errors
     with store.session() as s:
         assert s.get(Document, "company/refunds.md").current_version_id is not None

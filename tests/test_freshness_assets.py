@@ -8,11 +8,11 @@ from pathlib import Path
 import dagster as dg
 
 from assets.resources import StoreResource
-from context_store.state import journal
-from context_store.index.embed.embedding import HashingEmbedder
-from context_store.store.models import Document
+from context_store.index.embed.fake import HashingEmbedder
 from context_store.retrieve.retriever import retrieve
+from context_store.state import journal
 from context_store.store.context_store import ContextStore
+from context_store.store.models import Document
 from pipeline.definitions import FRESHNESS_ASSETS, INGEST_ASSETS, INGEST_CHECKS
 from pipeline.schedules import compaction_job, reconcile_job
 

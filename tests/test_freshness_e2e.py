@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from context_store.index.embed.embedding import SentenceTransformerEmbedder
-from context_store.store.models import Document
+from context_store.index.embed.torch_backend import SentenceTransformerEmbedder
 from context_store.retrieve.retriever import retrieve
 from context_store.store.context_store import ContextStore
+from context_store.store.models import Document
 from pipeline.watcher import SourceWatcher, WarmApplier
 from tests.conftest import REPO, SHARED_DATA
 

@@ -6,11 +6,12 @@ from pathlib import Path
 
 from sqlmodel import select
 
-from context_store.state import journal
-from context_store.index.embed.embedding import HashingEmbedder
-from context_store.store.models import ChangeEvent, Document, IngestRun, UserRecord
+from context_store.index.embed.fake import HashingEmbedder
+from context_store.index.ingest import apply_changes
 from context_store.retrieve.retriever import retrieve
+from context_store.state import journal
 from context_store.store.context_store import ContextStore
+from context_store.store.models import ChangeEvent, Document, IngestRun, UserRecord
 
 
 def _rows(store: ContextStore) -> list[ChangeEvent]:
@@ -76,7 +77,7 @@ def test_rescans_and_huge_batches_become_full_scans(store: ContextStore, sources
 def test_warm_apply_versions_indexes_and_marks_rows(store: ContextStore, sources: dict[str, Path], fake_embedder: HashingEmbedder) -> None:
     journal.append(store, [journal.rescan_entry("company", "company", sources["company"], reason="start"),
                            journal.rescan_entry("user", "users", sources["users"], reason="start")])
-    first = journal.apply_changes(store, fake_embedder)
+    first = apply_changes(store, fake_embedder)
     assert first.company.new == 2 and first.users.new == 2 and sorted(first.full_scans) == ["company", "user"]
     assert all(r.applied_by == "warm" and r.applied_at for r in _rows(store))
 
@@ -84,12 +85,12 @@ def test_warm_apply_versions_indexes_and_marks_rows(store: ContextStore, sources
     refunds.write_text(refunds.read_text().replace("within 30 days", "within 14 days"))
     journal.append(store, [journal.entry_for_path(store.settings, refunds)])
     cursor = first.cursor
-    second = journal.apply_changes(store, fake_embedder, cursor=cursor)
+    second = apply_changes(store, fake_embedder, cursor=cursor)
     assert second.company.changed == 1 and second.company.seen == 1  # only the journaled file was read
     assert second.company_index.chunks_embedded == 1
     hits = retrieve(store, fake_embedder, "refund within 14 days of delivery", k=3).results
     assert "14 days" in hits[0].text
-    assert journal.apply_changes(store, fake_embedder, cursor=second.cursor).applied_ids == []  # nothing left
+    assert apply_changes(store, fake_embedder, cursor=second.cursor).applied_ids == []  # nothing left
 
     with store.session() as s:
         trigger = {r.trigger for r in s.exec(select(IngestRun)).all()}
@@ -99,13 +100,13 @@ def test_warm_apply_versions_indexes_and_marks_rows(store: ContextStore, sources
 def test_user_churn_never_touches_company_documents(store: ContextStore, sources: dict[str, Path], fake_embedder: HashingEmbedder) -> None:
     journal.append(store, [journal.rescan_entry("company", "company", sources["company"], reason="start"),
                            journal.rescan_entry("user", "users", sources["users"], reason="start")])
-    journal.apply_changes(store, fake_embedder)
+    apply_changes(store, fake_embedder)
     with store.session() as s:
         company_runs = len(s.exec(select(IngestRun).where(IngestRun.state_kind == "company")).all())
     u1 = sources["users"] / "u-1.json"
     u1.write_text(u1.read_text().replace('"shipped"', '"delivered"'))
     journal.append(store, [journal.entry_for_path(store.settings, u1)])
-    result = journal.apply_changes(store, fake_embedder)
+    result = apply_changes(store, fake_embedder)
     assert result.company is None and result.users.changed == 1
     with store.session() as s:
         assert len(s.exec(select(IngestRun).where(IngestRun.state_kind == "company")).all()) == company_runs
@@ -116,11 +117,11 @@ def test_partial_write_is_returned_for_retry_and_stored_text_keeps_serving(
     store: ContextStore, sources: dict[str, Path], fake_embedder: HashingEmbedder
 ) -> None:
     journal.append(store, [journal.rescan_entry("company", "company", sources["company"], reason="start")])
-    journal.apply_changes(store, fake_embedder)
+    apply_changes(store, fake_embedder)
     refunds = sources["company"] / "refunds.md"
     refunds.write_bytes("# Refund policy\n\nCaf\u00e9 ".encode()[:-2])  # cut inside a UTF-8 sequence
     journal.append(store, [journal.entry_for_path(store.settings, refunds)])
-    result = journal.apply_changes(store, fake_embedder)
+    result = apply_changes(store, fake_embedder)
     assert [r.path for r in result.retry] == [str(refunds.resolve())]
     with store.session() as s:
         doc = s.get(Document, "company/refunds.md")
@@ -128,13 +129,13 @@ def test_partial_write_is_returned_for_retry_and_stored_text_keeps_serving(
     retry = journal.retry_entry(result.retry[0], 1)
     refunds.write_text("# Refund policy\n\nRefunds within 14 days.\n")  # the writer finished
     assert journal.append(store, [retry]) == 1
-    assert journal.apply_changes(store, fake_embedder).company.changed == 1
+    assert apply_changes(store, fake_embedder).company.changed == 1
 
 
 def test_prune_keeps_unapplied_rows(store: ContextStore, sources: dict[str, Path]) -> None:
     from datetime import timedelta
 
-    from context_store.store.models import utcnow
+    from context_store._common import utcnow
 
     _ = [journal.append(store, [journal.entry_for_path(store.settings, p)]) for p in (sources["company"] / "refunds.md", sources["users"] / "u-1.json")]
     journal.mark_applied(store, by="warm", state_kind="company")

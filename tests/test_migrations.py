@@ -18,9 +18,7 @@ import pytest
 from sqlalchemy import inspect, text
 from sqlmodel import Field, SQLModel
 
-from context_store.store import database
-
-from context_store.store import models
+from context_store.store import database, models
 from context_store.store.database import (
     BASELINE_REVISION,
     downgrade,

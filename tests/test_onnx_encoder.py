@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from context_store.index.embed.embedding import SentenceTransformerEmbedder, build_embedder
 from context_store.errors import ConfigError
+from context_store.index.embed.factory import build_embedder
 from context_store.index.embed.onnx_backend import OnnxEncoder
+from context_store.index.embed.torch_backend import SentenceTransformerEmbedder
 from context_store.settings import EmbeddingConfig
 from tests.conftest import REFUNDS_V1, REPO
 
@@ -68,7 +69,7 @@ def test_a_run_process_embeds_without_importing_torch(tmp_path: Path) -> None:
     code = (
         "import sys\n"
         "import pipeline.definitions\n"
-        "from context_store.index.embed.embedding import build_embedder\n"
+        "from context_store.index.embed.factory import build_embedder\n"
         "from context_store.settings import EmbeddingConfig\n"
         "v = build_embedder(EmbeddingConfig(), sys.argv[1]).encode(['Where is my parcel?'])\n"
         "assert v.shape == (1, 384), v.shape\n"

@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from context_store.index.embed.embedding import HashingEmbedder
 from context_store.errors import InputRejected, StoreError
-from context_store.measure.golden import evaluate_golden, load_golden
+from context_store.index.embed.fake import HashingEmbedder
 from context_store.index.indexing import index_drift
 from context_store.index.ingest import ingest
-from context_store.store.models import ArchivedChunk, ChunkRecord, IndexDeployment, PromotionDecision
+from context_store.measure.golden import evaluate_golden, load_golden
 from context_store.measure.promotion import build_candidate, evaluate_gate, last_gate, pending_change, promote, run_gate
 from context_store.measure.quality import (
     baselines,
@@ -25,6 +24,7 @@ from context_store.measure.quality import (
 from context_store.retrieve.retriever import Retriever
 from context_store.settings import QualityConfig
 from context_store.store.context_store import ContextStore
+from context_store.store.models import ArchivedChunk, ChunkRecord, IndexDeployment, PromotionDecision
 
 QUESTIONS = [
     {"id": "g1", "text": "refund window days delivery", "answerable": True, "expected_doc_ids": ["company/refunds.md"],
@@ -263,9 +263,10 @@ def test_routing_quality_on_a_golden_set_and_its_ece_check(edited: ContextStore)
 def test_learning_checks_flag_an_answer_that_never_became_knowledge(edited: ContextStore) -> None:
     from datetime import timedelta
 
+    from context_store._common import utcnow
     from context_store.learn.answers import learning_metrics
-    from context_store.store.models import RoutedQuestion, StaffAnswer, utcnow
     from context_store.measure.quality import learning_checks
+    from context_store.store.models import RoutedQuestion, StaffAnswer
 
     config = QualityConfig(time_to_knowledge_p95_ceiling_s=600)
     assert all(o.passed for o in learning_checks(edited, learning_metrics(edited), config))  # nothing yet: nothing late

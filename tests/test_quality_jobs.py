@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from assets.resources import StoreResource
-from context_store.index.embed.embedding import HashingEmbedder
+from context_store.index.embed.fake import HashingEmbedder
 from context_store.index.ingest import ingest
 from context_store.measure.promotion import candidate_store
 from context_store.settings import EmbeddingConfig, Settings

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from context_store.index.embed.embedding import HashingEmbedder
 from context_store.errors import ConfigError
+from context_store.index.embed.fake import HashingEmbedder
 from context_store.index.ingest import ingest
 from context_store.measure.replay import EmbedFloor, FileWrite, History, chunk_texts, probe_queries, run_replay
 from context_store.settings import Settings

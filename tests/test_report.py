@@ -11,14 +11,14 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from context_store.route.decision import Reason, decide
-from context_store.index.embed.embedding import HashingEmbedder
+from context_store.index.embed.fake import HashingEmbedder
 from context_store.index.ingest import ingest
 from context_store.measure.quality import record_evaluation
-from context_store.measure.report import build_report, render_html
+from context_store.measure.report import build_report
 from context_store.retrieve.retriever import Retriever
-from context_store.store.context_store import ContextStore
+from context_store.route.decision import Reason, decide
 from context_store.route.traces import record_trace
+from context_store.store.context_store import ContextStore
 from tests.conftest import REPO
 
 

@@ -9,16 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from context_store.measure.beir import beir_id_for, file_name_for, load_beir, write_corpus
-from context_store.route.confidence import Calibrator, default_confidence, fit_calibrator, load_calibrator
-from context_store.route.decision import LOW_CONFIDENCE, NO_RESULTS, Reason, decide
-from context_store.retrieve.dense_index import DenseIndex
-from context_store.index.embed.embedding import HashingEmbedder
 from context_store.errors import ConfigError, InputRejected
-from context_store.retrieve.fusion import Candidate, bm25_scores, rrf, score_fusion, text_weight_for
+from context_store.index.embed.fake import HashingEmbedder
 from context_store.index.ingest import ingest
+from context_store.measure.beir import beir_id_for, file_name_for, load_beir, write_corpus
+from context_store.retrieve.dense_index import DenseIndex
+from context_store.retrieve.fusion import Candidate, bm25_scores, rrf, score_fusion, text_weight_for
 from context_store.retrieve.reranker import load_reranker
 from context_store.retrieve.retriever import Retriever
+from context_store.route.confidence import Calibrator, default_confidence, fit_calibrator, load_calibrator
+from context_store.route.decision import LOW_CONFIDENCE, NO_RESULTS, Reason, decide
 from context_store.state.sources import parse_company_file
 from context_store.store.context_store import ContextStore
 from context_store.store.vector_index import VectorIndex

@@ -11,20 +11,33 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from context_store.index.embed.embedding import HashingEmbedder
+from context_store._common import utcnow
 from context_store.errors import ConfigError, InvalidRequest, NotFound
-from context_store.route.signals import assess
+from context_store.index.embed.fake import HashingEmbedder
 from context_store.index.ingest import ingest
 from context_store.learn.answers import (
-    flag_superseded_answers, index_answers, learning_metrics, store_answer, write_answer_file, write_pending_answer_files,
+    flag_superseded_answers,
+    index_answers,
+    learning_metrics,
+    store_answer,
+    write_answer_file,
+    write_pending_answer_files,
 )
-from context_store.store.models import AskedQuestion, OutboxMessage, StaffAnswer, utcnow
-from context_store.route.outbox import backoff_seconds, deliver_due, outbox_counts, redeliver
-from context_store.route.questions import QuestionConflict, assign_question, get_question, list_questions, route_question, set_status
 from context_store.retrieve.retriever import retrieve
+from context_store.route.outbox import backoff_seconds, deliver_due, outbox_counts, redeliver
+from context_store.route.questions import (
+    QuestionConflict,
+    assign_question,
+    get_question,
+    list_questions,
+    route_question,
+    set_status,
+)
+from context_store.route.signals import assess
 from context_store.route.triggers import EscalationReason, RoutingConfig, SensitiveTopic, escalation_reasons, record_asked
-from context_store.store.context_store import ContextStore
 from context_store.route.webhooks import generate_secret, verify
+from context_store.store.context_store import ContextStore
+from context_store.store.models import AskedQuestion, OutboxMessage, StaffAnswer
 from tests.conftest import REFUNDS_V1, open_with_staff_answers
 
 OUT_SECRET = generate_secret()
@@ -360,6 +373,7 @@ def test_assess_accepts_a_decide_returning_a_decision_object(kb: ContextStore, f
 
 def test_answer_files_go_through_the_change_journal(kb: ContextStore, fake_embedder: HashingEmbedder) -> None:
     """The sensor path sees a written answer like any edited file; the warm path marks it applied."""
+    from context_store.index.ingest import apply_changes
     from context_store.state import journal
 
     routed = _route(kb, fake_embedder, "Do you ship lamps to Iceland?")
@@ -368,7 +382,7 @@ def test_answer_files_go_through_the_change_journal(kb: ContextStore, fake_embed
     pending = [r for r in journal.read_after(kb, 0, unapplied_only=True) if r.path == str(path.resolve())]
     assert len(pending) == 1 and pending[0].state_kind == "company" and pending[0].source_name == "staff"
     # without the warm path, the journal's own apply (what the sensor's run does) indexes it
-    applied = journal.apply_changes(kb, fake_embedder)
+    applied = apply_changes(kb, fake_embedder)
     assert applied.company is not None and "staff/" + path.name in applied.company.changed_doc_ids
     assert index_answers(kb, fake_embedder, []).retrievable == [answer.answer_id]
     # the warm path leaves nothing for the sensor

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from context_store.index.embed.embedding import HashingEmbedder
+from context_store.index.embed.fake import HashingEmbedder
 from context_store.index.ingest import ingest
-from context_store.route.questions import route_question
 from context_store.retrieve.retriever import retrieve
+from context_store.route.questions import route_question
 from context_store.route.triggers import EscalationReason
 from context_store.store.context_store import ContextStore
 from pipeline.cli import main

@@ -7,10 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from context_store.index.embed.embedding import HashingEmbedder
 from context_store.errors import InputRejected
+from context_store.index.embed.fake import HashingEmbedder
 from context_store.measure.routing_eval import (
-    aurc, convert_clinc150, coverage_at_precision, ece, escalation_scores, load_queries, run_routing_eval,
+    aurc,
+    convert_clinc150,
+    coverage_at_precision,
+    ece,
+    escalation_scores,
+    load_queries,
+    run_routing_eval,
 )
 from tests.conftest import SHARED_DATA
 

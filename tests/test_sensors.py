@@ -10,10 +10,11 @@ from sqlmodel import select
 from assets.ingestion import company_chunk_index, company_documents, user_snapshots, user_state_index
 from assets.learning import staff_answer_review  # company_refresh_job also reviews staff answers
 from assets.resources import StoreResource
+from context_store.index.embed.fake import HashingEmbedder
+from context_store.index.ingest import apply_changes
 from context_store.state import journal
-from context_store.index.embed.embedding import HashingEmbedder
-from context_store.store.models import Document, IngestRun
 from context_store.store.context_store import ContextStore
+from context_store.store.models import Document, IngestRun
 from pipeline.definitions import defs
 from pipeline.jobs import company_refresh_job
 from pipeline.sensors import company_change_sensor, journal_settled_sensor, user_change_sensor
@@ -87,7 +88,7 @@ def test_user_churn_requests_only_the_user_lineage(store: ContextStore, sources:
 
 def test_rows_already_applied_by_the_warm_path_only_move_the_cursor(store: ContextStore, sources: dict[str, Path]) -> None:
     _journal(store, sources["company"] / "refunds.md")
-    journal.apply_changes(store, HashingEmbedder())
+    apply_changes(store, HashingEmbedder())
     result = _tick(company_change_sensor, store, "0")
     assert isinstance(result, dg.SensorResult) and not result.run_requests
     assert result.cursor == str(journal.latest_id(store))
@@ -103,7 +104,7 @@ def test_requested_run_applies_only_those_paths_and_settles_the_journal(store: C
     embedder = HashingEmbedder()
     journal.append(store, [journal.rescan_entry("company", "company", sources["company"], reason="start"),
                            journal.rescan_entry("user", "users", sources["users"], reason="start")])
-    journal.apply_changes(store, embedder)
+    apply_changes(store, embedder)
     refunds = sources["company"] / "refunds.md"
     refunds.write_text(refunds.read_text().replace("30 days", "14 days"))
     _journal(store, refunds)

@@ -10,15 +10,16 @@ import pytest
 
 from assets.freshness import freshness_report as freshness_report_asset
 from assets.resources import StoreResource
+from context_store._common import utcnow
+from context_store.index.embed.fake import HashingEmbedder
+from context_store.index.ingest import ingest
+from context_store.measure.freshness import evaluate_checks, freshness_report, served_stale_hits
+from context_store.retrieve.retriever import RetrievalResult, Retriever
 from context_store.route.confidence import default_confidence
 from context_store.route.decision import decide
-from context_store.index.embed.embedding import HashingEmbedder
-from context_store.measure.freshness import evaluate_checks, freshness_report, served_stale_hits
-from context_store.index.ingest import ingest
-from context_store.store.models import Document, utcnow
-from context_store.retrieve.retriever import RetrievalResult, Retriever
-from context_store.store.context_store import ContextStore
 from context_store.route.traces import record_trace
+from context_store.store.context_store import ContextStore
+from context_store.store.models import Document
 
 REFUNDS = "company/refunds.md"
 

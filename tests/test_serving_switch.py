@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from context_store.index.embed.embedding import HashingEmbedder, SentenceTransformerEmbedder
+from context_store.index.embed.fake import HashingEmbedder
+from context_store.index.embed.torch_backend import SentenceTransformerEmbedder
 from context_store.index.ingest import ingest
 from context_store.measure.promotion import run_gate
-from context_store.store.serving import DeploymentWatch
 from context_store.settings import EmbeddingConfig
 from context_store.store.context_store import ContextStore
+from context_store.store.serving import DeploymentWatch
 from service.app import create_app
 from service.state import ServiceState
 

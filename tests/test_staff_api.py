@@ -10,14 +10,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import func, select
 
-from context_store.index.embed.embedding import HashingEmbedder
+from context_store.index.embed.fake import HashingEmbedder
 from context_store.index.ingest import ingest
-from context_store.store.models import StaffAnswer, WebhookDelivery
-from context_store.route.questions import get_question, route_question
 from context_store.retrieve.retriever import retrieve
+from context_store.route.questions import get_question, route_question
 from context_store.route.triggers import EscalationReason
-from context_store.store.context_store import ContextStore
 from context_store.route.webhooks import generate_secret, sign_headers
+from context_store.store.context_store import ContextStore
+from context_store.store.models import StaffAnswer, WebhookDelivery
 from service.app import create_app
 from tests.conftest import open_with_staff_answers
 

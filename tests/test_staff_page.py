@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from context_store.index.embed.embedding import HashingEmbedder
+from context_store.index.embed.fake import HashingEmbedder
 from context_store.index.ingest import ingest
-from context_store.store.models import StaffAnswer
-from context_store.route.questions import get_question, route_question
 from context_store.retrieve.retriever import retrieve
+from context_store.route.questions import get_question, route_question
 from context_store.route.triggers import EscalationReason
 from context_store.store.context_store import ContextStore
+from context_store.store.models import StaffAnswer
 from service.app import create_app
 from tests.conftest import open_with_staff_answers
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from context_store.index.embed.embedding import HashingEmbedder
+from context_store.index.embed.fake import HashingEmbedder
 from context_store.index.ingest import ingest
 from context_store.store.context_store import ContextStore
 

@@ -8,14 +8,13 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from context_store.state.documents import sync_company_sources
 from context_store.index.indexing import index_drift, index_pending_documents
 from context_store.index.ingest import ingest
-from context_store.store.models import Document, DocumentVersion, UserSnapshotVersion
 from context_store.retrieve.retriever import retrieve
+from context_store.state.documents import sync_company_sources
 from context_store.state.skipped_inputs import open_skips
 from context_store.store.context_store import ContextStore
-
+from context_store.store.models import Document, DocumentVersion, UserSnapshotVersion
 from tests.conftest import REFUNDS_V1
 
 # every test here runs on SQLite + a local LanceDB folder and on PostgreSQL + LanceDB on S3

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from context_store.state import journal
-from context_store.index.embed.embedding import HashingEmbedder
-from context_store.store.models import Document
+from context_store.index.embed.fake import HashingEmbedder
 from context_store.retrieve.retriever import retrieve
+from context_store.state import journal
 from context_store.store.context_store import ContextStore
+from context_store.store.models import Document
 from pipeline.watcher import SourceWatcher, WarmApplier, filesystem_type, observer_mode_for
 
 

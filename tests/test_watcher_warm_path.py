@@ -10,21 +10,20 @@ import pytest
 from sqlmodel import select
 
 from context_store.index import indexing
-
-from context_store.state import journal
-
-from context_store.state import sources as sources_mod
 from context_store.index.chunking import Chunk
-from context_store.state.documents import sync_company_sources
-from context_store.index.embed.embedding import HashingEmbedder, threads_for_load
-from context_store.measure.freshness import record_lags
+from context_store.index.embed.fake import HashingEmbedder
+from context_store.index.embed.model_files import threads_for_load
 from context_store.index.indexing import index_pending_documents
-from context_store.index.ingest import ingest
-from context_store.store.models import IngestRun, VersionLag
+from context_store.index.ingest import apply_changes, ingest
+from context_store.measure.freshness import record_lags
 from context_store.retrieve.retriever import retrieve
-from context_store.store.runs import STAGE_FTS
 from context_store.settings import SourceConfig
+from context_store.state import journal
+from context_store.state import sources as sources_mod
+from context_store.state.documents import sync_company_sources
 from context_store.store.context_store import ContextStore
+from context_store.store.models import IngestRun, VersionLag
+from context_store.store.runs import STAGE_FTS
 from pipeline.watcher import SourceWatcher, WarmApplier
 
 
@@ -37,7 +36,7 @@ def test_a_journal_batch_stats_only_the_files_it_names(
 ) -> None:
     journal.append(store, [journal.rescan_entry("company", "company", sources["company"], reason="start"),
                            journal.rescan_entry("user", "users", sources["users"], reason="start")])
-    journal.apply_changes(store, fake_embedder)
+    apply_changes(store, fake_embedder)
     monkeypatch.setattr(sources_mod.os, "walk", _no_walk)
     refunds = sources["company"] / "refunds.md"
     refunds.write_text(refunds.read_text().replace("within 30 days", "within 14 days"))
@@ -48,7 +47,7 @@ def test_a_journal_batch_stats_only_the_files_it_names(
         journal.entry_for_path(store.settings, sources["company"] / "billing" / "invoices.md", deleted=True),
         journal.entry_for_path(store.settings, sources["users"] / "u-2.json"),
     ])
-    result = journal.apply_changes(store, fake_embedder)
+    result = apply_changes(store, fake_embedder)
     assert (result.company.seen, result.company.changed, result.company.deleted) == (1, 1, 1)
     assert result.users.changed == 1
     assert "14 days" in retrieve(store, fake_embedder, "refund within 14 days", k=1).results[0].text
@@ -143,7 +142,7 @@ def test_the_dagster_path_index_run_still_covers_its_own_rows(
     store: ContextStore, sources: dict[str, Path], fake_embedder: HashingEmbedder
 ) -> None:
     journal.append(store, [journal.rescan_entry("company", "company", sources["company"], reason="start")])
-    journal.apply_changes(store, fake_embedder, applied_by="dagster")  # optimize=True, as the assets run it
+    apply_changes(store, fake_embedder, applied_by="dagster")  # optimize=True, as the assets run it
     record_lags(store)
     with store.session() as s:
         lags = s.exec(select(VersionLag)).all()

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from context_store._common import sha256
 from context_store.settings import ChunkingConfig
-from context_store.state.sources import sha256
 
 __all__ = ["Chunk", "chunk_document"]
 

@@ -17,28 +17,21 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
 from sqlmodel import Session, col, or_, select
 
+from context_store._common import sha256, utcnow
 from context_store.index.chunking import Chunk, chunk_document
-from context_store.store.database import bulk_update, insert_ignore, lineage_lock
-from context_store.index.embed.embedding import Embedder
-from context_store.store.models import (
-    ChunkRecord,
-    Document,
-    DocumentVersion,
-    EmbeddingCacheEntry,
-    UserRecord,
-    UserSnapshotVersion,
-    utcnow,
-)
-from context_store.state.sources import sha256
+from context_store.index.embed.cache import cached_hashes, embed_cached
+from context_store.index.embed.protocol import Embedder
 from context_store.store.context_store import ContextStore
+from context_store.store.database import bulk_update, in_batches, insert_ignore, lineage_lock
+from context_store.store.models import ChunkRecord, Document, DocumentVersion, UserRecord, UserSnapshotVersion
 from context_store.store.vector_index import COMPANY_TABLE, USER_TABLE
 
 __all__ = [
@@ -46,7 +39,6 @@ __all__ = [
     "IndexReport",
     "ProgressFn",
     "cheapest_first",
-    "embed_cached",
     "index_drift",
     "index_pending_documents",
     "index_pending_users",
@@ -56,8 +48,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int], None]
-EMBED_GROUP = 2048
-SQL_PARAMS = 900  # hashes per IN (...): below SQLite's bound-parameter limit
 # Chunks to embed in an index run's first wave; each next wave doubles (see ``_waves``). One:
 # the cheapest changed document of a many-file change is retrievable after its own chunks.
 FIRST_WAVE_CHUNKS = 1
@@ -133,47 +123,6 @@ def pending_documents(session: Session) -> list[Document]:
     )
 
 
-def embed_cached(
-    session: Session,
-    embedder: Embedder,
-    texts_by_hash: dict[str, str],
-) -> tuple[dict[str, np.ndarray], int]:
-    """Vectors for every hash; only hashes the cache lacks for this model are embedded.
-
-    Returns the vectors and how many texts were embedded now.
-    """
-    vectors: dict[str, np.ndarray] = {}
-    hashes = list(texts_by_hash)
-    for part in _in_batches(hashes, SQL_PARAMS):
-        for entry in session.exec(
-            select(EmbeddingCacheEntry).where(
-                EmbeddingCacheEntry.model == embedder.name, col(EmbeddingCacheEntry.chunk_hash).in_(part)
-            )
-        ):
-            vectors[entry.chunk_hash] = np.frombuffer(entry.vector, dtype=np.float32)
-    missing = [h for h in hashes if h not in vectors]
-    # Sorting by length keeps each batch's padding minimal, as encode() does within one call.
-    missing.sort(key=lambda h: len(texts_by_hash[h]))
-    for start in range(0, len(missing), EMBED_GROUP):
-        group = missing[start : start + EMBED_GROUP]
-        encoded = embedder.encode([texts_by_hash[h] for h in group])
-        now = utcnow()
-        rows = []
-        for h, vec in zip(group, encoded):
-            vec = np.asarray(vec, dtype=np.float32)
-            vectors[h] = vec
-            rows.append({"chunk_hash": h, "model": embedder.name, "dim": int(vec.shape[0]), "vector": vec.tobytes(), "created_at": now})
-        # another ingest may have embedded the same text meanwhile: its vector is as good as ours
-        insert_ignore(session, EmbeddingCacheEntry, rows)
-        session.commit()  # embedding work survives a crash later in the run
-    return vectors, len(missing)
-
-
-def _in_batches(ids: list[T], size: int = 500) -> Iterable[list[T]]:
-    for start in range(0, len(ids), size):
-        yield ids[start : start + size]
-
-
 @dataclass
 class _Pending:
     doc_id: str
@@ -188,7 +137,7 @@ def _pending_doc_keys(session: Session, doc_ids: Sequence[str] | None = None) ->
     )
     if doc_ids is None:
         return list(session.exec(query.order_by(Document.doc_id)).all())
-    keys = [row for part in _in_batches(sorted(set(doc_ids))) for row in session.exec(query.where(col(Document.doc_id).in_(part))).all()]
+    keys = [row for part in in_batches(sorted(set(doc_ids))) for row in session.exec(query.where(col(Document.doc_id).in_(part))).all()]
     return sorted(keys)
 
 
@@ -223,20 +172,6 @@ def _load_pending(session: Session, store: ContextStore, docs: list[tuple[str, s
     insert_ignore(session, ChunkRecord, new_rows)
     bulk_update(session, DocumentVersion, "version_id", counts)
     return pending
-
-
-def _cached_hashes(session: Session, model: str, hashes: Iterable[str]) -> set[str]:
-    """The hashes the embedding cache already holds for ``model``."""
-    found: set[str] = set()
-    for part in _in_batches(sorted(set(hashes)), SQL_PARAMS):
-        found.update(
-            session.exec(
-                select(EmbeddingCacheEntry.chunk_hash).where(
-                    EmbeddingCacheEntry.model == model, col(EmbeddingCacheEntry.chunk_hash).in_(part)
-                )
-            ).all()
-        )
-    return found
 
 
 def cheapest_first(work: dict[str, int]) -> list[str]:
@@ -348,7 +283,7 @@ def _still_pending(session: Session, model: Any, key: str, items: list[tuple[str
     """
     fresh: dict[str, tuple[str | None, str | None]] = {}
     ident = getattr(model, key)
-    for part in _in_batches([i for i, _, _ in items]):
+    for part in in_batches([i for i, _, _ in items]):
         for ident_value, current, indexed in session.exec(
             select(ident, model.current_version_id, model.indexed_version_id).where(col(ident).in_(part))
         ).all():
@@ -392,10 +327,10 @@ def index_pending_documents(
         tick = progress(len(keys)) if progress else None
         writer = _IndexWriter(store, report)
         try:
-            for part in _in_batches(keys):
+            for part in in_batches(keys):
                 pending = _load_pending(session, store, part)
                 session.commit()  # chunk records are kept even if embedding fails below
-                cached = _cached_hashes(session, embedder.name, (c.chunk_hash for p in pending for c in p.chunks))
+                cached = cached_hashes(session, embedder.name, (c.chunk_hash for p in pending for c in p.chunks))
                 pending = _by_embedding_work(pending, cached)
                 for wave in _waves(pending, wave_chunks or store.settings.index_wave_chunks, cached, FIRST_WAVE_CHUNKS):
                     texts = {c.chunk_hash: c.text for p in wave for c in p.chunks}

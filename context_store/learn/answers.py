@@ -11,7 +11,7 @@ Order matters, because nothing may be lost:
    reconciliation, or any ``freshcontext ingest`` version and index it like every other
    file. There is no side door into LanceDB.
 3. ``index_answers`` is the warm path a serving process may take right away: the same
-   ``sync_company_sources`` + ``index_pending_documents`` the Dagster assets run, limited
+   ``sync_state`` + ``index_state`` the Dagster assets run, limited
    to the new files, then the journal rows are marked applied (a later sensor run finds
    nothing to do). If the embedder is down, the answer stays stored, its file written and
    journaled; the sensor or the next ingest indexes it.
@@ -31,22 +31,30 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 from sqlmodel import col, func, select
 
-from context_store.state import journal
-from context_store.state.documents import doc_id_for, sync_company_sources
-from context_store.index.embed.embedding import Embedder
+from context_store._common import percentile
 from context_store.errors import ConfigError, InvalidRequest
-from context_store.index.indexing import index_pending_documents
-from context_store.store.models import (
-    AskedQuestion, ChangeEvent, Document, DocumentVersion, QuestionAsk, RoutedQuestion, StaffAnswer, WebhookDelivery, utcnow,
-)
+from context_store.index.embed.protocol import Embedder
+from context_store.index.ingest import index_state, sync_state
 from context_store.route.questions import QuestionConflict, load_question
 from context_store.route.triggers import RoutingConfig, routing_config
 from context_store.settings import SourceConfig
+from context_store.state import journal
+from context_store.state.documents import doc_id_for
 from context_store.store.context_store import ContextStore
+from context_store.store.models import (
+    AskedQuestion,
+    ChangeEvent,
+    Document,
+    DocumentVersion,
+    QuestionAsk,
+    RoutedQuestion,
+    StaffAnswer,
+    WebhookDelivery,
+    utcnow,
+)
 
 __all__ = [
     "IndexAnswersReport",
@@ -211,12 +219,12 @@ def index_answers(store: ContextStore, embedder: Embedder, paths: list[Path] | N
             row_ids = list(session.exec(
                 select(ChangeEvent.id).where(col(ChangeEvent.path).in_(wanted), col(ChangeEvent.applied_at).is_(None))
             ).all())
-        sync = sync_company_sources(store, paths=paths)
+        sync = sync_state(store, "company", paths=paths)
         report.documents_changed = len(sync.changed_doc_ids)
         # Only these answers' documents: an ingest may be versioning a large change meanwhile,
         # and its backlog is its own work, not this API process's. Compaction is the ingest's too.
         own = _doc_ids_for(store, paths) + sync.changed_doc_ids
-        report.chunks_embedded = index_pending_documents(store, embedder, doc_ids=own, optimize=False).chunks_embedded
+        report.chunks_embedded = index_state(store, embedder, "company", doc_ids=own, optimize=False).chunks_embedded
         journal.mark_applied(store, ids=[int(i) for i in row_ids if i is not None], by="staff-answer")
     report.retrievable = mark_retrievable(store)
     report.flagged = flag_superseded_answers(store)
@@ -290,10 +298,6 @@ def flag_superseded_answers(store: ContextStore, *, now: datetime | None = None)
     return flagged
 
 
-def _percentile(values: list[float], q: float) -> float | None:
-    return float(np.percentile(values, q)) if values else None
-
-
 def learning_metrics(store: ContextStore, *, now: datetime | None = None) -> dict[str, Any]:
     """Learning-loop numbers: time to knowledge, reuse without a person, escalation rate, queue ages, stale answers."""
     from context_store.route.questions import count_by_status, open_question_ages
@@ -322,8 +326,8 @@ def learning_metrics(store: ContextStore, *, now: datetime | None = None) -> dic
         "answers_retrievable": len(ttk),
         "answers_pending_index": sum(1 for a in answers if a.retrievable_at is None),
         "answers_flagged_stale": sum(1 for a in answers if a.needs_review),
-        "time_to_knowledge_p50_s": _percentile(ttk, 50),
-        "time_to_knowledge_p95_s": _percentile(ttk, 95),
+        "time_to_knowledge_p50_s": percentile(ttk, 50),
+        "time_to_knowledge_p95_s": percentile(ttk, 95),
         "reasked_answered_without_person": reused,
         "questions_assessed": int(total),
         "escalations": int(escalated),

@@ -15,17 +15,18 @@ measures the project's age, not the pipeline, and is left out of percentiles.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from sqlalchemy import func
 from sqlmodel import Session, col, select, update
 
+from context_store._common import as_utc, percentile, utcnow
 from context_store.index.indexing import pending_documents
+from context_store.store.context_store import ContextStore
 from context_store.store.models import (
     ChangeEvent,
     ChunkRecord,
@@ -37,10 +38,8 @@ from context_store.store.models import (
     UserRecord,
     UserSnapshotVersion,
     VersionLag,
-    utcnow,
 )
 from context_store.store.runs import FTS_DEFERRED, STAGE_FTS
-from context_store.store.context_store import ContextStore
 
 __all__ = [
     "CheckOutcome",
@@ -52,7 +51,6 @@ __all__ = [
     "evaluate_checks",
     "freshness_report",
     "lag_stats",
-    "percentile",
     "reconciliation_diff",
     "record_fts_coverage",
     "record_lags",
@@ -65,22 +63,11 @@ __all__ = [
 ]
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Linear-interpolated percentile (``q`` in 0–100); ``None`` for no values."""
-    return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else None
-
-
-def _as_utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-
-
 # --- per-version timelines -------------------------------------------------------------------
 
 
 def _first_scan(session: Session, state_kind: str) -> datetime | None:
-    return _as_utc(
+    return as_utc(
         session.exec(
             select(func.min(IngestRun.started_at)).where(IngestRun.state_kind == state_kind, IngestRun.stage == "version")
         ).one()
@@ -97,8 +84,8 @@ def _fts_runs(session: Session, state_kind: str, since: datetime) -> tuple[list[
             col(IngestRun.finished_at) >= since,
         )
     ).all()
-    index = [(_as_utc(s), _as_utc(f)) for stage, s, f, stats in rows if stage == "index" and s and f and not (stats or {}).get(FTS_DEFERRED)]
-    fts = sorted((_as_utc(s), _as_utc(f)) for stage, s, f, _ in rows if stage == STAGE_FTS and s and f)
+    index = [(as_utc(s), as_utc(f)) for stage, s, f, stats in rows if stage == "index" and s and f and not (stats or {}).get(FTS_DEFERRED)]
+    fts = sorted((as_utc(s), as_utc(f)) for stage, s, f, _ in rows if stage == STAGE_FTS and s and f)
     return index, fts  # type: ignore[return-value]
 
 
@@ -109,7 +96,7 @@ def _previous_observed(session: Session, model: Any, key_col: Any, keys: set[str
         for key, observed in session.exec(
             select(key_col, model.observed_at).where(col(key_col).in_(key_list[start : start + 900]))
         ).all():
-            out.setdefault(key, []).append(_as_utc(observed))
+            out.setdefault(key, []).append(as_utc(observed))
     for values in out.values():
         values.sort()
     return out
@@ -180,13 +167,13 @@ def record_lags(store: ContextStore) -> int:
             first = _first_scan(session, "company")
             history = _previous_observed(session, DocumentVersion, DocumentVersion.doc_id, {d[1] for d in docs})
             embedded = _embedded_at(session, [d[0] for d in docs])
-            runs = _fts_runs(session, "company", min(_as_utc(d[5]) for d in docs))  # type: ignore[type-var]
+            runs = _fts_runs(session, "company", min(as_utc(d[5]) for d in docs))  # type: ignore[type-var]
             for vid, doc_id, path, mtime, observed, indexed in docs:
-                observed, indexed = _as_utc(observed), _as_utc(indexed)
+                observed, indexed = as_utc(observed), as_utc(indexed)
                 emb = embedded.get(vid)
                 session.add(
                     _timeline(
-                        vid, "company", doc_id, path, _as_utc(mtime), observed, indexed,  # type: ignore[arg-type]
+                        vid, "company", doc_id, path, as_utc(mtime), observed, indexed,  # type: ignore[arg-type]
                         emb if emb is not None and emb >= observed else None,  # type: ignore[operator]
                         _covering_run(runs, indexed), _window_start(history.get(doc_id, []), observed, first), first,  # type: ignore[arg-type]
                     )
@@ -202,7 +189,7 @@ def record_lags(store: ContextStore) -> int:
             first = _first_scan(session, "user")
             history = _previous_observed(session, UserSnapshotVersion, UserSnapshotVersion.user_id, {u[1] for u in users})
             for vid, user_id, path, observed, indexed in users:
-                observed, indexed = _as_utc(observed), _as_utc(indexed)
+                observed, indexed = as_utc(observed), as_utc(indexed)
                 mtime = _user_source_time(session, path, observed)  # type: ignore[arg-type]
                 session.add(
                     _timeline(
@@ -225,7 +212,7 @@ def _embedded_at(session: Session, version_ids: list[str]) -> dict[str, datetime
             .group_by(ChunkRecord.version_id)
         ).all():
             if created is not None:
-                out[vid] = _as_utc(created)  # type: ignore[assignment]
+                out[vid] = as_utc(created)  # type: ignore[assignment]
     return out
 
 
@@ -243,7 +230,7 @@ def _user_source_time(session: Session, path: str, observed: datetime) -> dateti
         .order_by(col(ChangeEvent.id).desc())
         .limit(1)
     ).first()
-    return _as_utc(journaled)
+    return as_utc(journaled)
 
 
 # --- lag, backlog, user age ------------------------------------------------------------------
@@ -307,12 +294,12 @@ def unindexed_changes(store: ContextStore, *, now: datetime | None = None) -> Un
             .where(col(ChangeEvent.applied_at).is_(None))
             .group_by(ChangeEvent.state_kind, ChangeEvent.path)
         ).all():
-            found[(kind, path)] = UnindexedChange(kind, path, _as_utc(seen), "journal")  # type: ignore[arg-type]
+            found[(kind, path)] = UnindexedChange(kind, path, as_utc(seen), "journal")  # type: ignore[arg-type]
         for doc in pending_documents(session):
             version = session.get(DocumentVersion, doc.current_version_id) if doc.current_version_id else None
             since = version.observed_at if version else doc.deleted_at
             path = version.source_path if version else str(roots.get(doc.source_name, Path("?")) / doc.rel_path)
-            item = UnindexedChange("company", path, _as_utc(since) or now, "store")
+            item = UnindexedChange("company", path, as_utc(since) or now, "store")
             found.setdefault(("company", path), item)
         for user in session.exec(
             select(UserRecord).where(
@@ -323,7 +310,7 @@ def unindexed_changes(store: ContextStore, *, now: datetime | None = None) -> Un
         ).all():
             version = session.get(UserSnapshotVersion, user.current_version_id) if user.current_version_id else None
             since = version.observed_at if version else user.deleted_at
-            found.setdefault(("user", user.user_id), UnindexedChange("user", user.user_id, _as_utc(since) or now, "store"))
+            found.setdefault(("user", user.user_id), UnindexedChange("user", user.user_id, as_utc(since) or now, "store"))
     items = sorted(found.values(), key=lambda i: i.since)
     oldest = items[0].since if items else None
     return UnindexedReport(len(items), oldest, (now - oldest).total_seconds() if oldest else None, items)
@@ -346,7 +333,7 @@ def user_state_ages(store: ContextStore, *, now: datetime | None = None, max_age
                 UserRecord, col(UserRecord.current_version_id) == col(UserSnapshotVersion.version_id)
             )
         ).all()
-    ages = sorted(((uid, (now - _as_utc(cap)).total_seconds() / 3600) for uid, cap in rows), key=lambda x: -x[1])  # type: ignore[operator]
+    ages = sorted(((uid, (now - as_utc(cap)).total_seconds() / 3600) for uid, cap in rows), key=lambda x: -x[1])  # type: ignore[operator]
     return UserAgeReport(len(ages), limit, [a for a in ages if a[1] > limit], ages[0][1] if ages else None)
 
 
@@ -366,10 +353,10 @@ def stalest_documents(store: ContextStore, *, now: datetime | None = None, limit
             .order_by(col(VersionLag.lag_seconds).desc())
             .limit(limit)
         ).all():
-            rows.append({"doc_id": doc_id, "state": "indexed", "lag_s": round(lag, 3), "source_changed_at": _as_utc(changed), "committed_at": _as_utc(committed)})
+            rows.append({"doc_id": doc_id, "state": "indexed", "lag_s": round(lag, 3), "source_changed_at": as_utc(changed), "committed_at": as_utc(committed)})
         for doc in pending_documents(session):
             version = session.get(DocumentVersion, doc.current_version_id) if doc.current_version_id else None
-            changed = _as_utc((version.source_mtime or version.observed_at) if version else doc.deleted_at) or now
+            changed = as_utc((version.source_mtime or version.observed_at) if version else doc.deleted_at) or now
             rows.append({"doc_id": doc.doc_id, "state": "pending", "lag_s": round((now - changed).total_seconds(), 3), "source_changed_at": changed, "committed_at": None})
     return sorted(rows, key=lambda r: -r["lag_s"])[:limit]
 
@@ -402,7 +389,7 @@ def reconciliation_diff(store: ContextStore, since: datetime) -> dict[str, Any]:
 
             new = changed = 0
             for key, path, observed in fresh:
-                prior = [t for t in history.get(key, []) if t < _as_utc(observed)]  # type: ignore[operator]
+                prior = [t for t in history.get(key, []) if t < as_utc(observed)]  # type: ignore[operator]
                 new, changed = (new, changed + 1) if prior else (new + 1, changed)
                 if not was_journaled(path, prior[-1] if prior else None):
                     missed.append(f"{kind}:{key}")
@@ -425,7 +412,7 @@ def _journal_times(session: Session, paths: set[str]) -> dict[str, list[datetime
                 col(ChangeEvent.path).in_(ordered[start : start + 900]), ChangeEvent.event != "rescan"
             )
         ).all():
-            out.setdefault(path, []).append(_as_utc(seen))  # type: ignore[arg-type]
+            out.setdefault(path, []).append(as_utc(seen))  # type: ignore[arg-type]
     return out
 
 
@@ -486,11 +473,11 @@ def _validity(session: Session, version_ids: list[str]) -> dict[str, tuple[str, 
         for vid, key, valid_to in session.exec(
             select(DocumentVersion.version_id, DocumentVersion.doc_id, DocumentVersion.valid_to).where(col(DocumentVersion.version_id).in_(part))
         ).all():
-            out[vid] = ("company", key, _as_utc(valid_to))
+            out[vid] = ("company", key, as_utc(valid_to))
         for vid, key, valid_to in session.exec(
             select(UserSnapshotVersion.version_id, UserSnapshotVersion.user_id, UserSnapshotVersion.valid_to).where(col(UserSnapshotVersion.version_id).in_(part))
         ).all():
-            out[vid] = ("user", key, _as_utc(valid_to))
+            out[vid] = ("user", key, as_utc(valid_to))
     return out
 
 
@@ -513,7 +500,7 @@ def stale_hit_rate(
     """
     items = [
         s for s in _served(served)
-        if (start is None or _as_utc(s.served_at) >= start) and (end is None or _as_utc(s.served_at) < end)  # type: ignore[operator]
+        if (start is None or as_utc(s.served_at) >= start) and (end is None or as_utc(s.served_at) < end)  # type: ignore[operator]
     ]
     with store.session() as session:
         validity = _validity(session, sorted({s.version_id for s in items}))
@@ -525,7 +512,7 @@ def stale_hit_rate(
             unknown += 1
             continue
         kind, key, valid_to = info
-        served_at = _as_utc(s.served_at)
+        served_at = as_utc(s.served_at)
         if valid_to is not None and valid_to <= served_at:  # type: ignore[operator]
             hits.append(StaleHit(s.version_id, kind, key, served_at, valid_to))  # type: ignore[arg-type]
     known = len(items) - unknown
@@ -573,7 +560,7 @@ def served_stale_hits(
     past ``max_traces`` the report stops and says ``capped`` (the oldest are measured).
     Only the first ``MAX_HITS_KEPT`` hits are kept as examples; ``stale`` counts them all.
     """
-    start, end = _as_utc(since), _as_utc(until)
+    start, end = as_utc(since), as_utc(until)
     served = stale = unknown = traces = as_of_traces = 0
     hits: list[StaleHit] = []
     after: tuple[datetime, str] | None = None

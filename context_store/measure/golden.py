@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from context_store.index.embed.embedding import Embedder
 from context_store.errors import InputRejected
+from context_store.index.embed.protocol import Embedder
 from context_store.measure.ir_metrics import evaluate_run, mrr_at_k, ndcg_at_k, recall_at_k
 from context_store.retrieve.retriever import Retriever
 

@@ -31,12 +31,23 @@ from typing import Any
 from sqlalchemy import delete, insert
 from sqlmodel import col, select
 
+from context_store._common import sha256, utcnow
+from context_store.errors import StoreError
 from context_store.index.chunking import chunk_document
+from context_store.index.embed.cache import embed_cached
+from context_store.index.embed.protocol import Embedder
+from context_store.index.indexing import fact_id_for
+from context_store.measure.quality import (
+    CheckOutcome,
+    RetrievalQuality,
+    evaluate_retrieval_quality,
+    record_evaluation,
+    retrieval_checks,
+)
+from context_store.settings import ChunkingConfig
+from context_store.store.context_store import ContextStore
 from context_store.store.database import bulk_update
 from context_store.store.deployments import fingerprint_of, table_names_for
-from context_store.index.embed.embedding import Embedder
-from context_store.errors import StoreError
-from context_store.index.indexing import embed_cached, fact_id_for
 from context_store.store.models import (
     ArchivedChunk,
     ChunkRecord,
@@ -47,11 +58,7 @@ from context_store.store.models import (
     PromotionDecision,
     UserRecord,
     UserSnapshotVersion,
-    utcnow,
 )
-from context_store.measure.quality import CheckOutcome, RetrievalQuality, evaluate_retrieval_quality, record_evaluation, retrieval_checks
-from context_store.settings import ChunkingConfig
-from context_store.store.context_store import ContextStore
 from context_store.store.vector_index import VectorIndex
 
 __all__ = ["CandidateBuild", "GateResult", "build_candidate", "candidate_store", "decision_since_promotion", "evaluate_gate", "gate_is_current", "last_gate", "measured_since_promotion", "pending_change", "promote", "run_gate"]
@@ -182,7 +189,7 @@ def build_candidate(store: ContextStore, embedder: Embedder, *, group: int = 200
         gone_users = sorted(set(held_users) - {u for u, v in users if v.facts})
         if todo_users or gone_users:
             texts = {c["text"]: c["text"] for _, v in todo_users for c in v.facts}
-            vectors, embedded = embed_cached(session, embedder, {_hash(t): t for t in texts})
+            vectors, embedded = embed_cached(session, embedder, {sha256(t): t for t in texts})
             build.chunks_embedded += embedded
             now = utcnow()
             seen: set[str] = set()
@@ -194,7 +201,7 @@ def build_candidate(store: ContextStore, embedder: Embedder, *, group: int = 200
                         continue
                     seen.add(fid)
                     rows.append({"fact_id": fid, "user_id": u, "version_id": v.version_id, "fact_key": fact["key"], "text": fact["text"],
-                                 "captured_at": v.captured_at, "indexed_at": now, "vector": vectors[_hash(fact["text"])]})
+                                 "captured_at": v.captured_at, "indexed_at": now, "vector": vectors[sha256(fact["text"])]})
             index.replace_users([u for u, _ in todo_users] + gone_users, rows, embedder.dim)
             build.users_rebuilt = len(todo_users)
     index.optimize()
@@ -205,12 +212,6 @@ def build_candidate(store: ContextStore, embedder: Embedder, *, group: int = 200
             session.add(row)
     build.seconds = time.perf_counter() - started
     return build
-
-
-def _hash(text: str) -> str:
-    from context_store.state.sources import sha256
-
-    return sha256(text)
 
 
 @dataclass

@@ -20,22 +20,22 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import insert
 from sqlmodel import col, select
 
-from context_store.measure.beir import load_beir, write_corpus
-from context_store.retrieve.dense_index import DenseIndex
-from context_store.index.embed.embedding import Embedder
-from context_store.measure.retrieval_eval import evaluate_retrieval
-from context_store.measure.golden import GoldenResult, evaluate_golden, load_golden
+from context_store._common import utcnow
+from context_store.index.embed.protocol import Embedder
 from context_store.index.ingest import ingest
-from context_store.store.models import EvaluationRun, utcnow
+from context_store.measure.beir import load_beir, write_corpus
+from context_store.measure.golden import GoldenResult, evaluate_golden, load_golden
+from context_store.measure.retrieval_eval import evaluate_retrieval
+from context_store.retrieve.dense_index import DenseIndex
 from context_store.retrieve.retriever import Retriever
 from context_store.settings import GoldenSetConfig, QualityConfig, Settings
 from context_store.store.context_store import ContextStore
+from context_store.store.models import EvaluationRun
 
 __all__ = [
     "CheckOutcome",
@@ -253,8 +253,8 @@ ROUTING_KEYS = ("escalation_precision", "escalation_recall", "coverage_at_target
 
 def evaluate_routing_quality(store: ContextStore, embedder: Embedder) -> list[SetQuality]:
     """Routing (answer or escalate) on every ``golden``-format set, as ``routing_eval`` scores it, on the serving index."""
-    from context_store.route.triggers import routing_config
     from context_store.measure.routing_eval import evaluate_routing, load_queries
+    from context_store.route.triggers import routing_config
 
     config = store.settings.quality
     out: list[SetQuality] = []

@@ -39,17 +39,17 @@ from typing import Any, Protocol
 
 from sqlmodel import col, func, select
 
-from context_store.index.chunking import chunk_document
-from context_store.state.documents import doc_id_for
-from context_store.index.embed.embedding import Embedder
+from context_store._common import percentile, sha256, utcnow
 from context_store.errors import ConfigError, InputRejected
-from context_store.measure.freshness import percentile
+from context_store.index.chunking import chunk_document
+from context_store.index.embed.protocol import Embedder
 from context_store.index.indexing import cheapest_first
-from context_store.store.models import Document, DocumentVersion, EmbeddingCacheEntry, utcnow
 from context_store.retrieve.retriever import retrieve
 from context_store.settings import Settings
-from context_store.state.sources import COMPANY_SUFFIXES, is_ignored_name, parse_company_file, sha256
+from context_store.state.documents import doc_id_for
+from context_store.state.sources import COMPANY_SUFFIXES, is_ignored_name, parse_company_file
 from context_store.store.context_store import ContextStore
+from context_store.store.models import Document, DocumentVersion, EmbeddingCacheEntry
 
 __all__ = [
     "Change",

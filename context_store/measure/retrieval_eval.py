@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from context_store.measure.beir import BeirDataset, beir_id_for
-from context_store.route.confidence import Calibrator, default_confidence, fit_calibrator
 from context_store.measure.ir_metrics import evaluate_run, expected_calibration_error
 from context_store.retrieve.retriever import MODES, Retriever
+from context_store.route.confidence import Calibrator, default_confidence, fit_calibrator
 
 __all__ = ["QueryRun", "crossfit_ece", "evaluate_retrieval", "run_queries"]
 

@@ -39,12 +39,12 @@ from typing import Any
 
 import numpy as np
 
-from context_store.index.embed.embedding import Embedder
 from context_store.errors import InputRejected, InvalidRequest
-from context_store.route.confidence import FEATURES, default_confidence, fit_calibrator
-from context_store.route.signals import routing_signals
+from context_store.index.embed.protocol import Embedder
 from context_store.index.ingest import ingest
 from context_store.retrieve.retriever import Retriever
+from context_store.route.confidence import FEATURES, default_confidence, fit_calibrator
+from context_store.route.signals import routing_signals
 from context_store.route.triggers import RoutingConfig
 from context_store.store.context_store import ContextStore
 

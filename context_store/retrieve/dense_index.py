@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from context_store.index.embed.coalesce import Coalescer
-from context_store.settings import RetrievalConfig
 from context_store.retrieve.text_index import TermIndex
+from context_store.settings import RetrievalConfig
 from context_store.store.vector_index import VectorIndex
 
 __all__ = ["DenseIndex", "Snapshot"]

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -24,23 +24,16 @@ from sqlalchemy import bindparam
 from sqlalchemy import select as sa_select
 from sqlmodel import col, or_, select
 
-from context_store.index.chunking import chunk_document
-from context_store.retrieve.dense_index import DenseIndex
-from context_store.index.embed.embedding import Embedder
+from context_store._common import as_utc, sha256, utcnow
 from context_store.errors import InvalidRequest, UnknownUser
+from context_store.index.chunking import chunk_document
+from context_store.index.embed.cache import embed_cached
+from context_store.index.embed.protocol import Embedder
+from context_store.retrieve.dense_index import DenseIndex
 from context_store.retrieve.fusion import Candidate, bm25_scores, rrf, score_fusion, text_weight_for
-from context_store.store.models import (
-    ChunkRecord,
-    Document,
-    DocumentVersion,
-    EmbeddingCacheEntry,
-    UserRecord,
-    UserSnapshotVersion,
-    utcnow,
-)
 from context_store.settings import RetrievalConfig
-from context_store.state.sources import sha256
 from context_store.store.context_store import ContextStore
+from context_store.store.models import ChunkRecord, Document, DocumentVersion, UserRecord, UserSnapshotVersion
 from context_store.store.vector_index import VectorIndex, quote
 
 __all__ = [
@@ -142,7 +135,7 @@ def parse_as_of(value: str | datetime | None, *, now: datetime | None = None) ->
             parsed = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
         except ValueError as exc:
             raise InvalidRequest(f"as_of {value!r} is not an ISO-8601 date-time (e.g. 2026-03-01T12:00:00Z)") from exc
-    parsed = parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+    parsed = as_utc(parsed)
     if parsed > (now or utcnow()):
         raise InvalidRequest(f"as_of {parsed.isoformat()} is in the future")
     return parsed
@@ -430,7 +423,7 @@ class Retriever:
                     for c in chunk_document(doc.doc_id, version.title, version.text, self.store.settings.chunking):
                         chunks.append(ChunkRecord(version_id=vid, ordinal=c.ordinal, chunk_id=c.chunk_id, doc_id=doc.doc_id,
                                                   chunk_hash=c.chunk_hash, heading=c.heading, text=c.text))
-            vectors = _cached_vectors(session, self.embedder, {c.chunk_hash: c.text for c in chunks})
+            vectors, _ = embed_cached(session, self.embedder, {c.chunk_hash: c.text for c in chunks}, write=False)
         result.table_versions = {}
         if not chunks:
             return
@@ -491,7 +484,7 @@ class Retriever:
             result.user_captured_at = snapshot.captured_at
             if when is not None:
                 facts = snapshot.facts or []
-                vecs = _cached_vectors(session, self.embedder, {sha256(f["text"]): f["text"] for f in facts})
+                vecs, _ = embed_cached(session, self.embedder, {sha256(f["text"]): f["text"] for f in facts}, write=False)
                 scored = [UserFact(key=f["key"], text=f["text"], score=float(vecs[sha256(f["text"])] @ vector)) for f in facts]
                 result.user_state = sorted(scored, key=lambda f: -f.score)
                 return
@@ -507,23 +500,6 @@ class Retriever:
             for f in facts
         ]
         result.user_state = sorted(scored, key=lambda f: -f.score)
-
-
-def _cached_vectors(session: Any, embedder: Embedder, texts_by_hash: dict[str, str]) -> dict[str, np.ndarray]:
-    vectors: dict[str, np.ndarray] = {}
-    hashes = list(texts_by_hash)
-    for start in range(0, len(hashes), 900):
-        for entry in session.exec(
-            select(EmbeddingCacheEntry).where(
-                EmbeddingCacheEntry.model == embedder.name, col(EmbeddingCacheEntry.chunk_hash).in_(hashes[start : start + 900])
-            )
-        ):
-            vectors[entry.chunk_hash] = np.frombuffer(entry.vector, dtype=np.float32)
-    missing = [h for h in hashes if h not in vectors]
-    if missing:  # never embedded (superseded before indexing): embed now, read-only
-        for h, v in zip(missing, embedder.encode([texts_by_hash[h] for h in missing])):
-            vectors[h] = np.asarray(v, dtype=np.float32)
-    return vectors
 
 
 def _features(fused: list[Candidate], rows: Mapping[str, Mapping[str, Any]], mode: str) -> dict[str, float]:
@@ -550,7 +526,7 @@ def _features(fused: list[Candidate], rows: Mapping[str, Mapping[str, Any]], mod
     if top is not None and top.key in rows:
         changed = rows[top.key].get("source_changed_at")
         if isinstance(changed, datetime):
-            changed = changed if changed.tzinfo else changed.replace(tzinfo=timezone.utc)
+            changed = as_utc(changed)
             age_days = max(0.0, (utcnow() - changed).total_seconds() / 86400)
     return {
         "dense_top": dense_doc_scores[0] if dense_doc_scores else 0.0,

@@ -24,10 +24,11 @@ from typing import Any
 import httpx
 from sqlmodel import Session, col, func, select
 
+from context_store._common import utcnow
 from context_store.errors import NotFound
-from context_store.store.models import OutboxMessage, utcnow
-from context_store.store.context_store import ContextStore
 from context_store.route.webhooks import new_webhook_id, sign_headers
+from context_store.store.context_store import ContextStore
+from context_store.store.models import OutboxMessage
 
 __all__ = ["DeliveryReport", "OutboxWorker", "backoff_seconds", "deliver_due", "enqueue", "outbox_counts", "redeliver"]
 

@@ -34,12 +34,13 @@ from sqlalchemy import insert as sa_insert
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from context_store.index.embed.embedding import Embedder
+from context_store._common import as_utc, utcnow
 from context_store.errors import ConfigError
-from context_store.store.models import AskedQuestion, DocumentVersion, utcnow
+from context_store.index.embed.protocol import Embedder
 from context_store.retrieve.retriever import RetrievalResult
 from context_store.settings import Settings
 from context_store.store.context_store import ContextStore
+from context_store.store.models import AskedQuestion, DocumentVersion
 
 __all__ = [
     "REASON_CODES",
@@ -342,7 +343,7 @@ _DATES_OF_VERSION = sa_select(DocumentVersion.__table__.c.meta, DocumentVersion.
 
 def _as_datetime(value: Any) -> datetime | None:
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return as_utc(value)
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
     if isinstance(value, str) and value.strip():
@@ -350,7 +351,7 @@ def _as_datetime(value: Any) -> datetime | None:
             parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
             return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        return as_utc(parsed)
     return None
 
 

@@ -18,13 +18,14 @@ from typing import Any
 from sqlalchemy import insert, update
 from sqlmodel import Session, col, select
 
-from context_store.store.database import bulk_update, lineage_lock
+from context_store._common import sha256, utcnow
 from context_store.errors import InputRejected, NotFound, SourceError
-from context_store.store.models import Document, DocumentVersion, utcnow
 from context_store.settings import SourceConfig
 from context_store.state.skipped_inputs import record_skip, resolve_skips
-from context_store.state.sources import SourceFile, list_source_files, parse_company_file, read_bytes, sha256
+from context_store.state.sources import SourceFile, list_source_files, parse_company_file, read_bytes
 from context_store.store.context_store import ContextStore
+from context_store.store.database import bulk_update, lineage_lock
+from context_store.store.models import Document, DocumentVersion
 
 __all__ = ["CompanySyncReport", "doc_id_for", "document_versions", "sync_company_sources", "version_id_for"]
 

@@ -15,36 +15,28 @@ re-reports of the same file state all become one row.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import delete, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select, update
 
-from context_store.state.documents import CompanySyncReport, sync_company_sources
-from context_store.index.embed.embedding import Embedder
-from context_store.index.indexing import IndexReport, index_pending_documents, index_pending_users
-from context_store.store.models import ChangeEvent, utcnow
-from context_store.store.runs import FTS_DEFERRED, numeric_stats, track_run
+from context_store._common import sha256, utcnow
 from context_store.settings import Settings, SourceConfig
-from context_store.state.sources import is_ignored_name, sha256
+from context_store.state.sources import is_ignored_name
 from context_store.store.context_store import ContextStore
-from context_store.state.user_state import UserSyncReport, sync_user_sources
+from context_store.store.models import ChangeEvent
 
 __all__ = [
-    "ApplyResult",
     "JournalBatch",
     "JournalEntry",
     "MAX_PATHS_PER_RUN",
     "STATE_KINDS",
     "TRANSIENT_REASONS",
     "append",
-    "apply_changes",
     "classify",
     "coalesce",
     "entry_for_path",
@@ -274,104 +266,3 @@ def prune(store: ContextStore, *, older_than: datetime) -> int:
     stmt = delete(ChangeEvent).where(col(ChangeEvent.applied_at).is_not(None), col(ChangeEvent.seen_at) < older_than)
     with store.session() as session:
         return int(session.execute(stmt).rowcount or 0)
-
-
-@dataclass
-class ApplyResult:
-    cursor: int
-    applied_ids: list[int] = field(default_factory=list)
-    company: CompanySyncReport | None = None
-    company_index: IndexReport | None = None
-    users: UserSyncReport | None = None
-    user_index: IndexReport | None = None
-    full_scans: list[str] = field(default_factory=list)
-    retry: list[ChangeEvent] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def changed(self) -> int:
-        c = self.company
-        u = self.users
-        return (c.new + c.changed + c.deleted if c else 0) + (u.new + u.changed + u.deleted if u else 0)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "cursor": self.cursor,
-            "applied": len(self.applied_ids),
-            "full_scans": self.full_scans,
-            "company": self.company.as_dict() if self.company else None,
-            "company_index": self.company_index.as_dict() if self.company_index else None,
-            "users": self.users.as_dict() if self.users else None,
-            "user_index": self.user_index.as_dict() if self.user_index else None,
-            "retry": [r.path for r in self.retry],
-            "seconds": round(self.seconds, 3),
-        }
-
-
-def apply_changes(
-    store: ContextStore,
-    embedder: Embedder,
-    *,
-    cursor: int = 0,
-    applied_by: str = "warm",
-    trigger: str = "watch",
-    optimize: bool = True,
-    wave_chunks: int | None = None,
-) -> ApplyResult:
-    """The warm path: version and index every unapplied journal row after ``cursor``.
-
-    The same functions as the Dagster assets do the work, and the runs are logged in the
-    same ``ingest_runs`` table, so which path applied a change leaves no trace in the result.
-    Rows whose file could not be read for a transient reason come back in ``retry``.
-    With ``optimize=False`` the index run is marked ``fts_deferred``: its rows reach the
-    full-text index at a later ``fts`` run (see ``freshness.record_fts_coverage``).
-    ``wave_chunks`` overrides ``index_wave_chunks``: smaller waves make the first files of a
-    large batch retrievable while the rest still embed.
-    """
-    started = time.perf_counter()
-    rows = read_after(store, cursor, unapplied_only=True)
-    result = ApplyResult(cursor=max([cursor, *(int(r.id or 0) for r in rows)]))
-    if not rows:
-        return result
-    batches = coalesce(rows)
-    company = batches.get("company")
-    if company is not None:
-        if company.full_scan:
-            result.full_scans.append("company")
-        with track_run(store, "company", "version", trigger) as stats:
-            result.company = sync_company_sources(store, paths=company.sync_paths())
-            stats.update(numeric_stats(result.company))
-        with track_run(store, "company", "index", trigger) as stats:
-            result.company_index = index_pending_documents(store, embedder, optimize=optimize, wave_chunks=wave_chunks)
-            stats.update(numeric_stats(result.company_index))
-            if not optimize:
-                stats[FTS_DEFERRED] = 1
-    users = batches.get("user")
-    if users is not None:
-        if users.full_scan:
-            result.full_scans.append("user")
-        with track_run(store, "user", "version", trigger) as stats:
-            result.users = sync_user_sources(store, paths=users.sync_paths())
-            stats.update(numeric_stats(result.users))
-        with track_run(store, "user", "index", trigger) as stats:
-            result.user_index = index_pending_users(store, embedder)
-            stats.update(numeric_stats(result.user_index))
-    result.applied_ids = [int(r.id or 0) for r in rows]
-    mark_applied(store, ids=result.applied_ids, by=applied_by)
-    result.retry = _transient_failures(rows, result)
-    result.seconds = time.perf_counter() - started
-    return result
-
-
-def _transient_failures(rows: Sequence[ChangeEvent], result: ApplyResult) -> list[ChangeEvent]:
-    skipped: set[str] = set()
-    for report in (result.company, result.users):
-        for item in report.skipped_inputs if report else []:
-            if item["reason"] in TRANSIENT_REASONS:
-                path = item["path"]
-                skipped.add(path if Path(path).exists() else path.rsplit(":", 1)[0])
-    latest: dict[str, ChangeEvent] = {}
-    for row in rows:
-        if row.path in skipped and row.event != "rescan":
-            latest[row.path] = row
-    return list(latest.values())

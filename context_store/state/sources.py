@@ -6,7 +6,6 @@ skip list in ``status`` and in asset metadata says exactly what to fix.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -20,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from context_store._common import as_utc, sha256
 from context_store.errors import InputRejected, SourceError
 from context_store.settings import SourceConfig
 
@@ -35,7 +35,6 @@ __all__ = [
     "parse_company_file",
     "read_bytes",
     "read_user_file",
-    "sha256",
 ]
 
 COMPANY_SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".html": "html", ".htm": "html"}
@@ -73,10 +72,6 @@ class UserSnapshotInput:
     raw: dict[str, Any]
     source_name: str
     source_path: str
-
-
-def sha256(data: bytes | str) -> str:
-    return hashlib.sha256(data.encode("utf-8") if isinstance(data, str) else data).hexdigest()
 
 
 def is_ignored_name(name: str) -> bool:
@@ -321,12 +316,10 @@ def _snapshot(source_name: str, path: Path, record: Any, *, where: str) -> UserS
             captured_at = datetime.fromisoformat(str(captured).replace("Z", "+00:00"))
         except ValueError:
             return InputRejected("bad_timestamp", f"{where}: captured_at {captured!r} is not ISO-8601")
-        if captured_at.tzinfo is None:
-            captured_at = captured_at.replace(tzinfo=timezone.utc)
     canonical = json.dumps(record, sort_keys=True, ensure_ascii=False, default=str)
     return UserSnapshotInput(
         user_id=str(user_id).strip(),
-        captured_at=captured_at.astimezone(timezone.utc),
+        captured_at=as_utc(captured_at),
         content_hash=sha256(canonical),
         facts=normalize_facts(record),
         raw=record,

@@ -11,13 +11,14 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from context_store.store.database import lineage_lock
-from context_store.state.documents import version_id_for
+from context_store._common import utcnow
 from context_store.errors import InputRejected, SourceError
-from context_store.store.models import UserRecord, UserSnapshotVersion, utcnow
+from context_store.state.documents import version_id_for
 from context_store.state.skipped_inputs import record_skip, resolve_skips
 from context_store.state.sources import USER_SUFFIXES, UserSnapshotInput, list_source_files, read_bytes, read_user_file
 from context_store.store.context_store import ContextStore
+from context_store.store.database import lineage_lock
+from context_store.store.models import UserRecord, UserSnapshotVersion
 
 __all__ = ["UserSyncReport", "current_snapshot", "snapshot_age", "sync_user_sources"]
 

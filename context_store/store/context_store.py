@@ -10,10 +10,10 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from context_store.store.database import get_engine, session_scope
-from context_store.store.deployments import apply_deployment, serving_deployment
 from context_store.errors import StoreError
 from context_store.settings import Settings
+from context_store.store.database import get_engine, session_scope
+from context_store.store.deployments import apply_deployment, serving_deployment
 from context_store.store.vector_index import VectorIndex
 
 __all__ = ["ContextStore"]

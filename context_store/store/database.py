@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -30,8 +30,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, SQLModel, create_engine, select
 
-from context_store.store import models
 from context_store.errors import StoreError
+from context_store.store import models
 from context_store.store.migrations.options import comparison_options
 
 __all__ = [
@@ -41,7 +41,9 @@ __all__ = [
     "bulk_update",
     "create_schema",
     "downgrade",
+    "SQL_PARAMS",
     "get_engine",
+    "in_batches",
     "head_revision",
     "insert_ignore",
     "lineage_lock",
@@ -54,6 +56,9 @@ __all__ = [
 ]
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+# Values per ``IN (...)`` list: below SQLite's bound-parameter limit (999 on older builds).
+SQL_PARAMS = 900
+T = TypeVar("T")
 # The schema the foundation created with ``create_all``; such databases are stamped here.
 BASELINE_REVISION = "0001"
 # Any constant works; it only has to be the same in every freshcontext process.
@@ -291,3 +296,9 @@ def bulk_update(session: Session, model: type[SQLModel], key: str, rows: list[di
             .values({c: bindparam(f"b_{c}") for c in columns if c != key}),
             params,
         )
+
+
+def in_batches(values: Sequence[T], size: int = SQL_PARAMS) -> Iterator[list[T]]:
+    """``values`` in slices of at most ``size``, for ``IN (...)`` lists a database accepts."""
+    for start in range(0, len(values), size):
+        yield list(values[start : start + size])

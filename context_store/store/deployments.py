@@ -17,8 +17,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from context_store.store.models import IndexDeployment, utcnow
+from context_store._common import utcnow
 from context_store.settings import ChunkingConfig, Settings
+from context_store.store.models import IndexDeployment
 from context_store.store.vector_index import COMPANY_TABLE, USER_TABLE
 
 __all__ = ["apply_deployment", "fingerprint_of", "serving_deployment", "table_names_for"]

@@ -7,11 +7,13 @@ updated in place except to close it (``valid_to``) or to stamp when it was index
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Optional
 
 from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, TypeDecorator, text
 from sqlmodel import Field, SQLModel
+
+from context_store._common import as_utc, utcnow
 
 __all__ = [
     "ChangeEvent",
@@ -36,12 +38,7 @@ __all__ = [
     "UserRecord",
     "UserSnapshotVersion",
     "VersionLag",
-    "utcnow",
 ]
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class UTCDateTime(TypeDecorator):
@@ -53,15 +50,13 @@ class UTCDateTime(TypeDecorator):
     def process_bind_param(self, value: Optional[datetime], dialect: Any) -> Optional[datetime]:
         if value is None:
             return None
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        value = value.astimezone(timezone.utc)
+        value = as_utc(value)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: Optional[datetime], dialect: Any) -> Optional[datetime]:
         if value is None:
             return None
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return as_utc(value)
 
 
 def _ts(**kwargs: Any) -> Any:

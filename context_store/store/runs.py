@@ -8,8 +8,9 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from context_store.store.models import IngestRun, utcnow
+from context_store._common import utcnow
 from context_store.store.context_store import ContextStore
+from context_store.store.models import IngestRun
 
 __all__ = ["FTS_DEFERRED", "STAGE_FTS", "last_runs", "numeric_stats", "track_run"]
 

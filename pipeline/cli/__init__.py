@@ -41,9 +41,20 @@ def main(ctx: click.Context, home: Path | None, verbose: int) -> None:
 
 
 def _register() -> None:
-    from pipeline.cli import calibrate_cmds, db_cmds, eval_cmds, eval_retrieval, ingest_cmds, routing_cmds, serve_cmds, watch_cmds
-    from pipeline.cli import eval_freshness, eval_routing  # noqa: F401  (register "eval freshness" and "eval routing")
-    from pipeline.cli import promotion_cmds, report_cmds
+    from pipeline.cli import (  # noqa: F401  (register "eval freshness" and "eval routing")
+        calibrate_cmds,
+        db_cmds,
+        eval_cmds,
+        eval_freshness,
+        eval_retrieval,
+        eval_routing,
+        ingest_cmds,
+        promotion_cmds,
+        report_cmds,
+        routing_cmds,
+        serve_cmds,
+        watch_cmds,
+    )
 
     for module in (ingest_cmds, serve_cmds, eval_cmds, eval_retrieval, calibrate_cmds, watch_cmds, routing_cmds, db_cmds, report_cmds, promotion_cmds):
         for command in module.COMMANDS:

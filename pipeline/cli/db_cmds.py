@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from context_store.settings import Settings
 from context_store.store.database import (
     downgrade,
     get_engine,
@@ -16,7 +17,6 @@ from context_store.store.database import (
     schema_drift,
     schema_revision,
 )
-from context_store.settings import Settings
 
 __all__ = ["COMMANDS"]
 

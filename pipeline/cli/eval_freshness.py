@@ -36,13 +36,16 @@ import click
 import dagster as dg
 
 from assets.resources import StoreResource
-from context_store.state import journal
-from context_store.index.embed.embedding import Embedder, HashingEmbedder, build_embedder
-from context_store.measure.freshness import percentile
+from context_store.index.embed.factory import build_embedder
+from context_store.index.embed.fake import HashingEmbedder
+from context_store.index.embed.model_files import MODELS_DIR_ENV
+from context_store.index.embed.onnx_backend import OnnxEncoder
+from context_store.index.embed.protocol import Embedder
 from context_store.index.ingest import ingest
-from context_store.index.embed.onnx_backend import MODELS_DIR_ENV, OnnxEncoder
+from context_store.measure.freshness import percentile
 from context_store.measure.replay import FileWrite, History, run_replay
 from context_store.settings import Settings
+from context_store.state import journal
 from context_store.store.context_store import ContextStore
 from pipeline.cli.eval_cmds import eval_group
 from pipeline.definitions import INGEST_ASSETS, INGEST_CHECKS, LEARNING_ASSETS, LEARNING_CHECKS
@@ -351,7 +354,7 @@ def measure_run_launch(home: Path) -> float:
     code = (
         "import sys\n"
         "import pipeline.definitions\n"
-        "from context_store.index.embed.embedding import build_embedder\n"
+        "from context_store.index.embed.factory import build_embedder\n"
         "from context_store.settings import Settings\n"
         "settings = Settings.load(sys.argv[1])\n"
         "build_embedder(settings.embedding, settings.home).encode(['warm up'])\n"

@@ -25,7 +25,7 @@ KEYS = ("escalation_precision", "escalation_recall", "coverage_at_90", "coverage
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def routing(kb_dir: Path, queries_path: Path, work_dir: Path | None, folds: int, target_precision: float, k: int, seed: int, as_json: bool) -> None:
     """Escalation precision/recall, coverage at 90/95 % precision, AURC and ECE, against a raw top-score threshold."""
-    from context_store.index.embed.embedding import SentenceTransformerEmbedder
+    from context_store.index.embed.torch_backend import SentenceTransformerEmbedder
     from context_store.measure.routing_eval import run_routing_eval
 
     def progress(done: int, total: int) -> None:

@@ -15,14 +15,15 @@ import click
 from sqlmodel import col, func, select
 
 from assets.resources import source_configs_for_dirs
+from context_store._common import utcnow
 from context_store.errors import FreshContextError
 from context_store.index.indexing import pending_documents
-from context_store.store.models import Document, DocumentVersion, UserRecord, UserSnapshotVersion, utcnow
 from context_store.retrieve.retriever import retrieve
-from context_store.store.runs import last_runs
 from context_store.settings import CONFIG_FILE, Settings
 from context_store.state.skipped_inputs import open_skips
 from context_store.store.context_store import ContextStore
+from context_store.store.models import Document, DocumentVersion, UserRecord, UserSnapshotVersion
+from context_store.store.runs import last_runs
 
 REPO_DEMO = Path(__file__).resolve().parents[2] / "demo"
 
@@ -249,7 +250,7 @@ def collect_status(store: ContextStore) -> dict[str, Any]:
 @click.pass_context
 def query(ctx: click.Context, text: str, user_id: str | None, k: int, as_json: bool) -> None:
     """Retrieve current company context (and a user's state) for TEXT."""
-    from context_store.index.embed.embedding import build_embedder
+    from context_store.index.embed.factory import build_embedder
 
     store = _open(ctx)
     try:

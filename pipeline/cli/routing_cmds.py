@@ -71,7 +71,7 @@ def answer(ctx: click.Context, question_id: str, text: str, author: str, no_inde
         raise click.ClickException(str(exc)) from exc
     click.echo(f"stored {stored.answer_id}; wrote {path}")
     if not no_index:
-        from context_store.index.embed.embedding import build_embedder
+        from context_store.index.embed.factory import build_embedder
 
         report = index_answers(store, build_embedder(store.settings.embedding, store.settings.home), [path])
         click.echo(f"indexed in {report.seconds:.2f} s; retrievable: {', '.join(report.retrievable) or 'not yet'}")

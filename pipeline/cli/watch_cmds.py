@@ -11,8 +11,8 @@ from typing import Any
 import click
 
 from context_store.errors import FreshContextError
+from context_store.index.ingest import ApplyResult
 from context_store.measure.freshness import evaluate_checks, freshness_report
-from context_store.state.journal import ApplyResult
 from context_store.store.context_store import ContextStore
 
 __all__ = ["COMMANDS"]
@@ -71,7 +71,7 @@ def watch(
     for root in sorted(watcher.missing_roots):
         click.echo(f"NOT watching {root}: missing or unmounted (its documents are kept); retrying", err=True)
     if apply_changes:
-        from context_store.index.embed.embedding import build_embedder
+        from context_store.index.embed.factory import build_embedder
 
         embedder = build_embedder(store.settings.embedding, store.settings.home)
         click.echo(f"loading {embedder.name} once for the warm path…", err=True)

@@ -4,7 +4,7 @@ Every replica loads the home from ``FRESHCONTEXT_HOME`` exactly as ``service.asg
 the query encoder is the deterministic ``HashingEmbedder`` the test's ingest used.
 """
 
-from context_store.index.embed.embedding import HashingEmbedder
+from context_store.index.embed.fake import HashingEmbedder
 from service.app import create_app
 
 app = create_app(embedder=HashingEmbedder())

@@ -22,12 +22,12 @@ import pytest
 import yaml
 from sqlmodel import col, func, select
 
-from context_store.index.embed.embedding import HashingEmbedder
+from context_store.index.embed.fake import HashingEmbedder
 from context_store.index.indexing import index_drift
 from context_store.index.ingest import ingest
-from context_store.store.models import Document, DocumentVersion, EmbeddingCacheEntry, UserSnapshotVersion
 from context_store.retrieve.retriever import retrieve
 from context_store.store.context_store import ContextStore
+from context_store.store.models import Document, DocumentVersion, EmbeddingCacheEntry, UserSnapshotVersion
 from tests.conftest import REPO
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.all_backends]

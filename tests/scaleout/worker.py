@@ -20,10 +20,11 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from context_store.index import indexing  # noqa: E402
+from context_store.index.embed import cache as embed_cache  # noqa: E402
+from context_store.index.embed.fake import HashingEmbedder  # noqa: E402
 from context_store.state.documents import sync_company_sources  # noqa: E402
-from context_store.index.embed.embedding import HashingEmbedder  # noqa: E402
-from context_store.store.context_store import ContextStore  # noqa: E402
 from context_store.state.user_state import sync_user_sources  # noqa: E402
+from context_store.store.context_store import ContextStore  # noqa: E402
 
 
 class SlowHashingEmbedder(HashingEmbedder):
@@ -56,7 +57,7 @@ def main() -> None:
     )
     store.engine  # connect and migrate before the start line
     if args.embed_batch:
-        indexing.EMBED_GROUP = args.embed_batch
+        embed_cache.EMBED_GROUP = args.embed_batch
     embedder = SlowHashingEmbedder(args.slow) if args.slow else HashingEmbedder()
     if args.go:
         go = Path(args.go)

@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from context_store.index.embed.embedding import SentenceTransformerEmbedder, resolve_model_path, threads_for_load
 from context_store.errors import ConfigError
+from context_store.index.embed.model_files import models_dir, resolve_model_path, threads_for_load
+from context_store.index.embed.torch_backend import SentenceTransformerEmbedder
 
-__all__ = ["MAX_TOKENS", "MODELS_DIR_ENV", "OnnxEncoder", "export_onnx", "models_dir", "onnx_encoder"]
+__all__ = ["MAX_TOKENS", "OnnxEncoder", "export_onnx", "onnx_encoder"]
 
-MODELS_DIR_ENV = "FRESHCONTEXT_MODELS_DIR"
 MAX_TOKENS = 256  # all-MiniLM-L6-v2's max_seq_length: what the PyTorch path truncates at
 MIN_PARITY = 0.9999
 _PROBES = [
@@ -45,12 +45,6 @@ _PROBES = [
 
 _ENCODERS: dict[tuple[str, int | None, int | None], OnnxEncoder] = {}
 _LOCK = threading.Lock()
-
-
-def models_dir(home: Path) -> Path:
-    """Where exported models live: ``$FRESHCONTEXT_MODELS_DIR`` if set, else ``<home>/models``."""
-    shared = os.environ.get(MODELS_DIR_ENV)
-    return Path(shared) if shared else Path(home) / "models"
 
 
 def export_onnx(model: str, target: Path, *, quantize: bool = False) -> Path:

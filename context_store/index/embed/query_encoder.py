@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from context_store.index.embed.coalesce import Coalescer
-from context_store.index.embed.embedding import Embedder, SentenceTransformerEmbedder
 from context_store.errors import ConfigError
+from context_store.index.embed.coalesce import Coalescer
 from context_store.index.embed.onnx_backend import onnx_encoder
+from context_store.index.embed.protocol import Embedder
+from context_store.index.embed.torch_backend import SentenceTransformerEmbedder
 from context_store.settings import EmbeddingConfig
 
 __all__ = ["CachedEncoder", "CoalescingEncoder", "build_query_encoder"]
