@@ -5,9 +5,15 @@
     ├── SourceError          a source cannot be read as a whole (root missing or unmounted)
     ├── InputRejected        one input file or record is unusable; carries a stable ``reason`` code
     ├── NotFound             an id (document, version, user, trace, question) does not exist
-    │   └── UnknownUser
+    │   ├── UnknownUser
+    │   └── UnknownQuestion
     ├── InvalidRequest       a caller's request is malformed (empty query, bad ``as_of``, k out of range)
+    ├── QuestionConflict     a routed question is not in a state that allows this; ``code`` says which
+    ├── WebhookRejected      a signed delivery must not be processed; ``reason`` code and HTTP ``status``
     └── StoreError           SQL and vector stores disagree in a way the caller should see
+
+The HTTP adapter maps each of these to one status and error code in one table
+(``service/errors.py``); the CLI prints the message and exits non-zero.
 """
 
 from __future__ import annotations
@@ -18,9 +24,12 @@ __all__ = [
     "InputRejected",
     "InvalidRequest",
     "NotFound",
+    "QuestionConflict",
     "SourceError",
     "StoreError",
+    "UnknownQuestion",
     "UnknownUser",
+    "WebhookRejected",
 ]
 
 
@@ -53,8 +62,30 @@ class UnknownUser(NotFound):
     pass
 
 
+class UnknownQuestion(NotFound):
+    pass
+
+
 class InvalidRequest(FreshContextError):
     pass
+
+
+class QuestionConflict(FreshContextError):
+    """The question is not in a state that allows this; ``code``: ``already_answered`` or ``invalid_transition``."""
+
+    def __init__(self, message: str, code: str = "invalid_transition") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class WebhookRejected(FreshContextError):
+    """A delivery that must not be processed; ``reason`` is a stable code, ``status`` the HTTP status."""
+
+    def __init__(self, reason: str, detail: str, status: int = 400) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.status = status
 
 
 class StoreError(FreshContextError):

@@ -8,17 +8,28 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from context_store.index.embed.protocol import Embedder
-from context_store.route.decision import Trigger
-from context_store.store.context_store import ContextStore
+from context_store.index.embed import Embedder
+from context_store.route import OutboxWorker, Trigger, routing_config
+from context_store.store import ContextStore
 from service.auth import KeyRing
 from service.errors import install_error_handlers
 from service.metrics import Metrics, MetricsMiddleware
-from service.routes import ops_router, v1_router
-from service.routes_staff import router as staff_router
+from service.routes import ROUTERS
 from service.state import EncoderFactory, ServiceState
 
 __all__ = ["create_app"]
+
+
+def _outbox_worker(store: ContextStore) -> OutboxWorker | None:
+    """Deliver routed questions from the serving process when an outbound endpoint is configured."""
+    config = routing_config(store.settings)
+    if not config.outbound_url:
+        return None
+    return OutboxWorker(
+        store, interval=1.0, secrets=config.outbound_secrets, max_attempts=config.outbound_max_attempts,
+        backoff=config.outbound_backoff_seconds, backoff_cap=config.outbound_backoff_max_seconds,
+        timeout=config.outbound_timeout_seconds,
+    )
 
 
 def create_app(
@@ -37,10 +48,17 @@ def create_app(
     service = ServiceState(store, embedder=embedder, encoder_for=encoder_for, triggers=triggers)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if warm_up:
             service.warm_up()  # the first agent request should not pay for loading the model
-        yield
+        worker = app.state.outbox_worker = _outbox_worker(store)
+        if worker is not None:
+            worker.start()
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.stop()
 
     app = FastAPI(
         title="freshcontext",
@@ -53,9 +71,9 @@ def create_app(
     app.state.service = service
     app.state.keys = KeyRing.from_settings(store.settings)
     app.state.metrics = Metrics()
+    app.state.embedder = None  # the staff-answer indexer's embedder; None: the serving one
     install_error_handlers(app)
-    app.include_router(v1_router)
-    app.include_router(ops_router)
+    for router in ROUTERS:
+        app.include_router(router)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    app.include_router(staff_router)
     return app

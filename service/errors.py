@@ -1,7 +1,14 @@
-"""One error shape for every 4xx/5xx: ``{"error": {"code", "message", "details"?}}``."""
+"""One error shape for every 4xx/5xx: ``{"error": {"code", "message", "details"?}}``, and one table.
+
+``ERROR_TABLE`` maps each error of the core's tree (``context_store.errors``) to its HTTP
+status and code; every route, JSON or HTML, goes through it, so the same failure reads the
+same wherever it happens. ``ApiError`` is for what only the HTTP edge knows (a missing key,
+a body too large, a webhook body of the wrong shape).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -9,15 +16,45 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from context_store.errors import ConfigError, FreshContextError, InvalidRequest, NotFound, StoreError, UnknownUser
+from context_store.errors import (
+    ConfigError,
+    FreshContextError,
+    InvalidRequest,
+    NotFound,
+    QuestionConflict,
+    StoreError,
+    UnknownQuestion,
+    UnknownUser,
+    WebhookRejected,
+)
 
-__all__ = ["ApiError", "error_body", "install_error_handlers"]
+__all__ = ["ERROR_TABLE", "ApiError", "error_body", "error_response", "install_error_handlers", "status_and_code"]
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None, details: Any = None) -> None:
         super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers
+        self.status, self.code, self.message, self.headers, self.details = status, code, message, headers, details
+
+
+# Most specific first: the first class an error is an instance of decides.
+ERROR_TABLE: list[tuple[type[FreshContextError], Callable[[Any], tuple[int, str]]]] = [
+    (UnknownUser, lambda e: (404, "unknown_user")),
+    (UnknownQuestion, lambda e: (404, "unknown_question")),
+    (NotFound, lambda e: (404, "not_found")),
+    (QuestionConflict, lambda e: (409, e.code)),
+    (WebhookRejected, lambda e: (e.status, e.reason)),
+    (InvalidRequest, lambda e: (400, "invalid_request")),
+    (ConfigError, lambda e: (503, "not_configured")),
+    (StoreError, lambda e: (500, "store_error")),
+]
+
+
+def status_and_code(exc: FreshContextError) -> tuple[int, str]:
+    for cls, mapping in ERROR_TABLE:
+        if isinstance(exc, cls):
+            return mapping(exc)
+    return 500, "error"
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
@@ -27,26 +64,23 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": error}
 
 
-_CORE = [
-    (UnknownUser, 404, "unknown_user"),
-    (NotFound, 404, "not_found"),
-    (InvalidRequest, 400, "invalid_request"),
-    (ConfigError, 500, "server_misconfigured"),
-    (StoreError, 500, "store_error"),
-]
+def error_response(exc: FreshContextError | ApiError) -> JSONResponse:
+    """The JSON response for an error, through the one table."""
+    if isinstance(exc, ApiError):
+        return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=exc.status, headers=exc.headers)
+    status, code = status_and_code(exc)
+    message = exc.detail if isinstance(exc, WebhookRejected) else str(exc)
+    return JSONResponse(error_body(code, message), status_code=status)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=exc.headers)
+        return error_response(exc)
 
     @app.exception_handler(FreshContextError)
     async def _core(_: Request, exc: FreshContextError) -> JSONResponse:
-        for cls, status, code in _CORE:
-            if isinstance(exc, cls):
-                return JSONResponse(error_body(code, str(exc)), status_code=status)
-        return JSONResponse(error_body("error", str(exc)), status_code=500)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

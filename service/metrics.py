@@ -28,6 +28,15 @@ class Metrics:
         self.reasons = Counter("freshcontext_escalation_reasons_total", "escalation reasons", ["code"], registry=self.registry)
         self.superseded = Counter("freshcontext_superseded_rows_dropped_total", "index rows dropped because SQL says they are superseded", registry=self.registry)
 
+    def record_response(self, response: Any) -> None:
+        """Count what one ``respond()`` served and decided (a ``context_store.route.Response``)."""
+        result, decision = response.result, response.decision
+        self.results.inc(len(result.results))
+        self.decisions.labels(decision.decision).inc()
+        self.superseded.inc(result.dropped_superseded)
+        for reason in decision.reasons:
+            self.reasons.labels(reason.code).inc()
+
     def exposition(self) -> bytes:
         directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         if directory and os.path.isdir(directory):

@@ -26,8 +26,9 @@ from context_store.index.embed.query_encoder import build_query_encoder
 from context_store.retrieve.dense_index import DenseIndex
 from context_store.retrieve.reranker import load_reranker
 from context_store.retrieve.retriever import RetrievalResult, Retriever
-from context_store.route.confidence import CALIBRATOR_FILE, Calibrator, default_confidence, load_calibrator
+from context_store.route.confidence import CALIBRATOR_FILE, Calibrator, load_calibrator
 from context_store.route.decision import Trigger
+from context_store.route.respond import Responder
 from context_store.settings import EmbeddingConfig, RetrievalConfig
 from context_store.store.context_store import ContextStore
 from context_store.store.serving import DeploymentWatch
@@ -67,6 +68,7 @@ class Serving:
         self._embedder: Embedder | None = None
         self._reranker = reranker
         self._retriever: Retriever | None = None
+        self._responder: Responder | None = None
         self._lock = threading.Lock()
 
     @property
@@ -92,12 +94,15 @@ class Serving:
             )
         return self._retriever
 
+    @property
+    def responder(self) -> Responder:
+        """What ``respond()`` answers with on this deployment: its retriever, calibrator and triggers."""
+        if self._responder is None:
+            self._responder = Responder(self.store, self.retriever, calibrator=self.calibrator, triggers=self.triggers)
+        return self._responder
+
     def confidence(self, result: RetrievalResult) -> tuple[float, str]:
-        if not result.results:
-            return 0.0, "no results"
-        if self.calibrator is not None:
-            return self.calibrator.predict(result.features), f"calibrator ({Path(self.calibrator.fitted_on).name or 'unnamed'})"
-        return default_confidence(result.features), "conservative default"
+        return self.responder.confidence(result)
 
     def warm_up(self) -> dict[str, Any]:
         self.embedder.encode(["warm up"])

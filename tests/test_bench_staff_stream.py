@@ -12,8 +12,8 @@ from bench.staff_stream import Delivery, audit, run_stream
 from context_store.index.embed.fake import HashingEmbedder
 from context_store.index.ingest import ingest
 from context_store.retrieve.retriever import retrieve
+from context_store.route.decision import Reason
 from context_store.route.questions import route_question
-from context_store.route.triggers import EscalationReason
 from context_store.route.webhooks import generate_secret
 from context_store.store.context_store import ContextStore
 from service.app import create_app
@@ -40,7 +40,7 @@ def kb(sources: dict[str, Path], fake_embedder: HashingEmbedder) -> ContextStore
     ingest(store, fake_embedder)
     for text in QUESTIONS:
         result = retrieve(store, fake_embedder, text)
-        route_question(store, result, [EscalationReason("low_confidence", "test", 0.1)], vector=fake_embedder.encode([text])[0], model=fake_embedder.name)
+        route_question(store, result, [Reason("low_confidence", "test", 0.1)], vector=fake_embedder.encode([text])[0], model=fake_embedder.name)
     return store
 
 

@@ -175,4 +175,5 @@ def test_cli_ingest_killed_mid_run_is_repaired_by_the_next_run(tmp_path: Path) -
     )
     payload = json.loads(q.stdout)
     assert len(payload["results"]) == 3 and {"doc_id", "version_id", "text", "score"} <= set(payload["results"][0])
-    assert payload["user_state"] and payload["user_id"] == "u-1001"
+    assert payload["user"]["facts"] and payload["user"]["user_id"] == "u-1001"
+    assert payload["decision"] in ("answer", "escalate") and payload["trace_id"] is None  # the API's shape; nothing recorded

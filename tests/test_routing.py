@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from context_store._common import utcnow
-from context_store.errors import ConfigError, InvalidRequest, NotFound
+from context_store.errors import ConfigError, InvalidRequest, NotFound, QuestionConflict
 from context_store.index.embed.fake import HashingEmbedder
 from context_store.index.ingest import ingest
 from context_store.learn.answers import (
@@ -23,18 +23,12 @@ from context_store.learn.answers import (
     write_answer_file,
     write_pending_answer_files,
 )
-from context_store.retrieve.retriever import retrieve
+from context_store.retrieve.retriever import Retriever, retrieve
+from context_store.route.decision import Reason
 from context_store.route.outbox import backoff_seconds, deliver_due, outbox_counts, redeliver
-from context_store.route.questions import (
-    QuestionConflict,
-    assign_question,
-    get_question,
-    list_questions,
-    route_question,
-    set_status,
-)
-from context_store.route.signals import assess
-from context_store.route.triggers import EscalationReason, RoutingConfig, SensitiveTopic, escalation_reasons, record_asked
+from context_store.route.questions import assign_question, get_question, list_questions, route_question, set_status
+from context_store.route.respond import Question, Responder, respond
+from context_store.route.triggers import RoutingConfig, SensitiveTopic, escalation_reasons, record_asked
 from context_store.route.webhooks import generate_secret, verify
 from context_store.store.context_store import ContextStore
 from context_store.store.models import AskedQuestion, OutboxMessage, StaffAnswer
@@ -53,7 +47,7 @@ def kb(sources: dict[str, Path], fake_embedder: HashingEmbedder) -> ContextStore
     return store
 
 
-def codes(reasons: list[EscalationReason]) -> list[str]:
+def codes(reasons: list[Reason]) -> list[str]:
     return [r.code for r in reasons]
 
 
@@ -125,7 +119,7 @@ def test_stale_user_state_and_stale_source(kb: ContextStore, fake_embedder: Hash
 
 def _route(kb: ContextStore, emb: HashingEmbedder, text: str, user: str | None = None, **kw):  # type: ignore[no-untyped-def]
     result = retrieve(kb, emb, text, user_id=user)
-    reasons = [EscalationReason("low_confidence", "test", 0.1)]
+    reasons = [Reason("low_confidence", "test", 0.1)]
     return route_question(kb, result, reasons, vector=emb.encode([text])[0], model=emb.name, confidence=0.1, **kw)
 
 
@@ -254,20 +248,36 @@ def test_answers_need_a_staff_source(sources: dict[str, Path], fake_embedder: Ha
     assert get_question(store, routed.question_id)["status"] == "open"  # nothing half-stored
 
 
-def test_assess_decides_routes_and_logs(kb: ContextStore, fake_embedder: HashingEmbedder) -> None:
-    result = retrieve(kb, fake_embedder, "How do I ask for a refund?")
-    verdict = assess(kb, fake_embedder, result, confidence=0.9, threshold=0.5)
-    assert verdict.decision == "answer" and verdict.routed is None
-    low = assess(kb, fake_embedder, retrieve(kb, fake_embedder, "What colour is the sky on Mars?"), confidence=0.2, threshold=0.5, trace_id="t-7")
-    assert low.decision == "escalate" and codes(low.reasons) == ["low_confidence"] and low.routed is not None
-    sensitive = assess(kb, fake_embedder, retrieve(kb, fake_embedder, "this charge is fraud"), confidence=0.99, threshold=0.5)
-    assert sensitive.decision == "escalate" and codes(sensitive.reasons) == ["sensitive_topic"]
-    dry = assess(kb, fake_embedder, retrieve(kb, fake_embedder, "What colour is Mars?"), confidence=0.1, threshold=0.5, route=False, record=False)
-    assert dry.decision == "escalate" and dry.routed is None
+class _FixedConfidence(Responder):
+    """The served policy with a confidence chosen by the test instead of a calibrator."""
+
+    value = 0.0
+
+    def confidence(self, result):  # type: ignore[no-untyped-def]
+        return self.value, "fixed by the test"
+
+
+def _respond(kb: ContextStore, emb: HashingEmbedder, query: str, confidence: float, **kw):  # type: ignore[no-untyped-def]
+    responder = _FixedConfidence(kb, Retriever(kb, emb))
+    responder.value = confidence
+    kb.settings.retrieval.confidence_threshold = 0.5
+    return respond(responder, Question(query), **kw)
+
+
+def test_respond_decides_routes_and_logs(kb: ContextStore, fake_embedder: HashingEmbedder) -> None:
+    verdict = _respond(kb, fake_embedder, "How do I ask for a refund?", 0.9)
+    assert verdict.decision.decision == "answer" and verdict.routed is None
+    low = _respond(kb, fake_embedder, "What colour is the sky on Mars?", 0.2)
+    assert low.decision.decision == "escalate" and codes(low.decision.reasons) == ["low_confidence"] and low.routed is not None
+    sensitive = _respond(kb, fake_embedder, "this charge is fraud", 0.99)
+    assert sensitive.decision.decision == "escalate" and codes(sensitive.decision.reasons) == ["sensitive_topic"]
+    dry = _respond(kb, fake_embedder, "What colour is Mars?", 0.1, record=False)
+    assert dry.decision.decision == "escalate" and dry.routed is None and dry.trace_id is None
     with kb.session() as s:
         logged = s.exec(__import__("sqlmodel").select(AskedQuestion)).all()
     assert [a.decision for a in logged] == ["answer", "escalate", "escalate"]
     assert logged[1].question_id == low.routed.question_id and logged[1].reasons == ["low_confidence"]
+    assert logged[1].trace_id == low.trace_id  # the trace and the routed question committed together
     m = learning_metrics(kb)
     assert m["escalation_rate"] == pytest.approx(2 / 3) and m["open_questions_by_age"]["<1h"] == 2
 
@@ -353,22 +363,6 @@ def test_learning_asset_flags_and_reports(kb: ContextStore, fake_embedder: Hashi
     assert "company/refunds.md" in meta["answers_to_review"]
     check = result.get_asset_check_evaluations()[0]
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
-
-
-def test_assess_accepts_a_decide_returning_a_decision_object(kb: ContextStore, fake_embedder: HashingEmbedder) -> None:
-    """The retrieval API's ``decision.decide`` returns an object with ``decision`` and ``reasons``."""
-    from types import SimpleNamespace
-
-    seen = {}
-
-    def decide(result, confidence, threshold, *, extra_reasons=()):  # type: ignore[no-untyped-def]
-        seen["extra"] = [r.code for r in extra_reasons]
-        return SimpleNamespace(decision="escalate", reasons=[EscalationReason("low_confidence", "x", source="retrieval"), *extra_reasons])
-
-    verdict = assess(kb, fake_embedder, retrieve(kb, fake_embedder, "I want to talk to a human about my refund"),
-                     confidence=0.3, threshold=0.5, decide=decide)
-    assert seen["extra"] == ["human_requested"] and codes(verdict.reasons) == ["low_confidence", "human_requested"]
-    assert verdict.routed is not None and [r["code"] for r in get_question(kb, verdict.routed.question_id)["reasons"]] == ["low_confidence", "human_requested"]
 
 
 def test_answer_files_go_through_the_change_journal(kb: ContextStore, fake_embedder: HashingEmbedder) -> None:

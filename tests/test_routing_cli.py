@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from context_store.index.embed.fake import HashingEmbedder
 from context_store.index.ingest import ingest
 from context_store.retrieve.retriever import retrieve
+from context_store.route.decision import Reason
 from context_store.route.questions import route_question
-from context_store.route.triggers import EscalationReason
 from context_store.store.context_store import ContextStore
 from pipeline.cli import main
 
@@ -29,7 +29,7 @@ def test_questions_answer_and_learning_from_the_cli(sources: dict[str, Path], tm
     store.settings.save()
     ingest(store, emb)
     text = "Do you ship to Iceland?"
-    qid = route_question(store, retrieve(store, emb, text), [EscalationReason("low_confidence", "t", 0.1)],
+    qid = route_question(store, retrieve(store, emb, text), [Reason("low_confidence", "t", 0.1)],
                          vector=emb.encode([text])[0], model=emb.name).question_id
     home = ["--home", str(sources["home"])]
     runner = CliRunner()

@@ -13,8 +13,8 @@ from sqlmodel import func, select
 from context_store.index.embed.fake import HashingEmbedder
 from context_store.index.ingest import ingest
 from context_store.retrieve.retriever import retrieve
+from context_store.route.decision import Reason
 from context_store.route.questions import get_question, route_question
-from context_store.route.triggers import EscalationReason
 from context_store.route.webhooks import generate_secret, sign_headers
 from context_store.store.context_store import ContextStore
 from context_store.store.models import StaffAnswer, WebhookDelivery
@@ -45,7 +45,7 @@ def client(kb: ContextStore, fake_embedder: HashingEmbedder) -> TestClient:
 
 def routed(kb: ContextStore, emb: HashingEmbedder, text: str = "Can I return a lamp after 40 days?") -> str:
     result = retrieve(kb, emb, text, user_id="u-1")
-    return route_question(kb, result, [EscalationReason("low_confidence", "t", 0.1)], vector=emb.encode([text])[0], model=emb.name).question_id
+    return route_question(kb, result, [Reason("low_confidence", "t", 0.1)], vector=emb.encode([text])[0], model=emb.name).question_id
 
 
 def post(client: TestClient, body: bytes | dict, *, secret: str = NEW, webhook_id: str | None = None, ts: int | None = None, hdrs: dict | None = None):  # type: ignore[no-untyped-def]
@@ -152,7 +152,7 @@ def test_question_endpoints_need_the_api_key_and_follow_the_lifecycle(client: Te
     assert client.post(f"/v1/questions/{qid}/answer", json={"answer": "again", "author": "x"}, headers=auth).status_code == 409
     assert client.post(f"/v1/questions/{qid}/close", json={"note": "ok"}, headers=auth).json()["status"] == "closed"
     assert client.get("/v1/questions?status=all", headers=auth).json()["questions"][0]["status"] == "closed"
-    assert client.get("/v1/questions?status=bogus", headers=auth).status_code == 422
+    assert client.get("/v1/questions?status=bogus", headers=auth).status_code == 400  # one error table: InvalidRequest is 400 everywhere
     metrics = client.get("/v1/learning", headers=auth).json()
     assert metrics["answers"] == 1 and metrics["answers_retrievable"] == 1 and "outbox" in metrics
 
@@ -232,7 +232,7 @@ def test_a_burst_of_answers_runs_one_indexing_pass_at_a_time(
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    import service.routes_staff as routes_staff
+    import service.answers as routes_staff
 
     real = routes_staff.index_answers
     active, peak, passes, guard = [0], [0], [], threading.Lock()

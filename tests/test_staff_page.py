@@ -17,8 +17,8 @@ import pytest
 from context_store.index.embed.fake import HashingEmbedder
 from context_store.index.ingest import ingest
 from context_store.retrieve.retriever import retrieve
+from context_store.route.decision import Reason
 from context_store.route.questions import get_question, route_question
-from context_store.route.triggers import EscalationReason
 from context_store.store.context_store import ContextStore
 from context_store.store.models import StaffAnswer
 from service.app import create_app
@@ -72,7 +72,7 @@ def served(sources: dict[str, Path]) -> Iterator[tuple[str, ContextStore, str]]:
     ingest(store, emb)
     text = "Can I return a <b>lamp</b> after 40 days?"  # markup in a question must be shown, not rendered
     result = retrieve(store, emb, text, user_id="u-1")
-    qid = route_question(store, result, [EscalationReason("repeat_contact", "asked twice in 48 h", 0.9)],
+    qid = route_question(store, result, [Reason("repeat_contact", "asked twice in 48 h", 0.9, source="routing")],
                          vector=emb.encode([text])[0], model=emb.name, conversation_id="conv-77").question_id
     app = create_app(store=store, embedder=emb)
     app.state.embedder = emb

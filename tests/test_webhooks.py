@@ -6,8 +6,8 @@ import base64
 
 import pytest
 
-from context_store.errors import ConfigError
-from context_store.route.webhooks import WebhookRejected, decode_secret, generate_secret, sign, sign_headers, verify
+from context_store.errors import ConfigError, WebhookRejected
+from context_store.route.webhooks import decode_secret, generate_secret, sign, sign_headers, verify
 
 # The Standard Webhooks reference vector (standard-webhooks/standard-webhooks test suites).
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

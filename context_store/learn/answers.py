@@ -35,10 +35,10 @@ import yaml
 from sqlmodel import col, func, select
 
 from context_store._common import percentile
-from context_store.errors import ConfigError, InvalidRequest
+from context_store.errors import ConfigError, InvalidRequest, QuestionConflict
 from context_store.index.embed.protocol import Embedder
 from context_store.index.ingest import index_state, sync_state
-from context_store.route.questions import QuestionConflict, load_question
+from context_store.route.questions import load_question
 from context_store.route.triggers import RoutingConfig, routing_config
 from context_store.settings import SourceConfig
 from context_store.state import journal
@@ -113,7 +113,7 @@ def store_answer(
     with store.session() as session:
         question = load_question(session, question_id)
         if question.status != "open":
-            raise QuestionConflict(f"question {question_id} is {question.status}; it already has an answer or was dismissed")
+            raise QuestionConflict(f"question {question_id} is {question.status}; it already has an answer or was dismissed", "already_answered")
         versions = list(dict.fromkeys(c["version_id"] for c in question.context if c.get("version_id")))
         answer = StaffAnswer(
             answer_id="a-" + secrets.token_hex(8), question_id=question_id, author=author, text=text, channel=channel,

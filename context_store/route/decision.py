@@ -6,11 +6,10 @@
 * ``no_results``: nothing current matched (an empty context is never an answer).
 
 Other escalation triggers (repeat contact, sensitive topic, an explicit request for a
-person, stale source, stale user state, ...) live with routing and are passed in as
-``extra_reasons``: build a ``Reason(code, detail)`` per trigger that fired and hand the list
-to ``decide``. The service evaluates every registered ``Trigger`` (a callable taking the
-retrieval result and the confidence, returning a ``Reason`` or ``None``) and passes what
-they return, so a new trigger needs no change here. Codes are short, stable, snake_case
+person, stale source, stale user state, ...) live in ``route.triggers`` and are passed in as
+``extra_reasons``. ``respond()`` also evaluates every registered ``Trigger`` (a callable
+taking the retrieval result and the confidence, returning a ``Reason`` or ``None``) and
+passes what they return, so a new trigger needs no change here. Codes are short, stable, snake_case
 strings; ``detail`` says what a person reading the trace needs to know.
 """
 
@@ -20,21 +19,34 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
-__all__ = ["ANSWER", "ESCALATE", "LOW_CONFIDENCE", "NO_RESULTS", "Decision", "Reason", "Trigger", "decide"]
+__all__ = ["ANSWER", "ESCALATE", "LOW_CONFIDENCE", "NO_RESULTS", "REASON_CODES", "Decision", "Reason", "Trigger", "decide"]
 
 ANSWER = "answer"
 ESCALATE = "escalate"
 LOW_CONFIDENCE = "low_confidence"
 NO_RESULTS = "no_results"
+# Every code a reason can carry, so each lives in one place (the routing triggers raise the rest).
+REASON_CODES = (
+    NO_RESULTS,
+    LOW_CONFIDENCE,
+    "repeat_contact",
+    "human_requested",
+    "sensitive_topic",
+    "stale_source",
+    "stale_user_state",
+)
 
 
 @dataclass(frozen=True)
 class Reason:
+    """Why a question goes to a person: the one reason type of the API, the trace and the routed question."""
+
     code: str
     detail: str
+    score: float | None = None  # the confidence, similarity or age that fired it
     source: str = "retrieval"  # which component raised it (retrieval, routing, ...)
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -67,6 +79,6 @@ def decide(result: Any, confidence: float, threshold: float, *, extra_reasons: I
     if not getattr(result, "results", None):
         reasons.append(Reason(NO_RESULTS, "no current document matched the question"))
     if confidence < threshold:
-        reasons.append(Reason(LOW_CONFIDENCE, f"confidence {confidence:.3f} is below the threshold {threshold:.3f}"))
+        reasons.append(Reason(LOW_CONFIDENCE, f"confidence {confidence:.3f} is below the threshold {threshold:.3f}", round(confidence, 4)))
     reasons.extend(r for r in extra_reasons if r is not None)
     return Decision(ESCALATE if reasons else ANSWER, reasons, confidence=confidence, threshold=threshold)

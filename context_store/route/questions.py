@@ -28,16 +28,16 @@ import numpy as np
 from sqlmodel import Session, col, func, select
 
 from context_store._common import utcnow
-from context_store.errors import InvalidRequest, NotFound
+from context_store.errors import InvalidRequest, QuestionConflict, UnknownQuestion
 from context_store.retrieve.retriever import RetrievalResult
+from context_store.route.decision import Reason
 from context_store.route.outbox import enqueue
-from context_store.route.triggers import EscalationReason, RoutingConfig, from_vector, routing_config, to_vector
+from context_store.route.triggers import RoutingConfig, from_vector, routing_config, to_vector
 from context_store.store.context_store import ContextStore
 from context_store.store.models import QuestionAsk, RoutedQuestion, StaffAnswer
 
 __all__ = [
     "STATUSES",
-    "QuestionConflict",
     "RoutingOutcome",
     "assign_question",
     "count_by_status",
@@ -52,10 +52,6 @@ __all__ = [
 
 STATUSES = ("open", "answered", "closed", "dismissed")
 _ALLOWED = {"open": {"answered", "dismissed"}, "answered": {"closed"}, "closed": set(), "dismissed": set()}
-
-
-class QuestionConflict(InvalidRequest):
-    """The question is not in a state that allows this (answering twice, closing an open one)."""
 
 
 @dataclass
@@ -172,7 +168,7 @@ def _nearest_open(session: Session, vector: np.ndarray, model: str) -> tuple[Rou
 def route_question(
     store: ContextStore,
     result: RetrievalResult,
-    reasons: list[EscalationReason],
+    reasons: list[Reason],
     *,
     vector: np.ndarray,
     model: str,
@@ -268,7 +264,7 @@ def question_view(question: RoutedQuestion, asks: list[QuestionAsk], answer: Sta
 def load_question(session: Session, question_id: str) -> RoutedQuestion:
     question = session.get(RoutedQuestion, question_id)
     if question is None:
-        raise NotFound(f"no routed question {question_id!r}")
+        raise UnknownQuestion(f"no routed question {question_id!r}")
     return question
 
 

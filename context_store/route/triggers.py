@@ -9,7 +9,7 @@ This module adds the *outcome signals* a confidence score cannot see:
     stale_source       the best source is past its freshness SLA (review date or maximum age)
     stale_user_state   the user's snapshot is older than ``user_state_max_age_hours``
 
-Each reason is an ``EscalationReason`` (stable ``code``, human ``detail``, optional
+Each reason is a ``route.decision.Reason`` (stable ``code``, human ``detail``, optional
 ``score``) that the API returns, the trace records and the routed question carries.
 Phrases match literally (word boundaries, case-insensitive); examples match semantically
 with the same embedder that serves retrieval, so "someone stole my card" hits fraud
@@ -23,7 +23,6 @@ import os
 import re
 import threading
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -38,13 +37,12 @@ from context_store._common import as_utc, utcnow
 from context_store.errors import ConfigError
 from context_store.index.embed.protocol import Embedder
 from context_store.retrieve.retriever import RetrievalResult
+from context_store.route.decision import Reason
 from context_store.settings import Settings
 from context_store.store.context_store import ContextStore
 from context_store.store.models import AskedQuestion, DocumentVersion
 
 __all__ = [
-    "REASON_CODES",
-    "EscalationReason",
     "RoutingConfig",
     "SensitiveTopic",
     "escalation_reasons",
@@ -53,17 +51,6 @@ __all__ = [
     "routing_config",
     "to_vector",
 ]
-
-REASON_CODES = (
-    "no_results",  # raised by context_store.route.decision (the retrieval API); listed so every code lives in one place
-    "low_confidence",  # likewise: calibrated confidence below the threshold
-    "repeat_contact",
-    "human_requested",
-    "sensitive_topic",
-    "stale_source",
-    "stale_user_state",
-)
-
 
 class SensitiveTopic(BaseModel):
     name: str
@@ -186,17 +173,8 @@ def routing_config(settings: Settings) -> RoutingConfig:
         raise ConfigError(f"{settings.home / 'freshcontext.yaml'}: routing: {exc}") from exc
 
 
-@dataclass(frozen=True)
-class EscalationReason:
-    """Shaped like ``context_store.route.decision.Reason`` (code, detail, source) plus the score that fired it."""
-
-    code: str
-    detail: str
-    score: float | None = None
-    source: str = "routing"
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+def _reason(code: str, detail: str, score: float | None = None) -> Reason:
+    return Reason(code, detail, score, source="routing")
 
 
 def to_vector(vector: np.ndarray) -> bytes:
@@ -251,7 +229,7 @@ def escalation_reasons(
     config: RoutingConfig | None = None,
     now: datetime | None = None,
     conversation_id: str | None = None,
-) -> list[EscalationReason]:
+) -> list[Reason]:
     """Every outcome-signal reason to hand ``result``'s question to a person (empty: none).
 
     Pass ``query_vector`` when the caller already embedded the query (the API does), so
@@ -262,20 +240,20 @@ def escalation_reasons(
     config = config or routing_config(store.settings)
     now = now or utcnow()
     vector = embedder.encode([result.query])[0] if query_vector is None else np.asarray(query_vector, dtype=np.float32)
-    reasons: list[EscalationReason] = []
+    reasons: list[Reason] = []
 
     phrase = _phrase_hit(result.query, config.human_phrases)
     score, example = _best_example(embedder, vector, config.human_examples)
     if phrase or score >= config.human_similarity:
         why = f"the user asked for a person ({'phrase ' + repr(phrase) if phrase else f'like {example!r}, similarity {score:.2f}'})"
-        reasons.append(EscalationReason("human_requested", why, round(score, 4)))
+        reasons.append(_reason("human_requested", why, round(score, 4)))
 
     for topic in config.sensitive_topics:
         phrase = _phrase_hit(result.query, topic.phrases)
         score, example = _best_example(embedder, vector, topic.examples)
         if phrase or score >= config.sensitive_similarity:
             why = f"sensitive topic {topic.name} ({'phrase ' + repr(phrase) if phrase else f'like {example!r}, similarity {score:.2f}'})"
-            reasons.append(EscalationReason("sensitive_topic", why, round(score, 4)))
+            reasons.append(_reason("sensitive_topic", why, round(score, 4)))
 
     if result.user_id:
         repeat = _repeat_contact(store, embedder, result.user_id, vector, config, now, conversation_id)
@@ -285,7 +263,7 @@ def escalation_reasons(
             age_h = (now - result.user_captured_at).total_seconds() / 3600
             max_h = store.settings.user_state_max_age_hours
             if age_h > max_h:
-                reasons.append(EscalationReason(
+                reasons.append(_reason(
                     "stale_user_state",
                     f"user {result.user_id}'s snapshot {result.user_version_id} is {age_h:.1f} h old; the limit is {max_h:g} h",
                     round(age_h, 2),
@@ -301,7 +279,7 @@ def escalation_reasons(
 def _repeat_contact(
     store: ContextStore, embedder: Embedder, user_id: str, vector: np.ndarray, config: RoutingConfig,
     now: datetime, conversation_id: str | None,
-) -> EscalationReason | None:
+) -> Reason | None:
     since = now - timedelta(hours=config.repeat_window_hours)
     with store.session() as session:
         rows = session.exec(
@@ -326,7 +304,7 @@ def _repeat_contact(
         return None
     sim, text, asked_at = max(similar)
     hours = (now - asked_at).total_seconds() / 3600
-    return EscalationReason(
+    return _reason(
         "repeat_contact",
         f"user {user_id} asked {len(similar)} similar question(s) in the last {config.repeat_window_hours:g} h; "
         f"closest {hours:.1f} h ago (similarity {sim:.2f}): {text[:120]!r}",
@@ -381,14 +359,14 @@ def _version_dates(store: ContextStore, version_id: str) -> tuple[dict[str, Any]
     return value
 
 
-def _stale_source(store: ContextStore, result: RetrievalResult, config: RoutingConfig, now: datetime) -> EscalationReason | None:
+def _stale_source(store: ContextStore, result: RetrievalResult, config: RoutingConfig, now: datetime) -> Reason | None:
     """The top result's content is past its review date, or older than its source's maximum age."""
     best = result.results[0]
     meta, valid_from = _version_dates(store, best.version_id)
     for key in _DATE_KEYS_DEADLINE:
         deadline = _as_datetime(meta.get(key))
         if deadline is not None and deadline < now:
-            return EscalationReason("stale_source", f"best source {best.doc_id} was due for review on {deadline.date()} ({key})")
+            return _reason("stale_source", f"best source {best.doc_id} was due for review on {deadline.date()} ({key})")
     changed = next((d for d in (_as_datetime(meta.get(k)) for k in _DATE_KEYS_UPDATED) if d is not None), None)
     changed = changed or best.source_changed_at or valid_from
     if changed is None:
@@ -399,7 +377,7 @@ def _stale_source(store: ContextStore, result: RetrievalResult, config: RoutingC
         return None
     age_days = (now - _as_datetime(changed)).total_seconds() / 86400  # type: ignore[operator]
     if age_days > max_days:
-        return EscalationReason(
+        return _reason(
             "stale_source",
             f"best source {best.doc_id} was last changed {age_days:.0f} days ago; its freshness SLA is {max_days:g} days",
             round(age_days, 1),
@@ -415,7 +393,7 @@ def record_asked(
     model: str,
     decision: str | None,
     confidence: float | None = None,
-    reasons: list[EscalationReason] | None = None,
+    reasons: list[Reason] | None = None,
     question_id: str | None = None,
     trace_id: str | None = None,
     conversation_id: str | None = None,

@@ -22,16 +22,18 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from context_store.errors import ConfigError, FreshContextError
+from context_store.errors import ConfigError, WebhookRejected
+from context_store.store.context_store import ContextStore
+from context_store.store.models import WebhookDelivery
 
 __all__ = [
     "DEFAULT_TOLERANCE_SECONDS",
     "SECRET_PREFIX",
     "SignedHeaders",
-    "WebhookRejected",
     "decode_secret",
     "generate_secret",
     "new_webhook_id",
+    "processed_delivery",
     "sign",
     "sign_headers",
     "verify",
@@ -39,16 +41,6 @@ __all__ = [
 
 SECRET_PREFIX = "whsec_"
 DEFAULT_TOLERANCE_SECONDS = 300
-
-
-class WebhookRejected(FreshContextError):
-    """A delivery that must not be processed; ``reason`` is a stable code, ``status`` the HTTP status."""
-
-    def __init__(self, reason: str, detail: str, status: int = 400) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -146,3 +138,9 @@ def verify(
         if any(hmac.compare_digest(given, e) for e in expected):
             return webhook_id, timestamp
     raise WebhookRejected("bad_signature", "no v1 signature in webhook-signature matches any configured secret", 401)
+
+
+def processed_delivery(store: ContextStore, webhook_id: str) -> WebhookDelivery | None:
+    """The record of a delivery this server already processed (recorded with the answer it carried)."""
+    with store.session() as session:
+        return session.get(WebhookDelivery, webhook_id)

@@ -1,1 +1,33 @@
-"""Steps 1-2 of the data flow: sources, the change journal, company document versions, user snapshot versions, skipped inputs."""
+"""Steps 1-2 of the data flow: what the sources hold and every version of it. Company documents
+and user snapshots are versioned separately; the change journal records what changed and
+when; inputs that cannot be used are skipped with a reason.
+"""
+
+from context_store.state.documents import (
+    CompanySyncReport,
+    current_version_id,
+    doc_id_for,
+    document_versions,
+    sync_company_sources,
+)
+from context_store.state.journal import JournalEntry, append, entry_for_path, latest_id, mark_applied, prune, read_after
+from context_store.state.skipped_inputs import open_skips
+from context_store.state.user_state import UserSyncReport, sync_user_sources
+
+__all__ = [
+    "CompanySyncReport",
+    "JournalEntry",
+    "UserSyncReport",
+    "append",
+    "current_version_id",
+    "doc_id_for",
+    "document_versions",
+    "entry_for_path",
+    "latest_id",
+    "mark_applied",
+    "open_skips",
+    "prune",
+    "read_after",
+    "sync_company_sources",
+    "sync_user_sources",
+]

@@ -27,7 +27,7 @@ from context_store.store.context_store import ContextStore
 from context_store.store.database import bulk_update, lineage_lock
 from context_store.store.models import Document, DocumentVersion
 
-__all__ = ["CompanySyncReport", "doc_id_for", "document_versions", "sync_company_sources", "version_id_for"]
+__all__ = ["CompanySyncReport", "current_version_id", "doc_id_for", "document_versions", "sync_company_sources", "version_id_for"]
 
 log = logging.getLogger(__name__)
 
@@ -237,3 +237,10 @@ def document_versions(store: ContextStore, doc_id: str, *, as_of: datetime | Non
                 (col(DocumentVersion.valid_to).is_(None)) | (col(DocumentVersion.valid_to) > as_of)
             )
         return list(session.exec(query.order_by(col(DocumentVersion.valid_from))).all())
+
+
+def current_version_id(store: ContextStore, doc_id: str) -> str | None:
+    """The version ``doc_id`` serves now (``None``: deleted, or unknown)."""
+    with store.session() as session:
+        doc = session.get(Document, doc_id)
+        return doc.current_version_id if doc else None

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -62,6 +63,11 @@ class ContextStore:
             self.settings.home.mkdir(parents=True, exist_ok=True)
             self._engine = get_engine(self.settings.sql_url)
         return self._engine
+
+    def ping(self) -> None:
+        """Raise if the SQL database cannot answer a trivial query (readiness probes)."""
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
 
     @contextmanager
     def session(self, within: Session | None = None) -> Iterator[Session]:

@@ -18,7 +18,6 @@ from assets.resources import source_configs_for_dirs
 from context_store._common import utcnow
 from context_store.errors import FreshContextError
 from context_store.index.indexing import pending_documents
-from context_store.retrieve.retriever import retrieve
 from context_store.settings import CONFIG_FILE, Settings
 from context_store.state.skipped_inputs import open_skips
 from context_store.store.context_store import ContextStore
@@ -242,46 +241,8 @@ def collect_status(store: ContextStore) -> dict[str, Any]:
     }
 
 
-@click.command()
-@click.argument("text")
-@click.option("--user", "user_id", default=None, help="Add this user's current state.")
-@click.option("--k", default=5, show_default=True, type=click.IntRange(1, 100), help="How many chunks.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with results and user_state.")
-@click.pass_context
-def query(ctx: click.Context, text: str, user_id: str | None, k: int, as_json: bool) -> None:
-    """Retrieve current company context (and a user's state) for TEXT."""
-    from context_store.index.embed.factory import build_embedder
-
-    store = _open(ctx)
-    try:
-        result = retrieve(store, build_embedder(store.settings.embedding, store.settings.home), text, user_id=user_id, k=k)
-    except FreshContextError as exc:
-        raise click.ClickException(str(exc)) from exc
-    if as_json:
-        payload = {
-            "query": result.query,
-            "results": [
-                {"doc_id": h.doc_id, "version_id": h.version_id, "title": h.title, "text": h.text, "score": round(h.score, 4),
-                 "source_path": h.source_path, "chunk_id": h.chunk_id}
-                for h in result.results
-            ],
-            "user_id": result.user_id,
-            "user_version_id": result.user_version_id,
-            "user_state": [{"key": f.key, "text": f.text, "score": round(f.score, 4)} for f in result.user_state],
-        }
-        click.echo(json.dumps(payload, indent=2, default=_json_default))
-        return
-    for i, hit in enumerate(result.results, 1):
-        click.echo(click.style(f"{i}. {hit.title} — {hit.heading}", bold=True) + f"  [{hit.doc_id} @ {hit.version_id}, score {hit.score:.3f}]")
-        click.echo("   " + hit.text.replace("\n", "\n   ")[:600])
-    if result.user_id:
-        click.echo(click.style(f"user {result.user_id} (snapshot {result.user_version_id}, captured {result.user_captured_at}):", bold=True))
-        for fact in result.user_state:
-            click.echo(f"  - {fact.text}")
-
-
 def _json_default(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
-COMMANDS = [init, demo, ingest, status, query]
+COMMANDS = [init, demo, ingest, status]

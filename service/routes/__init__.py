@@ -1,0 +1,13 @@
+"""The HTTP surfaces, one router per file: retrieval, evidence, operations, the staff webhook,
+routed questions, and the staff queue page. ``ROUTERS`` is what the app mounts, in order."""
+
+from service.routes.evidence import router as evidence_router
+from service.routes.ops import router as ops_router
+from service.routes.questions import router as questions_router
+from service.routes.retrieve import router as retrieve_router
+from service.routes.staff_page import router as staff_page_router
+from service.routes.webhooks import router as webhooks_router
+
+__all__ = ["ROUTERS"]
+
+ROUTERS = [retrieve_router, evidence_router, ops_router, webhooks_router, questions_router, staff_page_router]
