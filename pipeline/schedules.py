@@ -1,54 +1,28 @@
-"""Schedules: hourly reconciliation (the journal can miss events), report refresh, LanceDB compaction.
+"""Schedules: hourly reconciliation (the journal can miss events), report refresh, LanceDB compaction, quality.
 
-Cron strings come from the environment so a deployment tunes them without code:
-``FRESHCONTEXT_RECONCILE_CRON`` (default hourly), ``FRESHCONTEXT_REPORT_CRON`` (every 10
-minutes) and ``FRESHCONTEXT_COMPACT_CRON`` (daily, 03:30).
+The cron strings come from a ``Cadence`` (``pipeline.cadence``); the module-level schedules
+use its defaults, and ``build_schedules`` makes them for another one.
 """
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
-from assets.freshness import compact_lancedb, freshness_report, source_reconciliation
-from assets.ingestion import company_chunk_index, company_documents, user_snapshots, user_state_index
+from pipeline.cadence import Cadence
+from pipeline.jobs import compaction_job, freshness_job, quality_job, reconcile_job
 
-__all__ = [
-    "compaction_job",
-    "compaction_schedule",
-    "freshness_job",
-    "freshness_schedule",
-    "reconcile_job",
-    "reconcile_schedule",
-]
-
-RECONCILE_CRON = os.environ.get("FRESHCONTEXT_RECONCILE_CRON", "0 * * * *")
-REPORT_CRON = os.environ.get("FRESHCONTEXT_REPORT_CRON", "*/10 * * * *")
-COMPACT_CRON = os.environ.get("FRESHCONTEXT_COMPACT_CRON", "30 3 * * *")
-
-reconcile_job = dg.define_asset_job(
-    "reconcile_job",
-    selection=dg.AssetSelection.assets(
-        company_documents, company_chunk_index, user_snapshots, user_state_index, source_reconciliation, freshness_report
-    ),
-    tags={"freshcontext/trigger": "reconcile"},
-    description="Re-hash every source (full scan), repair what the journal missed, count the differences.",
-)
-freshness_job = dg.define_asset_job("freshness_job", selection=dg.AssetSelection.assets(freshness_report))
+__all__ = ["build_schedules", "compaction_schedule", "freshness_schedule", "quality_schedule", "reconcile_schedule"]
 
 
-@dg.job(description="Compact LanceDB tables and delete old table versions.")
-def compaction_job() -> None:
-    compact_lancedb()
+def build_schedules(cadence: Cadence) -> list[dg.ScheduleDefinition]:
+    """Reconciliation, freshness report, compaction and quality, each running by default."""
+    running = dg.DefaultScheduleStatus.RUNNING
+    return [
+        dg.ScheduleDefinition(name="reconcile_schedule", job=reconcile_job, cron_schedule=cadence.reconcile_cron, default_status=running),
+        dg.ScheduleDefinition(name="freshness_schedule", job=freshness_job, cron_schedule=cadence.report_cron, default_status=running),
+        dg.ScheduleDefinition(name="compaction_schedule", job=compaction_job, cron_schedule=cadence.compact_cron, default_status=running),
+        dg.ScheduleDefinition(name="quality_schedule", job=quality_job, cron_schedule=cadence.quality_cron, default_status=running),
+    ]
 
 
-reconcile_schedule = dg.ScheduleDefinition(
-    name="reconcile_schedule", job=reconcile_job, cron_schedule=RECONCILE_CRON, default_status=dg.DefaultScheduleStatus.RUNNING
-)
-freshness_schedule = dg.ScheduleDefinition(
-    name="freshness_schedule", job=freshness_job, cron_schedule=REPORT_CRON, default_status=dg.DefaultScheduleStatus.RUNNING
-)
-compaction_schedule = dg.ScheduleDefinition(
-    name="compaction_schedule", job=compaction_job, cron_schedule=COMPACT_CRON, default_status=dg.DefaultScheduleStatus.RUNNING
-)
+reconcile_schedule, freshness_schedule, compaction_schedule, quality_schedule = build_schedules(Cadence())

@@ -24,7 +24,7 @@ from context_store.index.ingest import ingest
 from context_store.settings import EmbeddingConfig, Settings
 from context_store.store.context_store import ContextStore
 from context_store.store.models import IndexDeployment, PromotionDecision
-from pipeline.quality_jobs import QUALITY_ASSETS
+from pipeline.jobs import QUALITY_ASSETS
 from pipeline.resources import build_resources
 from tests.conftest import REPO
 

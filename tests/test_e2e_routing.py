@@ -97,7 +97,8 @@ POLICY_CASES = [
 
 def test_default_trigger_lists_on_the_real_model(sources: dict[str, Path]) -> None:
     """The shipped phrase and example lists, matched with the serving model, on requests and near misses."""
-    from context_store.route.triggers import RoutingConfig, escalation_reasons
+    from context_store.route.policy import RoutingConfig
+    from context_store.route.triggers import escalation_reasons
 
     emb = SentenceTransformerEmbedder()
     store = ContextStore.open(sources["home"], company_sources=[{"name": "company", "path": str(sources["company"])}])

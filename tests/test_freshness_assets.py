@@ -14,7 +14,7 @@ from context_store.state import journal
 from context_store.store.context_store import ContextStore
 from context_store.store.models import Document
 from pipeline.definitions import FRESHNESS_ASSETS, INGEST_ASSETS, INGEST_CHECKS
-from pipeline.schedules import compaction_job, reconcile_job
+from pipeline.jobs import compaction_job, reconcile_job
 
 
 class _Fixed:
@@ -112,8 +112,10 @@ def test_compaction_job_cleans_old_table_versions(store: ContextStore, sources: 
 
 
 def test_the_report_follows_every_index_change_not_only_its_schedule() -> None:
-    from pipeline.definitions import defs
-    from pipeline.quality_jobs import quality_automation_sensor
+    from pipeline.definitions import build_defs
+
+    defs = build_defs()
+    from pipeline.sensors import quality_automation_sensor
 
     assert quality_automation_sensor.default_status == dg.DefaultSensorStatus.RUNNING
     instance = dg.DagsterInstance.ephemeral()

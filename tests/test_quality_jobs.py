@@ -16,14 +16,17 @@ from context_store.index.ingest import ingest
 from context_store.measure.promotion import candidate_store
 from context_store.settings import EmbeddingConfig, Settings
 from context_store.store.context_store import ContextStore
-from pipeline.definitions import defs
-from pipeline.quality_jobs import QUALITY_ASSETS, index_change_sensor, index_promotion_job, serving_quality_job
+from pipeline.definitions import build_defs
+from pipeline.jobs import QUALITY_ASSETS, index_promotion_job, serving_quality_job
+from pipeline.sensors import index_change_sensor
 
 GOLDEN = [
     {"id": "g1", "text": "refund window days delivery", "answerable": True, "expected_doc_ids": ["company/refunds.md"]},
     {"id": "g2", "text": "download invoices pdf billing history", "answerable": True, "expected_doc_ids": ["company/billing/invoices.md"]},
     {"id": "g3", "text": "how to ask for a refund in orders", "answerable": True, "expected_doc_ids": ["company/refunds.md"]},
 ]
+
+defs = build_defs()  # the default cadence
 
 
 class _Scrambled(HashingEmbedder):

@@ -95,8 +95,10 @@ def test_report_renders_in_a_headless_browser(history_store: ContextStore, tmp_p
 def test_quality_assets_run_after_an_index_change(tmp_path: Path) -> None:
     """Declarative automation: an index materialization requests the evaluation assets."""
     from assets.ingestion import company_chunk_index, user_state_index
-    from pipeline.definitions import defs
-    from pipeline.quality_jobs import QUALITY_ASSETS
+    from pipeline.definitions import build_defs
+
+    defs = build_defs()
+    from pipeline.jobs import QUALITY_ASSETS
 
     selection = dg.AssetSelection.assets(*QUALITY_ASSETS)
 
@@ -114,7 +116,9 @@ def test_quality_assets_run_after_an_index_change(tmp_path: Path) -> None:
 
 
 def test_definitions_load_with_the_quality_assets() -> None:
-    from pipeline.definitions import defs
+    from pipeline.definitions import build_defs
+
+    defs = build_defs()
 
     dg.Definitions.validate_loadable(defs)
     assert defs.resolve_job_def("quality_job") is not None

@@ -26,9 +26,10 @@ from context_store.learn.answers import (
 from context_store.retrieve.retriever import Retriever, retrieve
 from context_store.route.decision import Reason
 from context_store.route.outbox import backoff_seconds, deliver_due, outbox_counts, redeliver
+from context_store.route.policy import RoutingConfig, SensitiveTopic
 from context_store.route.questions import assign_question, get_question, list_questions, route_question, set_status
 from context_store.route.respond import Question, Responder, respond
-from context_store.route.triggers import RoutingConfig, SensitiveTopic, escalation_reasons, record_asked
+from context_store.route.triggers import escalation_reasons, record_asked
 from context_store.route.webhooks import generate_secret, verify
 from context_store.store.context_store import ContextStore
 from context_store.store.models import AskedQuestion, OutboxMessage, StaffAnswer
@@ -347,7 +348,9 @@ def test_learning_asset_flags_and_reports(kb: ContextStore, fake_embedder: Hashi
 
     from assets.learning import staff_answer_review, staff_answers_current
     from assets.resources import StoreResource
-    from pipeline.definitions import defs
+    from pipeline.definitions import build_defs
+
+    defs = build_defs()
 
     dg.Definitions.validate_loadable(defs)
     routed = _route(kb, fake_embedder, "Can I return a lamp that I bought 40 days ago?")

@@ -15,9 +15,11 @@ from context_store.index.ingest import apply_changes
 from context_store.state import journal
 from context_store.store.context_store import ContextStore
 from context_store.store.models import Document, IngestRun
-from pipeline.definitions import defs
+from pipeline.definitions import build_defs
 from pipeline.jobs import company_refresh_job
 from pipeline.sensors import company_change_sensor, journal_settled_sensor, user_change_sensor
+
+defs = build_defs()  # the default cadence
 
 
 class _Fixed:

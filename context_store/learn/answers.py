@@ -38,8 +38,8 @@ from context_store._common import percentile
 from context_store.errors import ConfigError, InvalidRequest, QuestionConflict
 from context_store.index.embed.protocol import Embedder
 from context_store.index.ingest import index_state, sync_state
+from context_store.route.policy import RoutingConfig, routing_config
 from context_store.route.questions import load_question
-from context_store.route.triggers import RoutingConfig, routing_config
 from context_store.settings import SourceConfig
 from context_store.state import journal
 from context_store.state.documents import doc_id_for

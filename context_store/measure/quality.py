@@ -254,7 +254,7 @@ ROUTING_KEYS = ("escalation_precision", "escalation_recall", "coverage_at_target
 def evaluate_routing_quality(store: ContextStore, embedder: Embedder) -> list[SetQuality]:
     """Routing (answer or escalate) on every ``golden``-format set, as ``routing_eval`` scores it, on the serving index."""
     from context_store.measure.routing_eval import evaluate_routing, load_queries
-    from context_store.route.triggers import routing_config
+    from context_store.route.policy import routing_config
 
     config = store.settings.quality
     out: list[SetQuality] = []

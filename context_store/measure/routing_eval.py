@@ -44,8 +44,8 @@ from context_store.index.embed.protocol import Embedder
 from context_store.index.ingest import ingest
 from context_store.retrieve.retriever import Retriever
 from context_store.route.confidence import FEATURES, default_confidence, fit_calibrator
+from context_store.route.policy import RoutingConfig
 from context_store.route.signals import routing_signals
-from context_store.route.triggers import RoutingConfig
 from context_store.store.context_store import ContextStore
 
 __all__ = [

@@ -17,6 +17,7 @@ from context_store.route.confidence import (
 )
 from context_store.route.decision import ANSWER, ESCALATE, REASON_CODES, Decision, Reason, Trigger, decide
 from context_store.route.outbox import OutboxWorker, deliver_due, outbox_counts, redeliver
+from context_store.route.policy import RoutingConfig, SensitiveTopic, routing_config
 from context_store.route.questions import (
     STATUSES,
     RoutingOutcome,
@@ -29,7 +30,7 @@ from context_store.route.questions import (
 from context_store.route.respond import Question, Responder, Response, respond
 from context_store.route.signals import RoutingSignals, routing_signals
 from context_store.route.traces import get_trace, record_trace, replay, trace_dict
-from context_store.route.triggers import RoutingConfig, SensitiveTopic, escalation_reasons, routing_config
+from context_store.route.triggers import escalation_reasons
 from context_store.route.webhooks import generate_secret, processed_delivery, sign_headers, verify
 
 __all__ = [

@@ -66,6 +66,63 @@ class DeliveryReport:
         return asdict(self)
 
 
+def _lease_due(store: ContextStore, now: datetime, limit: int, timeout: float) -> list[OutboxMessage]:
+    """Take the due messages: each gets a lease (its next attempt moves past this one's timeout)."""
+    with store.session() as session:
+        due = list(session.exec(
+            select(OutboxMessage)
+            .where(OutboxMessage.status == "pending", col(OutboxMessage.next_attempt_at) <= now)
+            .order_by(col(OutboxMessage.id))
+            .limit(limit)
+        ).all())
+        for message in due:
+            message.next_attempt_at = now + timedelta(seconds=timeout + 30)
+            session.add(message)
+    return due
+
+
+def _send(client: httpx.Client, message: OutboxMessage, secrets: list[str]) -> tuple[int | None, str | None]:
+    """POST one signed message; returns the HTTP status (if any) and the error (``None``: delivered)."""
+    body = json.dumps(message.payload, separators=(",", ":"), sort_keys=True, default=str).encode()
+    try:
+        if not secrets:
+            raise RuntimeError("no outbound webhook secret configured (routing.outbound_secrets)")
+        headers = sign_headers(secrets, body, webhook_id=message.message_id).as_dict()
+        response = client.post(message.url, content=body, headers={**headers, "content-type": "application/json"})
+    except (httpx.HTTPError, RuntimeError) as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+    if not 200 <= response.status_code < 300:
+        return response.status_code, f"HTTP {response.status_code}: {response.text[:200]}"
+    return response.status_code, None
+
+
+def _record_attempt(
+    store: ContextStore, message_id: int | None, status: int | None, error: str | None, report: DeliveryReport, *,
+    max_attempts: int, backoff: float, backoff_cap: float,
+) -> None:
+    finished = utcnow()
+    with store.session() as session:
+        row = session.get(OutboxMessage, message_id)
+        if row is None:
+            return
+        row.attempts += 1
+        row.last_status = status
+        if error is None:
+            row.status, row.delivered_at, row.last_error = "delivered", finished, None
+            report.delivered += 1
+        else:
+            row.last_error = error
+            report.errors.append(f"{row.message_id}: {error}")
+            if row.attempts >= max_attempts:
+                row.status = "dead"
+                report.dead += 1
+                log.error("outbox message %s is dead after %d attempts: %s", row.message_id, row.attempts, error)
+            else:
+                row.next_attempt_at = finished + timedelta(seconds=backoff_seconds(row.attempts, backoff, backoff_cap, row.message_id))
+                report.failed += 1
+        session.add(row)
+
+
 def deliver_due(
     store: ContextStore,
     *,
@@ -80,17 +137,7 @@ def deliver_due(
 ) -> DeliveryReport:
     """Send every pending message that is due; returns what happened."""
     report = DeliveryReport()
-    now = now or utcnow()
-    with store.session() as session:
-        due = list(session.exec(
-            select(OutboxMessage)
-            .where(OutboxMessage.status == "pending", col(OutboxMessage.next_attempt_at) <= now)
-            .order_by(col(OutboxMessage.id))
-            .limit(limit)
-        ).all())
-        for message in due:
-            message.next_attempt_at = now + timedelta(seconds=timeout + 30)  # the lease
-            session.add(message)
+    due = _lease_due(store, now or utcnow(), limit, timeout)
     if not due:
         return report
     own_client = client is None
@@ -98,40 +145,8 @@ def deliver_due(
     try:
         for message in due:
             report.attempted += 1
-            body = json.dumps(message.payload, separators=(",", ":"), sort_keys=True, default=str).encode()
-            status: int | None = None
-            error: str | None = None
-            try:
-                if not secrets:
-                    raise RuntimeError("no outbound webhook secret configured (routing.outbound_secrets)")
-                headers = sign_headers(secrets, body, webhook_id=message.message_id).as_dict()
-                response = client.post(message.url, content=body, headers={**headers, "content-type": "application/json"})
-                status = response.status_code
-                if not 200 <= status < 300:
-                    error = f"HTTP {status}: {response.text[:200]}"
-            except (httpx.HTTPError, RuntimeError) as exc:
-                error = f"{type(exc).__name__}: {exc}"
-            finished = utcnow()
-            with store.session() as session:
-                row = session.get(OutboxMessage, message.id)
-                if row is None:
-                    continue
-                row.attempts += 1
-                row.last_status = status
-                if error is None:
-                    row.status, row.delivered_at, row.last_error = "delivered", finished, None
-                    report.delivered += 1
-                else:
-                    row.last_error = error
-                    report.errors.append(f"{row.message_id}: {error}")
-                    if row.attempts >= max_attempts:
-                        row.status = "dead"
-                        report.dead += 1
-                        log.error("outbox message %s is dead after %d attempts: %s", row.message_id, row.attempts, error)
-                    else:
-                        row.next_attempt_at = finished + timedelta(seconds=backoff_seconds(row.attempts, backoff, backoff_cap, row.message_id))
-                        report.failed += 1
-                session.add(row)
+            status, error = _send(client, message, secrets)
+            _record_attempt(store, message.id, status, error, report, max_attempts=max_attempts, backoff=backoff, backoff_cap=backoff_cap)
     finally:
         if own_client:
             client.close()

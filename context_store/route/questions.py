@@ -32,7 +32,8 @@ from context_store.errors import InvalidRequest, QuestionConflict, UnknownQuesti
 from context_store.retrieve.retriever import RetrievalResult
 from context_store.route.decision import Reason
 from context_store.route.outbox import enqueue
-from context_store.route.triggers import RoutingConfig, from_vector, routing_config, to_vector
+from context_store.route.policy import RoutingConfig, routing_config
+from context_store.route.triggers import from_vector, to_vector
 from context_store.store.context_store import ContextStore
 from context_store.store.models import QuestionAsk, RoutedQuestion, StaffAnswer
 

@@ -31,10 +31,10 @@ from context_store.index.embed.protocol import Embedder
 from context_store.retrieve.retriever import RetrievalResult, Retriever
 from context_store.route.confidence import Calibrator, default_confidence
 from context_store.route.decision import Decision, Trigger, decide
+from context_store.route.policy import RoutingConfig
 from context_store.route.questions import RoutingOutcome
 from context_store.route.signals import routing_signals
 from context_store.route.traces import new_trace_id, record_trace
-from context_store.route.triggers import RoutingConfig
 from context_store.store.context_store import ContextStore
 
 __all__ = ["Question", "Responder", "Response", "respond"]

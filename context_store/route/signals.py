@@ -19,8 +19,9 @@ from sqlmodel import Session
 from context_store.index.embed.protocol import Embedder
 from context_store.retrieve.retriever import RetrievalResult
 from context_store.route.decision import Reason
+from context_store.route.policy import RoutingConfig, routing_config
 from context_store.route.questions import RoutingOutcome, route_question
-from context_store.route.triggers import RoutingConfig, escalation_reasons, record_asked, routing_config
+from context_store.route.triggers import escalation_reasons, record_asked
 from context_store.store.context_store import ContextStore
 
 __all__ = ["RoutingSignals", "routing_signals"]

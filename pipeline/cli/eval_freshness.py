@@ -47,11 +47,12 @@ from context_store.measure.replay import FileWrite, History, run_replay
 from context_store.settings import Settings
 from context_store.state import journal
 from context_store.store.context_store import ContextStore
+from pipeline.cadence import Cadence
 from pipeline.cli.eval_cmds import eval_group
 from pipeline.definitions import INGEST_ASSETS, INGEST_CHECKS, LEARNING_ASSETS, LEARNING_CHECKS
 from pipeline.jobs import company_refresh_job
 from pipeline.resources import build_resources
-from pipeline.sensors import SENSOR_INTERVAL_S, TAG_RANGE, any_run_going, company_change_sensor
+from pipeline.sensors import TAG_RANGE, any_run_going, company_change_sensor
 from pipeline.watcher import SourceWatcher, WarmApplier
 
 __all__ = ["DaemonDriver", "DagsterDriver", "WarmDriver", "freshness_eval", "measure_run_launch"]
@@ -320,7 +321,7 @@ class DaemonDriver:
                 quiet_since = quiet_since or time.time()
                 # rows a run never marks (nothing to do for them) must not hold the replay: two
                 # sensor intervals without a run is settled too
-                if not journal.read_after(self.store, 0, unapplied_only=True, limit=1) or time.time() - quiet_since > 2 * SENSOR_INTERVAL_S + 2:
+                if not journal.read_after(self.store, 0, unapplied_only=True, limit=1) or time.time() - quiet_since > 2 * _sensor_interval_s() + 2:
                     return
             time.sleep(0.5)
 
@@ -345,6 +346,11 @@ class DaemonDriver:
                     proc.wait(timeout=60)
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _sensor_interval_s() -> int:
+    """The interval the sensors of a code location loaded now would tick at (the environment's cadence)."""
+    return Cadence.from_env(os.environ).sensor_interval_s
 
 
 def measure_run_launch(home: Path) -> float:
@@ -432,10 +438,10 @@ def freshness_eval(
         "lag_dagster_small_commits_p95_s": dag["small_commit_lag_p95_s"] if dag else None,
         "lag_dagster_per_commit_p95_s": dag["commit_lag_p95_s"] if dag else None,
         "dagster_run_launch_s": round(launch, 2) if launch is not None else None,
-        "dagster_sensor_interval_s": SENSOR_INTERVAL_S if dag else None,
+        "dagster_sensor_interval_s": _sensor_interval_s() if dag else None,
         "dagster_mode": ("daemon" if dagster_daemon else "in-process") if dag else None,
         "lag_dagster_daemon_p95_est_s": (
-            round(dag["lag_p95_s"] + launch + SENSOR_INTERVAL_S, 2) if dag and dag["lag_p95_s"] is not None and launch is not None else None
+            round(dag["lag_p95_s"] + launch + _sensor_interval_s(), 2) if dag and dag["lag_p95_s"] is not None and launch is not None else None
         ),
         "chunks_embedded": warm["chunks_embedded"],
         "chunks_changed": report["chunks_changed"],

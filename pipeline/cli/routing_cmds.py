@@ -97,7 +97,7 @@ def dismiss(ctx: click.Context, question_id: str, note: str | None) -> None:
 def outbox(ctx: click.Context, loop_seconds: float | None) -> None:
     """Deliver due outbound notifications (the API process does this itself when it runs)."""
     from context_store.route.outbox import deliver_due, outbox_counts
-    from context_store.route.triggers import routing_config
+    from context_store.route.policy import routing_config
 
     store = _store(ctx)
     config = routing_config(store.settings)

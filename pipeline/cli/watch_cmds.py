@@ -169,11 +169,11 @@ def reconcile(ctx: click.Context, as_json: bool) -> None:
 
     import dagster as dg
 
-    from pipeline.definitions import defs
+    from pipeline.definitions import build_defs
 
     home = str(ctx.obj["home"])
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
-    result = defs.resolve_job_def("reconcile_job").execute_in_process(instance=instance, raise_on_error=False)
+    result = build_defs().resolve_job_def("reconcile_job").execute_in_process(instance=instance, raise_on_error=False)
     if not result.success:
         raise click.ClickException(f"reconciliation of {home} failed: see the Dagster run {result.run_id}")
     meta = {k: v.value for k, v in result.asset_materializations_for_node("source_reconciliation")[-1].metadata.items()}
