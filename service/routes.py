@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy import text
 
-from context_store.retrieve.retriever import RetrievalResult, parse_as_of
+from context_store.retrieve import RetrievalResult, parse_as_of
 from context_store.route.decision import Decision, decide
 from context_store.route.signals import routing_signals
 from context_store.route.traces import get_trace, new_trace_id, record_trace, replay, trace_dict

@@ -29,7 +29,7 @@ from sqlmodel import Session, col, func, select
 
 from context_store._common import utcnow
 from context_store.errors import InvalidRequest, NotFound
-from context_store.retrieve.retriever import RetrievalResult
+from context_store.retrieve.result import RetrievalResult
 from context_store.route.outbox import enqueue
 from context_store.route.triggers import EscalationReason, RoutingConfig, from_vector, routing_config, to_vector
 from context_store.store.context_store import ContextStore

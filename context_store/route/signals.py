@@ -21,7 +21,7 @@ import numpy as np
 from sqlmodel import Session
 
 from context_store.index.embed.protocol import Embedder
-from context_store.retrieve.retriever import RetrievalResult
+from context_store.retrieve.result import RetrievalResult
 from context_store.route.questions import RoutingOutcome, route_question
 from context_store.route.triggers import EscalationReason, RoutingConfig, escalation_reasons, record_asked, routing_config
 from context_store.store.context_store import ContextStore

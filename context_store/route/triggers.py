@@ -37,7 +37,7 @@ from sqlmodel import Session, col, select
 from context_store._common import as_utc, utcnow
 from context_store.errors import ConfigError
 from context_store.index.embed.protocol import Embedder
-from context_store.retrieve.retriever import RetrievalResult
+from context_store.retrieve.result import RetrievalResult
 from context_store.settings import Settings
 from context_store.store.context_store import ContextStore
 from context_store.store.models import AskedQuestion, DocumentVersion
