@@ -23,9 +23,9 @@ from typing import Any
 from context_store.errors import ConfigError
 from context_store.index.embed.protocol import Embedder
 from context_store.index.embed.query_encoder import build_query_encoder
+from context_store.retrieve import RetrievalResult, Retriever
 from context_store.retrieve.dense_index import DenseIndex
 from context_store.retrieve.reranker import load_reranker
-from context_store.retrieve.retriever import RetrievalResult, Retriever
 from context_store.route.confidence import CALIBRATOR_FILE, Calibrator, load_calibrator
 from context_store.route.decision import Trigger
 from context_store.route.respond import Responder

@@ -28,7 +28,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Candidate", "bm25_scores", "rrf", "score_fusion", "text_weight_for", "tokenize"]
+from context_store.settings import RetrievalConfig
+
+__all__ = ["Candidate", "bm25_scores", "fuse", "rrf", "score_fusion", "text_weight_for", "tokenize"]
 
 RRF_K = 60
 
@@ -64,6 +66,25 @@ def score_fusion(candidates: list[Candidate], text_weight: float) -> list[Candid
         lexical = (c.text_score or 0.0) / top if top > 0 else 0.0
         c.score = dense + text_weight * spread * lexical
     return sorted(candidates, key=lambda c: -c.score)
+
+
+def fuse(mode: str, candidates: list[Candidate], query: str, config: RetrievalConfig) -> list[Candidate]:
+    """The candidates ranked as ``mode`` asks (``vector``, ``text``, ``rrf`` or ``hybrid``), best first."""
+    if mode == "vector":
+        for c in candidates:
+            c.score = c.vector_score or 0.0
+        return sorted(candidates, key=lambda c: -c.score)
+    if mode == "text":
+        for c in candidates:
+            c.score = c.text_score or 0.0
+        return sorted(candidates, key=lambda c: -c.score)
+    if mode == "rrf":
+        return rrf(candidates)
+    weight = text_weight_for(
+        query, question_weight=config.text_weight, keyword_weight=config.keyword_text_weight,
+        keyword_max_terms=config.keyword_max_terms,
+    )
+    return score_fusion(candidates, weight)
 
 
 def text_weight_for(query: str, *, question_weight: float, keyword_weight: float, keyword_max_terms: int) -> float:

@@ -29,7 +29,7 @@ from sqlmodel import Session, col, func, select
 
 from context_store._common import utcnow
 from context_store.errors import InvalidRequest, QuestionConflict, UnknownQuestion
-from context_store.retrieve.retriever import RetrievalResult
+from context_store.retrieve.result import RetrievalResult
 from context_store.route.decision import Reason
 from context_store.route.outbox import enqueue
 from context_store.route.policy import RoutingConfig, routing_config

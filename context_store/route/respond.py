@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from context_store.index.embed.protocol import Embedder
-from context_store.retrieve.retriever import RetrievalResult, Retriever
+from context_store.retrieve.result import RetrievalResult
+from context_store.retrieve.retriever import Retriever
 from context_store.route.confidence import Calibrator, default_confidence
 from context_store.route.decision import Decision, Trigger, decide
 from context_store.route.policy import RoutingConfig

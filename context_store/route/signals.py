@@ -17,7 +17,7 @@ import numpy as np
 from sqlmodel import Session
 
 from context_store.index.embed.protocol import Embedder
-from context_store.retrieve.retriever import RetrievalResult
+from context_store.retrieve.result import RetrievalResult
 from context_store.route.decision import Reason
 from context_store.route.policy import RoutingConfig, routing_config
 from context_store.route.questions import RoutingOutcome, route_question

@@ -19,7 +19,7 @@ from sqlmodel import Session, col, select
 
 from context_store._common import utcnow
 from context_store.errors import NotFound, StoreError
-from context_store.retrieve.retriever import RetrievalResult
+from context_store.retrieve.result import RetrievalResult
 from context_store.route.decision import Decision
 from context_store.store.context_store import ContextStore
 from context_store.store.models import ArchivedChunk, ChunkRecord, DocumentVersion, RetrievalTrace, UserSnapshotVersion

@@ -33,7 +33,7 @@ from sqlmodel import Session, col, select
 
 from context_store._common import as_utc, utcnow
 from context_store.index.embed.protocol import Embedder
-from context_store.retrieve.retriever import RetrievalResult
+from context_store.retrieve.result import RetrievalResult
 from context_store.route.decision import Reason
 from context_store.route.policy import RoutingConfig, routing_config
 from context_store.store.context_store import ContextStore
