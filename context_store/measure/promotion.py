@@ -37,13 +37,8 @@ from context_store.index.chunking import chunk_document
 from context_store.index.embed.cache import embed_cached
 from context_store.index.embed.protocol import Embedder
 from context_store.index.indexing import fact_id_for
-from context_store.measure.quality import (
-    CheckOutcome,
-    RetrievalQuality,
-    evaluate_retrieval_quality,
-    record_evaluation,
-    retrieval_checks,
-)
+from context_store.measure.checks import CheckOutcome
+from context_store.measure.quality import RetrievalQuality, evaluate_retrieval_quality, record_evaluation, retrieval_checks
 from context_store.settings import ChunkingConfig
 from context_store.store.context_store import ContextStore
 from context_store.store.database import bulk_update

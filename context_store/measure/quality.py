@@ -29,6 +29,7 @@ from context_store._common import utcnow
 from context_store.index.embed.protocol import Embedder
 from context_store.index.ingest import ingest
 from context_store.measure.beir import load_beir, write_corpus
+from context_store.measure.checks import CheckOutcome
 from context_store.measure.golden import GoldenResult, evaluate_golden, load_golden
 from context_store.measure.retrieval_eval import evaluate_retrieval
 from context_store.retrieve.dense_index import DenseIndex
@@ -38,7 +39,6 @@ from context_store.store.context_store import ContextStore
 from context_store.store.models import EvaluationRun
 
 __all__ = [
-    "CheckOutcome",
     "RetrievalQuality",
     "SetQuality",
     "evaluate_retrieval_quality",
@@ -139,15 +139,6 @@ def evaluate_retrieval_quality(
 
 
 # --- checks ---------------------------------------------------------------------------------
-
-
-@dataclass
-class CheckOutcome:
-    name: str
-    passed: bool
-    detail: str
-    value: float | None = None
-    threshold: float | None = None
 
 
 _FLOORS = (("ndcg@10", "ndcg_floor"), ("recall@{k}", "recall_floor"), ("mrr@10", "mrr_floor"),
