@@ -9,15 +9,9 @@ import pytest
 
 from context_store.errors import InputRejected
 from context_store.index.embed.fake import HashingEmbedder
-from context_store.measure.routing_eval import (
-    aurc,
-    convert_clinc150,
-    coverage_at_precision,
-    ece,
-    escalation_scores,
-    load_queries,
-    run_routing_eval,
-)
+from context_store.measure.ir_metrics import aurc, coverage_at_precision
+from context_store.measure.ir_metrics import expected_calibration_error as ece
+from context_store.measure.routing_eval import convert_clinc150, escalation_scores, load_queries, run_routing_eval
 from tests.conftest import SHARED_DATA
 
 

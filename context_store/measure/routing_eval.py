@@ -14,7 +14,8 @@ run, for a raw top-1 similarity baseline:
 - ``coverage_at_90`` / ``coverage_at_95``: the largest share of queries that can be
   answered (highest score first) while answer precision stays >= 90 % / 95 %;
 - ``aurc``: area under the risk-coverage curve (lower is better);
-- ``ece``: expected calibration error of the score as P(correct), 10 equal-width bins;
+- ``ece``: expected calibration error of the score as P(correct), 10 equal-width bins
+  (``ir_metrics``; the raw cosine of the baseline is clipped into [0, 1] first);
 - ``escalation_precision`` / ``escalation_recall``: for unanswerable queries, at the
   operating threshold (fitted on the training folds to ``target_precision``).
 
@@ -42,6 +43,7 @@ import numpy as np
 from context_store.errors import InputRejected, InvalidRequest
 from context_store.index.embed.protocol import Embedder
 from context_store.index.ingest import ingest
+from context_store.measure.ir_metrics import aurc, coverage_at_precision, expected_calibration_error, threshold_at_precision
 from context_store.retrieve.retriever import Retriever
 from context_store.route.confidence import FEATURES, default_confidence, fit_calibrator
 from context_store.route.policy import RoutingConfig
@@ -51,11 +53,8 @@ from context_store.store.context_store import ContextStore
 __all__ = [
     "LabelledQuery",
     "RoutingEvalReport",
-    "aurc",
     "build_kb_home",
     "convert_clinc150",
-    "coverage_at_precision",
-    "ece",
     "escalation_scores",
     "evaluate_routing",
     "load_queries",
@@ -152,51 +151,6 @@ class _Cached:
 # --- metrics ------------------------------------------------------------------------------
 
 
-def _sorted_correct(scores: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    order = np.argsort(-scores, kind="stable")
-    return scores[order], correct[order].astype(float)
-
-
-def coverage_at_precision(scores: Iterable[float], correct: Iterable[bool], target: float) -> float:
-    """Largest fraction answerable (score-descending, cutting only between distinct scores) at precision >= target."""
-    s, c = _sorted_correct(np.asarray(list(scores), float), np.asarray(list(correct), bool))
-    n = len(s)
-    if not n:
-        return 0.0
-    cum = np.cumsum(c)
-    best = 0
-    for i in range(n):
-        if i + 1 < n and s[i + 1] == s[i]:
-            continue  # a threshold cannot split tied scores
-        if cum[i] / (i + 1) >= target:
-            best = i + 1
-    return best / n
-
-
-def aurc(scores: Iterable[float], correct: Iterable[bool]) -> float:
-    """Area under the risk-coverage curve: mean over k of the error rate among the top-k answered."""
-    s, c = _sorted_correct(np.asarray(list(scores), float), np.asarray(list(correct), bool))
-    if not len(s):
-        return 0.0
-    risk = 1.0 - np.cumsum(c) / np.arange(1, len(c) + 1)
-    return float(risk.mean())
-
-
-def ece(probs: Iterable[float], correct: Iterable[bool], bins: int = 10) -> float:
-    """Expected calibration error with equal-width bins on [0, 1] (scores are clipped into it)."""
-    p = np.clip(np.asarray(list(probs), float), 0.0, 1.0)
-    y = np.asarray(list(correct), float)
-    if not len(p):
-        return 0.0
-    idx = np.minimum((p * bins).astype(int), bins - 1)
-    total = 0.0
-    for b in range(bins):
-        mask = idx == b
-        if mask.any():
-            total += mask.sum() / len(p) * abs(y[mask].mean() - p[mask].mean())
-    return float(total)
-
-
 def escalation_scores(escalated: Iterable[bool], answerable: Iterable[bool]) -> tuple[float, float]:
     """Precision and recall of escalation, unanswerable being the positive class."""
     e = np.asarray(list(escalated), bool)
@@ -205,19 +159,6 @@ def escalation_scores(escalated: Iterable[bool], answerable: Iterable[bool]) -> 
     precision = tp / e.sum() if e.sum() else 1.0
     recall = tp / u.sum() if u.sum() else 1.0
     return precision, recall
-
-
-def _threshold_for(scores: np.ndarray, correct: np.ndarray, target: float) -> float:
-    """The lowest score threshold at which answer precision on this data reaches ``target``."""
-    s, c = _sorted_correct(scores, correct)
-    cum = np.cumsum(c)
-    threshold = float("inf")
-    for i in range(len(s)):
-        if i + 1 < len(s) and s[i + 1] == s[i]:
-            continue
-        if cum[i] / (i + 1) >= target:
-            threshold = float(s[i])
-    return threshold
 
 
 def _cross_fit(feats: list[dict[str, float]], y: np.ndarray, folds: int, seed: int, target: float) -> tuple[np.ndarray, np.ndarray]:
@@ -231,7 +172,7 @@ def _cross_fit(feats: list[dict[str, float]], y: np.ndarray, folds: int, seed: i
         train = np.setdiff1d(order, test)
         calibrator = fit_calibrator([feats[i] for i in train], [bool(y[i]) for i in train])
         conf[test] = [calibrator.predict(feats[i]) for i in test]
-        thr[test] = _threshold_for(np.array([calibrator.predict(feats[i]) for i in train]), y[train], target)
+        thr[test] = threshold_at_precision(np.array([calibrator.predict(feats[i]) for i in train]), y[train], target)
     return conf, thr
 
 
@@ -242,7 +183,7 @@ def _raw_thresholds(raw: np.ndarray, y: np.ndarray, folds: int, seed: int, targe
     for f in range(folds):
         test = order[f::folds]
         train = np.setdiff1d(order, test)
-        thr[test] = _threshold_for(raw[train], y[train], target)
+        thr[test] = threshold_at_precision(raw[train], y[train], target)
     return thr
 
 
@@ -270,7 +211,7 @@ def _summary(scores: np.ndarray, probs: np.ndarray, correct: np.ndarray, escalat
         "coverage_at_90": round(coverage_at_precision(scores, correct, 0.90), 4),
         "coverage_at_95": round(coverage_at_precision(scores, correct, 0.95), 4),
         "aurc": round(aurc(scores, correct), 4),
-        "ece": round(ece(probs, correct), 4),
+        "ece": round(expected_calibration_error(probs, correct), 4),
         "escalation_rate": round(float(escalated.mean()), 4),
         "answer_precision": round(float(correct[answered].mean()) if answered.any() else 1.0, 4),
         **({"coverage_at_target": round(coverage_at_precision(scores, correct, target), 4)} if target is not None else {}),
@@ -356,7 +297,8 @@ def evaluate_routing(
     default = np.array([default_confidence(f) if h else 0.0 for f, h in zip(feats, has_results)])
     api_threshold = store.settings.retrieval.confidence_threshold
     policy = _summary(conf, conf, y, (conf < thr) | extra, answerable, target=target_precision)
-    baseline = _summary(raw, raw, y, (raw < raw_thr) | extra, answerable, target=target_precision)
+    # the raw cosine read as P(correct) is clipped into [0, 1] for its ECE (it can be negative)
+    baseline = _summary(raw, np.clip(raw, 0.0, 1.0), y, (raw < raw_thr) | extra, answerable, target=target_precision)
     uncalibrated = _summary(default, default, y, (default < api_threshold) | extra, answerable, target=target_precision)
     by_reason: dict[str, int] = {}
     for codes_ in extra_codes:
