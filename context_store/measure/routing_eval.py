@@ -1,7 +1,7 @@
 """Routing quality on labelled queries: does the policy answer what it can and escalate what it cannot?
 
 Input: a BEIR-format knowledge base (``corpus.jsonl`` lines ``{_id, title, text}``) and a
-JSONL query file (lines ``{text, answerable, expected_doc_ids?}``). The KB is written as
+JSONL query file (lines ``{text, answerable, expected_doc_ids?}``, read by ``questions.load_questions``). The KB is written as
 Markdown files into a fresh home and ingested by the ordinary pipeline; every query then
 runs through the code ``POST /v1/retrieve`` serves with: ``Retriever.retrieve`` (the
 configured mode), the confidence features it computes, ``routing_signals`` (outcome
@@ -44,6 +44,7 @@ from context_store.errors import InputRejected, InvalidRequest
 from context_store.index.embed.protocol import Embedder
 from context_store.index.ingest import ingest
 from context_store.measure.ir_metrics import aurc, coverage_at_precision, expected_calibration_error, threshold_at_precision
+from context_store.measure.questions import LabelledQuestion, load_questions
 from context_store.retrieve.retriever import Retriever
 from context_store.route.confidence import FEATURES, default_confidence, fit_calibrator
 from context_store.route.policy import RoutingConfig
@@ -51,47 +52,15 @@ from context_store.route.signals import routing_signals
 from context_store.store.context_store import ContextStore
 
 __all__ = [
-    "LabelledQuery",
     "RoutingEvalReport",
     "build_kb_home",
     "convert_clinc150",
     "escalation_scores",
     "evaluate_routing",
-    "load_queries",
     "run_routing_eval",
 ]
 
 SOURCE = "kb"
-
-
-@dataclass
-class LabelledQuery:
-    text: str
-    answerable: bool
-    expected_doc_ids: list[str] | None = None
-
-
-def load_queries(path: Path) -> list[LabelledQuery]:
-    """Read the JSONL query file; a bad line is a specific error naming the line."""
-    out: list[LabelledQuery] = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputRejected("malformed_json", f"{path}:{n}: {exc}") from exc
-        if not isinstance(row, dict) or not isinstance(row.get("text"), str) or not row["text"].strip():
-            raise InputRejected("bad_query", f"{path}:{n}: expected an object with a non-empty 'text'")
-        if not isinstance(row.get("answerable"), bool):
-            raise InputRejected("bad_query", f"{path}:{n}: 'answerable' must be true or false")
-        expected = row.get("expected_doc_ids")
-        if expected is not None and (not isinstance(expected, list) or not all(isinstance(e, str) for e in expected)):
-            raise InputRejected("bad_query", f"{path}:{n}: 'expected_doc_ids' must be a list of strings")
-        out.append(LabelledQuery(row["text"].strip(), row["answerable"], expected or None))
-    if not out:
-        raise InvalidRequest(f"{path}: no queries")
-    return out
 
 
 def _file_name(doc_id: str) -> str:
@@ -232,7 +201,7 @@ def run_routing_eval(
     progress: Any = None,
 ) -> RoutingEvalReport:
     """Ingest the KB into a fresh (or reused ``work_dir``) home, run every query, score both policies."""
-    queries = load_queries(queries_path)
+    queries = load_questions(queries_path, answerable_need_docs=False)
     if not 2 <= folds <= 20:
         raise InvalidRequest(f"folds must be between 2 and 20, got {folds}")
     tmp = None
@@ -252,7 +221,7 @@ def run_routing_eval(
 def evaluate_routing(
     store: ContextStore,
     embedder: Embedder,
-    queries: list[LabelledQuery],
+    queries: list[LabelledQuestion],
     *,
     mapping: dict[str, str] | None = None,
     folds: int = 5,
