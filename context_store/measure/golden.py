@@ -14,10 +14,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
-
-from context_store.index.embed.protocol import Embedder
 from context_store.measure.ir_metrics import evaluate_run, mrr_at_k, ndcg_at_k, recall_at_k
+from context_store.measure.prefetch import PrefetchedEmbedder
 from context_store.measure.questions import LabelledQuestion
 from context_store.retrieve.retriever import Retriever
 
@@ -58,27 +56,12 @@ def _contains(text: str, phrase: str | None) -> bool:
     return bool(phrase) and phrase.lower() in text.lower()  # type: ignore[union-attr]
 
 
-class _Prefetched:
-    """Encodes every question in one batch up front (one model call instead of one per question)."""
-
-    def __init__(self, inner: Embedder, texts: list[str]) -> None:
-        self.name, self.dim, self._inner = inner.name, inner.dim, inner
-        unique = list(dict.fromkeys(texts))
-        self._vectors = dict(zip(unique, inner.encode(unique))) if unique else {}
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        missing = [t for t in texts if t not in self._vectors]
-        if missing:
-            self._vectors.update(zip(missing, self._inner.encode(missing)))
-        return np.stack([self._vectors[t] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
-
-
 def evaluate_golden(retriever: Retriever, questions: list[LabelledQuestion], *, set_name: str, k: int = 10, mode: str | None = None) -> GoldenResult:
     """Rank every answerable question with the retriever's configured mode; chunks collapse to documents by their best chunk."""
     started = time.perf_counter()
     mode = mode or retriever.config.mode
     answerable = [q.text for q in questions if q.answerable]
-    retriever = Retriever(retriever.store, _Prefetched(retriever.embedder, answerable), config=retriever.config,
+    retriever = Retriever(retriever.store, PrefetchedEmbedder(retriever.embedder, answerable), config=retriever.config,
                           dense=retriever.dense, reranker=retriever.reranker)
     run: dict[str, list[str]] = {}
     qrels: dict[str, dict[str, int]] = {}

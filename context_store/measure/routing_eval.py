@@ -44,6 +44,7 @@ from context_store.errors import InputRejected, InvalidRequest
 from context_store.index.embed.protocol import Embedder
 from context_store.index.ingest import ingest
 from context_store.measure.ir_metrics import aurc, coverage_at_precision, expected_calibration_error, threshold_at_precision
+from context_store.measure.prefetch import PrefetchedEmbedder
 from context_store.measure.questions import LabelledQuestion, load_questions
 from context_store.retrieve.retriever import Retriever
 from context_store.route.confidence import FEATURES, default_confidence, fit_calibrator
@@ -100,21 +101,6 @@ def build_kb_home(kb_dir: Path, home: Path, embedder: Embedder) -> tuple[Context
     store.settings.save()
     ingest(store, embedder)
     return store, mapping
-
-
-class _Cached:
-    """Embeds all queries in one batch up front; ``retrieve`` then gets its vector from the cache."""
-
-    def __init__(self, inner: Embedder, texts: list[str]) -> None:
-        self.name, self.dim, self._inner = inner.name, inner.dim, inner
-        unique = list(dict.fromkeys(texts))
-        self._vectors = dict(zip(unique, inner.encode(unique)))
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        missing = [t for t in texts if t not in self._vectors]
-        if missing:
-            self._vectors.update(zip(missing, self._inner.encode(missing)))
-        return np.stack([self._vectors[t] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
 
 
 # --- metrics ------------------------------------------------------------------------------
@@ -238,7 +224,7 @@ def evaluate_routing(
     """
     if not 2 <= folds <= 20:
         raise InvalidRequest(f"folds must be between 2 and 20, got {folds}")
-    cached = _Cached(embedder, [q.text for q in queries])
+    cached = PrefetchedEmbedder(embedder, [q.text for q in queries])
     retriever = Retriever(store, cached)
     config = config or RoutingConfig()
     feats: list[dict[str, float]] = []
