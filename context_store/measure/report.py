@@ -21,7 +21,7 @@ from sqlmodel import col, select
 
 from context_store._common import percentile, utcnow
 from context_store.measure.freshness import freshness_report
-from context_store.measure.promotion import pending_change
+from context_store.measure.gate import pending_change
 from context_store.measure.quality import history
 from context_store.store.context_store import ContextStore
 from context_store.store.models import EvaluationRun, PromotionDecision, RetrievalTrace, StaffAnswer, VersionLag

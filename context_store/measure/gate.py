@@ -1,12 +1,9 @@
 """The promotion gate: a new embedding model or chunker only serves once it is measured at least as good.
 
-When the configured (model, chunker) differs from the serving deployment (``deployments``):
+When the configured (model, chunker) differs from the serving deployment (``pending_change``):
 
-1. ``build_candidate`` builds the new index *beside* the live one, in tables suffixed with
-   the new fingerprint (``company_chunks__<fp>``, ``user_state__<fp>``), from the current
-   versions in SQL. Embeddings go through the (chunk hash, model) cache, so a new model
-   re-embeds while the old one keeps its vectors, and a rebuild only embeds what changed.
-   The live tables, and everything served from them, are untouched.
+1. ``index.candidate.build_candidate`` builds the new index *beside* the live one (the live
+   tables, and everything served from them, are untouched).
 2. ``evaluate_gate`` scores live and candidate on the same golden sets, in one run. The
    candidate passes when it holds every current document, clears every floor, and is not
    worse than live by more than ``quality.promotion_tolerance`` on nDCG@10, Recall@k, MRR
@@ -15,48 +12,44 @@ When the configured (model, chunker) differs from the serving deployment (``depl
    that passed on the table version it is switching to. A failed gate records a
    ``rejected`` decision; either way the decision and both sides' numbers are stored
    (``PromotionDecision``). The old tables stay (retired) so a switch back is instant.
+   A chunker change re-chunks the current versions' records (``index.candidate.rechunk_current``).
 
-A chunker change also rewrites the chunk records of *current* versions (what drift checks
-and evidence replay read); the records it replaces are archived, never deleted.
+``run_gate`` does all three; ``pending_change``, ``decision_since_promotion`` and
+``measured_since_promotion`` tell the schedules and sensors whether there is work to do.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, insert
 from sqlmodel import col, select
 
-from context_store._common import sha256, utcnow
+from context_store._common import utcnow
 from context_store.errors import StoreError
-from context_store.index.chunking import chunk_document
-from context_store.index.embed.cache import embed_cached
+from context_store.index.candidate import CandidateBuild, build_candidate, candidate_store, held_versions, rechunk_current
 from context_store.index.embed.protocol import Embedder
-from context_store.index.indexing import fact_id_for
 from context_store.measure.checks import CheckOutcome
 from context_store.measure.quality import RetrievalQuality, evaluate_retrieval_quality, record_evaluation, retrieval_checks
 from context_store.settings import ChunkingConfig
 from context_store.store.context_store import ContextStore
 from context_store.store.database import bulk_update
-from context_store.store.deployments import fingerprint_of, table_names_for
-from context_store.store.models import (
-    ArchivedChunk,
-    ChunkRecord,
-    Document,
-    DocumentVersion,
-    EvaluationRun,
-    IndexDeployment,
-    PromotionDecision,
-    UserRecord,
-    UserSnapshotVersion,
-)
-from context_store.store.vector_index import VectorIndex
+from context_store.store.deployments import fingerprint_of
+from context_store.store.models import Document, EvaluationRun, IndexDeployment, PromotionDecision, UserRecord
 
-__all__ = ["CandidateBuild", "GateResult", "build_candidate", "candidate_store", "decision_since_promotion", "evaluate_gate", "gate_is_current", "last_gate", "measured_since_promotion", "pending_change", "promote", "run_gate"]
+__all__ = [
+    "GateResult",
+    "decision_since_promotion",
+    "evaluate_gate",
+    "gate_is_current",
+    "last_gate",
+    "measured_since_promotion",
+    "pending_change",
+    "promote",
+    "run_gate",
+]
 
 log = logging.getLogger(__name__)
 COMPARED = ("ndcg@10", "recall@{k}", "mrr@10", "answer_changed_current_wins")
@@ -100,113 +93,6 @@ def measured_since_promotion(store: ContextStore) -> bool:
         if serving.promoted_at is not None:
             query = query.where(col(EvaluationRun.created_at) >= serving.promoted_at)
         return session.exec(query.limit(1)).first() is not None
-
-
-@dataclass
-class CandidateBuild:
-    fingerprint: str
-    store: ContextStore  # the configured settings over the candidate tables
-    documents: int = 0
-    documents_rebuilt: int = 0
-    chunks_embedded: int = 0
-    users_rebuilt: int = 0
-    seconds: float = 0.0
-
-
-def _deployment_row(store: ContextStore, fp: str) -> IndexDeployment:
-    configured = store.configured
-    with store.session() as session:
-        row = session.get(IndexDeployment, fp)
-        if row is None:
-            company, user = table_names_for(fp)
-            row = IndexDeployment(fingerprint=fp, model=configured.embedding.model, chunking=configured.chunking.model_dump(),
-                                  company_table=company, user_table=user, status="candidate")
-        elif row.status != "serving":
-            row.status = "candidate"
-        session.add(row)
-    return row
-
-
-def candidate_store(store: ContextStore) -> ContextStore:
-    """The configured settings over the candidate's tables (they may be empty if never built)."""
-    fp = fingerprint_of(store.configured)
-    row = _deployment_row(store, fp)
-    index = VectorIndex(store.configured.vector_uri, company_table=row.company_table, user_table=row.user_table,
-                        storage_options=store.configured.vector_storage_options())
-    return ContextStore(store.configured, index=index)
-
-
-def _held_versions(index: VectorIndex, table: str, key: str) -> dict[str, str]:
-    t = index.table(table)
-    if t is None or t.count_rows() == 0:
-        return {}
-    arrow = t.search().select([key, "version_id"]).limit(t.count_rows()).to_arrow()
-    return dict(zip(arrow.column(key).to_pylist(), arrow.column("version_id").to_pylist()))
-
-
-def build_candidate(store: ContextStore, embedder: Embedder, *, group: int = 200) -> CandidateBuild:
-    """Bring the candidate tables in line with the current versions in SQL (incremental)."""
-    started = time.perf_counter()
-    cand = candidate_store(store)
-    build = CandidateBuild(fingerprint=fingerprint_of(store.configured), store=cand)
-    index, chunking = cand.index, store.configured.chunking
-    with store.session() as session:
-        current = session.exec(
-            select(Document.doc_id, Document.kind, DocumentVersion)
-            .join(DocumentVersion, col(DocumentVersion.version_id) == col(Document.current_version_id))
-            .order_by(Document.doc_id)
-        ).all()
-        build.documents = len(current)
-        held = _held_versions(index, index.company_table_name, "doc_id")
-        todo = [(d, k, v) for d, k, v in current if held.get(d) != v.version_id]
-        gone = sorted(set(held) - {d for d, _, _ in current})
-        for start in range(0, max(len(todo), 1 if gone else 0), group):
-            part = todo[start : start + group]
-            chunks = {d: chunk_document(d, v.title, v.text, chunking) for d, _, v in part}
-            vectors, embedded = embed_cached(session, embedder, {c.chunk_hash: c.text for cs in chunks.values() for c in cs})
-            build.chunks_embedded += embedded
-            now = utcnow()
-            rows = [
-                {"chunk_id": c.chunk_id, "doc_id": d, "version_id": v.version_id, "chunk_hash": c.chunk_hash, "ordinal": c.ordinal,
-                 "kind": kind, "title": v.title, "heading": c.heading, "text": c.text, "source_path": v.source_path,
-                 "source_changed_at": v.source_mtime or v.observed_at, "indexed_at": now, "vector": vectors[c.chunk_hash]}
-                for d, kind, v in part for c in chunks[d]
-            ]
-            doc_ids = [d for d, _, _ in part] + (gone if start == 0 else [])
-            index.replace_documents(doc_ids, rows, embedder.dim)
-            build.documents_rebuilt += len(part)
-        users = session.exec(
-            select(UserRecord.user_id, UserSnapshotVersion)
-            .join(UserSnapshotVersion, col(UserSnapshotVersion.version_id) == col(UserRecord.current_version_id))
-        ).all()
-        held_users = _held_versions(index, index.user_table_name, "user_id")
-        todo_users = [(u, v) for u, v in users if held_users.get(u) != v.version_id and v.facts]
-        gone_users = sorted(set(held_users) - {u for u, v in users if v.facts})
-        if todo_users or gone_users:
-            texts = {c["text"]: c["text"] for _, v in todo_users for c in v.facts}
-            vectors, embedded = embed_cached(session, embedder, {sha256(t): t for t in texts})
-            build.chunks_embedded += embedded
-            now = utcnow()
-            seen: set[str] = set()
-            rows = []
-            for u, v in todo_users:
-                for fact in v.facts:
-                    fid = fact_id_for(u, fact["key"], fact["text"])
-                    if fid in seen:
-                        continue
-                    seen.add(fid)
-                    rows.append({"fact_id": fid, "user_id": u, "version_id": v.version_id, "fact_key": fact["key"], "text": fact["text"],
-                                 "captured_at": v.captured_at, "indexed_at": now, "vector": vectors[sha256(fact["text"])]})
-            index.replace_users([u for u, _ in todo_users] + gone_users, rows, embedder.dim)
-            build.users_rebuilt = len(todo_users)
-    index.optimize()
-    with store.session() as session:
-        row = session.get(IndexDeployment, build.fingerprint)
-        if row is not None:
-            row.built_at = utcnow()
-            session.add(row)
-    build.seconds = time.perf_counter() - started
-    return build
 
 
 @dataclass
@@ -258,7 +144,7 @@ def last_gate(store: ContextStore) -> GateResult | None:
 def _missing_documents(store: ContextStore, cand: ContextStore) -> int:
     with store.session() as session:
         current = dict(session.exec(select(Document.doc_id, Document.current_version_id).where(col(Document.current_version_id).is_not(None))).all())
-    held = _held_versions(cand.index, cand.index.company_table_name, "doc_id")
+    held = held_versions(cand.index, cand.index.company_table_name, "doc_id")
     return sum(1 for d, v in current.items() if held.get(d) != v)
 
 
@@ -345,10 +231,10 @@ def promote(store: ContextStore, gate: GateResult, *, trigger: str = "cli") -> P
         old_row = session.get(IndexDeployment, old.fingerprint)
         rechunked = 0
         if ChunkingConfig(**new.chunking) != ChunkingConfig(**old.chunking):
-            rechunked = _rechunk_current(session, old.fingerprint, ChunkingConfig(**new.chunking))
-        held = _held_versions(cand.index, cand.index.company_table_name, "doc_id")
+            rechunked = rechunk_current(session, old.fingerprint, ChunkingConfig(**new.chunking))
+        held = held_versions(cand.index, cand.index.company_table_name, "doc_id")
         bulk_update(session, Document, "doc_id", [{"doc_id": d, "indexed_version_id": v} for d, v in held.items()])
-        held_users = _held_versions(cand.index, cand.index.user_table_name, "user_id")
+        held_users = held_versions(cand.index, cand.index.user_table_name, "user_id")
         bulk_update(session, UserRecord, "user_id", [{"user_id": u, "indexed_version_id": v} for u, v in held_users.items()])
         if old_row is not None:
             old_row.status, old_row.retired_at = "retired", utcnow()
@@ -364,43 +250,6 @@ def promote(store: ContextStore, gate: GateResult, *, trigger: str = "cli") -> P
         session.add(decision)
     log.info("promoted index %s (model %s) over %s", new.fingerprint, new.model, old.fingerprint)
     return decision
-
-
-def _insert_ignoring_duplicates(session: Any, model: Any) -> Any:
-    """Archiving twice (promote, switch back, promote again) keeps the first copy on SQLite and PostgreSQL alike."""
-    if session.bind.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(model.__table__).on_conflict_do_nothing()
-    if session.bind.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        return sqlite_insert(model.__table__).on_conflict_do_nothing()
-    return insert(model.__table__)
-
-
-def _rechunk_current(session: Any, old_fingerprint: str, chunking: ChunkingConfig) -> int:
-    versions = session.exec(
-        select(DocumentVersion).join(Document, col(Document.current_version_id) == col(DocumentVersion.version_id))
-    ).all()
-    ids = [v.version_id for v in versions]
-    old = session.exec(select(ChunkRecord).where(col(ChunkRecord.version_id).in_(ids))).all() if ids else []
-    if old:
-        session.execute(_insert_ignoring_duplicates(session, ArchivedChunk), [
-            {"version_id": c.version_id, "fingerprint": old_fingerprint, "ordinal": c.ordinal, "chunk_id": c.chunk_id, "doc_id": c.doc_id,
-             "chunk_hash": c.chunk_hash, "heading": c.heading, "text": c.text, "archived_at": utcnow()} for c in old
-        ])
-        session.execute(delete(ChunkRecord).where(col(ChunkRecord.version_id).in_(ids)))
-    rows, counts = [], []
-    for v in versions:
-        chunks = chunk_document(v.doc_id, v.title, v.text, chunking)
-        rows += [{"version_id": v.version_id, "ordinal": c.ordinal, "chunk_id": c.chunk_id, "doc_id": v.doc_id,
-                  "chunk_hash": c.chunk_hash, "heading": c.heading, "text": c.text} for c in chunks]
-        counts.append({"version_id": v.version_id, "chunk_count": len(chunks)})
-    if rows:
-        session.execute(insert(ChunkRecord.__table__), rows)
-    bulk_update(session, DocumentVersion, "version_id", counts)
-    return len(versions)
 
 
 def run_gate(
