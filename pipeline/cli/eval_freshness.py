@@ -42,8 +42,7 @@ from context_store.index.embed.model_files import MODELS_DIR_ENV
 from context_store.index.embed.onnx_backend import OnnxEncoder
 from context_store.index.embed.protocol import Embedder
 from context_store.index.ingest import ingest
-from context_store.measure.freshness import percentile
-from context_store.measure.replay import FileWrite, History, run_replay
+from context_store.measure.replay import FileWrite, History, rounded_percentile, run_replay
 from context_store.settings import Settings
 from context_store.state import journal
 from context_store.store.context_store import ContextStore
@@ -90,12 +89,6 @@ class _TimedEmbedder:
             self.seconds += time.perf_counter() - started
 
 
-def _p(values: list[float], q: float) -> float | None:
-    """The replay's own percentile (its lag figures use it), rounded for the report."""
-    value = percentile(values, q)
-    return None if value is None else round(value, 3)
-
-
 class WarmDriver:
     name = "warm"
 
@@ -126,13 +119,13 @@ class WarmDriver:
         out: dict[str, Any] = {"applies": len(self.applies)}
         for stage in ("apply", "version", "index", "embed"):
             values = [a[stage] for a in self.applies]
-            out[f"{stage}_p50_s"], out[f"{stage}_p95_s"] = _p(values, 50), _p(values, 95)
+            out[f"{stage}_p50_s"], out[f"{stage}_p95_s"] = rounded_percentile(values, 50), rounded_percentile(values, 95)
         total = sum(a["apply"] for a in self.applies)
         out["embed_share_of_apply"] = round(sum(a["embed"] for a in self.applies) / total, 3) if total else None
         runs = self.applier.optimizations if self.applier else []
         out["optimize_runs"] = len(runs)
-        out["optimize_p50_s"] = _p([r["seconds"] for r in runs], 50)
-        out["optimize_max_s"] = _p([r["seconds"] for r in runs], 100)
+        out["optimize_p50_s"] = rounded_percentile([r["seconds"] for r in runs], 50)
+        out["optimize_max_s"] = rounded_percentile([r["seconds"] for r in runs], 100)
         return out
 
     def active(self, index: int) -> bool:
@@ -370,6 +363,83 @@ def measure_run_launch(home: Path) -> float:
     return time.perf_counter() - started
 
 
+def _drivers(base: Path, embedder_name: str, *, dagster: bool, dagster_daemon: bool, dagster_every: int, start: int) -> tuple[Embedder, list[Any]]:
+    """The embedder every path shares, and the warm driver followed by the Dagster one (if any)."""
+    model = None
+    if embedder_name == "hashing":
+        embedder: Embedder = HashingEmbedder(dim=128)
+        model = embedder.name
+    else:
+        embedder = build_embedder(Settings.load(base / "probe-settings").embedding, base / "probe-settings")
+    drivers: list[Any] = [WarmDriver(base / "warm", embedder, model)]
+    if dagster and dagster_daemon:
+        drivers.append(DaemonDriver(base / "dagster", embedder, model=model))
+    elif dagster:
+        drivers.append(DagsterDriver(base / "dagster", embedder, every=dagster_every, start=start, model=model))
+    return embedder, drivers
+
+
+def _lag_keys(report: dict[str, Any], launch: float | None, dagster_daemon: bool) -> dict[str, Any]:
+    """The lag figures of both paths, the warm path's embedding floor and the Dagster path's launch estimate."""
+    warm = report["drivers"]["warm"]
+    dag = report["drivers"].get("dagster")
+    warm_floor = report["embed_floor"] or {}
+    return {
+        "lag_warm_p50_s": warm["lag_p50_s"],
+        "lag_warm_p95_s": warm["lag_p95_s"],
+        "lag_warm_max_s": warm["lag_max_s"],
+        "lag_warm_small_commits_p95_s": warm["small_commit_lag_p95_s"],
+        "lag_warm_per_commit_p95_s": warm["commit_lag_p95_s"],
+        "lag_warm_floor_p50_s": warm_floor.get("lag_p50_s"),
+        "lag_warm_floor_p95_s": warm_floor.get("lag_p95_s"),
+        "lag_warm_floor_max_s": warm_floor.get("lag_max_s"),
+        "lag_warm_floor_per_commit_p95_s": warm_floor.get("per_commit_p95_s"),
+        "lag_dagster_p50_s": dag["lag_p50_s"] if dag else None,
+        "lag_dagster_p95_s": dag["lag_p95_s"] if dag else None,
+        "lag_dagster_max_s": dag["lag_max_s"] if dag else None,
+        "lag_dagster_small_commits_p95_s": dag["small_commit_lag_p95_s"] if dag else None,
+        "lag_dagster_per_commit_p95_s": dag["commit_lag_p95_s"] if dag else None,
+        "dagster_run_launch_s": round(launch, 2) if launch is not None else None,
+        "dagster_sensor_interval_s": _sensor_interval_s() if dag else None,
+        "dagster_mode": ("daemon" if dagster_daemon else "in-process") if dag else None,
+        "lag_dagster_daemon_p95_est_s": (
+            round(dag["lag_p95_s"] + launch + _sensor_interval_s(), 2) if dag and dag["lag_p95_s"] is not None and launch is not None else None
+        ),
+    }
+
+
+def _summary(report: dict[str, Any], drivers: list[Any], embedder: Embedder, launch: float | None, dagster_daemon: bool) -> dict[str, Any]:
+    """One flat object of the replay's figures (the ``--json`` output)."""
+    totals = report["drivers"].values()
+    dag = report["drivers"].get("dagster")
+    summary: dict[str, Any] = {
+        "commits": report["commits"],
+        "probes": sum(d["probes"] for d in totals),
+        "stale_hits": sum(d["stale_hits"] for d in totals),
+        "misses": sum(d["misses"] for d in totals),
+        **_lag_keys(report, launch, dagster_daemon),
+        "chunks_embedded": report["drivers"]["warm"]["chunks_embedded"],
+        "chunks_changed": report["chunks_changed"],
+        "chunks_embedded_dagster": dag["chunks_embedded"] if dag else None,
+        "files_changed": report["files_changed"],
+        "timeouts": sum(d["timeouts"] for d in totals),
+        "final_state_matches_history": report["final_state_matches_history"],
+        "warm_and_dagster_identical": report["drivers_identical"],
+        "bootstrap_commits": report["bootstrap_commits"],
+        "bootstrap_seconds": report["bootstrap_seconds"],
+        "history": report["history"],
+        "embedder": embedder.name,
+        "seconds": report["seconds"],
+        "warm_stages": drivers[0].stages(),
+        "drivers": report["drivers"],
+        "embed_floor": report["embed_floor"],
+    }
+    if dag:
+        runs = drivers[1]
+        summary["dagster_runs"] = runs.runs if isinstance(runs, DagsterDriver) else None
+    return summary
+
+
 def freshness_eval(
     history_dir: str | Path,
     *,
@@ -394,17 +464,7 @@ def freshness_eval(
     own_dir = workdir is None
     base = Path(tempfile.mkdtemp(prefix="freshness-replay-")) if own_dir else Path(workdir)  # type: ignore[arg-type]
     base.mkdir(parents=True, exist_ok=True)
-    model = None
-    if embedder_name == "hashing":
-        embedder: Embedder = HashingEmbedder(dim=128)
-        model = embedder.name
-    else:
-        embedder = build_embedder(Settings.load(base / "probe-settings").embedding, base / "probe-settings")
-    drivers: list[Any] = [WarmDriver(base / "warm", embedder, model)]
-    if dagster and dagster_daemon:
-        drivers.append(DaemonDriver(base / "dagster", embedder, model=model))
-    elif dagster:
-        drivers.append(DagsterDriver(base / "dagster", embedder, every=dagster_every, start=start, model=model))
+    embedder, drivers = _drivers(base, embedder_name, dagster=dagster, dagster_daemon=dagster_daemon, dagster_every=dagster_every, start=start)
     try:
         report = run_replay(
             history, drivers, embedder=embedder, settings=drivers[0].store.settings, source_name=SOURCE_NAME,
@@ -415,54 +475,7 @@ def freshness_eval(
     finally:
         if own_dir:
             shutil.rmtree(base, ignore_errors=True)
-    warm = report["drivers"]["warm"]
-    dag = report["drivers"].get("dagster")
-    warm_floor = report["embed_floor"] or {}
-    summary: dict[str, Any] = {
-        "commits": report["commits"],
-        "probes": sum(d["probes"] for d in report["drivers"].values()),
-        "stale_hits": sum(d["stale_hits"] for d in report["drivers"].values()),
-        "misses": sum(d["misses"] for d in report["drivers"].values()),
-        "lag_warm_p50_s": warm["lag_p50_s"],
-        "lag_warm_p95_s": warm["lag_p95_s"],
-        "lag_warm_max_s": warm["lag_max_s"],
-        "lag_warm_small_commits_p95_s": warm["small_commit_lag_p95_s"],
-        "lag_warm_per_commit_p95_s": warm["commit_lag_p95_s"],
-        "lag_warm_floor_p50_s": warm_floor.get("lag_p50_s"),
-        "lag_warm_floor_p95_s": warm_floor.get("lag_p95_s"),
-        "lag_warm_floor_max_s": warm_floor.get("lag_max_s"),
-        "lag_warm_floor_per_commit_p95_s": warm_floor.get("per_commit_p95_s"),
-        "lag_dagster_p50_s": dag["lag_p50_s"] if dag else None,
-        "lag_dagster_p95_s": dag["lag_p95_s"] if dag else None,
-        "lag_dagster_max_s": dag["lag_max_s"] if dag else None,
-        "lag_dagster_small_commits_p95_s": dag["small_commit_lag_p95_s"] if dag else None,
-        "lag_dagster_per_commit_p95_s": dag["commit_lag_p95_s"] if dag else None,
-        "dagster_run_launch_s": round(launch, 2) if launch is not None else None,
-        "dagster_sensor_interval_s": _sensor_interval_s() if dag else None,
-        "dagster_mode": ("daemon" if dagster_daemon else "in-process") if dag else None,
-        "lag_dagster_daemon_p95_est_s": (
-            round(dag["lag_p95_s"] + launch + _sensor_interval_s(), 2) if dag and dag["lag_p95_s"] is not None and launch is not None else None
-        ),
-        "chunks_embedded": warm["chunks_embedded"],
-        "chunks_changed": report["chunks_changed"],
-        "chunks_embedded_dagster": dag["chunks_embedded"] if dag else None,
-        "files_changed": report["files_changed"],
-        "timeouts": sum(d["timeouts"] for d in report["drivers"].values()),
-        "final_state_matches_history": report["final_state_matches_history"],
-        "warm_and_dagster_identical": report["drivers_identical"],
-        "bootstrap_commits": report["bootstrap_commits"],
-        "bootstrap_seconds": report["bootstrap_seconds"],
-        "history": report["history"],
-        "embedder": embedder.name,
-        "seconds": report["seconds"],
-        "warm_stages": drivers[0].stages(),
-        "drivers": report["drivers"],
-        "embed_floor": report["embed_floor"],
-    }
-    if dag:
-        runs = drivers[1]
-        summary["dagster_runs"] = runs.runs if isinstance(runs, DagsterDriver) else None
-    return summary
+    return _summary(report, drivers, embedder, launch, dagster_daemon)
 
 
 def _fmt(value: Any, unit: str = "") -> str:
