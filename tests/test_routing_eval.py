@@ -13,7 +13,8 @@ from context_store.index.embed.fake import HashingEmbedder
 from context_store.measure.ir_metrics import aurc, coverage_at_precision
 from context_store.measure.ir_metrics import expected_calibration_error as ece
 from context_store.measure.questions import load_questions
-from context_store.measure.routing_eval import convert_clinc150, escalation_scores, run_routing_eval
+from context_store.measure.routing_eval import escalation_scores, run_routing_eval
+from context_store.measure.routing_sets import convert_clinc150
 from tests.conftest import SHARED_DATA
 
 # a routing query file: answerable questions may leave expected_doc_ids out

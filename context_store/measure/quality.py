@@ -258,8 +258,9 @@ def evaluate_routing_quality(store: ContextStore, embedder: Embedder) -> list[Se
                                       k=config.k, config=routing_config(store.settings))
             data = report.as_dict()
             metrics = {key: float(data[key]) for key in ROUTING_KEYS if key in data}
-            metrics.update({f"baseline_{key}": float(data["baseline"][key]) for key in ("ece", "coverage_at_target", "escalation_recall")
-                            if key in data["baseline"]})
+            for side in ("baseline", "served"):  # the raw-score baseline, and the confidence the API serves today
+                metrics.update({f"{side}_{key}": float(data[side][key]) for key in ("ece", "coverage_at_target", "escalation_recall")
+                                if key in data[side]})
             metrics.update({"queries": float(report.queries), "answerable": float(report.answerable)})
             out.append(SetQuality(gs.name, gs.format, metrics, worst=[{"escalations_by_reason": report.escalations_by_reason}]))
         except Exception as exc:  # one unusable set must not hide the others' numbers
