@@ -9,7 +9,8 @@ import dagster as dg
 from assets.ingestion import company_chunk_index, user_state_index
 from assets.metadata import md_table
 from assets.resources import StoreResource
-from context_store.measure.freshness import evaluate_checks, reconciliation_diff
+from context_store.measure.backlog import reconciliation_diff
+from context_store.measure.freshness import FreshnessReport, evaluate_checks
 from context_store.measure.freshness import freshness_report as build_freshness_report
 from context_store.state.journal import mark_applied
 from context_store.state.journal import prune as prune_journal
@@ -109,6 +110,23 @@ def freshness_report(config: FreshnessConfig, store: StoreResource) -> dg.Materi
     max_age = config.user_max_age_hours or cs.settings.user_state_max_age_hours
     stale_max = cs.settings.stale_hit_rate_max if config.stale_hit_rate_max is None else config.stale_hit_rate_max
     outcomes = evaluate_checks(report, sla_seconds=sla, max_age_hours=max_age, stale_hit_rate_max=stale_max)
+    return dg.MaterializeResult(
+        metadata=_report_metadata(report, sla),
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=o.name,
+                passed=o.passed,
+                severity=FRESHNESS_CHECKS[o.name][0],
+                description=o.detail,
+                metadata={"value": _num(o.value), "threshold": _num(o.threshold)},
+            )
+            for o in outcomes
+        ],
+    )
+
+
+def _report_metadata(report: FreshnessReport, sla: float) -> dict[str, Any]:
+    """The report as asset metadata: numbers the UI plots across materializations, tables of examples."""
     metadata: dict[str, Any] = {}
     for kind, stats in report.lag.items():
         metadata[f"{kind}_lag_p50_s"] = _num(stats.p50_s)
@@ -152,19 +170,7 @@ def freshness_report(config: FreshnessConfig, store: StoreResource) -> dg.Materi
         metadata["unindexed_sample"] = md_table(
             ["kind", "what", "since", "seen in"], [[i.state_kind, i.what, _ts(i.since), i.via] for i in report.unindexed.items[:10]]
         )
-    return dg.MaterializeResult(
-        metadata=metadata,
-        check_results=[
-            dg.AssetCheckResult(
-                check_name=o.name,
-                passed=o.passed,
-                severity=FRESHNESS_CHECKS[o.name][0],
-                description=o.detail,
-                metadata={"value": _num(o.value), "threshold": _num(o.threshold)},
-            )
-            for o in outcomes
-        ],
-    )
+    return metadata
 
 
 class CompactionConfig(dg.Config):

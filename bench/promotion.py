@@ -2,7 +2,7 @@
 
 Ingests the demo (original articles, then the edits) into a fresh home with the real model,
 then for each ``--max-chars`` value builds the candidate index beside the live one
-(``promotion.build_candidate``), evaluates it on the golden set and prints nDCG@10, MRR@10,
+(``index.candidate.build_candidate``), evaluates it on the golden set and prints nDCG@10, MRR@10,
 the answer-changed win rate, build time, chunks embedded and the gate's verdict against the
 live index (max_chars 1000). Also times one golden-set evaluation of the live index.
 
@@ -22,9 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from context_store.index.candidate import build_candidate  # noqa: E402
 from context_store.index.embed.torch_backend import SentenceTransformerEmbedder  # noqa: E402
 from context_store.index.ingest import ingest  # noqa: E402
-from context_store.measure.promotion import build_candidate, evaluate_gate  # noqa: E402
+from context_store.measure.gate import evaluate_gate  # noqa: E402
 from context_store.measure.quality import evaluate_retrieval_quality  # noqa: E402
 from context_store.settings import Settings  # noqa: E402
 from context_store.store.context_store import ContextStore  # noqa: E402

@@ -156,7 +156,8 @@ def learning_loop(n_answers: int, work: Path) -> dict:
 
 
 def routing_quality(work: Path) -> dict:
-    from context_store.measure.routing_eval import convert_clinc150, run_routing_eval
+    from context_store.measure.routing_eval import run_routing_eval
+    from context_store.measure.routing_sets import convert_clinc150
 
     if not (SHARED / "clinc150").is_dir():
         return {"skipped": "no ../shared/data/clinc150"}

@@ -11,18 +11,10 @@ from context_store._common import utcnow
 from context_store.index.embed.fake import HashingEmbedder
 from context_store.index.indexing import index_pending_documents, index_pending_users
 from context_store.index.ingest import apply_changes
-from context_store.measure.freshness import (
-    ServedResult,
-    evaluate_checks,
-    freshness_report,
-    lag_stats,
-    reconciliation_diff,
-    record_lags,
-    stale_hit_rate,
-    stale_hits,
-    unindexed_changes,
-    user_state_ages,
-)
+from context_store.index.lag import record_lags
+from context_store.measure.backlog import reconciliation_diff, unindexed_changes, user_state_ages
+from context_store.measure.freshness import evaluate_checks, freshness_report, lag_stats
+from context_store.measure.stale_hits import ServedResult, stale_hit_rate, stale_hits
 from context_store.state import journal
 from context_store.state.documents import sync_company_sources
 from context_store.state.user_state import sync_user_sources

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from context_store.measure.ir_metrics import evaluate_run, expected_calibration_error, mrr_at_k, ndcg_at_k, recall_at_k
@@ -43,6 +44,18 @@ def test_ece_hand_computed() -> None:
     assert expected_calibration_error([0.0, 0.0], [1, 1]) == 1.0
     with pytest.raises(ValueError):
         expected_calibration_error([1.2], [1])
+
+
+def test_ece_rejects_out_of_range_confidence_and_names_it() -> None:
+    # one ECE for the whole project: a confidence outside [0, 1] is a bug upstream, never clipped
+    for bad in (-0.2, 1.0000001, float("nan")):
+        with pytest.raises(ValueError, match=r"item 1\) is outside \[0, 1\]"):
+            expected_calibration_error([0.5, bad, 0.7], [1, 0, 1])
+    # numpy input at the edges is fine (routing evaluation passes arrays)
+    assert expected_calibration_error(np.array([0.0, 1.0]), np.array([False, True])) == 0.0
+    # a score that is not a probability (a cosine can be negative) is mapped by its caller
+    raw = np.array([-0.3, 0.2, 0.9])
+    assert expected_calibration_error(np.clip(raw, 0.0, 1.0), [0, 0, 1]) == pytest.approx((0.0 + 0.2 + 0.1) / 3)
 
 
 def test_evaluate_run_skips_unjudged_queries() -> None:

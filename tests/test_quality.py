@@ -9,11 +9,12 @@ import pytest
 from sqlmodel import select
 
 from context_store.errors import InputRejected, StoreError
+from context_store.index.candidate import build_candidate
 from context_store.index.embed.fake import HashingEmbedder
 from context_store.index.indexing import index_drift
 from context_store.index.ingest import ingest
-from context_store.measure.golden import evaluate_golden, load_golden
-from context_store.measure.promotion import build_candidate, evaluate_gate, last_gate, pending_change, promote, run_gate
+from context_store.measure.gate import evaluate_gate, last_gate, pending_change, promote, run_gate
+from context_store.measure.golden import evaluate_golden
 from context_store.measure.quality import (
     baselines,
     evaluate_retrieval_quality,
@@ -21,6 +22,7 @@ from context_store.measure.quality import (
     retrieval_checks,
     store_retrieval_quality,
 )
+from context_store.measure.questions import load_questions as load_golden
 from context_store.retrieve.retriever import Retriever
 from context_store.settings import QualityConfig
 from context_store.store.context_store import ContextStore

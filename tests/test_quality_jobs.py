@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from assets.resources import StoreResource
+from context_store.index.candidate import candidate_store
 from context_store.index.embed.fake import HashingEmbedder
 from context_store.index.ingest import ingest
-from context_store.measure.promotion import candidate_store
 from context_store.settings import EmbeddingConfig, Settings
 from context_store.store.context_store import ContextStore
 from pipeline.definitions import build_defs

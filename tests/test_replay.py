@@ -18,7 +18,8 @@ from context_store.measure.replay import EmbedFloor, FileWrite, History, chunk_t
 from context_store.settings import Settings
 from context_store.store.context_store import ContextStore
 from pipeline.cli import main
-from pipeline.cli.eval_freshness import WarmDriver, freshness_eval
+from pipeline.cli.eval_freshness import freshness_eval
+from pipeline.cli.replay_drivers import WarmDriver
 
 TEXTS = {
     "b-goals-1": "# Goals\n\nTrack goal conversions from the settings page of your site.\n\n## Custom events\n\nSend custom events with the JavaScript snippet.\n",

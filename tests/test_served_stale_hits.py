@@ -13,7 +13,8 @@ from assets.resources import StoreResource
 from context_store._common import utcnow
 from context_store.index.embed.fake import HashingEmbedder
 from context_store.index.ingest import ingest
-from context_store.measure.freshness import evaluate_checks, freshness_report, served_stale_hits
+from context_store.measure.freshness import evaluate_checks, freshness_report
+from context_store.measure.stale_hits import served_stale_hits
 from context_store.retrieve.result import RetrievalResult
 from context_store.retrieve.retriever import Retriever
 from context_store.route.confidence import default_confidence

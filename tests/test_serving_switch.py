@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from context_store.index.embed.fake import HashingEmbedder
 from context_store.index.embed.torch_backend import SentenceTransformerEmbedder
 from context_store.index.ingest import ingest
-from context_store.measure.promotion import run_gate
+from context_store.measure.gate import run_gate
 from context_store.settings import EmbeddingConfig
 from context_store.store.context_store import ContextStore
 from context_store.store.serving import DeploymentWatch

@@ -154,7 +154,7 @@ def test_the_warm_path_follows_a_promotion_without_restart(
 ) -> None:
     import json
 
-    from context_store.measure.promotion import run_gate
+    from context_store.measure.gate import run_gate
 
     golden = tmp_path / "golden.jsonl"
     golden.write_text(json.dumps({"id": "g1", "text": "refund window days delivery", "answerable": True,

@@ -15,7 +15,7 @@ from context_store.index.embed.fake import HashingEmbedder
 from context_store.index.embed.model_files import threads_for_load
 from context_store.index.indexing import index_pending_documents
 from context_store.index.ingest import apply_changes, ingest
-from context_store.measure.freshness import record_lags
+from context_store.index.lag import record_lags
 from context_store.retrieve.retriever import retrieve
 from context_store.settings import SourceConfig
 from context_store.state import journal

@@ -1,11 +1,7 @@
 """Golden sets: labelled questions about a home's own documents, and retrieval scored on them.
 
-A golden file is JSONL, one question per line::
-
-    {"id": "q005", "text": "...", "answerable": true, "expected_doc_ids": ["company/orders/returns.md"],
-     "answer_changed": true, "expected_phrase": "6.50 EUR", "old_phrase": "4.95 EUR"}
-
-``answerable`` questions with ``expected_doc_ids`` are scored with nDCG/Recall/MRR
+A golden file is a labelled-question file (``questions.load_questions`` reads it and documents
+the format). ``answerable`` questions with ``expected_doc_ids`` are scored with nDCG/Recall/MRR
 (``metrics``); unanswerable ones feed routing quality. For ``answer_changed`` questions
 (the right answer changed between versions of a document) we also ask whether the
 *current* answer wins over the superseded one: among the served chunks, the first one that
@@ -14,73 +10,16 @@ states either phrase must state the new one, and none may state the old one.
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
-
-from context_store.errors import InputRejected
-from context_store.index.embed.protocol import Embedder
 from context_store.measure.ir_metrics import evaluate_run, mrr_at_k, ndcg_at_k, recall_at_k
+from context_store.measure.prefetch import PrefetchedEmbedder
+from context_store.measure.questions import LabelledQuestion
 from context_store.retrieve.retriever import Retriever
 
-__all__ = ["GoldenQuestion", "GoldenResult", "QueryOutcome", "evaluate_golden", "load_golden"]
-
-
-@dataclass
-class GoldenQuestion:
-    id: str
-    text: str
-    answerable: bool
-    expected_doc_ids: list[str] = field(default_factory=list)
-    answer_changed: bool = False
-    expected_phrase: str | None = None
-    old_phrase: str | None = None
-
-
-def load_golden(path: str | Path) -> list[GoldenQuestion]:
-    """Read and validate a golden file; a bad line is an error naming the file, the line and the field."""
-    source = Path(path)
-    if not source.is_file():
-        raise InputRejected("not_found", f"golden set {source} does not exist")
-    out: list[GoldenQuestion] = []
-    seen: set[str] = set()
-    for n, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{source}:{n}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputRejected("malformed_json", f"{where}: {exc.msg}") from exc
-        if not isinstance(row, dict) or not isinstance(row.get("text"), str) or not row["text"].strip():
-            raise InputRejected("bad_question", f"{where}: expected an object with a non-empty 'text'")
-        if not isinstance(row.get("answerable"), bool):
-            raise InputRejected("bad_question", f"{where}: 'answerable' must be true or false")
-        expected = row.get("expected_doc_ids") or []
-        if not isinstance(expected, list) or not all(isinstance(d, str) and d for d in expected):
-            raise InputRejected("bad_question", f"{where}: 'expected_doc_ids' must be a list of document ids")
-        if row["answerable"] and not expected:
-            raise InputRejected("bad_question", f"{where}: an answerable question needs expected_doc_ids")
-        qid = str(row.get("id") or f"line-{n}")
-        if qid in seen:
-            raise InputRejected("bad_question", f"{where}: duplicate id {qid!r}")
-        seen.add(qid)
-        changed = bool(row.get("answer_changed"))
-        if changed and not (row.get("expected_phrase") and row.get("old_phrase")):
-            raise InputRejected("bad_question", f"{where}: an answer_changed question needs expected_phrase and old_phrase")
-        out.append(
-            GoldenQuestion(
-                id=qid, text=row["text"].strip(), answerable=row["answerable"], expected_doc_ids=expected,
-                answer_changed=changed, expected_phrase=row.get("expected_phrase"), old_phrase=row.get("old_phrase"),
-            )
-        )
-    if not out:
-        raise InputRejected("empty", f"golden set {source} holds no questions")
-    return out
+__all__ = ["GoldenResult", "QueryOutcome", "evaluate_golden"]
 
 
 @dataclass
@@ -117,27 +56,12 @@ def _contains(text: str, phrase: str | None) -> bool:
     return bool(phrase) and phrase.lower() in text.lower()  # type: ignore[union-attr]
 
 
-class _Prefetched:
-    """Encodes every question in one batch up front (one model call instead of one per question)."""
-
-    def __init__(self, inner: Embedder, texts: list[str]) -> None:
-        self.name, self.dim, self._inner = inner.name, inner.dim, inner
-        unique = list(dict.fromkeys(texts))
-        self._vectors = dict(zip(unique, inner.encode(unique))) if unique else {}
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        missing = [t for t in texts if t not in self._vectors]
-        if missing:
-            self._vectors.update(zip(missing, self._inner.encode(missing)))
-        return np.stack([self._vectors[t] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
-
-
-def evaluate_golden(retriever: Retriever, questions: list[GoldenQuestion], *, set_name: str, k: int = 10, mode: str | None = None) -> GoldenResult:
+def evaluate_golden(retriever: Retriever, questions: list[LabelledQuestion], *, set_name: str, k: int = 10, mode: str | None = None) -> GoldenResult:
     """Rank every answerable question with the retriever's configured mode; chunks collapse to documents by their best chunk."""
     started = time.perf_counter()
     mode = mode or retriever.config.mode
     answerable = [q.text for q in questions if q.answerable]
-    retriever = Retriever(retriever.store, _Prefetched(retriever.embedder, answerable), config=retriever.config,
+    retriever = Retriever(retriever.store, PrefetchedEmbedder(retriever.embedder, answerable), config=retriever.config,
                           dense=retriever.dense, reranker=retriever.reranker)
     run: dict[str, list[str]] = {}
     qrels: dict[str, dict[str, int]] = {}

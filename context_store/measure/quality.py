@@ -7,7 +7,7 @@ a slow slide below the floor is caught as a drop from the last good value first.
 
 Golden sets come in two formats (``settings.quality.golden_sets``):
 
-* ``golden``: questions about this home's own documents (``golden.load_golden``),
+* ``golden``: questions about this home's own documents (``questions.load_questions``),
   evaluated against the index that serves;
 * ``beir``: a BEIR folder with its own corpus, ingested by the ordinary pipeline into a
   side home per (model, chunker) under ``<home>/quality/beir`` and scored with
@@ -29,7 +29,9 @@ from context_store._common import utcnow
 from context_store.index.embed.protocol import Embedder
 from context_store.index.ingest import ingest
 from context_store.measure.beir import load_beir, write_corpus
-from context_store.measure.golden import GoldenResult, evaluate_golden, load_golden
+from context_store.measure.checks import CheckOutcome
+from context_store.measure.golden import GoldenResult, evaluate_golden
+from context_store.measure.questions import load_questions
 from context_store.measure.retrieval_eval import evaluate_retrieval
 from context_store.retrieve.dense_index import DenseIndex
 from context_store.retrieve.retriever import Retriever
@@ -38,7 +40,6 @@ from context_store.store.context_store import ContextStore
 from context_store.store.models import EvaluationRun
 
 __all__ = [
-    "CheckOutcome",
     "RetrievalQuality",
     "SetQuality",
     "evaluate_retrieval_quality",
@@ -122,7 +123,7 @@ def evaluate_retrieval_quality(
         try:
             if gs.format == "golden":
                 retriever = Retriever(store, embedder, dense=DenseIndex.from_config(store.index, store.settings.retrieval, ann="exact", refresh_interval=3600))
-                result = evaluate_golden(retriever, load_golden(gs.path), set_name=gs.name, k=config.k, mode=mode)
+                result = evaluate_golden(retriever, load_questions(gs.path), set_name=gs.name, k=config.k, mode=mode)
                 report.sets.append(SetQuality(gs.name, gs.format, result.metrics, _worst_rows(result, config.worst_queries)))
             else:
                 side, dataset = _beir_side_store(store, gs)
@@ -139,15 +140,6 @@ def evaluate_retrieval_quality(
 
 
 # --- checks ---------------------------------------------------------------------------------
-
-
-@dataclass
-class CheckOutcome:
-    name: str
-    passed: bool
-    detail: str
-    value: float | None = None
-    threshold: float | None = None
 
 
 _FLOORS = (("ndcg@10", "ndcg_floor"), ("recall@{k}", "recall_floor"), ("mrr@10", "mrr_floor"),
@@ -253,7 +245,7 @@ ROUTING_KEYS = ("escalation_precision", "escalation_recall", "coverage_at_target
 
 def evaluate_routing_quality(store: ContextStore, embedder: Embedder) -> list[SetQuality]:
     """Routing (answer or escalate) on every ``golden``-format set, as ``routing_eval`` scores it, on the serving index."""
-    from context_store.measure.routing_eval import evaluate_routing, load_queries
+    from context_store.measure.routing_eval import evaluate_routing
     from context_store.route.policy import routing_config
 
     config = store.settings.quality
@@ -262,12 +254,13 @@ def evaluate_routing_quality(store: ContextStore, embedder: Embedder) -> list[Se
         if gs.format != "golden":
             continue  # a BEIR set has no unanswerable questions to route
         try:
-            report = evaluate_routing(store, embedder, load_queries(gs.path), target_precision=config.routing_target_precision,
+            report = evaluate_routing(store, embedder, load_questions(gs.path, answerable_need_docs=False), target_precision=config.routing_target_precision,
                                       k=config.k, config=routing_config(store.settings))
             data = report.as_dict()
             metrics = {key: float(data[key]) for key in ROUTING_KEYS if key in data}
-            metrics.update({f"baseline_{key}": float(data["baseline"][key]) for key in ("ece", "coverage_at_target", "escalation_recall")
-                            if key in data["baseline"]})
+            for side in ("baseline", "served"):  # the raw-score baseline, and the confidence the API serves today
+                metrics.update({f"{side}_{key}": float(data[side][key]) for key in ("ece", "coverage_at_target", "escalation_recall")
+                                if key in data[side]})
             metrics.update({"queries": float(report.queries), "answerable": float(report.answerable)})
             out.append(SetQuality(gs.name, gs.format, metrics, worst=[{"escalations_by_reason": report.escalations_by_reason}]))
         except Exception as exc:  # one unusable set must not hide the others' numbers

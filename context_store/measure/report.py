@@ -21,7 +21,7 @@ from sqlmodel import col, select
 
 from context_store._common import percentile, utcnow
 from context_store.measure.freshness import freshness_report
-from context_store.measure.promotion import pending_change
+from context_store.measure.gate import pending_change
 from context_store.measure.quality import history
 from context_store.store.context_store import ContextStore
 from context_store.store.models import EvaluationRun, PromotionDecision, RetrievalTrace, StaffAnswer, VersionLag
@@ -168,29 +168,24 @@ def _empty(ax: Any, text: str) -> None:
     ax.set_yticks([])
 
 
-def _plots(data: dict[str, Any]) -> dict[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: no display, no GUI toolkit
-    import matplotlib.pyplot as plt
-
-    out: dict[str, str] = {}
+def _lag_plot(plt: Any, freshness: dict[str, Any]) -> str:
     fig, ax = plt.subplots(figsize=(7, 3))
-    points = data["freshness"]["points"]
+    points = freshness["points"]
     if any(points.values()):
         for kind, pts in points.items():
             ax.plot([_parse(p["at"]) for p in pts], [p["lag_s"] for p in pts], "o", ms=3, alpha=0.6, label=f"{kind} versions")
-        ax.axhline(data["freshness"]["sla_seconds"], color="crimson", ls="--", lw=1, label="SLA")
+        ax.axhline(freshness["sla_seconds"], color="crimson", ls="--", lw=1, label="SLA")
         ax.set_ylabel("lag (s): source change → retrievable")
         ax.set_yscale("symlog", linthresh=1)
         ax.legend(fontsize=8)
         fig.autofmt_xdate()
     else:
         _empty(ax, "no indexed changes measured in this window")
-    out["lag"] = _png(fig)
+    return _png(fig)
 
+
+def _quality_plot(plt: Any, series: dict[str, list[dict[str, Any]]]) -> str:
     fig, ax = plt.subplots(figsize=(7, 3))
-    series = data["retrieval_quality"]["series"]
     if series:
         for name, rows in series.items():
             xs = [_parse(r["at"]) for r in rows]
@@ -204,9 +199,10 @@ def _plots(data: dict[str, Any]) -> dict[str, str]:
         fig.autofmt_xdate()
     else:
         _empty(ax, "no retrieval evaluations yet")
-    out["quality"] = _png(fig)
+    return _png(fig)
 
-    esc = data["escalations"]
+
+def _escalation_plot(plt: Any, esc: dict[str, Any]) -> str:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3))
     if esc["daily"]:
         ax1.bar([d["day"][5:] for d in esc["daily"]], [d["escalation_rate"] for d in esc["daily"]], color="#d98c1f")
@@ -222,18 +218,33 @@ def _plots(data: dict[str, Any]) -> dict[str, str]:
     else:
         _empty(ax2, "no escalations")
     fig.tight_layout()
-    out["escalations"] = _png(fig)
+    return _png(fig)
 
+
+def _ttk_plot(plt: Any, ttk: list[dict[str, Any]]) -> str:
     fig, ax = plt.subplots(figsize=(7, 3))
-    ttk = data["time_to_knowledge"]["points"]
     if ttk:
         ax.plot([_parse(p["at"]) for p in ttk], [p["seconds"] for p in ttk], "o", ms=4, color="#2a9d8f")
         ax.set_ylabel("staff reply → retrievable (s)")
         fig.autofmt_xdate()
     else:
         _empty(ax, "no staff answers in this window")
-    out["ttk"] = _png(fig)
-    return out
+    return _png(fig)
+
+
+def _plots(data: dict[str, Any]) -> dict[str, str]:
+    """The four figures as base64 PNGs, keyed as the page places them."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: no display, no GUI toolkit
+    import matplotlib.pyplot as plt
+
+    return {
+        "lag": _lag_plot(plt, data["freshness"]),
+        "quality": _quality_plot(plt, data["retrieval_quality"]["series"]),
+        "escalations": _escalation_plot(plt, data["escalations"]),
+        "ttk": _ttk_plot(plt, data["time_to_knowledge"]["points"]),
+    }
 
 
 def _fmt(value: Any, unit: str = "", digits: int = 3) -> str:
@@ -250,81 +261,100 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def render_html(data: dict[str, Any]) -> str:
-    """One self-contained page; every headline number carries ``data-key`` so tools (and tests) can find it."""
-    plots = _plots(data)
-    f, esc, ttk, idx = data["freshness"], data["escalations"], data["time_to_knowledge"], data["index"]
+def _tile(key: str, label: str, value: str) -> str:
+    return f'<div class="tile"><div class="v" data-key="{key}">{html.escape(value)}</div><div class="l">{html.escape(label)}</div></div>'
 
-    def tile(key: str, label: str, value: str) -> str:
-        return f'<div class="tile"><div class="v" data-key="{key}">{html.escape(value)}</div><div class="l">{html.escape(label)}</div></div>'
 
+def _percent(rate: float | None, digits: int) -> str:
+    return _fmt(rate * 100 if rate is not None else None, " %", digits)
+
+
+def _tiles(data: dict[str, Any]) -> str:
+    """The headline numbers, each with a ``data-key``; one tile per golden set's headline metrics."""
+    f, esc, ttk = data["freshness"], data["escalations"], data["time_to_knowledge"]
     tiles = [
-        tile("company_lag_p95_s", "company lag p95", _fmt(f["company_lag_p95_s"], " s", 1)),
-        tile("unindexed_changes", "changes not yet retrievable", _fmt(f["unindexed_changes"])),
-        tile("stale_hit_rate", "served results already superseded", _fmt(f["stale_hit_rate"] * 100 if f["stale_hit_rate"] is not None else None, " %", 2)),
-        tile("escalation_rate", "escalation rate", _fmt(esc["escalation_rate"] * 100 if esc["escalation_rate"] is not None else None, " %", 1)),
-        tile("time_to_knowledge_p50_s", "time to knowledge p50", _fmt(ttk["p50_s"], " s", 1)),
+        _tile("company_lag_p95_s", "company lag p95", _fmt(f["company_lag_p95_s"], " s", 1)),
+        _tile("unindexed_changes", "changes not yet retrievable", _fmt(f["unindexed_changes"])),
+        _tile("stale_hit_rate", "served results already superseded", _percent(f["stale_hit_rate"], 2)),
+        _tile("escalation_rate", "escalation rate", _percent(esc["escalation_rate"], 1)),
+        _tile("time_to_knowledge_p50_s", "time to knowledge p50", _fmt(ttk["p50_s"], " s", 1)),
     ]
     for name, latest in data["retrieval_quality"]["latest"].items():
         m = latest["metrics"]
-        tiles.append(tile(f"{name}.ndcg@10", f"{name}: nDCG@10", _fmt(m.get("ndcg@10"))))
+        tiles.append(_tile(f"{name}.ndcg@10", f"{name}: nDCG@10", _fmt(m.get("ndcg@10"))))
         if "answer_changed_current_wins" in m:
-            tiles.append(tile(f"{name}.answer_changed_current_wins", f"{name}: current answer wins", _fmt(m["answer_changed_current_wins"] * 100, " %", 0)))
+            tiles.append(_tile(f"{name}.answer_changed_current_wins", f"{name}: current answer wins", _fmt(m["answer_changed_current_wins"] * 100, " %", 0)))
     for name, m in data["routing_quality"]["latest"].items():
         if "escalation_recall" in m:
-            tiles.append(tile(f"{name}.escalation_recall", f"{name}: unanswerable questions escalated", _fmt(m["escalation_recall"] * 100, " %", 0)))
-            tiles.append(tile(f"{name}.routing_ece", f"{name}: routing calibration error (ECE)", _fmt(m.get("ece"))))
-    worst_html = ""
+            tiles.append(_tile(f"{name}.escalation_recall", f"{name}: unanswerable questions escalated", _fmt(m["escalation_recall"] * 100, " %", 0)))
+            tiles.append(_tile(f"{name}.routing_ece", f"{name}: routing calibration error (ECE)", _fmt(m.get("ece"))))
+    return "".join(tiles)
+
+
+def _worst_html(data: dict[str, Any]) -> str:
+    out = ""
     for name, latest in data["retrieval_quality"]["latest"].items():
         if latest["worst"]:
-            worst_html += f"<h3>Worst questions — {html.escape(name)}</h3>" + _table(
+            out += f"<h3>Worst questions — {html.escape(name)}</h3>" + _table(
                 ["question", "expected", "came back (top 3)", "rank of expected"],
                 [[w["question"], ", ".join(w["expected"]), ", ".join(w["returned"]), w["rank_of_first_expected"] or "not in top 10"]
                  for w in latest["worst"][:10]],
             )
+    return out
+
+
+def _pending_html(idx: dict[str, Any]) -> str:
+    if not idx["pending_candidate"]:
+        return ""
+    state = ("was rejected by the promotion gate (see below); the current index keeps serving"
+             if idx.get("pending_candidate_last_decision") == "rejected" else "waits for the promotion gate")
+    return f'<p class="warn">A new index ({html.escape(idx["pending_candidate"])}) is configured and {state}.</p>'
+
+
+_CSS = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 24px auto; max-width: 1000px; color: #222; }
+h1 { margin-bottom: 0; } .sub { color: #666; margin-top: 4px; }
+.tiles { display: flex; flex-wrap: wrap; gap: 12px; margin: 16px 0; }
+.tile { border: 1px solid #ddd; border-radius: 8px; padding: 10px 14px; min-width: 150px; }
+.tile .v { font-size: 24px; font-weight: 600; } .tile .l { color: #666; font-size: 12px; }
+table { border-collapse: collapse; width: 100%; font-size: 12px; margin: 8px 0 16px; }
+th, td { border-bottom: 1px solid #eee; padding: 4px 6px; text-align: left; vertical-align: top; }
+img { max-width: 100%; } .warn { background: #fff4e0; padding: 8px; border-radius: 6px; }
+"""
+
+
+def render_html(data: dict[str, Any]) -> str:
+    """One self-contained page; every headline number carries ``data-key`` so tools (and tests) can find it."""
+    plots = _plots(data)
+    f, esc, ttk, idx = data["freshness"], data["escalations"], data["time_to_knowledge"], data["index"]
     decisions = _table(["when", "decision", "candidate", "live", "why"],
                        [[d["at"][:19], d["decision"], d["candidate"], d["live"], d["reason"]] for d in idx["decisions"]]) if idx["decisions"] else "<p>No promotion decisions yet.</p>"
     reasons = _table(["reason", "escalations"], [[r, n] for r, n in esc["reasons"].items()]) if esc["reasons"] else ""
-    pending = ""
-    if idx["pending_candidate"]:
-        state = ("was rejected by the promotion gate (see below); the current index keeps serving"
-                 if idx.get("pending_candidate_last_decision") == "rejected" else "waits for the promotion gate")
-        pending = f'<p class="warn">A new index ({html.escape(idx["pending_candidate"])}) is configured and {state}.</p>'
-
 
     def img(key: str, alt: str) -> str:
         return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{plots[key]}">'
 
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>freshcontext quality report</title>
-<style>
-body {{ font: 14px/1.45 system-ui, sans-serif; margin: 24px auto; max-width: 1000px; color: #222; }}
-h1 {{ margin-bottom: 0; }} .sub {{ color: #666; margin-top: 4px; }}
-.tiles {{ display: flex; flex-wrap: wrap; gap: 12px; margin: 16px 0; }}
-.tile {{ border: 1px solid #ddd; border-radius: 8px; padding: 10px 14px; min-width: 150px; }}
-.tile .v {{ font-size: 24px; font-weight: 600; }} .tile .l {{ color: #666; font-size: 12px; }}
-table {{ border-collapse: collapse; width: 100%; font-size: 12px; margin: 8px 0 16px; }}
-th, td {{ border-bottom: 1px solid #eee; padding: 4px 6px; text-align: left; vertical-align: top; }}
-img {{ max-width: 100%; }} .warn {{ background: #fff4e0; padding: 8px; border-radius: 6px; }}
-</style></head><body>
+<style>{_CSS}</style></head><body>
 <h1>freshcontext — quality report</h1>
 <p class="sub">Generated {html.escape(data["generated_at"][:19])} UTC for the last {data["window_days"]:g} days ·
 serving index <code>{html.escape(idx["serving_fingerprint"])}</code> ({html.escape(idx["model"])}, {html.escape(idx["chunking"])})</p>
-{pending}
-<div class="tiles">{"".join(tiles)}</div>
+{_pending_html(idx)}
+<div class="tiles">{_tiles(data)}</div>
 <h2>How stale is the context?</h2>
 <p>Lag from a source change to being retrievable, per indexed version (SLA {f["sla_seconds"]:g} s).
 p50 {_fmt(f["company_lag_p50_s"], " s", 1)}, p95 {_fmt(f["company_lag_p95_s"], " s", 1)} over {f["versions_measured"]} versions;
 {f["users_past_max_age"]} users' state past its maximum age.
 Of {f["served_results"]} results the API served, {f["stale_hits"]} quoted a version already superseded when served
-(stale-hit rate {_fmt(f["stale_hit_rate"] * 100 if f["stale_hit_rate"] is not None else None, " %", 2)}; allowed {f["stale_hit_rate_max"] * 100:g} %{f"; only the first {f['responses_read']:,} responses measured" if f["stale_hits_capped"] else ""}).</p>
+(stale-hit rate {_percent(f["stale_hit_rate"], 2)}; allowed {f["stale_hit_rate_max"] * 100:g} %{f"; only the first {f['responses_read']:,} responses measured" if f["stale_hits_capped"] else ""}).</p>
 {img("lag", "lag over time")}
 <h2>Is retrieval right?</h2>
 <p>nDCG@10, MRR@10 and — for questions whose answer changed — how often the current answer wins over the superseded one, per golden set and evaluation.</p>
 {img("quality", "retrieval quality over time")}
-{worst_html}
+{_worst_html(data)}
 <h2>When do we hand over to a person, and why?</h2>
-<p>{esc["requests"]} requests, {esc["escalations"]} escalated ({_fmt(esc["escalation_rate"] * 100 if esc["escalation_rate"] is not None else None, " %", 1)}).</p>
+<p>{esc["requests"]} requests, {esc["escalations"]} escalated ({_percent(esc["escalation_rate"], 1)}).</p>
 {img("escalations", "escalation rate and reasons")}
 {reasons}
 <h2>How fast do staff answers become knowledge?</h2>

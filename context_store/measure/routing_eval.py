@@ -1,11 +1,11 @@
 """Routing quality on labelled queries: does the policy answer what it can and escalate what it cannot?
 
-Input: a BEIR-format knowledge base (``corpus.jsonl`` lines ``{_id, title, text}``) and a
-JSONL query file (lines ``{text, answerable, expected_doc_ids?}``). The KB is written as
-Markdown files into a fresh home and ingested by the ordinary pipeline; every query then
-runs through the code ``POST /v1/retrieve`` serves with: ``Retriever.retrieve`` (the
-configured mode), the confidence features it computes, ``routing_signals`` (outcome
-triggers) and ``decision.decide`` — only routing and logging are switched off.
+Input: a labelled query file (``questions.load_questions``: lines ``{text, answerable,
+expected_doc_ids?}``) against a store, or a BEIR-format knowledge base that ``routing_sets``
+ingests into a fresh home first. Every query runs through the flow that serves:
+``route.respond.respond(..., record=False)`` retrieves (the configured mode), computes the
+confidence features, the served confidence and the outcome signals (triggers), and decides —
+only routing, logging and the trace are switched off.
 
 An *answered* query is correct when it is answerable and, if ``expected_doc_ids`` is
 given, its top result is one of them. Reported for the calibrated policy and, in the same
@@ -14,24 +14,27 @@ run, for a raw top-1 similarity baseline:
 - ``coverage_at_90`` / ``coverage_at_95``: the largest share of queries that can be
   answered (highest score first) while answer precision stays >= 90 % / 95 %;
 - ``aurc``: area under the risk-coverage curve (lower is better);
-- ``ece``: expected calibration error of the score as P(correct), 10 equal-width bins;
+- ``ece``: expected calibration error of the score as P(correct), 10 equal-width bins
+  (``ir_metrics``; the raw cosine of the baseline is clipped into [0, 1] first);
 - ``escalation_precision`` / ``escalation_recall``: for unanswerable queries, at the
   operating threshold (fitted on the training folds to ``target_precision``).
 
 Confidence is the API's calibrator (``confidence.fit_calibrator``: logistic regression over
 ``confidence.FEATURES``), *cross-fitted*: each query's confidence comes from a calibrator
-fitted on the other folds, never on the query itself. The baseline is the raw top-1 dense
-cosine (``dense_top``) with a threshold fitted the same way. The API's uncalibrated
-conservative default is reported too (``uncalibrated_default``).
+fitted on the other folds, never on the query itself; the policy's decision per query is
+``decision.decide(result, that confidence, its fold's threshold, extra_reasons=the outcome
+signals)``. The baseline is the raw top-1 dense cosine (``dense_top``) with a threshold fitted
+the same way, escalating too whenever ``decide`` had another reason than low confidence. The
+API's uncalibrated conservative default at its threshold is reported (``uncalibrated_default``),
+and so is the confidence the API itself serves for this store, with its decisions (``served``:
+the home's fitted calibrator, else the default).
 """
 
 from __future__ import annotations
 
-import json
-import random
-import re
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,162 +42,20 @@ from typing import Any
 
 import numpy as np
 
-from context_store.errors import InputRejected, InvalidRequest
+from context_store.errors import InvalidRequest
 from context_store.index.embed.protocol import Embedder
-from context_store.index.ingest import ingest
+from context_store.measure.ir_metrics import aurc, coverage_at_precision, expected_calibration_error, threshold_at_precision
+from context_store.measure.prefetch import PrefetchedEmbedder
+from context_store.measure.questions import LabelledQuestion, load_questions
+from context_store.measure.routing_sets import build_kb_home
 from context_store.retrieve.retriever import Retriever
-from context_store.route.confidence import FEATURES, default_confidence, fit_calibrator
+from context_store.route.confidence import CALIBRATOR_FILE, FEATURES, default_confidence, fit_calibrator, load_calibrator
+from context_store.route.decision import ESCALATE, LOW_CONFIDENCE, NO_RESULTS, Decision, Reason, decide
 from context_store.route.policy import RoutingConfig
-from context_store.route.signals import routing_signals
+from context_store.route.respond import Question, Responder, Response, respond
 from context_store.store.context_store import ContextStore
 
-__all__ = [
-    "LabelledQuery",
-    "RoutingEvalReport",
-    "aurc",
-    "build_kb_home",
-    "convert_clinc150",
-    "coverage_at_precision",
-    "ece",
-    "escalation_scores",
-    "evaluate_routing",
-    "load_queries",
-    "run_routing_eval",
-]
-
-SOURCE = "kb"
-
-
-@dataclass
-class LabelledQuery:
-    text: str
-    answerable: bool
-    expected_doc_ids: list[str] | None = None
-
-
-def load_queries(path: Path) -> list[LabelledQuery]:
-    """Read the JSONL query file; a bad line is a specific error naming the line."""
-    out: list[LabelledQuery] = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputRejected("malformed_json", f"{path}:{n}: {exc}") from exc
-        if not isinstance(row, dict) or not isinstance(row.get("text"), str) or not row["text"].strip():
-            raise InputRejected("bad_query", f"{path}:{n}: expected an object with a non-empty 'text'")
-        if not isinstance(row.get("answerable"), bool):
-            raise InputRejected("bad_query", f"{path}:{n}: 'answerable' must be true or false")
-        expected = row.get("expected_doc_ids")
-        if expected is not None and (not isinstance(expected, list) or not all(isinstance(e, str) for e in expected)):
-            raise InputRejected("bad_query", f"{path}:{n}: 'expected_doc_ids' must be a list of strings")
-        out.append(LabelledQuery(row["text"].strip(), row["answerable"], expected or None))
-    if not out:
-        raise InvalidRequest(f"{path}: no queries")
-    return out
-
-
-def _file_name(doc_id: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", doc_id).strip("._") or "doc"
-    return f"{safe}.md"
-
-
-def build_kb_home(kb_dir: Path, home: Path, embedder: Embedder) -> tuple[ContextStore, dict[str, str]]:
-    """Write ``corpus.jsonl`` as Markdown files into ``home`` and ingest them; returns (store, our doc id -> BEIR _id)."""
-    corpus = Path(kb_dir) / "corpus.jsonl"
-    if not corpus.is_file():
-        raise InvalidRequest(f"{kb_dir}: no corpus.jsonl (expected a BEIR-format directory)")
-    files = home / "kb_files"
-    files.mkdir(parents=True, exist_ok=True)
-    mapping: dict[str, str] = {}
-    for n, line in enumerate(corpus.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputRejected("malformed_json", f"{corpus}:{n}: {exc}") from exc
-        beir_id = str(row.get("_id", "")).strip()
-        if not beir_id:
-            raise InputRejected("bad_document", f"{corpus}:{n}: no _id")
-        name = _file_name(beir_id)
-        if f"{SOURCE}/{name}" in mapping and mapping[f"{SOURCE}/{name}"] != beir_id:
-            name = f"{name[:-3]}-{n}.md"
-        title = " ".join(str(row.get("title") or beir_id).split())
-        body = str(row.get("text") or "").strip() or title
-        path = files / name
-        content = f"# {title}\n\n{body}\n"
-        if not path.exists() or path.read_text(encoding="utf-8") != content:
-            path.write_text(content, encoding="utf-8")
-        mapping[f"{SOURCE}/{name}"] = beir_id
-    store = ContextStore.open(home, company_sources=[{"name": SOURCE, "path": str(files)}])
-    store.settings.save()
-    ingest(store, embedder)
-    return store, mapping
-
-
-class _Cached:
-    """Embeds all queries in one batch up front; ``retrieve`` then gets its vector from the cache."""
-
-    def __init__(self, inner: Embedder, texts: list[str]) -> None:
-        self.name, self.dim, self._inner = inner.name, inner.dim, inner
-        unique = list(dict.fromkeys(texts))
-        self._vectors = dict(zip(unique, inner.encode(unique)))
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        missing = [t for t in texts if t not in self._vectors]
-        if missing:
-            self._vectors.update(zip(missing, self._inner.encode(missing)))
-        return np.stack([self._vectors[t] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
-
-
-# --- metrics ------------------------------------------------------------------------------
-
-
-def _sorted_correct(scores: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    order = np.argsort(-scores, kind="stable")
-    return scores[order], correct[order].astype(float)
-
-
-def coverage_at_precision(scores: Iterable[float], correct: Iterable[bool], target: float) -> float:
-    """Largest fraction answerable (score-descending, cutting only between distinct scores) at precision >= target."""
-    s, c = _sorted_correct(np.asarray(list(scores), float), np.asarray(list(correct), bool))
-    n = len(s)
-    if not n:
-        return 0.0
-    cum = np.cumsum(c)
-    best = 0
-    for i in range(n):
-        if i + 1 < n and s[i + 1] == s[i]:
-            continue  # a threshold cannot split tied scores
-        if cum[i] / (i + 1) >= target:
-            best = i + 1
-    return best / n
-
-
-def aurc(scores: Iterable[float], correct: Iterable[bool]) -> float:
-    """Area under the risk-coverage curve: mean over k of the error rate among the top-k answered."""
-    s, c = _sorted_correct(np.asarray(list(scores), float), np.asarray(list(correct), bool))
-    if not len(s):
-        return 0.0
-    risk = 1.0 - np.cumsum(c) / np.arange(1, len(c) + 1)
-    return float(risk.mean())
-
-
-def ece(probs: Iterable[float], correct: Iterable[bool], bins: int = 10) -> float:
-    """Expected calibration error with equal-width bins on [0, 1] (scores are clipped into it)."""
-    p = np.clip(np.asarray(list(probs), float), 0.0, 1.0)
-    y = np.asarray(list(correct), float)
-    if not len(p):
-        return 0.0
-    idx = np.minimum((p * bins).astype(int), bins - 1)
-    total = 0.0
-    for b in range(bins):
-        mask = idx == b
-        if mask.any():
-            total += mask.sum() / len(p) * abs(y[mask].mean() - p[mask].mean())
-    return float(total)
+__all__ = ["RoutingEvalReport", "escalation_scores", "evaluate_routing", "run_routing_eval"]
 
 
 def escalation_scores(escalated: Iterable[bool], answerable: Iterable[bool]) -> tuple[float, float]:
@@ -205,19 +66,6 @@ def escalation_scores(escalated: Iterable[bool], answerable: Iterable[bool]) -> 
     precision = tp / e.sum() if e.sum() else 1.0
     recall = tp / u.sum() if u.sum() else 1.0
     return precision, recall
-
-
-def _threshold_for(scores: np.ndarray, correct: np.ndarray, target: float) -> float:
-    """The lowest score threshold at which answer precision on this data reaches ``target``."""
-    s, c = _sorted_correct(scores, correct)
-    cum = np.cumsum(c)
-    threshold = float("inf")
-    for i in range(len(s)):
-        if i + 1 < len(s) and s[i + 1] == s[i]:
-            continue
-        if cum[i] / (i + 1) >= target:
-            threshold = float(s[i])
-    return threshold
 
 
 def _cross_fit(feats: list[dict[str, float]], y: np.ndarray, folds: int, seed: int, target: float) -> tuple[np.ndarray, np.ndarray]:
@@ -231,7 +79,7 @@ def _cross_fit(feats: list[dict[str, float]], y: np.ndarray, folds: int, seed: i
         train = np.setdiff1d(order, test)
         calibrator = fit_calibrator([feats[i] for i in train], [bool(y[i]) for i in train])
         conf[test] = [calibrator.predict(feats[i]) for i in test]
-        thr[test] = _threshold_for(np.array([calibrator.predict(feats[i]) for i in train]), y[train], target)
+        thr[test] = threshold_at_precision(np.array([calibrator.predict(feats[i]) for i in train]), y[train], target)
     return conf, thr
 
 
@@ -242,7 +90,7 @@ def _raw_thresholds(raw: np.ndarray, y: np.ndarray, folds: int, seed: int, targe
     for f in range(folds):
         test = order[f::folds]
         train = np.setdiff1d(order, test)
-        thr[test] = _threshold_for(raw[train], y[train], target)
+        thr[test] = threshold_at_precision(raw[train], y[train], target)
     return thr
 
 
@@ -255,10 +103,12 @@ class RoutingEvalReport:
     uncalibrated_default: dict[str, Any] = field(default_factory=dict)
     escalations_by_reason: dict[str, int] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    served: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.policy, "queries": self.queries, "answerable": self.answerable, "baseline": self.baseline,
-                "uncalibrated_default": self.uncalibrated_default, "escalations_by_reason": self.escalations_by_reason, "settings": self.settings}
+                "uncalibrated_default": self.uncalibrated_default, "served": self.served,
+                "escalations_by_reason": self.escalations_by_reason, "settings": self.settings}
 
 
 def _summary(scores: np.ndarray, probs: np.ndarray, correct: np.ndarray, escalated: np.ndarray, answerable: np.ndarray, *, target: float | None = None) -> dict[str, Any]:
@@ -270,7 +120,7 @@ def _summary(scores: np.ndarray, probs: np.ndarray, correct: np.ndarray, escalat
         "coverage_at_90": round(coverage_at_precision(scores, correct, 0.90), 4),
         "coverage_at_95": round(coverage_at_precision(scores, correct, 0.95), 4),
         "aurc": round(aurc(scores, correct), 4),
-        "ece": round(ece(probs, correct), 4),
+        "ece": round(expected_calibration_error(probs, correct), 4),
         "escalation_rate": round(float(escalated.mean()), 4),
         "answer_precision": round(float(correct[answered].mean()) if answered.any() else 1.0, 4),
         **({"coverage_at_target": round(coverage_at_precision(scores, correct, target), 4)} if target is not None else {}),
@@ -291,7 +141,7 @@ def run_routing_eval(
     progress: Any = None,
 ) -> RoutingEvalReport:
     """Ingest the KB into a fresh (or reused ``work_dir``) home, run every query, score both policies."""
-    queries = load_queries(queries_path)
+    queries = load_questions(queries_path, answerable_need_docs=False)
     if not 2 <= folds <= 20:
         raise InvalidRequest(f"folds must be between 2 and 20, got {folds}")
     tmp = None
@@ -308,10 +158,63 @@ def run_routing_eval(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _respond_all(
+    store: ContextStore, embedder: Embedder, queries: list[LabelledQuestion], *, mapping: dict[str, str] | None,
+    k: int, config: RoutingConfig, progress: Any,
+) -> tuple[list[Response], np.ndarray]:
+    """Every query through ``respond()`` as the API serves it (nothing routed, logged or traced), and whether
+    answering it is correct."""
+    retriever = Retriever(store, PrefetchedEmbedder(embedder, [q.text for q in queries]))
+    responder = Responder(store, retriever, calibrator=load_calibrator(store.settings.home / CALIBRATOR_FILE), routing=config)
+    responses, correct = [], []
+    for i, q in enumerate(queries):
+        response = respond(responder, Question(q.text, k=k), record=False)
+        top_doc = response.result.results[0].doc_id if response.result.results else None
+        top = (mapping.get(top_doc) if mapping is not None else top_doc) if top_doc is not None else None
+        correct.append(q.answerable and top is not None and (not q.expected_doc_ids or top in q.expected_doc_ids))
+        responses.append(response)
+        if progress and i % 100 == 0:
+            progress(i, len(queries))
+    return responses, np.array(correct, bool)
+
+
+def _signals(response: Response) -> list[Reason]:
+    """The outcome signals (triggers) of a response: its reasons that ``decide()`` did not raise itself."""
+    return [r for r in response.decision.reasons if r.code not in (NO_RESULTS, LOW_CONFIDENCE)]
+
+
+def _decide_all(responses: list[Response], confidences: Iterable[float], thresholds: Iterable[float]) -> list[Decision]:
+    """``decide()`` per query with another confidence and threshold, the same results and signals.
+
+    A fold whose training part reaches the target precision at no threshold has threshold
+    ``inf`` (escalate every query on confidence); ``decide`` takes thresholds in [0, 1], so
+    it gets 1.0, which escalates every confidence below 1.
+    """
+    return [decide(r.result, float(c), min(float(t), 1.0), extra_reasons=_signals(r)) for r, c, t in zip(responses, confidences, thresholds)]
+
+
+def _escalated(decisions: list[Decision]) -> np.ndarray:
+    return np.array([d.decision == ESCALATE for d in decisions], bool)
+
+
+def _by_reason(decisions: list[Decision]) -> dict[str, int]:
+    """Questions escalated per reason code (a question escalated for two reasons counts under both)."""
+    counts = Counter(code for d in decisions for code in {r.code for r in d.reasons})
+    return {LOW_CONFIDENCE: 0, **counts}
+
+
+def _served(responses: list[Response], y: np.ndarray, answerable: np.ndarray, threshold: float, target: float) -> dict[str, Any]:
+    """The confidence the API serves for this store (its fitted calibrator, else the default), and its decisions."""
+    served = np.array([r.decision.confidence for r in responses])
+    sources = Counter(r.confidence_source for r in responses if r.result.results)
+    return {**_summary(served, served, y, _escalated([r.decision for r in responses]), answerable, target=target),
+            "confidence_source": sources.most_common(1)[0][0] if sources else "no results", "threshold": threshold}
+
+
 def evaluate_routing(
     store: ContextStore,
     embedder: Embedder,
-    queries: list[LabelledQuery],
+    queries: list[LabelledQuestion],
     *,
     mapping: dict[str, str] | None = None,
     folds: int = 5,
@@ -328,101 +231,28 @@ def evaluate_routing(
     """
     if not 2 <= folds <= 20:
         raise InvalidRequest(f"folds must be between 2 and 20, got {folds}")
-    cached = _Cached(embedder, [q.text for q in queries])
-    retriever = Retriever(store, cached)
-    config = config or RoutingConfig()
-    feats: list[dict[str, float]] = []
-    rows, extra_codes = [], []
-    for i, q in enumerate(queries):
-        result = retriever.retrieve(q.text, k=k)
-        top_doc = result.results[0].doc_id if result.results else None
-        top = (mapping.get(top_doc) if mapping is not None else top_doc) if top_doc is not None else None
-        correct = q.answerable and top is not None and (not q.expected_doc_ids or top in q.expected_doc_ids)
-        # the outcome signals exactly as /v1/retrieve computes them (nothing routed or logged here);
-        # the confidence half of decide() is applied below with the cross-fitted calibrator
-        signals = routing_signals(store, cached, result, config=config)
-        feats.append(dict(result.features))
-        extra_codes.append([r.code for r in signals.reasons])
-        rows.append((bool(result.results), correct, q.answerable))
-        if progress and i % 100 == 0:
-            progress(i, len(queries))
-    has_results = np.array([h for h, _, _ in rows], bool)
-    y = np.array([c for _, c, _ in rows], bool)
-    answerable = np.array([a for _, _, a in rows], bool)
-    extra = np.array([bool(c) for c in extra_codes]) | ~has_results  # decide(): no results always escalates
+    responses, y = _respond_all(store, embedder, queries, mapping=mapping, k=k, config=config or RoutingConfig(), progress=progress)
+    answerable = np.array([q.answerable for q in queries], bool)
+    feats = [dict(r.result.features) for r in responses]
     conf, thr = _cross_fit(feats, y.astype(int), folds, seed, target_precision)
+    policy = _decide_all(responses, conf, thr)
     raw = np.array([f.get("dense_top", 0.0) for f in feats])
     raw_thr = _raw_thresholds(raw, y.astype(int), folds, seed, target_precision)
-    default = np.array([default_confidence(f) if h else 0.0 for f, h in zip(feats, has_results)])
+    other = np.array([any(r.code != LOW_CONFIDENCE for r in d.reasons) for d in policy], bool)  # e.g. no results, a signal
     api_threshold = store.settings.retrieval.confidence_threshold
-    policy = _summary(conf, conf, y, (conf < thr) | extra, answerable, target=target_precision)
-    baseline = _summary(raw, raw, y, (raw < raw_thr) | extra, answerable, target=target_precision)
-    uncalibrated = _summary(default, default, y, (default < api_threshold) | extra, answerable, target=target_precision)
-    by_reason: dict[str, int] = {}
-    for codes_ in extra_codes:
-        for c in set(codes_):
-            by_reason[c] = by_reason.get(c, 0) + 1
-    by_reason["low_confidence"] = int((conf < thr).sum())
-    documents = len(mapping) if mapping is not None else store.index.ids(store.index.company_table_name, "doc_id").__len__()
+    default = np.array([default_confidence(f) if r.result.results else 0.0 for f, r in zip(feats, responses)])
+    documents = len(mapping) if mapping is not None else len(store.index.ids(store.index.company_table_name, "doc_id"))
     return RoutingEvalReport(
-        queries=len(queries), answerable=int(answerable.sum()), policy=policy, baseline=baseline,
-        uncalibrated_default=uncalibrated, escalations_by_reason=by_reason,
+        queries=len(queries), answerable=int(answerable.sum()),
+        policy=_summary(conf, conf, y, _escalated(policy), answerable, target=target_precision),
+        # the raw cosine read as P(correct) is clipped into [0, 1] for its ECE (it can be negative)
+        baseline=_summary(raw, np.clip(raw, 0.0, 1.0), y, (raw < raw_thr) | other, answerable, target=target_precision),
+        uncalibrated_default=_summary(default, default, y, _escalated(_decide_all(responses, default, [api_threshold] * len(responses))),
+                                      answerable, target=target_precision),
+        served=_served(responses, y, answerable, api_threshold, target_precision),
+        escalations_by_reason=_by_reason(policy),
         settings={"folds": folds, "seed": seed, "target_precision": target_precision, "k": k, "features": list(FEATURES),
                   "mode": store.settings.retrieval.mode, "model": embedder.name, "documents": documents,
                   "policy_threshold_median": round(float(np.median(thr)), 4), "baseline_threshold_median": round(float(np.median(raw_thr)), 4),
                   "uncalibrated_threshold": api_threshold},
     )
-
-
-def convert_clinc150(
-    src: Path, out: Path, *, kb_domains: int = 5, examples_per_intent: int = 20, queries_per_intent: int = 10,
-    oos_queries: int = 500, seed: int = 7,
-) -> dict[str, Any]:
-    """Build a BEIR KB + labelled query file from CLINC150.
-
-    The KB holds one document per intent of ``kb_domains`` randomly chosen domains (its
-    title, and ``examples_per_intent`` *training* utterances as the text). Queries come
-    from the *test* split: intents in the KB are answerable (expected: their document),
-    intents of the held-out domains and out-of-scope utterances are unanswerable.
-    """
-    data = Path(src) / "clinc150_full.jsonl"
-    domains_file = Path(src) / "domains.json"
-    if not data.is_file() or not domains_file.is_file():
-        raise InvalidRequest(f"{src}: expected clinc150_full.jsonl and domains.json")
-    domains: dict[str, list[str]] = json.loads(domains_file.read_text())
-    rng = random.Random(seed)
-    names = sorted(domains)
-    if not 1 <= kb_domains < len(names):
-        raise InvalidRequest(f"kb_domains must be between 1 and {len(names) - 1}")
-    in_kb = sorted(rng.sample(names, kb_domains))
-    kb_intents = {i for d in in_kb for i in domains[d]}
-    train: dict[str, list[str]] = {}
-    test: dict[str, list[str]] = {}
-    for line in data.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        bucket = train if row["split"] == "train" else test if row["split"] == "test" else None
-        if bucket is not None:
-            bucket.setdefault(row["intent"], []).append(row["text"])
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / "corpus.jsonl").open("w", encoding="utf-8") as fh:
-        for intent in sorted(kb_intents):
-            examples = rng.sample(train[intent], min(examples_per_intent, len(train[intent])))
-            title = intent.replace("_", " ").capitalize()
-            fh.write(json.dumps({"_id": intent, "title": title, "text": "\n".join(f"- {e}" for e in examples)}) + "\n")
-    queries: list[dict[str, Any]] = []
-    for intent in sorted(i for i in test if i != "oos"):
-        for text in rng.sample(test[intent], min(queries_per_intent, len(test[intent]))):
-            if intent in kb_intents:
-                queries.append({"text": text, "answerable": True, "expected_doc_ids": [intent]})
-            else:
-                queries.append({"text": text, "answerable": False, "source": "held_out_domain"})
-    for text in rng.sample(test.get("oos", []), min(oos_queries, len(test.get("oos", [])))):
-        queries.append({"text": text, "answerable": False, "source": "out_of_scope"})
-    rng.shuffle(queries)
-    with (out / "queries.jsonl").open("w", encoding="utf-8") as fh:
-        for q in queries:
-            fh.write(json.dumps(q) + "\n")
-    summary = {"kb_domains": in_kb, "documents": len(kb_intents), "queries": len(queries),
-               "answerable": sum(q["answerable"] for q in queries), "seed": seed}
-    (out / "README.json").write_text(json.dumps(summary, indent=2))
-    return summary

@@ -45,11 +45,12 @@ def routing(kb_dir: Path, queries_path: Path, work_dir: Path | None, folds: int,
         return
     click.echo(f"{data['queries']} queries ({data['answerable']} answerable), {data['settings']['documents']} KB documents, "
                f"{folds}-fold cross-fitted, threshold fitted to {target_precision:.0%} answer precision")
-    click.echo(f"{'metric':<22}{'policy':>10}{'baseline':>10}{'uncalibrated':>14}")
+    click.echo(f"{'metric':<22}{'policy':>10}{'baseline':>10}{'uncalibrated':>14}{'served':>10}")
     for key in KEYS:
-        click.echo(f"{key:<22}{data[key]:>10.4f}{data['baseline'][key]:>10.4f}{data['uncalibrated_default'][key]:>14.4f}")
+        click.echo(f"{key:<22}{data[key]:>10.4f}{data['baseline'][key]:>10.4f}{data['uncalibrated_default'][key]:>14.4f}{data['served'][key]:>10.4f}")
     click.echo("policy: the API's calibrator, cross-fitted; baseline: raw top-1 cosine threshold; "
-               "uncalibrated: the API's conservative default at its threshold")
+               "uncalibrated: the API's conservative default at its threshold; "
+               f"served: what the API serves for this home ({data['served']['confidence_source']}) at its threshold")
     click.echo("escalations by reason: " + ", ".join(f"{k}={v}" for k, v in sorted(data["escalations_by_reason"].items())))
 
 
@@ -63,7 +64,7 @@ def routing(kb_dir: Path, queries_path: Path, work_dir: Path | None, folds: int,
 @click.option("--seed", default=7, show_default=True, type=int)
 def clinc150(src: Path, out: Path, kb_domains: int, examples_per_intent: int, queries_per_intent: int, oos_queries: int, seed: int) -> None:
     """Build a routing evaluation set (BEIR KB + labelled queries) from CLINC150."""
-    from context_store.measure.routing_eval import convert_clinc150
+    from context_store.measure.routing_sets import convert_clinc150
 
     try:
         summary = convert_clinc150(src, out, kb_domains=kb_domains, examples_per_intent=examples_per_intent,

@@ -8,7 +8,7 @@ import click
 
 from context_store.errors import FreshContextError
 from context_store.index.embed.factory import build_embedder
-from context_store.measure.promotion import pending_change, run_gate
+from context_store.measure.gate import pending_change, run_gate
 from context_store.store.context_store import ContextStore
 
 
