@@ -42,7 +42,7 @@ from context_store._common import utcnow
 from context_store.index.embed.factory import build_embedder
 from context_store.index.embed.protocol import Embedder
 from context_store.index.ingest import ApplyResult, apply_changes
-from context_store.measure.freshness import record_fts_coverage, record_lags
+from context_store.index.lag import record_fts_coverage, record_lags
 from context_store.settings import EmbeddingConfig, SourceConfig
 from context_store.state import journal
 from context_store.state.journal import JournalEntry

@@ -17,7 +17,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 
 from context_store._common import percentile, utcnow
-from context_store.index.lag import record_fts_coverage, record_lags  # noqa: F401  (record_fts_coverage: see below)
+from context_store.index.lag import record_lags
 from context_store.measure.backlog import UnindexedReport, UserAgeReport, stalest_documents, unindexed_changes, user_state_ages
 from context_store.measure.checks import CheckOutcome
 from context_store.measure.stale_hits import StaleHitReport, served_stale_hits
@@ -25,11 +25,6 @@ from context_store.store.context_store import ContextStore
 from context_store.store.models import ChangeEvent, VersionLag
 
 __all__ = ["FreshnessReport", "LagStats", "evaluate_checks", "freshness_report", "lag_stats"]
-
-# Transitional: pipeline/watcher.py still imports record_lags and record_fts_coverage from here.
-# They live in context_store.index.lag (the index layer writes timelines); drop this note and the
-# noqa above once the watcher imports them from there.
-
 
 @dataclass
 class LagStats:

@@ -116,7 +116,7 @@ def replay(store: ContextStore, trace_id: str) -> dict[str, Any]:
             for c in session.exec(select(ChunkRecord).where(col(ChunkRecord.version_id).in_(version_ids)))
         } if version_ids else {}
         if any((r["version_id"], r["chunk_id"]) not in chunks for r in served):
-            # chunks a chunker promotion replaced are archived, not deleted (context_store/measure/promotion.py)
+            # chunks a chunker promotion replaced are archived, not deleted (context_store/index/candidate.py)
             for c in session.exec(select(ArchivedChunk).where(col(ArchivedChunk.version_id).in_(version_ids))):
                 chunks.setdefault((c.version_id, c.chunk_id), c)  # type: ignore[arg-type]
         snapshot = session.get(UserSnapshotVersion, trace.user_version_id) if trace.user_version_id else None
