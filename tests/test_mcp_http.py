@@ -248,3 +248,17 @@ def test_allowed_hosts_are_configured_not_only_localhost(base_url: str) -> None:
     assert httpx.post(f"{base_url}/mcp", json=probe, headers={**headers, "Host": "evil.example.net"}).status_code == 421
     ok = httpx.post(f"{base_url}/mcp", json=probe, headers={**headers, "Host": "agents.example.com"})
     assert ok.status_code != 421
+
+
+def test_the_mcp_settings_take_hosts_from_the_environment(mcp_store: ContextStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+    from service.mcp import mcp_config
+
+    monkeypatch.setenv("FRESHCONTEXT_MCP_ALLOWED_HOSTS", "kb.example.com, kb.internal:8000")
+    config = mcp_config(mcp_store.settings)
+    assert config.allowed_hosts[-2:] == ["kb.example.com", "kb.internal:8000"] and "agents.example.com" in config.allowed_hosts
+    assert config.notify_interval_seconds == 0.1 and config.host_check
+    result = CliRunner().invoke(main, ["--home", str(mcp_store.settings.home), "mcp"])
+    assert result.exit_code == 2 and "pass --stdio" in result.output

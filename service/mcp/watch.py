@@ -67,7 +67,7 @@ class DocumentWatch:
 
     @property
     def watched(self) -> set[str]:
-        return {d for d, n in self._streams.items() if n > 0} | {d for d, s in self._sessions.items() if s}
+        return set(self._streams) | {d for d, s in self._sessions.items() if s}
 
     async def _baseline(self, doc_ids: list[str]) -> None:
         """Remember the versions a new subscriber starts from, so the first change after it is told."""
@@ -87,6 +87,7 @@ class DocumentWatch:
             return await call_next(ctx)
         finally:
             self._streams.subtract(ids)
+            self._streams = +self._streams  # documents nobody watches any more leave the count
 
     @staticmethod
     def _connection(ctx: ServerRequestContext[Any, Any]) -> str:
