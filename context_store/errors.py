@@ -8,6 +8,7 @@
     │   ├── UnknownUser
     │   └── UnknownQuestion
     ├── InvalidRequest       a caller's request is malformed (empty query, bad ``as_of``, k out of range)
+    │   └── TooLarge         a request is over a size bound (turns, characters); ``code`` says which
     ├── QuestionConflict     a routed question is not in a state that allows this; ``code`` says which
     ├── WebhookRejected      a signed delivery must not be processed; ``reason`` code and HTTP ``status``
     └── StoreError           SQL and vector stores disagree in a way the caller should see
@@ -27,6 +28,7 @@ __all__ = [
     "QuestionConflict",
     "SourceError",
     "StoreError",
+    "TooLarge",
     "UnknownQuestion",
     "UnknownUser",
     "WebhookRejected",
@@ -68,6 +70,14 @@ class UnknownQuestion(NotFound):
 
 class InvalidRequest(FreshContextError):
     pass
+
+
+class TooLarge(InvalidRequest):
+    """A request over a size bound; ``code`` names it (``transcript_too_large``, ``history_too_large``)."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class QuestionConflict(FreshContextError):

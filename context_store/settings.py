@@ -197,6 +197,7 @@ class Settings(BaseModel):
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     api_keys: list[str] = Field(default_factory=list)
     routing: dict[str, Any] = Field(default_factory=dict)  # validated by context_store.route.triggers.RoutingConfig
+    mcp: dict[str, Any] = Field(default_factory=dict)  # the MCP server's: validated by service.mcp.config.McpConfig
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
     extra: dict[str, Any] = Field(default_factory=dict)

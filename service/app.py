@@ -13,6 +13,7 @@ from context_store.route import OutboxWorker, Trigger, routing_config
 from context_store.store import ContextStore
 from service.auth import KeyRing
 from service.errors import install_error_handlers
+from service.mcp import McpHttp, build_server, mcp_config
 from service.metrics import Metrics, MetricsMiddleware
 from service.routes import ROUTERS
 from service.state import EncoderFactory, ServiceState
@@ -55,7 +56,8 @@ def create_app(
         if worker is not None:
             worker.start()
         try:
-            yield
+            async with app.state.mcp.running():  # a mounted app's own lifespan never runs: the host's starts MCP's
+                yield
         finally:
             if worker is not None:
                 worker.stop()
@@ -64,7 +66,8 @@ def create_app(
         title="freshcontext",
         version="1.0.0",
         description="Current, cited context for AI support agents: retrieval with confidence, decision and evidence trail. "
-        "Every /v1 call needs an API key (X-API-Key or Authorization: Bearer).",
+        "Every /v1 call needs an API key (X-API-Key or Authorization: Bearer). The same tools speak MCP at /mcp "
+        "(streamable HTTP, the same keys).",
         lifespan=lifespan,
     )
     app.state.store = store
@@ -75,5 +78,8 @@ def create_app(
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    config = mcp_config(store.settings)
+    mcp = build_server(service, notify_interval=config.notify_interval_seconds, on_response=app.state.metrics.record_response)
+    app.state.mcp = McpHttp(app, mcp, app.state.keys, config)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app

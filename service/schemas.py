@@ -9,14 +9,28 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "CompanyResult",
+    "DocumentPublic",
     "DocumentVersionPublic",
     "DocumentVersions",
+    "HandoffRequest",
+    "HandoffResponse",
     "ReasonPublic",
     "RetrieveRequest",
     "RetrieveResponse",
+    "Turn",
     "UserFactPublic",
     "UserStatePublic",
 ]
+
+
+class Turn(BaseModel):
+    """One turn of the conversation (sizes are checked by the core: ``context_store.route.transcript``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["user", "agent", "assistant", "staff", "system"] = Field(description="Who spoke.")
+    text: str = Field(description="What was said (at most 8,000 characters).")
+    at: datetime | None = Field(default=None, description="When (ISO-8601).")
 
 
 class RetrieveRequest(BaseModel):
@@ -29,6 +43,7 @@ class RetrieveRequest(BaseModel):
     filters: dict[str, Any] | None = Field(default=None, description='Restrict company results: {"kinds": [...], "sources": [...], "doc_ids": [...]}.')
     mode: Literal["hybrid", "vector", "text", "rrf"] | None = Field(default=None, description="Override the server's retrieval mode.")
     conversation_id: str | None = Field(default=None, max_length=200, description="The agent's conversation id: kept with a routed question; earlier turns of it are not repeat contacts.")
+    history: list[Turn] | None = Field(default=None, description="The conversation's last turns (at most 50): kept with the trace and shown to staff if the question is escalated.")
 
 
 class CompanyResult(BaseModel):
@@ -118,3 +133,41 @@ class DocumentVersions(BaseModel):
     doc_id: str
     as_of: datetime | None
     versions: list[DocumentVersionPublic]
+
+
+class HandoffRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "conversation_id": "c-42", "user_id": "u-1001", "reason": "the user asked for a person",
+        "transcript": [{"role": "user", "text": "my parcel never came", "at": "2026-12-01T10:00:00Z"},
+                       {"role": "agent", "text": "It shipped on Monday with DHL.", "at": "2026-12-01T10:00:05Z"}],
+    }]})
+
+    conversation_id: str = Field(description="The agent's conversation id; a second press in it joins the open hand-off.")
+    user_id: str | None = Field(default=None, description="Add this user's current state to the working memory.")
+    reason: str = Field(description="Why a person is needed (1-2000 characters).")
+    transcript: list[Turn] = Field(description="The conversation so far, oldest first (1-200 turns, 100,000 characters in all).")
+
+
+class HandoffResponse(BaseModel):
+    question_id: str
+    kind: Literal["handoff"]
+    joined: bool = Field(description="True when this press joined the conversation's open hand-off.")
+    ask_count: int
+    status: str
+    conversation_id: str
+    trace_id: str | None = Field(description="The conversation's last response, whose context the person sees.")
+
+
+class DocumentPublic(BaseModel):
+    """One version of a document, with its text: now, or as it was at ``as_of``."""
+
+    doc_id: str
+    version_id: str
+    title: str
+    text: str
+    source_path: str
+    valid_from: datetime
+    valid_to: datetime | None = Field(description="When this version was superseded (None: it is current).")
+    current: bool
+    age_seconds: float = Field(description="How long ago this version became valid.")
+    as_of: datetime | None = None

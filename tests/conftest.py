@@ -85,6 +85,17 @@ def open_with_staff_answers(sources: dict[str, Path], **settings: Any) -> Contex
     )
 
 
+def raised_inside(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The ``kind`` error inside what was raised: async clients (the MCP SDK's) wrap it in exception groups."""
+    if isinstance(exc, kind):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        found = raised_inside(inner, kind)
+        if found is not None:
+            return found
+    return raised_inside(exc.__context__, kind) if exc.__context__ is not None else None
+
+
 @pytest.fixture
 def fake_embedder() -> HashingEmbedder:
     return HashingEmbedder()

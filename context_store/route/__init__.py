@@ -4,7 +4,8 @@
 ``decide()``, route, trace) that the API, MCP, the CLI and the evaluations call. The rest
 is its parts: the calibrated confidence, the one decision rule and its reason type, the
 escalation triggers, routed questions with their working memory, evidence traces, the
-outbox of notifications and signed webhooks.
+outbox of notifications and signed webhooks. ``request_handoff()`` is the other way in: the
+red button, a person at once with the whole conversation (``route.transcript`` bounds it).
 """
 
 from context_store.route.confidence import (
@@ -16,6 +17,7 @@ from context_store.route.confidence import (
     load_calibrator,
 )
 from context_store.route.decision import ANSWER, ESCALATE, REASON_CODES, Decision, Reason, Trigger, decide
+from context_store.route.handoff import HANDOFF, HANDOFF_REQUESTED, HandoffOutcome, request_handoff
 from context_store.route.outbox import OutboxWorker, deliver_due, outbox_counts, redeliver
 from context_store.route.policy import RoutingConfig, SensitiveTopic, routing_config
 from context_store.route.questions import (
@@ -30,6 +32,14 @@ from context_store.route.questions import (
 from context_store.route.respond import Question, Responder, Response, respond
 from context_store.route.signals import RoutingSignals, routing_signals
 from context_store.route.traces import get_trace, record_trace, replay, trace_dict
+from context_store.route.transcript import (
+    MAX_HISTORY_TURNS,
+    MAX_TRANSCRIPT_CHARS,
+    MAX_TRANSCRIPT_TURNS,
+    MAX_TURN_CHARS,
+    ROLES,
+    check_turns,
+)
 from context_store.route.triggers import escalation_reasons
 from context_store.route.webhooks import generate_secret, processed_delivery, sign_headers, verify
 
@@ -38,10 +48,18 @@ __all__ = [
     "CALIBRATOR_FILE",
     "ESCALATE",
     "FEATURES",
+    "HANDOFF",
+    "HANDOFF_REQUESTED",
+    "MAX_HISTORY_TURNS",
+    "MAX_TRANSCRIPT_CHARS",
+    "MAX_TRANSCRIPT_TURNS",
+    "MAX_TURN_CHARS",
     "REASON_CODES",
+    "ROLES",
     "STATUSES",
     "Calibrator",
     "Decision",
+    "HandoffOutcome",
     "OutboxWorker",
     "Question",
     "Reason",
@@ -53,6 +71,7 @@ __all__ = [
     "SensitiveTopic",
     "Trigger",
     "assign_question",
+    "check_turns",
     "decide",
     "default_confidence",
     "deliver_due",
@@ -68,6 +87,7 @@ __all__ = [
     "record_trace",
     "redeliver",
     "replay",
+    "request_handoff",
     "respond",
     "route_question",
     "routing_config",

@@ -34,6 +34,7 @@ REASON_CODES = (
     "sensitive_topic",
     "stale_source",
     "stale_user_state",
+    "handoff_requested",  # the agent pressed the red button (route.handoff); never raised by decide()
 )
 
 

@@ -40,6 +40,7 @@ from context_store.store.models import QuestionAsk, RoutedQuestion, StaffAnswer
 __all__ = [
     "STATUSES",
     "RoutingOutcome",
+    "ask_view",
     "assign_question",
     "count_by_status",
     "get_question",
@@ -176,11 +177,15 @@ def route_question(
     confidence: float | None = None,
     trace_id: str | None = None,
     conversation_id: str | None = None,
+    transcript: list[dict[str, Any]] | None = None,
     config: RoutingConfig | None = None,
     now: datetime | None = None,
     session: Session | None = None,
 ) -> RoutingOutcome:
     """Queue an escalated question (or group it with an open near-duplicate) and its notification.
+
+    ``transcript`` (the conversation's last turns, checked by ``route.transcript``) joins a new
+    question's working memory.
 
     The question, its ask and its outbox message commit in one transaction (``session``:
     the caller's), so a question is never queued without its notification or the other way round.
@@ -202,14 +207,14 @@ def route_question(
             session.add_all([best, ask])
             if config.outbound_url:
                 enqueue(session, "routed_question.asked_again", config.outbound_url,
-                        {"question_id": best.question_id, "ask": _ask_view(ask), "ask_count": best.ask_count}, now=now)
+                        {"question_id": best.question_id, "ask": ask_view(ask), "ask_count": best.ask_count}, now=now)
             return RoutingOutcome(best.question_id, True, best_sim, best.ask_count)
         question = RoutedQuestion(
             question_id="q-" + secrets.token_hex(8), status="open", text=result.query, user_id=result.user_id,
             user_version_id=result.user_version_id, conversation_id=conversation_id, trace_id=trace_id,
             confidence=confidence, reasons=reason_dicts, context=_hit_memory(result),
             user_state=[{"key": f.key, "text": f.text, "score": round(float(f.score), 4)} for f in result.user_state],
-            model=model, vector=to_vector(vector), created_at=now, updated_at=now,
+            model=model, vector=to_vector(vector), created_at=now, updated_at=now, transcript=transcript or None,
         )
         ask.question_id = question.question_id
         session.add(question)
@@ -223,7 +228,7 @@ def route_question(
         return RoutingOutcome(question.question_id, False, 1.0, 1)
 
 
-def _ask_view(ask: QuestionAsk) -> dict[str, Any]:
+def ask_view(ask: QuestionAsk) -> dict[str, Any]:
     return {
         "text": ask.text, "user_id": ask.user_id, "user_version_id": ask.user_version_id, "conversation_id": ask.conversation_id,
         "trace_id": ask.trace_id, "similarity": round(ask.similarity, 4), "reasons": ask.reasons,
@@ -237,6 +242,7 @@ def question_view(question: RoutedQuestion, asks: list[QuestionAsk], answer: Sta
     return {
         "question_id": question.question_id,
         "status": question.status,
+        "kind": question.kind,
         "text": question.text,
         "user_id": question.user_id,
         "user_version_id": question.user_version_id,
@@ -246,9 +252,10 @@ def question_view(question: RoutedQuestion, asks: list[QuestionAsk], answer: Sta
         "reasons": question.reasons,
         "context": question.context,
         "user_state": question.user_state,
+        "transcript": question.transcript or [],
         "owner": question.owner,
         "ask_count": question.ask_count,
-        "asks": [_ask_view(a) for a in asks],
+        "asks": [ask_view(a) for a in asks],
         "created_at": iso(question.created_at),
         "updated_at": iso(question.updated_at),
         "answered_at": iso(question.answered_at),

@@ -21,7 +21,7 @@ evaluation passes ``record=False`` so nothing is routed, logged or traced.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +36,7 @@ from context_store.route.policy import RoutingConfig
 from context_store.route.questions import RoutingOutcome
 from context_store.route.signals import routing_signals
 from context_store.route.traces import new_trace_id, record_trace
+from context_store.route.transcript import MAX_HISTORY_TURNS, check_turns
 from context_store.store.context_store import ContextStore
 
 __all__ = ["Question", "Responder", "Response", "respond"]
@@ -53,6 +54,7 @@ class Question:
     mode: str | None = None
     conversation_id: str | None = None
     client: str | None = None  # the caller's key name, kept with the trace
+    history: Sequence[Mapping[str, Any]] | None = None  # the last turns of the conversation, kept with the trace
 
 
 @dataclass
@@ -140,6 +142,7 @@ def respond(responder: Responder, question: Question, *, record: bool = True, no
     """Answer or escalate one question; with ``record`` (the default) route, log and trace it."""
     started = time.perf_counter()
     store = responder.store
+    history = check_turns(question.history, what="history", max_turns=MAX_HISTORY_TURNS)  # before any work: a caller's mistake
     result = responder.retriever.retrieve(
         question.query, user_id=question.user_id, k=question.k, as_of=question.as_of, filters=question.filters, mode=question.mode
     )
@@ -154,10 +157,12 @@ def respond(responder: Responder, question: Question, *, record: bool = True, no
     response.trace_id = new_trace_id()
     with store.session() as session:
         response.routed = signals.follow_up(
-            decision.decision, decision.reasons, confidence=confidence, trace_id=response.trace_id, session=session
+            decision.decision, decision.reasons, confidence=confidence, trace_id=response.trace_id, transcript=history,
+            session=session,
         )
         record_trace(
             store, result, decision, confidence_source=source, trace_id=response.trace_id,
-            latency_ms=(time.perf_counter() - started) * 1000, client=question.client, session=session,
+            latency_ms=(time.perf_counter() - started) * 1000, client=question.client,
+            conversation_id=question.conversation_id, history=history, session=session,
         )
     return response

@@ -49,17 +49,19 @@ class RoutingSignals:
     active: bool = True
 
     def follow_up(
-        self, decision: str, reasons: list[Any], *, confidence: float | None = None, trace_id: str | None = None, session: Session | None = None,
+        self, decision: str, reasons: list[Any], *, confidence: float | None = None, trace_id: str | None = None,
+        transcript: list[dict[str, Any]] | None = None, session: Session | None = None,
     ) -> RoutingOutcome | None:
-        """Route an escalation (with its working memory) and log the question; returns the routed question.
-        With ``session`` both writes join the caller's transaction."""
+        """Route an escalation (with its working memory, ``transcript`` included) and log the question;
+        returns the routed question. With ``session`` both writes join the caller's transaction."""
         if not self.active:
             return None
         routed = None
         if decision == "escalate":
             routed = route_question(
                 self.store, self.result, list(reasons), vector=self.vector, model=self.embedder.name, confidence=confidence,
-                trace_id=trace_id, conversation_id=self.conversation_id, config=self.config, now=self.now, session=session,
+                trace_id=trace_id, conversation_id=self.conversation_id, transcript=transcript, config=self.config, now=self.now,
+                session=session,
             )
         record_asked(
             self.store, self.result, vector=self.vector, model=self.embedder.name, decision=decision, confidence=confidence,

@@ -24,7 +24,7 @@ from context_store.route.decision import Decision
 from context_store.store.context_store import ContextStore
 from context_store.store.models import ArchivedChunk, ChunkRecord, DocumentVersion, RetrievalTrace, UserSnapshotVersion
 
-__all__ = ["get_trace", "new_trace_id", "record_trace", "replay", "trace_dict"]
+__all__ = ["get_trace", "latest_trace", "new_trace_id", "record_trace", "replay", "trace_dict"]
 
 
 def new_trace_id() -> str:
@@ -44,9 +44,13 @@ def record_trace(
     trace_id: str | None = None,
     latency_ms: float | None = None,
     client: str | None = None,
+    conversation_id: str | None = None,
+    history: list[dict[str, Any]] | None = None,
     session: Session | None = None,
 ) -> str:
-    """Store the evidence trail of one response (in the caller's transaction when ``session`` is given)."""
+    """Store the evidence trail of one response (in the caller's transaction when ``session`` is given).
+
+    ``history`` is the turns the agent sent with the question (already checked by ``route.transcript``)."""
     trace_id = trace_id or new_trace_id()
     row = {
         "trace_id": trace_id,
@@ -80,6 +84,8 @@ def record_trace(
         "user_facts": [asdict(f) for f in result.user_state] if result.user_id else None,
         "latency_ms": latency_ms,
         "client": client,
+        "conversation_id": conversation_id,
+        "history": history or None,
     }
     # Core insert: one statement, no ORM identity map; this runs on every request.
     if session is not None:
@@ -96,6 +102,14 @@ def get_trace(store: ContextStore, trace_id: str) -> RetrievalTrace:
     if trace is None:
         raise NotFound(f"no trace {trace_id!r}")
     return trace
+
+
+def latest_trace(session: Session, conversation_id: str) -> RetrievalTrace | None:
+    """The conversation's last recorded response (what the agent last told the user), if any."""
+    return session.exec(
+        select(RetrievalTrace).where(RetrievalTrace.conversation_id == conversation_id)
+        .order_by(col(RetrievalTrace.created_at).desc()).limit(1)
+    ).first()
 
 
 def trace_dict(trace: RetrievalTrace) -> dict[str, Any]:

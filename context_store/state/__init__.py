@@ -6,6 +6,7 @@ when; inputs that cannot be used are skipped with a reason.
 from context_store.state.documents import (
     CompanySyncReport,
     current_version_id,
+    current_version_ids,
     doc_id_for,
     document_versions,
     sync_company_sources,
@@ -20,6 +21,7 @@ __all__ = [
     "UserSyncReport",
     "append",
     "current_version_id",
+    "current_version_ids",
     "doc_id_for",
     "document_versions",
     "entry_for_path",

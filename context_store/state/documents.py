@@ -24,10 +24,10 @@ from context_store.settings import SourceConfig
 from context_store.state.skipped_inputs import record_skip, resolve_skips
 from context_store.state.sources import SourceFile, list_source_files, parse_company_file, read_bytes
 from context_store.store.context_store import ContextStore
-from context_store.store.database import bulk_update, lineage_lock
+from context_store.store.database import bulk_update, in_batches, lineage_lock
 from context_store.store.models import Document, DocumentVersion
 
-__all__ = ["CompanySyncReport", "current_version_id", "doc_id_for", "document_versions", "sync_company_sources", "version_id_for"]
+__all__ = ["CompanySyncReport", "current_version_id", "current_version_ids", "doc_id_for", "document_versions", "sync_company_sources", "version_id_for"]
 
 log = logging.getLogger(__name__)
 
@@ -244,3 +244,17 @@ def current_version_id(store: ContextStore, doc_id: str) -> str | None:
     with store.session() as session:
         doc = session.get(Document, doc_id)
         return doc.current_version_id if doc else None
+
+
+def current_version_ids(store: ContextStore, doc_ids: Iterable[str]) -> dict[str, str | None]:
+    """The version each of ``doc_ids`` serves now (``None``: deleted or unknown), in one read.
+
+    What a watcher polls: a changed value is a new version or a tombstone of that document.
+    """
+    wanted = sorted(set(doc_ids))
+    found: dict[str, str | None] = dict.fromkeys(wanted)
+    with store.session() as session:
+        for part in in_batches(wanted):
+            rows = session.exec(select(Document.doc_id, Document.current_version_id).where(col(Document.doc_id).in_(part))).all()
+            found.update({doc_id: version_id for doc_id, version_id in rows})
+    return found

@@ -247,6 +247,8 @@ class RoutedQuestion(SQLModel, table=True):
 
     question_id: str = Field(primary_key=True)
     status: str = Field(default="open", index=True)
+    # escalation: respond() decided a person should answer; handoff: the agent pressed the red button
+    kind: str = Field(default="escalation", index=True)
     text: str
     user_id: Optional[str] = Field(default=None, index=True)
     user_version_id: Optional[str] = None
@@ -265,6 +267,7 @@ class RoutedQuestion(SQLModel, table=True):
     answered_at: Optional[datetime] = _ts(default=None)
     closed_at: Optional[datetime] = _ts(default=None)
     resolution_note: Optional[str] = None
+    transcript: Optional[list] = _json(default=None)  # the conversation's turns [{role, text, at}], shown to staff
 
 
 class QuestionAsk(SQLModel, table=True):
@@ -372,6 +375,8 @@ class RetrievalTrace(SQLModel, table=True):
     user_facts: Optional[list] = _json(default=None)
     latency_ms: Optional[float] = None
     client: Optional[str] = None  # a fingerprint of the API key, never the key
+    conversation_id: Optional[str] = Field(default=None, index=True)  # a handoff finds its conversation's last response
+    history: Optional[list] = _json(default=None)  # the turns the agent sent with the question [{role, text, at}]
 
 
 # --- freshness (change journal, per-version lag) ---

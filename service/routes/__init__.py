@@ -1,7 +1,8 @@
-"""The HTTP surfaces, one router per file: retrieval, evidence, operations, the staff webhook,
-routed questions, and the staff queue page. ``ROUTERS`` is what the app mounts, in order."""
+"""The HTTP surfaces, one router per file: retrieval, the red button (hand-off), evidence, operations,
+the staff webhook, routed questions, and the staff queue page. ``ROUTERS`` is what the app mounts, in order."""
 
 from service.routes.evidence import router as evidence_router
+from service.routes.handoff import router as handoff_router
 from service.routes.ops import router as ops_router
 from service.routes.questions import router as questions_router
 from service.routes.retrieve import router as retrieve_router
@@ -10,4 +11,4 @@ from service.routes.webhooks import router as webhooks_router
 
 __all__ = ["ROUTERS"]
 
-ROUTERS = [retrieve_router, evidence_router, ops_router, webhooks_router, questions_router, staff_page_router]
+ROUTERS = [retrieve_router, handoff_router, evidence_router, ops_router, webhooks_router, questions_router, staff_page_router]

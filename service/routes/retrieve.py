@@ -22,6 +22,7 @@ def retrieve(body: RetrieveRequest, request: Request, serving: ServingDep) -> di
     question = Question(
         query=body.query, user_id=body.user_id, k=body.k, as_of=body.as_of, filters=body.filters, mode=body.mode,
         conversation_id=body.conversation_id, client=getattr(request.state, "client", None),
+        history=[turn.model_dump() for turn in body.history] if body.history is not None else None,
     )
     response = respond(serving.responder, question)
     request.app.state.metrics.record_response(response)
