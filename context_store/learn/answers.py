@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 from sqlmodel import col, func, select
 
-from context_store._common import percentile
+from context_store._common import percentile, utcnow
 from context_store.errors import ConfigError, InvalidRequest, QuestionConflict
 from context_store.index.embed.protocol import Embedder
 from context_store.index.ingest import index_state, sync_state
@@ -53,7 +53,6 @@ from context_store.store.models import (
     RoutedQuestion,
     StaffAnswer,
     WebhookDelivery,
-    utcnow,
 )
 
 __all__ = [
