@@ -3,8 +3,9 @@ holds the one sync-then-index every path calls (the assets, the CLI, the journal
 path, the staff-answer indexer); ``embed`` the model behind it.
 """
 
-from context_store.index.indexing import IndexReport, index_drift, pending_documents
+from context_store.index.drift import index_drift
 from context_store.index.ingest import ApplyResult, IngestReport, apply_changes, index_state, ingest, sync_state
+from context_store.index.plan import IndexReport, pending_documents
 
 __all__ = [
     "ApplyResult",

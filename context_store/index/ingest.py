@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from context_store.index.documents import index_pending_documents
 from context_store.index.embed.protocol import Embedder
-from context_store.index.indexing import IndexReport, index_pending_documents, index_pending_users
+from context_store.index.plan import IndexReport
+from context_store.index.users import index_pending_users
 from context_store.state.documents import CompanySyncReport, sync_company_sources
 from context_store.state.journal import TRANSIENT_REASONS, coalesce, mark_applied, read_after
 from context_store.state.user_state import UserSyncReport, sync_user_sources
