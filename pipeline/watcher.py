@@ -46,6 +46,7 @@ from context_store.index.lag import record_fts_coverage, record_lags
 from context_store.settings import EmbeddingConfig, SourceConfig
 from context_store.state import journal
 from context_store.state.journal import JournalEntry
+from context_store.state.roots import source_for
 from context_store.store.context_store import ContextStore
 from context_store.store.models import ChangeEvent
 from context_store.store.runs import STAGE_FTS, track_run
@@ -235,12 +236,11 @@ class SourceWatcher:
             return len(self._pending) + self._journaling
 
     def request_rescan(self, path: str, *, reason: str) -> None:
-        found = journal.classify(self.store.settings, path)
-        if found is None:
+        held = source_for(self.store.settings, path)
+        if held is None:
             return
-        kind, source = found
         with self._lock:
-            self._rescans[(kind, source.name)] = reason
+            self._rescans[(held.state_kind, held.source.name)] = reason
 
     def _due(self, now: float) -> tuple[list[tuple[str, _Pending]], list[tuple[str, str, str]]]:
         due: list[tuple[str, _Pending]] = []

@@ -42,7 +42,7 @@ from context_store.route.policy import RoutingConfig, routing_config
 from context_store.route.questions import load_question
 from context_store.settings import SourceConfig
 from context_store.state import journal
-from context_store.state.documents import doc_id_for
+from context_store.state.documents import doc_ids_for
 from context_store.store.context_store import ContextStore
 from context_store.store.models import (
     AskedQuestion,
@@ -222,26 +222,13 @@ def index_answers(store: ContextStore, embedder: Embedder, paths: list[Path] | N
         report.documents_changed = len(sync.changed_doc_ids)
         # Only these answers' documents: an ingest may be versioning a large change meanwhile,
         # and its backlog is its own work, not this API process's. Compaction is the ingest's too.
-        own = _doc_ids_for(store, paths) + sync.changed_doc_ids
+        own = doc_ids_for(store.settings, paths) + sync.changed_doc_ids
         report.chunks_embedded = index_state(store, embedder, "company", doc_ids=own, optimize=False).chunks_embedded
         journal.mark_applied(store, ids=[int(i) for i in row_ids if i is not None], by="staff-answer")
     report.retrievable = mark_retrievable(store)
     report.flagged = flag_superseded_answers(store)
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _doc_ids_for(store: ContextStore, paths: list[Path]) -> list[str]:
-    """The document ids these files have (or will have) in the company sources that hold them."""
-    ids = []
-    for path in paths:
-        resolved = Path(path).resolve()
-        for source in store.settings.company_sources:
-            root = Path(source.path).resolve()
-            if resolved.is_relative_to(root):
-                ids.append(doc_id_for(source.name, resolved.relative_to(root).as_posix()))
-                break
-    return ids
 
 
 def _unindexed_answer_files(store: ContextStore) -> list[Path]:

@@ -25,7 +25,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select, update
 
 from context_store._common import sha256, utcnow
-from context_store.settings import Settings, SourceConfig
+from context_store.settings import Settings
+from context_store.state.roots import source_for
 from context_store.state.sources import is_ignored_name
 from context_store.store.context_store import ContextStore
 from context_store.store.models import ChangeEvent
@@ -37,7 +38,6 @@ __all__ = [
     "STATE_KINDS",
     "TRANSIENT_REASONS",
     "append",
-    "classify",
     "coalesce",
     "entry_for_path",
     "latest_id",
@@ -69,22 +69,6 @@ class JournalEntry:
     size: int | None = None
 
 
-def _roots(settings: Settings) -> list[tuple[str, SourceConfig, Path]]:
-    out = [("company", s, Path(s.path).resolve()) for s in settings.company_sources]
-    out += [("user", s, Path(s.path).resolve()) for s in settings.user_sources]
-    # the deepest root wins when sources are nested
-    return sorted(out, key=lambda item: len(item[2].parts), reverse=True)
-
-
-def classify(settings: Settings, path: str | Path) -> tuple[str, SourceConfig] | None:
-    """Which kind of state and which configured source a path belongs to (``None``: neither)."""
-    resolved = Path(path).resolve()
-    for kind, source, root in _roots(settings):
-        if resolved == root or root in resolved.parents:
-            return kind, source
-    return None
-
-
 def entry_for_path(settings: Settings, path: str | Path, *, deleted: bool = False, now: datetime | None = None) -> JournalEntry | None:
     """A journal entry for the current state of one file, or ``None`` when it is no input.
 
@@ -92,12 +76,12 @@ def entry_for_path(settings: Settings, path: str | Path, *, deleted: bool = Fals
     editor temporary files are never inputs.
     """
     resolved = Path(path).resolve()
-    found = classify(settings, resolved)
-    if found is None or is_ignored_name(resolved.name):
+    held = source_for(settings, resolved)
+    if held is None or is_ignored_name(resolved.name):
         return None
-    kind, source = found
+    kind, source = held.state_kind, held.source
     # hidden folders below the root are skipped by the scanner, so they are no input either
-    if any(part.startswith(".") for part in resolved.relative_to(Path(source.path).resolve()).parts[:-1]):
+    if any(part.startswith(".") for part in resolved.relative_to(held.root).parts[:-1]):
         return None
     try:
         st = None if deleted else resolved.stat()
