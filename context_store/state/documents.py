@@ -186,12 +186,8 @@ class _Changes:
 
     def write(self, session: Session, report: CompanySyncReport, now: datetime) -> None:
         # Close before insert: a document has at most one open version (uq_document_versions_open).
-        for start in range(0, len(self.close), 500):
-            session.execute(
-                update(DocumentVersion)
-                .where(col(DocumentVersion.version_id).in_(self.close[start : start + 500]))
-                .values(valid_to=now)
-            )
+        for part in in_batches(self.close):
+            session.execute(update(DocumentVersion).where(col(DocumentVersion.version_id).in_(part)).values(valid_to=now))
         if self.new_docs:
             session.execute(insert(Document.__table__), self.new_docs)
         if self.versions:

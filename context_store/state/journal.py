@@ -29,6 +29,7 @@ from context_store.settings import Settings
 from context_store.state.roots import source_for
 from context_store.state.sources import is_ignored_name
 from context_store.store.context_store import ContextStore
+from context_store.store.database import in_batches
 from context_store.store.models import ChangeEvent
 
 __all__ = [
@@ -123,11 +124,8 @@ def append(store: ContextStore, entries: Iterable[JournalEntry], *, now: datetim
     added = 0
     with store.session() as session:
         known: set[str] = set()
-        fps = list(unique)
-        for start in range(0, len(fps), 900):
-            known.update(
-                session.exec(select(ChangeEvent.fingerprint).where(col(ChangeEvent.fingerprint).in_(fps[start : start + 900]))).all()
-            )
+        for part in in_batches(list(unique)):
+            known.update(session.exec(select(ChangeEvent.fingerprint).where(col(ChangeEvent.fingerprint).in_(part))).all())
         rows = [
             {**asdict(e), "seen_at": now, "applied_at": None, "applied_by": None}
             for fp, e in unique.items()
