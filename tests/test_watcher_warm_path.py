@@ -16,6 +16,7 @@ from context_store.index.embed.fake import HashingEmbedder
 from context_store.index.embed.model_files import threads_for_load
 from context_store.index.ingest import apply_changes, ingest
 from context_store.index.lag import record_lags
+from context_store.index.warm import WarmApplier
 from context_store.retrieve.retriever import retrieve
 from context_store.settings import SourceConfig
 from context_store.state import journal
@@ -24,7 +25,7 @@ from context_store.state.documents import sync_company_sources
 from context_store.store.context_store import ContextStore
 from context_store.store.models import IngestRun, VersionLag
 from context_store.store.runs import STAGE_FTS
-from pipeline.watcher import SourceWatcher, WarmApplier
+from pipeline.watcher import SourceWatcher
 
 
 def _no_walk(*_: object, **__: object) -> None:

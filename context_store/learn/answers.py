@@ -10,11 +10,13 @@ Order matters, because nothing may be lost:
    there it is ordinary company state: the journal sensor's ``company_refresh_job``, the
    reconciliation, or any ``freshcontext ingest`` version and index it like every other
    file. There is no side door into LanceDB.
-3. ``index_answers`` is the warm path a serving process may take right away: the same
-   ``sync_state`` + ``index_state`` the Dagster assets run, limited
-   to the new files, then the journal rows are marked applied (a later sensor run finds
-   nothing to do). If the embedder is down, the answer stays stored, its file written and
-   journaled; the sensor or the next ingest indexes it.
+3. The process that received the answer may index it right away, through the one warm
+   path (``answer_applier`` + ``submit_answers``, or ``index_answers`` once from the CLI):
+   ``index.ingest.apply_company_paths`` runs the same ``sync_state`` + ``index_state`` the
+   Dagster assets run, limited to the answer files and their documents, then marks their
+   journal rows applied (a later sensor run finds nothing to do). If the embedder is down,
+   the answer stays stored, its file written and journaled; the sensor or the next ingest
+   indexes it.
 
 ``flag_superseded_answers`` marks an answer for review when a document version it relied
 on has been superseded or deleted: the policy it paraphrased may have changed.
@@ -26,6 +28,8 @@ import logging
 import os
 import secrets
 import tempfile
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -37,16 +41,15 @@ from sqlmodel import col, func, select
 from context_store._common import percentile, utcnow
 from context_store.errors import ConfigError, InvalidRequest, QuestionConflict
 from context_store.index.embed.protocol import Embedder
-from context_store.index.ingest import index_state, sync_state
+from context_store.index.ingest import ApplyResult, apply_company_paths
+from context_store.index.warm import WarmApplier
 from context_store.route.policy import RoutingConfig, routing_config
 from context_store.route.questions import load_question
-from context_store.settings import SourceConfig
+from context_store.settings import EmbeddingConfig, SourceConfig
 from context_store.state import journal
-from context_store.state.documents import doc_ids_for
 from context_store.store.context_store import ContextStore
 from context_store.store.models import (
     AskedQuestion,
-    ChangeEvent,
     Document,
     DocumentVersion,
     QuestionAsk,
@@ -57,18 +60,24 @@ from context_store.store.models import (
 
 __all__ = [
     "IndexAnswersReport",
+    "answer_applier",
+    "answer_files",
     "answer_markdown",
     "flag_superseded_answers",
     "index_answers",
     "learning_metrics",
     "mark_retrievable",
+    "review_answers",
     "staff_source",
     "store_answer",
+    "submit_answers",
     "write_answer_file",
     "write_pending_answer_files",
 ]
 
 log = logging.getLogger(__name__)
+# who applied the journal rows of an answer file indexed by the process that received it
+STAFF_ANSWER = "staff-answer"
 
 
 def staff_source(store: ContextStore, config: RoutingConfig | None = None) -> SourceConfig:
@@ -206,29 +215,71 @@ class IndexAnswersReport:
 
 
 def index_answers(store: ContextStore, embedder: Embedder, paths: list[Path] | None = None) -> IndexAnswersReport:
-    """The warm path: version and index the given answer files (default: all not yet retrievable)."""
-    import time
+    """Version and index the given answer files now (default: every answer not yet retrievable), then review answers.
 
+    The one-shot form (the CLI); a serving process takes ``answer_applier`` instead, which
+    coalesces a burst of answers into one pass at a time.
+    """
     started = time.perf_counter()
     paths = list(paths) if paths is not None else write_pending_answer_files(store) + _unindexed_answer_files(store)
     report = IndexAnswersReport(files=[str(p) for p in paths])
     if paths:
-        wanted = {str(Path(p).resolve()) for p in paths}
-        with store.session() as session:
-            row_ids = list(session.exec(
-                select(ChangeEvent.id).where(col(ChangeEvent.path).in_(wanted), col(ChangeEvent.applied_at).is_(None))
-            ).all())
-        sync = sync_state(store, "company", paths=paths)
-        report.documents_changed = len(sync.changed_doc_ids)
-        # Only these answers' documents: an ingest may be versioning a large change meanwhile,
-        # and its backlog is its own work, not this API process's. Compaction is the ingest's too.
-        own = doc_ids_for(store.settings, paths) + sync.changed_doc_ids
-        report.chunks_embedded = index_state(store, embedder, "company", doc_ids=own, optimize=False).chunks_embedded
-        journal.mark_applied(store, ids=[int(i) for i in row_ids if i is not None], by="staff-answer")
-    report.retrievable = mark_retrievable(store)
-    report.flagged = flag_superseded_answers(store)
+        result = apply_company_paths(store, embedder, paths, applied_by=STAFF_ANSWER)
+        report.documents_changed = len(result.company.changed_doc_ids) if result.company else 0
+        report.chunks_embedded = result.company_index.chunks_embedded if result.company_index else 0
+    report.retrievable, report.flagged = review_answers(store)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def review_answers(store: ContextStore) -> tuple[list[str], int]:
+    """After an indexing pass: stamp answers now retrievable, flag answers whose sources changed."""
+    return mark_retrievable(store), flag_superseded_answers(store)
+
+
+def answer_applier(
+    store: ContextStore, embedder: Embedder, *, embedder_for: Callable[[EmbeddingConfig], Embedder] | None = None
+) -> WarmApplier:
+    """The warm path of a serving process for the staff answers it receives; make one per process.
+
+    A ``WarmApplier`` whose passes (``submit_answers``) index only the answers' own documents,
+    mark their journal rows applied by ``staff-answer`` and end with ``review_answers``. It
+    follows a promotion of the serving index by itself; ``embedder_for`` may hand it the
+    process's already loaded model for the new index instead of loading another.
+    """
+    applier = WarmApplier(store, embedder, embedder_for=embedder_for, applied_by=STAFF_ANSWER)
+
+    def review(_result: ApplyResult) -> None:
+        review_answers(applier.store)  # the applier's store: it follows promotions
+
+    applier.on_apply = review
+    return applier
+
+
+def submit_answers(applier: WarmApplier, answer_ids: Sequence[str]) -> None:
+    """Index these stored answers through ``applier``, writing any file still missing; never raises.
+
+    Runs in the caller's thread (a request's background task): a pass already running takes
+    the answers in its next round instead. An answer whose file cannot be written, or whose
+    pass fails (the embedder is down), stays stored and journaled for the next ingest.
+    """
+    try:
+        paths = answer_files(applier.store, answer_ids)
+    except Exception:
+        log.exception("staff answer(s) %s stored but not indexed yet; the next ingest will index them", ", ".join(answer_ids))
+        return
+    applier.submit(paths)
+
+
+def answer_files(store: ContextStore, answer_ids: Sequence[str]) -> list[Path]:
+    """The files of these answers, writing those not written yet (a crash or a full disk left them)."""
+    paths = []
+    for answer_id in answer_ids:
+        with store.session() as session:
+            answer = session.get(StaffAnswer, answer_id)
+            path = answer.file_path if answer else None
+        paths.append(Path(path) if path else write_answer_file(store, answer_id))
+    return paths
 
 
 def _unindexed_answer_files(store: ContextStore) -> list[Path]:

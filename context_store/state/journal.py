@@ -47,6 +47,7 @@ __all__ = [
     "read_after",
     "rescan_entry",
     "retry_entry",
+    "unapplied_ids",
 ]
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,19 @@ def read_after(
         if unapplied_only:
             query = query.where(col(ChangeEvent.applied_at).is_(None))
         return list(session.exec(query.order_by(col(ChangeEvent.id)).limit(limit)).all())
+
+
+def unapplied_ids(store: ContextStore, paths: Iterable[str | Path], *, state_kind: str | None = None) -> list[int]:
+    """Ids of the rows not applied yet that name one of ``paths`` (resolved as the journal writes them)."""
+    wanted = sorted({str(Path(p).resolve()) for p in paths})
+    ids: list[int] = []
+    with store.session() as session:
+        for part in in_batches(wanted):
+            query = select(ChangeEvent.id).where(col(ChangeEvent.path).in_(part), col(ChangeEvent.applied_at).is_(None))
+            if state_kind:
+                query = query.where(ChangeEvent.state_kind == state_kind)
+            ids.extend(int(i) for i in session.exec(query).all() if i is not None)
+    return sorted(ids)
 
 
 @dataclass
