@@ -266,7 +266,7 @@ def test_learning_checks_flag_an_answer_that_never_became_knowledge(edited: Cont
     from datetime import timedelta
 
     from context_store._common import utcnow
-    from context_store.learn.answers import learning_metrics
+    from context_store.learn.review import learning_metrics
     from context_store.measure.quality import learning_checks
     from context_store.store.models import RoutedQuestion, StaffAnswer
 

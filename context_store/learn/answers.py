@@ -18,8 +18,8 @@ Order matters, because nothing may be lost:
    the answer stays stored, its file written and journaled; the sensor or the next ingest
    indexes it.
 
-``flag_superseded_answers`` marks an answer for review when a document version it relied
-on has been superseded or deleted: the policy it paraphrased may have changed.
+After each indexing pass ``learn.review`` stamps the answers now retrievable and flags those
+whose sources changed.
 """
 
 from __future__ import annotations
@@ -36,38 +36,27 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlmodel import col, func, select
+from sqlmodel import col, select
 
-from context_store._common import percentile, utcnow
+from context_store._common import utcnow
 from context_store.errors import ConfigError, InvalidRequest, QuestionConflict
 from context_store.index.embed.protocol import Embedder
 from context_store.index.ingest import ApplyResult, apply_company_paths
 from context_store.index.warm import WarmApplier
+from context_store.learn.review import review_answers
 from context_store.route.policy import RoutingConfig, routing_config
 from context_store.route.questions import load_question
 from context_store.settings import EmbeddingConfig, SourceConfig
 from context_store.state import journal
 from context_store.store.context_store import ContextStore
-from context_store.store.models import (
-    AskedQuestion,
-    Document,
-    DocumentVersion,
-    QuestionAsk,
-    RoutedQuestion,
-    StaffAnswer,
-    WebhookDelivery,
-)
+from context_store.store.models import QuestionAsk, RoutedQuestion, StaffAnswer, WebhookDelivery
 
 __all__ = [
     "IndexAnswersReport",
     "answer_applier",
     "answer_files",
     "answer_markdown",
-    "flag_superseded_answers",
     "index_answers",
-    "learning_metrics",
-    "mark_retrievable",
-    "review_answers",
     "staff_source",
     "store_answer",
     "submit_answers",
@@ -232,11 +221,6 @@ def index_answers(store: ContextStore, embedder: Embedder, paths: list[Path] | N
     return report
 
 
-def review_answers(store: ContextStore) -> tuple[list[str], int]:
-    """After an indexing pass: stamp answers now retrievable, flag answers whose sources changed."""
-    return mark_retrievable(store), flag_superseded_answers(store)
-
-
 def answer_applier(
     store: ContextStore, embedder: Embedder, *, embedder_for: Callable[[EmbeddingConfig], Embedder] | None = None
 ) -> WarmApplier:
@@ -288,87 +272,3 @@ def _unindexed_answer_files(store: ContextStore) -> list[Path]:
             select(StaffAnswer.file_path).where(col(StaffAnswer.retrievable_at).is_(None), col(StaffAnswer.file_path).is_not(None))
         ).all()
     return [Path(p) for p in rows if p and Path(p).exists()]
-
-
-def mark_retrievable(store: ContextStore) -> list[str]:
-    """Stamp ``retrievable_at`` on answers whose document is now indexed (by any path: warm, sensor, CLI)."""
-    stamped: list[str] = []
-    with store.session() as session:
-        rows = session.exec(
-            select(StaffAnswer, Document, DocumentVersion)
-            .join(Document, col(Document.doc_id) == col(StaffAnswer.doc_id))
-            .join(DocumentVersion, col(DocumentVersion.version_id) == col(Document.current_version_id))
-            .where(col(StaffAnswer.retrievable_at).is_(None), col(Document.indexed_version_id) == col(Document.current_version_id))
-        ).all()
-        for answer, _doc, version in rows:
-            answer.retrievable_at = version.indexed_at or utcnow()
-            session.add(answer)
-            stamped.append(answer.answer_id)
-    return stamped
-
-
-def flag_superseded_answers(store: ContextStore, *, now: datetime | None = None) -> int:
-    """Flag answers relying on a document version that is no longer current; returns how many were newly flagged."""
-    now = now or utcnow()
-    flagged = 0
-    with store.session() as session:
-        answers = session.exec(select(StaffAnswer).where(StaffAnswer.needs_review == False)).all()  # noqa: E712
-        wanted = {v for a in answers for v in a.source_versions}
-        ended: dict[str, DocumentVersion] = {}
-        if wanted:
-            for version in session.exec(
-                select(DocumentVersion).where(col(DocumentVersion.version_id).in_(wanted), col(DocumentVersion.valid_to).is_not(None))
-            ).all():
-                ended[version.version_id] = version
-        for answer in answers:
-            gone = [ended[v] for v in answer.source_versions if v in ended]
-            if not gone:
-                continue
-            answer.needs_review, answer.flagged_at = True, now
-            answer.review_reason = "; ".join(
-                f"{v.doc_id} version {v.version_id} ended {v.valid_to.isoformat() if v.valid_to else '?'}" for v in gone
-            ) + " — the answer may be stale"
-            session.add(answer)
-            flagged += 1
-    if flagged:
-        log.warning("%d staff answer(s) flagged for review: a source they relied on changed", flagged)
-    return flagged
-
-
-def learning_metrics(store: ContextStore, *, now: datetime | None = None) -> dict[str, Any]:
-    """Learning-loop numbers: time to knowledge, reuse without a person, escalation rate, queue ages, stale answers."""
-    from context_store.route.questions import count_by_status, open_question_ages
-
-    mark_retrievable(store)
-    with store.session() as session:
-        answers = list(session.exec(select(StaffAnswer)).all())
-        ttk = [
-            (a.retrievable_at - a.received_at).total_seconds() for a in answers if a.retrievable_at is not None and a.received_at is not None
-        ]
-        total = session.exec(select(func.count()).select_from(AskedQuestion)).one()
-        escalated = session.exec(select(func.count()).select_from(AskedQuestion).where(AskedQuestion.decision == "escalate")).one()
-        # Asked after an answer became retrievable, answered (no person) with that answer on top.
-        reused = 0
-        by_doc = {a.doc_id: a for a in answers if a.doc_id and a.retrievable_at is not None}
-        if by_doc:
-            for doc_id, asked_at in session.exec(
-                select(AskedQuestion.top_doc_id, AskedQuestion.asked_at)
-                .where(AskedQuestion.decision == "answer", col(AskedQuestion.top_doc_id).in_(list(by_doc)))
-            ).all():
-                if asked_at >= by_doc[doc_id].retrievable_at:
-                    reused += 1
-        statuses = count_by_status(session)
-    return {
-        "answers": len(answers),
-        "answers_retrievable": len(ttk),
-        "answers_pending_index": sum(1 for a in answers if a.retrievable_at is None),
-        "answers_flagged_stale": sum(1 for a in answers if a.needs_review),
-        "time_to_knowledge_p50_s": percentile(ttk, 50),
-        "time_to_knowledge_p95_s": percentile(ttk, 95),
-        "reasked_answered_without_person": reused,
-        "questions_assessed": int(total),
-        "escalations": int(escalated),
-        "escalation_rate": (escalated / total) if total else None,
-        "questions_by_status": statuses,
-        "open_questions_by_age": open_question_ages(store, now=now),
-    }
