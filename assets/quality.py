@@ -14,7 +14,7 @@ from assets.learning import staff_answer_review
 from assets.metadata import md_table
 from assets.resources import EmbedderResource, StoreResource
 from context_store.index.candidate import build_candidate
-from context_store.learn.answers import learning_metrics
+from context_store.learn.review import learning_metrics
 from context_store.measure.checks import CheckOutcome
 from context_store.measure.gate import evaluate_gate, gate_is_current, last_gate, pending_change, promote
 from context_store.measure.quality import (

@@ -53,7 +53,7 @@ import yaml  # noqa: E402
 from sqlmodel import Session, col, func, or_, select  # noqa: E402
 
 from bench.staff_stream import audit, run_stream  # noqa: E402
-from context_store.index.indexing import index_drift  # noqa: E402
+from context_store.index.drift import index_drift  # noqa: E402
 from context_store.route.webhooks import generate_secret  # noqa: E402
 from context_store.store.context_store import ContextStore  # noqa: E402
 from context_store.store.database import make_engine  # noqa: E402

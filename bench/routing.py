@@ -35,7 +35,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from context_store.index.embed.torch_backend import SentenceTransformerEmbedder  # noqa: E402
 from context_store.index.ingest import ingest  # noqa: E402
-from context_store.learn.answers import flag_superseded_answers, learning_metrics  # noqa: E402
+from context_store.learn.review import flag_superseded_answers, learning_metrics  # noqa: E402
 from context_store.retrieve.retriever import retrieve  # noqa: E402
 from context_store.route.webhooks import generate_secret, sign_headers  # noqa: E402
 from context_store.store.context_store import ContextStore  # noqa: E402

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from context_store.index.embed.torch_backend import SentenceTransformerEmbedder
 from context_store.index.ingest import ingest
-from context_store.learn.answers import learning_metrics
+from context_store.learn.review import learning_metrics
 from context_store.retrieve.retriever import retrieve
 from context_store.route.questions import get_question
 from context_store.route.webhooks import generate_secret, sign_headers

@@ -8,10 +8,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from context_store._common import utcnow
+from context_store.index.documents import index_pending_documents
 from context_store.index.embed.fake import HashingEmbedder
-from context_store.index.indexing import index_pending_documents, index_pending_users
 from context_store.index.ingest import apply_changes
 from context_store.index.lag import record_lags
+from context_store.index.users import index_pending_users
 from context_store.measure.backlog import reconciliation_diff, unindexed_changes, user_state_ages
 from context_store.measure.freshness import evaluate_checks, freshness_report, lag_stats
 from context_store.measure.stale_hits import ServedResult, stale_hit_rate, stale_hits

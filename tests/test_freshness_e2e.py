@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from context_store.index.embed.torch_backend import SentenceTransformerEmbedder
+from context_store.index.warm import WarmApplier
 from context_store.retrieve.retriever import retrieve
 from context_store.store.context_store import ContextStore
 from context_store.store.models import Document
-from pipeline.watcher import SourceWatcher, WarmApplier
+from pipeline.watcher import SourceWatcher
 from tests.conftest import REPO, SHARED_DATA
 
 pytestmark = pytest.mark.e2e

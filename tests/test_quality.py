@@ -10,8 +10,8 @@ from sqlmodel import select
 
 from context_store.errors import InputRejected, StoreError
 from context_store.index.candidate import build_candidate
+from context_store.index.drift import index_drift
 from context_store.index.embed.fake import HashingEmbedder
-from context_store.index.indexing import index_drift
 from context_store.index.ingest import ingest
 from context_store.measure.gate import evaluate_gate, last_gate, pending_change, promote, run_gate
 from context_store.measure.golden import evaluate_golden
@@ -237,7 +237,7 @@ def test_promote_cli_with_nothing_pending(edited: ContextStore) -> None:
 
 
 def test_a_writer_opened_before_a_promotion_refuses_to_index(edited: ContextStore, sources: dict[str, Path]) -> None:
-    from context_store.index.indexing import index_pending_documents
+    from context_store.index.documents import index_pending_documents
 
     old_writer = _open(edited)  # e.g. the watcher, opened before the switch
     changed = _open(edited, embedding={"model": "hashing-v2"})
@@ -266,7 +266,7 @@ def test_learning_checks_flag_an_answer_that_never_became_knowledge(edited: Cont
     from datetime import timedelta
 
     from context_store._common import utcnow
-    from context_store.learn.answers import learning_metrics
+    from context_store.learn.review import learning_metrics
     from context_store.measure.quality import learning_checks
     from context_store.store.models import RoutedQuestion, StaffAnswer
 

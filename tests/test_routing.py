@@ -15,14 +15,8 @@ from context_store._common import utcnow
 from context_store.errors import ConfigError, InvalidRequest, NotFound, QuestionConflict
 from context_store.index.embed.fake import HashingEmbedder
 from context_store.index.ingest import ingest
-from context_store.learn.answers import (
-    flag_superseded_answers,
-    index_answers,
-    learning_metrics,
-    store_answer,
-    write_answer_file,
-    write_pending_answer_files,
-)
+from context_store.learn.answers import index_answers, store_answer, write_answer_file, write_pending_answer_files
+from context_store.learn.review import flag_superseded_answers, learning_metrics
 from context_store.retrieve.retriever import Retriever, retrieve
 from context_store.route.decision import Reason
 from context_store.route.outbox import backoff_seconds, deliver_due, outbox_counts, redeliver

@@ -170,7 +170,7 @@ def test_embedder_down_when_the_answer_arrives(client: TestClient, kb: ContextSt
     q = get_question(kb, qid)
     assert q["status"] == "answered" and q["answer"]["retrievable_at"] is None
     ingest(kb, fake_embedder)
-    from context_store.learn.answers import mark_retrievable
+    from context_store.learn.review import mark_retrievable
 
     assert mark_retrievable(kb) == [q["answer"]["answer_id"]]
 

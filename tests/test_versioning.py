@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from context_store.index.indexing import index_drift, index_pending_documents
+from context_store.index.documents import index_pending_documents
+from context_store.index.drift import index_drift
 from context_store.index.ingest import ingest
 from context_store.retrieve.retriever import retrieve
 from context_store.state.documents import sync_company_sources

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from context_store.index.embed.fake import HashingEmbedder
+from context_store.index.warm import WarmApplier
 from context_store.retrieve.retriever import retrieve
 from context_store.state import journal
 from context_store.store.context_store import ContextStore
 from context_store.store.models import Document
-from pipeline.watcher import SourceWatcher, WarmApplier, filesystem_type, observer_mode_for
+from pipeline.watcher import SourceWatcher, filesystem_type, observer_mode_for
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> bool:

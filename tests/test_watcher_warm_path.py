@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from context_store.index import indexing
+from context_store.index import plan
 from context_store.index.chunking import Chunk
+from context_store.index.documents import index_pending_documents
 from context_store.index.embed.fake import HashingEmbedder
 from context_store.index.embed.model_files import threads_for_load
-from context_store.index.indexing import index_pending_documents
 from context_store.index.ingest import apply_changes, ingest
 from context_store.index.lag import record_lags
+from context_store.index.warm import WarmApplier
 from context_store.retrieve.retriever import retrieve
 from context_store.settings import SourceConfig
 from context_store.state import journal
@@ -24,7 +25,7 @@ from context_store.state.documents import sync_company_sources
 from context_store.store.context_store import ContextStore
 from context_store.store.models import IngestRun, VersionLag
 from context_store.store.runs import STAGE_FTS
-from pipeline.watcher import SourceWatcher, WarmApplier
+from pipeline.watcher import SourceWatcher
 
 
 def _no_walk(*_: object, **__: object) -> None:
@@ -185,19 +186,19 @@ def test_cheapest_documents_are_indexed_first_in_waves_that_grow(
     assert report.lancedb_commits == 4  # the deletion embeds nothing: it commits first, in a wave of its own
 
 
-def _pending(doc_id: str, hashes: list[str]) -> indexing._Pending:
-    return indexing._Pending(doc_id, "article", None, [Chunk(i, f"{doc_id}#{h}", h, "", h * 10) for i, h in enumerate(hashes)])
+def _pending(doc_id: str, hashes: list[str]) -> plan.PendingDocument:
+    return plan.PendingDocument(doc_id, "article", None, [Chunk(i, f"{doc_id}#{h}", h, "", h * 10) for i, h in enumerate(hashes)])
 
 
 def test_waves_count_only_chunks_to_embed_and_double_up_to_the_wave_size() -> None:
     docs = [_pending(f"d{i}", [f"h{i}"]) for i in range(7)] + [_pending("cached", ["c1", "c2", "c3"])]
-    waves = list(indexing._waves(docs, 4, {"c1", "c2", "c3"}, 1))
+    waves = list(plan.waves(docs, 4, {"c1", "c2", "c3"}, 1))
     assert [[p.doc_id for p in w] for w in waves] == [["d0"], ["d1", "d2"], ["d3", "d4", "d5", "d6"], ["cached"]]
     # a chunk shared by two documents is embedded once, so it counts once
-    shared = list(indexing._waves([_pending("x", ["s"]), _pending("y", ["s"]), _pending("z", ["t"])], 8, set(), 2))
+    shared = list(plan.waves([_pending("x", ["s"]), _pending("y", ["s"]), _pending("z", ["t"])], 8, set(), 2))
     assert [[p.doc_id for p in w] for w in shared] == [["x", "y", "z"]]
     # documents with nothing to embed lead, and wait for no model call; later ones ride along
-    free = list(indexing._waves([_pending("gone", []), _pending("same", ["c1"]), _pending("a", ["h"]), _pending("b", ["c2"])], 8, {"c1", "c2"}, 2))
+    free = list(plan.waves([_pending("gone", []), _pending("same", ["c1"]), _pending("a", ["h"]), _pending("b", ["c2"])], 8, {"c1", "c2"}, 2))
     assert [[p.doc_id for p in w] for w in free] == [["gone", "same"], ["a", "b"]]
 
 

@@ -26,7 +26,7 @@ from context_store._common import sha256, utcnow
 from context_store.index.chunking import chunk_document
 from context_store.index.embed.cache import embed_cached
 from context_store.index.embed.protocol import Embedder
-from context_store.index.indexing import fact_id_for
+from context_store.index.users import fact_id_for
 from context_store.settings import ChunkingConfig
 from context_store.store.context_store import ContextStore
 from context_store.store.database import bulk_update, insert_ignore

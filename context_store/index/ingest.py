@@ -4,7 +4,8 @@ Every path runs the same two steps per kind of state: ``sync_state`` versions th
 (new versions, tombstones) and ``index_state`` chunks, embeds and writes what is pending.
 The Dagster assets call them one step per asset; ``ingest`` runs both kinds whole (CLI,
 benchmarks, tests); ``apply_changes`` runs them for the journal's unapplied rows (the warm
-path and the sensors' refresh jobs), and the staff-answer indexer for its own documents.
+path and the sensors' refresh jobs); ``apply_company_paths`` for a few named files and
+their documents only (staff answers, in the process that received them).
 Each step is logged in ``ingest_runs`` when given a ``trigger``, so which path applied a
 change leaves no trace in the result.
 """
@@ -17,16 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from context_store.index.documents import index_pending_documents
 from context_store.index.embed.protocol import Embedder
-from context_store.index.indexing import IndexReport, index_pending_documents, index_pending_users
-from context_store.state.documents import CompanySyncReport, sync_company_sources
-from context_store.state.journal import TRANSIENT_REASONS, coalesce, mark_applied, read_after
+from context_store.index.plan import IndexReport
+from context_store.index.users import index_pending_users
+from context_store.state.documents import CompanySyncReport, doc_ids_for, sync_company_sources
+from context_store.state.journal import TRANSIENT_REASONS, coalesce, mark_applied, read_after, unapplied_ids
 from context_store.state.user_state import UserSyncReport, sync_user_sources
 from context_store.store.context_store import ContextStore
 from context_store.store.models import ChangeEvent
 from context_store.store.runs import FTS_DEFERRED, numeric_stats, track_run
 
-__all__ = ["ApplyResult", "IngestReport", "apply_changes", "index_state", "ingest", "sync_state"]
+__all__ = ["ApplyResult", "IngestReport", "apply_changes", "apply_company_paths", "index_state", "ingest", "sync_state"]
 
 StateKind = Literal["company", "user"]
 
@@ -179,6 +182,35 @@ def apply_changes(
     result.applied_ids = [int(r.id or 0) for r in rows]
     mark_applied(store, ids=result.applied_ids, by=applied_by)
     result.retry = _transient_failures(rows, result)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def apply_company_paths(
+    store: ContextStore,
+    embedder: Embedder,
+    paths: Sequence[str | Path],
+    *,
+    applied_by: str = "warm",
+    optimize: bool = False,
+) -> ApplyResult:
+    """Version these company files and index their documents only; mark their journal rows applied.
+
+    For a small writer beside a running ingest (a serving process indexing the staff answers
+    it received): the ingest's backlog is the ingest's work, and compaction too (hence
+    ``optimize=False``). Rows journaled for these paths before the sync are marked applied
+    (by ``applied_by``), so the sensors find nothing left to do for them.
+    """
+    started = time.perf_counter()
+    result = ApplyResult()
+    if not paths:
+        return result
+    result.applied_ids = unapplied_ids(store, paths, state_kind="company")  # read first: later rows may be later changes
+    result.cursor = max(result.applied_ids, default=0)
+    result.company = sync_state(store, "company", paths=paths)  # type: ignore[assignment]
+    own = doc_ids_for(store.settings, paths) + result.company.changed_doc_ids
+    result.company_index = index_state(store, embedder, "company", doc_ids=own, optimize=optimize)
+    mark_applied(store, ids=result.applied_ids, by=applied_by)
     result.seconds = time.perf_counter() - started
     return result
 

@@ -10,14 +10,16 @@ Order matters, because nothing may be lost:
    there it is ordinary company state: the journal sensor's ``company_refresh_job``, the
    reconciliation, or any ``freshcontext ingest`` version and index it like every other
    file. There is no side door into LanceDB.
-3. ``index_answers`` is the warm path a serving process may take right away: the same
-   ``sync_state`` + ``index_state`` the Dagster assets run, limited
-   to the new files, then the journal rows are marked applied (a later sensor run finds
-   nothing to do). If the embedder is down, the answer stays stored, its file written and
-   journaled; the sensor or the next ingest indexes it.
+3. The process that received the answer may index it right away, through the one warm
+   path (``answer_applier`` + ``submit_answers``, or ``index_answers`` once from the CLI):
+   ``index.ingest.apply_company_paths`` runs the same ``sync_state`` + ``index_state`` the
+   Dagster assets run, limited to the answer files and their documents, then marks their
+   journal rows applied (a later sensor run finds nothing to do). If the embedder is down,
+   the answer stays stored, its file written and journaled; the sensor or the next ingest
+   indexes it.
 
-``flag_superseded_answers`` marks an answer for review when a document version it relied
-on has been superseded or deleted: the policy it paraphrased may have changed.
+After each indexing pass ``learn.review`` stamps the answers now retrievable and flags those
+whose sources changed.
 """
 
 from __future__ import annotations
@@ -26,50 +28,45 @@ import logging
 import os
 import secrets
 import tempfile
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlmodel import col, func, select
+from sqlmodel import col, select
 
-from context_store._common import percentile
+from context_store._common import utcnow
 from context_store.errors import ConfigError, InvalidRequest, QuestionConflict
 from context_store.index.embed.protocol import Embedder
-from context_store.index.ingest import index_state, sync_state
+from context_store.index.ingest import ApplyResult, apply_company_paths
+from context_store.index.warm import WarmApplier
+from context_store.learn.review import review_answers
 from context_store.route.policy import RoutingConfig, routing_config
 from context_store.route.questions import load_question
-from context_store.settings import SourceConfig
+from context_store.settings import EmbeddingConfig, SourceConfig
 from context_store.state import journal
-from context_store.state.documents import doc_id_for
 from context_store.store.context_store import ContextStore
-from context_store.store.models import (
-    AskedQuestion,
-    ChangeEvent,
-    Document,
-    DocumentVersion,
-    QuestionAsk,
-    RoutedQuestion,
-    StaffAnswer,
-    WebhookDelivery,
-    utcnow,
-)
+from context_store.store.models import QuestionAsk, RoutedQuestion, StaffAnswer, WebhookDelivery
 
 __all__ = [
     "IndexAnswersReport",
+    "answer_applier",
+    "answer_files",
     "answer_markdown",
-    "flag_superseded_answers",
     "index_answers",
-    "learning_metrics",
-    "mark_retrievable",
     "staff_source",
     "store_answer",
+    "submit_answers",
     "write_answer_file",
     "write_pending_answer_files",
 ]
 
 log = logging.getLogger(__name__)
+# who applied the journal rows of an answer file indexed by the process that received it
+STAFF_ANSWER = "staff-answer"
 
 
 def staff_source(store: ContextStore, config: RoutingConfig | None = None) -> SourceConfig:
@@ -207,42 +204,66 @@ class IndexAnswersReport:
 
 
 def index_answers(store: ContextStore, embedder: Embedder, paths: list[Path] | None = None) -> IndexAnswersReport:
-    """The warm path: version and index the given answer files (default: all not yet retrievable)."""
-    import time
+    """Version and index the given answer files now (default: every answer not yet retrievable), then review answers.
 
+    The one-shot form (the CLI); a serving process takes ``answer_applier`` instead, which
+    coalesces a burst of answers into one pass at a time.
+    """
     started = time.perf_counter()
     paths = list(paths) if paths is not None else write_pending_answer_files(store) + _unindexed_answer_files(store)
     report = IndexAnswersReport(files=[str(p) for p in paths])
     if paths:
-        wanted = {str(Path(p).resolve()) for p in paths}
-        with store.session() as session:
-            row_ids = list(session.exec(
-                select(ChangeEvent.id).where(col(ChangeEvent.path).in_(wanted), col(ChangeEvent.applied_at).is_(None))
-            ).all())
-        sync = sync_state(store, "company", paths=paths)
-        report.documents_changed = len(sync.changed_doc_ids)
-        # Only these answers' documents: an ingest may be versioning a large change meanwhile,
-        # and its backlog is its own work, not this API process's. Compaction is the ingest's too.
-        own = _doc_ids_for(store, paths) + sync.changed_doc_ids
-        report.chunks_embedded = index_state(store, embedder, "company", doc_ids=own, optimize=False).chunks_embedded
-        journal.mark_applied(store, ids=[int(i) for i in row_ids if i is not None], by="staff-answer")
-    report.retrievable = mark_retrievable(store)
-    report.flagged = flag_superseded_answers(store)
+        result = apply_company_paths(store, embedder, paths, applied_by=STAFF_ANSWER)
+        report.documents_changed = len(result.company.changed_doc_ids) if result.company else 0
+        report.chunks_embedded = result.company_index.chunks_embedded if result.company_index else 0
+    report.retrievable, report.flagged = review_answers(store)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _doc_ids_for(store: ContextStore, paths: list[Path]) -> list[str]:
-    """The document ids these files have (or will have) in the company sources that hold them."""
-    ids = []
-    for path in paths:
-        resolved = Path(path).resolve()
-        for source in store.settings.company_sources:
-            root = Path(source.path).resolve()
-            if resolved.is_relative_to(root):
-                ids.append(doc_id_for(source.name, resolved.relative_to(root).as_posix()))
-                break
-    return ids
+def answer_applier(
+    store: ContextStore, embedder: Embedder, *, embedder_for: Callable[[EmbeddingConfig], Embedder] | None = None
+) -> WarmApplier:
+    """The warm path of a serving process for the staff answers it receives; make one per process.
+
+    A ``WarmApplier`` whose passes (``submit_answers``) index only the answers' own documents,
+    mark their journal rows applied by ``staff-answer`` and end with ``review_answers``. It
+    follows a promotion of the serving index by itself; ``embedder_for`` may hand it the
+    process's already loaded model for the new index instead of loading another.
+    """
+    applier = WarmApplier(store, embedder, embedder_for=embedder_for, applied_by=STAFF_ANSWER)
+
+    def review(_result: ApplyResult) -> None:
+        review_answers(applier.store)  # the applier's store: it follows promotions
+
+    applier.on_apply = review
+    return applier
+
+
+def submit_answers(applier: WarmApplier, answer_ids: Sequence[str]) -> None:
+    """Index these stored answers through ``applier``, writing any file still missing; never raises.
+
+    Runs in the caller's thread (a request's background task): a pass already running takes
+    the answers in its next round instead. An answer whose file cannot be written, or whose
+    pass fails (the embedder is down), stays stored and journaled for the next ingest.
+    """
+    try:
+        paths = answer_files(applier.store, answer_ids)
+    except Exception:
+        log.exception("staff answer(s) %s stored but not indexed yet; the next ingest will index them", ", ".join(answer_ids))
+        return
+    applier.submit(paths)
+
+
+def answer_files(store: ContextStore, answer_ids: Sequence[str]) -> list[Path]:
+    """The files of these answers, writing those not written yet (a crash or a full disk left them)."""
+    paths = []
+    for answer_id in answer_ids:
+        with store.session() as session:
+            answer = session.get(StaffAnswer, answer_id)
+            path = answer.file_path if answer else None
+        paths.append(Path(path) if path else write_answer_file(store, answer_id))
+    return paths
 
 
 def _unindexed_answer_files(store: ContextStore) -> list[Path]:
@@ -251,87 +272,3 @@ def _unindexed_answer_files(store: ContextStore) -> list[Path]:
             select(StaffAnswer.file_path).where(col(StaffAnswer.retrievable_at).is_(None), col(StaffAnswer.file_path).is_not(None))
         ).all()
     return [Path(p) for p in rows if p and Path(p).exists()]
-
-
-def mark_retrievable(store: ContextStore) -> list[str]:
-    """Stamp ``retrievable_at`` on answers whose document is now indexed (by any path: warm, sensor, CLI)."""
-    stamped: list[str] = []
-    with store.session() as session:
-        rows = session.exec(
-            select(StaffAnswer, Document, DocumentVersion)
-            .join(Document, col(Document.doc_id) == col(StaffAnswer.doc_id))
-            .join(DocumentVersion, col(DocumentVersion.version_id) == col(Document.current_version_id))
-            .where(col(StaffAnswer.retrievable_at).is_(None), col(Document.indexed_version_id) == col(Document.current_version_id))
-        ).all()
-        for answer, _doc, version in rows:
-            answer.retrievable_at = version.indexed_at or utcnow()
-            session.add(answer)
-            stamped.append(answer.answer_id)
-    return stamped
-
-
-def flag_superseded_answers(store: ContextStore, *, now: datetime | None = None) -> int:
-    """Flag answers relying on a document version that is no longer current; returns how many were newly flagged."""
-    now = now or utcnow()
-    flagged = 0
-    with store.session() as session:
-        answers = session.exec(select(StaffAnswer).where(StaffAnswer.needs_review == False)).all()  # noqa: E712
-        wanted = {v for a in answers for v in a.source_versions}
-        ended: dict[str, DocumentVersion] = {}
-        if wanted:
-            for version in session.exec(
-                select(DocumentVersion).where(col(DocumentVersion.version_id).in_(wanted), col(DocumentVersion.valid_to).is_not(None))
-            ).all():
-                ended[version.version_id] = version
-        for answer in answers:
-            gone = [ended[v] for v in answer.source_versions if v in ended]
-            if not gone:
-                continue
-            answer.needs_review, answer.flagged_at = True, now
-            answer.review_reason = "; ".join(
-                f"{v.doc_id} version {v.version_id} ended {v.valid_to.isoformat() if v.valid_to else '?'}" for v in gone
-            ) + " — the answer may be stale"
-            session.add(answer)
-            flagged += 1
-    if flagged:
-        log.warning("%d staff answer(s) flagged for review: a source they relied on changed", flagged)
-    return flagged
-
-
-def learning_metrics(store: ContextStore, *, now: datetime | None = None) -> dict[str, Any]:
-    """Learning-loop numbers: time to knowledge, reuse without a person, escalation rate, queue ages, stale answers."""
-    from context_store.route.questions import count_by_status, open_question_ages
-
-    mark_retrievable(store)
-    with store.session() as session:
-        answers = list(session.exec(select(StaffAnswer)).all())
-        ttk = [
-            (a.retrievable_at - a.received_at).total_seconds() for a in answers if a.retrievable_at is not None and a.received_at is not None
-        ]
-        total = session.exec(select(func.count()).select_from(AskedQuestion)).one()
-        escalated = session.exec(select(func.count()).select_from(AskedQuestion).where(AskedQuestion.decision == "escalate")).one()
-        # Asked after an answer became retrievable, answered (no person) with that answer on top.
-        reused = 0
-        by_doc = {a.doc_id: a for a in answers if a.doc_id and a.retrievable_at is not None}
-        if by_doc:
-            for doc_id, asked_at in session.exec(
-                select(AskedQuestion.top_doc_id, AskedQuestion.asked_at)
-                .where(AskedQuestion.decision == "answer", col(AskedQuestion.top_doc_id).in_(list(by_doc)))
-            ).all():
-                if asked_at >= by_doc[doc_id].retrievable_at:
-                    reused += 1
-        statuses = count_by_status(session)
-    return {
-        "answers": len(answers),
-        "answers_retrievable": len(ttk),
-        "answers_pending_index": sum(1 for a in answers if a.retrievable_at is None),
-        "answers_flagged_stale": sum(1 for a in answers if a.needs_review),
-        "time_to_knowledge_p50_s": percentile(ttk, 50),
-        "time_to_knowledge_p95_s": percentile(ttk, 95),
-        "reasked_answered_without_person": reused,
-        "questions_assessed": int(total),
-        "escalations": int(escalated),
-        "escalation_rate": (escalated / total) if total else None,
-        "questions_by_status": statuses,
-        "open_questions_by_age": open_question_ages(store, now=now),
-    }

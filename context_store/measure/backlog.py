@@ -18,8 +18,8 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from context_store._common import as_utc, utcnow
-from context_store.index.indexing import pending_documents
 from context_store.index.lag import previous_observed
+from context_store.index.plan import pending_documents
 from context_store.store.context_store import ContextStore
 from context_store.store.database import in_batches
 from context_store.store.models import ChangeEvent, Document, DocumentVersion, UserRecord, UserSnapshotVersion, VersionLag

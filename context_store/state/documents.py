@@ -1,7 +1,7 @@
 """Company state: scan sources, compare content hashes, write versions and tombstones.
 
 Versioning only touches SQL; embedding and indexing happen afterwards for every document
-whose ``current_version_id`` differs from its ``indexed_version_id`` (see ``indexing``).
+whose ``current_version_id`` differs from its ``indexed_version_id`` (see ``context_store.index``).
 That split is what makes a run killed half-way repairable: the next run simply finds the
 documents that are still pending.
 """
@@ -20,14 +20,24 @@ from sqlmodel import Session, col, select
 
 from context_store._common import sha256, utcnow
 from context_store.errors import InputRejected, NotFound, SourceError
-from context_store.settings import SourceConfig
+from context_store.settings import Settings, SourceConfig
+from context_store.state.roots import SourceRoots
 from context_store.state.skipped_inputs import record_skip, resolve_skips
-from context_store.state.sources import SourceFile, list_source_files, parse_company_file, read_bytes
+from context_store.state.sources import SourceFile, parse_company_file, read_bytes
 from context_store.store.context_store import ContextStore
 from context_store.store.database import bulk_update, in_batches, lineage_lock
 from context_store.store.models import Document, DocumentVersion
 
-__all__ = ["CompanySyncReport", "current_version_id", "current_version_ids", "doc_id_for", "document_versions", "sync_company_sources", "version_id_for"]
+__all__ = [
+    "CompanySyncReport",
+    "current_version_id",
+    "current_version_ids",
+    "doc_id_for",
+    "doc_ids_for",
+    "document_versions",
+    "sync_company_sources",
+    "version_id_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +63,18 @@ def doc_id_for(source_name: str, rel_path: str) -> str:
     return f"{source_name}/{rel_path}"
 
 
+def doc_ids_for(settings: Settings, paths: Iterable[str | Path]) -> list[str]:
+    """The document ids these files have (or will have once synced): ``<source>/<path inside it>``
+    in the company source that holds each (``SourceRoots``); files no company source holds have none."""
+    roots = SourceRoots.of(settings)
+    ids = []
+    for path in paths:
+        held = roots.holder(path)
+        if held is not None and held.state_kind == "company":
+            ids.append(doc_id_for(held.source.name, held.rel_path(path)))
+    return ids
+
+
 def version_id_for(key: str, content_hash: str, valid_from: datetime) -> str:
     return "v-" + sha256(f"{key}\0{content_hash}\0{valid_from.isoformat()}")[:20]
 
@@ -69,11 +91,13 @@ def sync_company_sources(
     ``paths`` limits the work to those files (the change-journal path); without it every
     file of every source is re-hashed and anything missing is tombstoned. A source whose
     root is missing is reported, and its documents are left alone: an unmounted folder is
-    not "every file deleted".
+    not "every file deleted". A file belongs to the source ``SourceRoots`` says holds it
+    (the deepest root), so a folder nested in another source's is versioned once.
     """
     now = now or utcnow()
     report = CompanySyncReport()
     sources = store.settings.company_sources if sources is None else sources
+    roots = SourceRoots(sources, store.settings.user_sources)
     wanted = None if paths is None else {Path(p).resolve() for p in paths}
     # Rows are written with bulk statements: a full re-sync of thousands of files must cost
     # little next to embedding them, and ORM objects per file do not.
@@ -83,35 +107,9 @@ def sync_company_sources(
         # then finds it already current (and the open-version index would refuse a twin).
         lineage_lock(session, "company")
         for source in sources:
-            root = Path(source.path).resolve()
-            if wanted is not None and not any(_is_within(p, root) for p in wanted):
-                continue
-            try:
-                files = list_source_files(source, only=wanted)
-            except SourceError as exc:
-                log.error("%s", exc)
-                report.source_errors.append(str(exc))
-                continue
-            docs = _known_documents(session, source.name)
-            present: set[str] = set()
-            settled: list[str] = []  # paths read fine: any open skip record for them is resolved
-            for f in files:
-                present.add(f.rel_path)
-                report.seen += 1
-                if _sync_file(session, store, source, f, docs.get(f.rel_path), report, changes, now):
-                    settled.append(str(f.path))
-            gone = {rel for rel, known in docs.items() if known.version_id is not None} - present
-            if wanted is not None:  # only files we were asked about can be declared gone
-                gone = {rel for rel in gone if (root / rel).resolve() in wanted and not (root / rel).exists()}
-            for rel_path in sorted(gone):
-                known = docs[rel_path]
-                changes.close.append(known.version_id)
-                changes.doc_updates.append({"doc_id": known.doc_id, "current_version_id": None, "deleted_at": now})
-                changes.tombstoned[known.content_hash] = known.doc_id
-                report.deleted += 1
-                report.changed_doc_ids.append(known.doc_id)
-            settled.extend(str(root / rel) for rel in gone)
-            resolve_skips(session, state_kind="company", paths=settled, now=now)
+            own = None if wanted is None else roots.owned("company", source, wanted)
+            if own is None or own:
+                _sync_source(session, store, roots, source, own, report, changes, now)
         changes.write(session, report, now)
     log.info(
         "company sync: %d seen, %d new, %d changed, %d deleted, %d skipped",
@@ -120,8 +118,44 @@ def sync_company_sources(
     return report
 
 
-def _is_within(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
+def _sync_source(
+    session: Session,
+    store: ContextStore,
+    roots: SourceRoots,
+    source: SourceConfig,
+    own: set[Path] | None,
+    report: CompanySyncReport,
+    changes: _Changes,
+    now: datetime,
+) -> None:
+    """Version the files of one source (only ``own``, when given) and tombstone those gone."""
+    root = Path(source.path).resolve()
+    try:
+        files = roots.list_files("company", source, own)
+    except SourceError as exc:
+        log.error("%s", exc)
+        report.source_errors.append(str(exc))
+        return
+    docs = _known_documents(session, source.name)
+    present: set[str] = set()
+    settled: list[str] = []  # paths read fine: any open skip record for them is resolved
+    for f in files:
+        present.add(f.rel_path)
+        report.seen += 1
+        if _sync_file(session, store, source, f, docs.get(f.rel_path), report, changes, now):
+            settled.append(str(f.path))
+    gone = {rel for rel, known in docs.items() if known.version_id is not None} - present
+    if own is not None:  # only files we were asked about can be declared gone
+        gone = {rel for rel in gone if (root / rel).resolve() in own and not (root / rel).exists()}
+    for rel_path in sorted(gone):
+        known = docs[rel_path]
+        changes.close.append(known.version_id)
+        changes.doc_updates.append({"doc_id": known.doc_id, "current_version_id": None, "deleted_at": now})
+        changes.tombstoned[known.content_hash] = known.doc_id
+        report.deleted += 1
+        report.changed_doc_ids.append(known.doc_id)
+    settled.extend(str(root / rel) for rel in gone)
+    resolve_skips(session, state_kind="company", paths=settled, now=now)
 
 
 @dataclass
@@ -152,12 +186,8 @@ class _Changes:
 
     def write(self, session: Session, report: CompanySyncReport, now: datetime) -> None:
         # Close before insert: a document has at most one open version (uq_document_versions_open).
-        for start in range(0, len(self.close), 500):
-            session.execute(
-                update(DocumentVersion)
-                .where(col(DocumentVersion.version_id).in_(self.close[start : start + 500]))
-                .values(valid_to=now)
-            )
+        for part in in_batches(self.close):
+            session.execute(update(DocumentVersion).where(col(DocumentVersion.version_id).in_(part)).values(valid_to=now))
         if self.new_docs:
             session.execute(insert(Document.__table__), self.new_docs)
         if self.versions:

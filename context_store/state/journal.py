@@ -25,9 +25,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select, update
 
 from context_store._common import sha256, utcnow
-from context_store.settings import Settings, SourceConfig
+from context_store.settings import Settings
+from context_store.state.roots import source_for
 from context_store.state.sources import is_ignored_name
 from context_store.store.context_store import ContextStore
+from context_store.store.database import in_batches
 from context_store.store.models import ChangeEvent
 
 __all__ = [
@@ -37,7 +39,6 @@ __all__ = [
     "STATE_KINDS",
     "TRANSIENT_REASONS",
     "append",
-    "classify",
     "coalesce",
     "entry_for_path",
     "latest_id",
@@ -46,6 +47,7 @@ __all__ = [
     "read_after",
     "rescan_entry",
     "retry_entry",
+    "unapplied_ids",
 ]
 
 log = logging.getLogger(__name__)
@@ -69,22 +71,6 @@ class JournalEntry:
     size: int | None = None
 
 
-def _roots(settings: Settings) -> list[tuple[str, SourceConfig, Path]]:
-    out = [("company", s, Path(s.path).resolve()) for s in settings.company_sources]
-    out += [("user", s, Path(s.path).resolve()) for s in settings.user_sources]
-    # the deepest root wins when sources are nested
-    return sorted(out, key=lambda item: len(item[2].parts), reverse=True)
-
-
-def classify(settings: Settings, path: str | Path) -> tuple[str, SourceConfig] | None:
-    """Which kind of state and which configured source a path belongs to (``None``: neither)."""
-    resolved = Path(path).resolve()
-    for kind, source, root in _roots(settings):
-        if resolved == root or root in resolved.parents:
-            return kind, source
-    return None
-
-
 def entry_for_path(settings: Settings, path: str | Path, *, deleted: bool = False, now: datetime | None = None) -> JournalEntry | None:
     """A journal entry for the current state of one file, or ``None`` when it is no input.
 
@@ -92,12 +78,12 @@ def entry_for_path(settings: Settings, path: str | Path, *, deleted: bool = Fals
     editor temporary files are never inputs.
     """
     resolved = Path(path).resolve()
-    found = classify(settings, resolved)
-    if found is None or is_ignored_name(resolved.name):
+    held = source_for(settings, resolved)
+    if held is None or is_ignored_name(resolved.name):
         return None
-    kind, source = found
+    kind, source = held.state_kind, held.source
     # hidden folders below the root are skipped by the scanner, so they are no input either
-    if any(part.startswith(".") for part in resolved.relative_to(Path(source.path).resolve()).parts[:-1]):
+    if any(part.startswith(".") for part in resolved.relative_to(held.root).parts[:-1]):
         return None
     try:
         st = None if deleted else resolved.stat()
@@ -139,11 +125,8 @@ def append(store: ContextStore, entries: Iterable[JournalEntry], *, now: datetim
     added = 0
     with store.session() as session:
         known: set[str] = set()
-        fps = list(unique)
-        for start in range(0, len(fps), 900):
-            known.update(
-                session.exec(select(ChangeEvent.fingerprint).where(col(ChangeEvent.fingerprint).in_(fps[start : start + 900]))).all()
-            )
+        for part in in_batches(list(unique)):
+            known.update(session.exec(select(ChangeEvent.fingerprint).where(col(ChangeEvent.fingerprint).in_(part))).all())
         rows = [
             {**asdict(e), "seen_at": now, "applied_at": None, "applied_by": None}
             for fp, e in unique.items()
@@ -183,6 +166,19 @@ def read_after(
         if unapplied_only:
             query = query.where(col(ChangeEvent.applied_at).is_(None))
         return list(session.exec(query.order_by(col(ChangeEvent.id)).limit(limit)).all())
+
+
+def unapplied_ids(store: ContextStore, paths: Iterable[str | Path], *, state_kind: str | None = None) -> list[int]:
+    """Ids of the rows not applied yet that name one of ``paths`` (resolved as the journal writes them)."""
+    wanted = sorted({str(Path(p).resolve()) for p in paths})
+    ids: list[int] = []
+    with store.session() as session:
+        for part in in_batches(wanted):
+            query = select(ChangeEvent.id).where(col(ChangeEvent.path).in_(part), col(ChangeEvent.applied_at).is_(None))
+            if state_kind:
+                query = query.where(ChangeEvent.state_kind == state_kind)
+            ids.extend(int(i) for i in session.exec(query).all() if i is not None)
+    return sorted(ids)
 
 
 @dataclass

@@ -14,8 +14,9 @@ from sqlmodel import Session, col, select
 from context_store._common import utcnow
 from context_store.errors import InputRejected, SourceError
 from context_store.state.documents import version_id_for
+from context_store.state.roots import SourceRoots
 from context_store.state.skipped_inputs import record_skip, resolve_skips
-from context_store.state.sources import USER_SUFFIXES, UserSnapshotInput, list_source_files, read_bytes, read_user_file
+from context_store.state.sources import USER_SUFFIXES, UserSnapshotInput, read_bytes, read_user_file
 from context_store.store.context_store import ContextStore
 from context_store.store.database import lineage_lock
 from context_store.store.models import UserRecord, UserSnapshotVersion
@@ -52,12 +53,13 @@ def sync_user_sources(
     wanted = None if paths is None else {Path(p).resolve() for p in paths}
     with store.session() as session:
         lineage_lock(session, "user")  # see sync_company_sources
+        roots = SourceRoots.of(settings)
         for source in settings.user_sources:
-            root = Path(source.path).resolve()
-            if wanted is not None and not any(p == root or root in p.parents for p in wanted):
+            own = None if wanted is None else roots.owned("user", source, wanted)
+            if own is not None and not own:
                 continue
             try:
-                files = list_source_files(source, only=wanted)
+                files = roots.list_files("user", source, own)
             except SourceError as exc:
                 log.error("%s", exc)
                 report.source_errors.append(str(exc))
@@ -93,7 +95,7 @@ def sync_user_sources(
             for snapshot in latest.values():
                 report.users_seen += 1
                 _apply_snapshot(session, source.name, snapshot, report, now)
-            _end_missing_users(session, source.name, set(latest), troubled_files, wanted, report, now)
+            _end_missing_users(session, source.name, set(latest), troubled_files, own, report, now)
     log.info(
         "user sync: %d users, %d new, %d changed, %d deleted, %d skipped",
         report.users_seen, report.new, report.changed, report.deleted, report.skipped,

@@ -30,6 +30,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, SQLModel, create_engine, select
 
+from context_store._common import utcnow
 from context_store.errors import StoreError
 from context_store.store import models
 from context_store.store.migrations.options import comparison_options
@@ -249,7 +250,7 @@ def lineage_lock(session: Session, lineage: str) -> None:
     """
     holder = f"{socket.gethostname()}:{os.getpid()}"
     table = models.LineageLock.__table__
-    values = {"name": lineage, "holder": holder, "acquired_at": models.utcnow()}
+    values = {"name": lineage, "holder": holder, "acquired_at": utcnow()}
     dialect = session.get_bind().dialect.name
     if dialect in ("postgresql", "sqlite"):
         insert = pg_insert if dialect == "postgresql" else sqlite_insert

@@ -17,7 +17,7 @@ from sqlmodel import col, func, select
 from assets.resources import source_configs_for_dirs
 from context_store._common import utcnow
 from context_store.errors import FreshContextError
-from context_store.index.indexing import pending_documents
+from context_store.index.plan import pending_documents
 from context_store.settings import CONFIG_FILE, Settings
 from context_store.state.skipped_inputs import open_skips
 from context_store.store.context_store import ContextStore

@@ -3,7 +3,7 @@
 Both paths run for real on their own home (SQLite + LanceDB under a work folder), each
 watching its own copy of the folder with the watchdog observer:
 
-- **warm** (:class:`WarmDriver`): the watcher journals, the :class:`~pipeline.watcher.WarmApplier`
+- **warm** (:class:`WarmDriver`): the watcher journals, the :class:`~context_store.index.warm.WarmApplier`
   applies in this process. Lag = file write → the store shows the new text current and indexed.
 - **dagster** (:class:`DagsterDriver`): the watcher journals; then the real
   ``company_change_sensor`` is evaluated on a real (temporary, SQLite-backed) Dagster instance
@@ -36,6 +36,7 @@ from context_store.index.embed.model_files import MODELS_DIR_ENV
 from context_store.index.embed.onnx_backend import OnnxEncoder
 from context_store.index.embed.protocol import Embedder
 from context_store.index.ingest import ingest
+from context_store.index.warm import WarmApplier
 from context_store.measure.replay import FileWrite, rounded_percentile
 from context_store.settings import Settings
 from context_store.state import journal
@@ -45,7 +46,7 @@ from pipeline.definitions import INGEST_ASSETS, INGEST_CHECKS, LEARNING_ASSETS, 
 from pipeline.jobs import company_refresh_job
 from pipeline.resources import build_resources
 from pipeline.sensors import TAG_RANGE, any_run_going, company_change_sensor
-from pipeline.watcher import SourceWatcher, WarmApplier
+from pipeline.watcher import SourceWatcher
 
 __all__ = ["SOURCE_NAME", "DaemonDriver", "DagsterDriver", "WarmDriver", "measure_run_launch", "sensor_interval_s"]
 

@@ -116,7 +116,7 @@ def outbox(ctx: click.Context, loop_seconds: float | None) -> None:
 @click.pass_context
 def learning(ctx: click.Context, as_json: bool) -> None:
     """Time to knowledge, reuse without a person, escalation rate, open questions by age, stale answers."""
-    from context_store.learn.answers import flag_superseded_answers, learning_metrics
+    from context_store.learn.review import flag_superseded_answers, learning_metrics
 
     store = _store(ctx)
     flag_superseded_answers(store)

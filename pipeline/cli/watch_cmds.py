@@ -55,7 +55,9 @@ def watch(
     with --apply this process versions, embeds and indexes each change within seconds, and
     the runs are recorded in the same tables (and reported to Dagster when DAGSTER_HOME is set).
     """
-    from pipeline.watcher import SourceWatcher, WarmApplier, dagster_reporter
+    from context_store.index.warm import WarmApplier
+    from pipeline.warm_report import dagster_reporter
+    from pipeline.watcher import SourceWatcher
 
     store = _store(ctx)
     if not store.settings.company_sources and not store.settings.user_sources:

@@ -22,8 +22,8 @@ import pytest
 import yaml
 from sqlmodel import col, func, select
 
+from context_store.index.drift import index_drift
 from context_store.index.embed.fake import HashingEmbedder
-from context_store.index.indexing import index_drift
 from context_store.index.ingest import ingest
 from context_store.retrieve.retriever import retrieve
 from context_store.store.context_store import ContextStore

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from context_store.index.indexing import index_drift
+from context_store.index.drift import index_drift
 from context_store.store.context_store import ContextStore
 from tests.conftest import REPO
 from tests.scaleout.servers import free_port

@@ -19,9 +19,10 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from context_store.index import indexing  # noqa: E402
+from context_store.index.documents import index_pending_documents  # noqa: E402
 from context_store.index.embed import cache as embed_cache  # noqa: E402
 from context_store.index.embed.fake import HashingEmbedder  # noqa: E402
+from context_store.index.users import index_pending_users  # noqa: E402
 from context_store.state.documents import sync_company_sources  # noqa: E402
 from context_store.state.user_state import sync_user_sources  # noqa: E402
 from context_store.store.context_store import ContextStore  # noqa: E402
@@ -66,9 +67,9 @@ def main() -> None:
         while not go.exists() and time.monotonic() < deadline:
             time.sleep(0.01)
     company = sync_company_sources(store)
-    company_index = indexing.index_pending_documents(store, embedder, wave_chunks=args.wave_chunks)
+    company_index = index_pending_documents(store, embedder, wave_chunks=args.wave_chunks)
     users = sync_user_sources(store)
-    user_index = indexing.index_pending_users(store, embedder, group_size=args.user_group)
+    user_index = index_pending_users(store, embedder, group_size=args.user_group)
     print(
         json.dumps(
             {

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from context_store.index.embed.protocol import Embedder
-from context_store.index.indexing import cheapest_first
+from context_store.index.plan import cheapest_first
 from context_store.measure.replay.stats import rounded_percentile
 
 __all__ = ["EmbedFloor"]
@@ -19,7 +19,7 @@ class EmbedFloor:
     did nothing but embed the chunk texts its commit made new, with the path's own embedder.
 
     Per commit, files are embedded one after another, each in one ``encode`` call, in the
-    order an index run takes them (``indexing.cheapest_first``); a file's floor is the embedding time up to and
+    order an index run takes them (``index.plan.cheapest_first``); a file's floor is the embedding time up to and
     including its own texts. A file with nothing new to embed (a deletion, an edit outside
     every chunk, a text embedded before) has floor 0.
     """
