@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from pathlib import Path
 from typing import Any
 
 from fastapi import BackgroundTasks, Request
 from sqlalchemy.exc import IntegrityError
 
 from context_store.errors import FreshContextError, QuestionConflict
+from context_store.index import WarmApplier
 from context_store.index.embed import Embedder, build_embedder
-from context_store.learn import index_answers, store_answer, write_answer_file
+from context_store.learn import answer_applier, store_answer, submit_answers, write_answer_file
 from context_store.route import RoutingConfig, routing_config
-from context_store.store import ContextStore, StaffAnswer
 from service.deps import store as serving_store
 
 __all__ = ["WEBHOOK_PATH", "accept_answer", "routing"]
@@ -44,61 +43,16 @@ def _embedder(request: Request) -> Embedder:
     return embedder
 
 
-class _AnswerIndexer:
-    """The warm path of one serving process: at most one indexing pass at a time.
-
-    A burst of answers would otherwise start one LanceDB writer per answer, all committing
-    to the same table (and all losing commit races to an ingest running meanwhile). An
-    answer arriving during a pass is taken by that pass's next round; nothing waits on a
-    request thread.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._wanted: set[str] = set()
-        self._running = False
-        self._target: tuple[ContextStore, Embedder] | None = None
-
-    def submit(self, store: ContextStore, embedder: Embedder, answer_id: str) -> None:
-        with self._lock:
-            self._wanted.add(answer_id)
-            self._target = (store, embedder)  # the newest: it follows a promotion
-            if self._running:
-                return
-            self._running = True
-        while True:
-            with self._lock:
-                batch, self._wanted = self._wanted, set()
-                if not batch or self._target is None:
-                    self._running = False
-                    return
-                store, embedder = self._target
-            self._index(store, embedder, sorted(batch))
-
-    @staticmethod
-    def _index(store: ContextStore, embedder: Embedder, answer_ids: list[str]) -> None:
-        """Write (if needed) and index; a failure leaves the answers for the next ingest."""
-        try:
-            paths = []
-            for answer_id in answer_ids:
-                with store.session() as session:
-                    answer = session.get(StaffAnswer, answer_id)
-                    path = answer.file_path if answer else None
-                paths.append(Path(path) if path else write_answer_file(store, answer_id))
-            index_answers(store, embedder, paths)
-        except Exception:  # the embedder may be down; the stored answers are indexed by the next ingest
-            log.exception("staff answer(s) %s stored but not indexed yet; the next ingest will index them", ", ".join(answer_ids))
+_APPLIER_GUARD = threading.Lock()
 
 
-_INDEXER_GUARD = threading.Lock()
-
-
-def _indexer(request: Request) -> _AnswerIndexer:
-    with _INDEXER_GUARD:
-        indexer = getattr(request.app.state, "answer_indexer", None)
-        if indexer is None:
-            indexer = request.app.state.answer_indexer = _AnswerIndexer()
-    return indexer
+def _applier(request: Request) -> WarmApplier:
+    """This process's warm path for staff answers: one pass at a time, coalescing a burst of answers."""
+    with _APPLIER_GUARD:
+        applier = getattr(request.app.state, "answer_applier", None)
+        if applier is None:
+            applier = request.app.state.answer_applier = answer_applier(serving_store(request), _embedder(request))
+    return applier
 
 
 def accept_answer(
@@ -123,7 +77,7 @@ def accept_answer(
     except (OSError, FreshContextError) as exc:
         log.error("answer %s stored; its file could not be written yet: %s", answer.answer_id, exc)
     if config.index_answers_inline:
-        background.add_task(_indexer(request).submit, store, _embedder(request), answer.answer_id)
+        background.add_task(submit_answers, _applier(request), [answer.answer_id])
         response["indexing"] = "scheduled"
     else:
         response["indexing"] = "deferred to the next ingest"

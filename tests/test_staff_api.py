@@ -232,24 +232,24 @@ def test_a_burst_of_answers_runs_one_indexing_pass_at_a_time(
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    import service.answers as routes_staff
+    from context_store.index import warm
 
-    real = routes_staff.index_answers
+    real = warm.apply_company_paths
     active, peak, passes, guard = [0], [0], [], threading.Lock()
 
-    def counting(store, embedder, paths):  # type: ignore[no-untyped-def]
+    def counting(store, embedder, paths, **kwargs):  # type: ignore[no-untyped-def]
         with guard:
             active[0] += 1
             peak[0] = max(peak[0], active[0])
             passes.append(len(paths))
         try:
             time.sleep(0.2)  # long enough for the rest of the burst to arrive meanwhile
-            return real(store, embedder, paths)
+            return real(store, embedder, paths, **kwargs)
         finally:
             with guard:
                 active[0] -= 1
 
-    monkeypatch.setattr(routes_staff, "index_answers", counting)
+    monkeypatch.setattr(warm, "apply_company_paths", counting)
     texts = ["Do you ship to Iceland?", "Is there a store in Oslo?", "Can I pay with a cheque?",
              "Will my warranty cover water damage?", "Can I return a lamp after 40 days?", "Do gift cards expire?"]
     qids = [routed(kb, fake_embedder, text) for text in texts]
