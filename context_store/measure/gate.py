@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlmodel import col, select
@@ -166,7 +166,12 @@ def evaluate_gate(
     config = store.settings.quality
     live = evaluate_retrieval_quality(store, live_embedder)
     candidate = evaluate_retrieval_quality(cand, candidate_embedder)
-    checks = retrieval_checks(candidate, config)
+    checks = retrieval_checks(candidate, config)  # floors: the mode that serves
+    # A model change alters the dense ranker: compare it there too (no floors), where the default's full-text
+    # evidence cannot hide a broken model (each set once more, suffixed "[vector]").
+    for side, report, embedder in ((store, live, live_embedder), (cand, candidate, candidate_embedder)):
+        dense = evaluate_retrieval_quality(side, embedder, mode="vector")
+        report.sets += [replace(s, name=f"{s.name}[vector]") for s in dense.sets]
     missing = _missing_documents(store, cand)
     checks.append(CheckOutcome("candidate holds every current document", missing == 0, f"{missing} current documents missing or outdated", missing, 0))
     live_sets = {s.name: s.metrics for s in live.sets}
