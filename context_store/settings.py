@@ -114,10 +114,7 @@ class RetrievalConfig(BaseModel):
 
     mode: str = "hybrid"  # hybrid | vector | text | rrf (measured: bench/quality.py)
     candidates: int = Field(default=100, ge=10, le=1000)  # per ranker, before fusion
-    # hybrid: weight of the normalised full-text score for questions, and for short keyword queries
-    text_weight: float = Field(default=0.06, ge=0.0, le=10.0)
-    keyword_text_weight: float = Field(default=0.4, ge=0.0, le=10.0)
-    keyword_max_terms: int = Field(default=4, ge=0, le=100)
+    # hybrid is learned fusion: its weights ship in context_store/retrieve/fusion_weights.json (bench/train_fusion.py)
     confidence_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     query_encoder: str = "auto"  # auto | torch | onnx | onnx-int8
     query_cache_size: int = Field(default=2048, ge=0)

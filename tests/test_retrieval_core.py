@@ -14,7 +14,9 @@ from context_store.index.embed.fake import HashingEmbedder
 from context_store.index.ingest import ingest
 from context_store.measure.beir import beir_id_for, file_name_for, load_beir, write_corpus
 from context_store.retrieve.dense_index import DenseIndex
-from context_store.retrieve.fusion import Candidate, bm25_scores, rrf, score_fusion, text_weight_for
+from context_store.retrieve.evidence import FEATURES, candidate_features
+from context_store.retrieve.fusion import Candidate, bm25_scores, rrf
+from context_store.retrieve.fusion_model import FusionModel, learned_fusion, load_fusion_model
 from context_store.retrieve.reranker import load_reranker
 from context_store.retrieve.retriever import Retriever
 from context_store.route.confidence import Calibrator, default_confidence, fit_calibrator, load_calibrator
@@ -32,19 +34,31 @@ def test_rrf_hand_computed() -> None:
     assert a.score == pytest.approx(1 / 61 + 1 / 63) and b.score == pytest.approx(1 / 62)
 
 
-def test_score_fusion_keeps_dense_order_when_text_is_flat_and_lifts_a_peaked_text_match() -> None:
-    flat = [Candidate("a", vector_score=0.8, text_score=5.0), Candidate("b", vector_score=0.7, text_score=5.0)]
-    flat += [Candidate(f"x{i}", vector_score=0.1, text_score=5.0) for i in range(10)]
-    assert [c.key for c in score_fusion(flat, 1.0)][:2] == ["a", "b"]  # spread 0: text adds nothing
+def test_learned_fusion_lifts_a_strong_text_match_and_keeps_dense_order_without_one() -> None:
+    model = FusionModel(("cos_gap", "text_ratio"), np.zeros(2), np.ones(2), np.array([1.0, 0.3]))
+    no_text = [Candidate("a", vector_score=0.8), Candidate("b", vector_score=0.7)]
+    assert [c.key for c in learned_fusion(no_text, ["d1", "d2"], model)] == ["a", "b"]
     peaked = [Candidate("a", vector_score=0.60, text_score=1.0), Candidate("b", vector_score=0.58, text_score=10.0)]
-    assert score_fusion(peaked, 0.4)[0].key == "b"
-    assert score_fusion(peaked, 0.0)[0].key == "a"
+    assert learned_fusion(peaked, ["d1", "d2"], model)[0].key == "b"
+    dense_only = FusionModel(("cos_gap", "text_ratio"), np.zeros(2), np.ones(2), np.array([1.0, 0.0]))
+    assert learned_fusion(peaked, ["d1", "d2"], dense_only)[0].key == "a"
 
 
-def test_query_type_weight() -> None:
-    kw = dict(question_weight=0.06, keyword_weight=0.4, keyword_max_terms=4)
-    assert text_weight_for("GTM events not firing", **kw) == 0.4
-    assert text_weight_for("How do I make the text on github crossed out in an issue?", **kw) == 0.06
+def test_document_evidence_adds_up_a_documents_chunks() -> None:
+    cos = np.array([0.80, 0.79, 0.78, 0.60])
+    feats = candidate_features(cos, np.array([2.0, 1.0, 0.0, 0.0]), np.array([0, 1, 1, 2]))
+    col = {f: i for i, f in enumerate(FEATURES)}
+    assert feats[1, col["doc_cos_gap"]] == feats[2, col["doc_cos_gap"]] == pytest.approx(-0.01)
+    assert feats[1, col["doc_cos_soft"]] > 0 == feats[0, col["doc_cos_soft"]]  # two chunks of one document add up
+    assert feats[2, col["doc_text_max"]] == pytest.approx(0.5) and feats[3, col["text_ratio"]] == 0.0
+
+
+def test_shipped_fusion_weights_load_and_name_their_provenance() -> None:
+    model = load_fusion_model()
+    assert set(model.features) <= set(FEATURES) and model.heading_weight >= 0
+    assert {"sets", "date", "commit", "ndcg@10"} <= set(model.provenance)
+    with pytest.raises(ConfigError):
+        FusionModel(("no_such_feature",), np.zeros(1), np.ones(1), np.ones(1))
 
 
 def test_bm25_prefers_the_matching_document() -> None:

@@ -58,3 +58,17 @@ def test_rebuild_from_previous_equals_a_fresh_build() -> None:
         r2, s2 = fresh.search(query, 10)
         assert r1.tolist() == r2.tolist() and np.allclose(s1, s2)
     assert set(again._counts) == {"h1", "h2", "h4"}  # rows that left the table are forgotten
+
+
+def test_scores_cover_every_row_and_a_heading_field_reorders_by_title() -> None:
+    from context_store.retrieve.text_index import top_positive
+
+    texts = ["Refunds\nmoney back within 30 days", "Shipping\nrefunds of shipping costs are rare", "Devices\npairing"]
+    body = TermIndex(texts, ["a", "b", "c"])
+    headings = TermIndex(["Refunds", "Shipping", "Devices"], ["Refunds", "Shipping", "Devices"])
+    scores = body.scores("shipping refunds")
+    rows, top = body.search("shipping refunds", 10)
+    assert scores.shape == (3,) and scores[2] == 0.0 and list(rows) == [1, 0] and top[0] == scores[1]
+    boosted = scores + 2.0 * headings.scores("refunds policy")
+    assert list(top_positive(boosted, 10)[0]) == [0, 1]
+    assert list(top_positive(boosted, 10, mask=np.array([False, True, True]))[0]) == [1]

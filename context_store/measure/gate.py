@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlmodel import col, select
@@ -53,6 +53,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 COMPARED = ("ndcg@10", "recall@{k}", "mrr@10", "answer_changed_current_wins")
+DENSE_SUFFIX = "[vector]"  # the same sets scored in vector mode, compared with live but held to no floor
 
 
 def pending_change(store: ContextStore) -> str | None:
@@ -155,7 +156,8 @@ def gate_is_current(store: ContextStore, cand: ContextStore) -> GateResult | Non
         return None
     same_tables = (gate.candidate_table_version == cand.index.versions().get(cand.index.company_table_name)
                    and gate.live_table_version == store.index.versions().get(store.index.company_table_name))
-    same_sets = set(gate.candidate_metrics) == {gs.name for gs in store.settings.quality.golden_sets}
+    evaluated = {name.removesuffix(DENSE_SUFFIX) for name in gate.candidate_metrics}
+    same_sets = evaluated == {gs.name for gs in store.settings.quality.golden_sets}
     return gate if same_tables and same_sets else None
 
 
@@ -166,7 +168,12 @@ def evaluate_gate(
     config = store.settings.quality
     live = evaluate_retrieval_quality(store, live_embedder)
     candidate = evaluate_retrieval_quality(cand, candidate_embedder)
-    checks = retrieval_checks(candidate, config)
+    checks = retrieval_checks(candidate, config)  # floors: the mode that serves
+    # A model change alters the dense ranker: compare it there too (no floors), where the default's full-text
+    # evidence cannot hide a broken model (each set once more, suffixed DENSE_SUFFIX).
+    for side, report, embedder in ((store, live, live_embedder), (cand, candidate, candidate_embedder)):
+        dense = evaluate_retrieval_quality(side, embedder, mode="vector")
+        report.sets += [replace(s, name=f"{s.name}{DENSE_SUFFIX}") for s in dense.sets]
     missing = _missing_documents(store, cand)
     checks.append(CheckOutcome("candidate holds every current document", missing == 0, f"{missing} current documents missing or outdated", missing, 0))
     live_sets = {s.name: s.metrics for s in live.sets}

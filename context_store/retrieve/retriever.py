@@ -27,7 +27,9 @@ from context_store.retrieve.dense_index import DenseIndex
 from context_store.retrieve.features import confidence_features
 from context_store.retrieve.filters import check_filters, lance_where, row_mask
 from context_store.retrieve.fusion import Candidate, fuse
+from context_store.retrieve.fusion_model import FusionModel, load_fusion_model
 from context_store.retrieve.result import Hit, RetrievalResult, UserFact, hit_from
+from context_store.retrieve.text_index import top_positive
 from context_store.settings import RetrievalConfig
 from context_store.store.context_store import ContextStore
 from context_store.store.models import Document, DocumentVersion, UserRecord, UserSnapshotVersion
@@ -76,6 +78,23 @@ class _Rows(dict):  # type: ignore[type-arg]
     def __contains__(self, cid: object) -> bool:
         return dict.__contains__(self, cid) or cid in self.refs
 
+    def doc_id(self, cid: str) -> str:
+        """The chunk's document, without building its row."""
+        if cid in self.refs and not dict.__contains__(self, cid):
+            snap, i = self.refs[cid]
+            return snap.meta["doc_id"][i]
+        return self[cid]["doc_id"]
+
+
+def _fill_text_scores(cands: dict[str, Candidate], rows: _Rows, snap: Any, full: np.ndarray) -> None:
+    """BM25 for dense candidates below the text top ``n`` (learned fusion weighs every candidate's
+    text evidence; the in-memory ranker has scored every row already)."""
+    for cid, cand in cands.items():
+        if cand.text_score is None and cid in snap.row_of:
+            score = float(full[snap.row_of[cid]])
+            if score > 0:
+                cand.text_score = score
+
 
 class Retriever:
     """Answers retrieval requests for one store; holds the dense snapshot and the query encoder.
@@ -92,6 +111,7 @@ class Retriever:
         dense: DenseIndex | None = None,
         reranker: Any = None,
         index: VectorIndex | None = None,
+        fusion: FusionModel | None = None,
     ) -> None:
         self.store = store
         self.index = index if index is not None else store.index  # a server passes its ``reader()``
@@ -99,6 +119,7 @@ class Retriever:
         self.config = config or store.settings.retrieval
         self.dense = dense
         self.reranker = reranker
+        self.fusion = fusion or load_fusion_model()  # hybrid's weights and the text ranker's heading weight
 
     # -- the request ---------------------------------------------------------------------
 
@@ -137,7 +158,8 @@ class Retriever:
         else:
             with self.store.session() as session:
                 search_as_of(
-                    session, self.embedder, result, vector, when, checked, config=self.config, chunking=self.store.settings.chunking
+                    session, self.embedder, result, vector, when, checked, config=self.config,
+                    chunking=self.store.settings.chunking, fusion=self.fusion,
                 )
         result.timings_ms["search"] = (time.perf_counter() - t) * 1000
         if user_id is not None:
@@ -154,30 +176,32 @@ class Retriever:
         self._current(result, vector, {}, candidates=max(depth, self.config.candidates))
         return result.results, result.features
 
+    def fusion_inputs(self, query: str, *, depth: int = 100) -> tuple[list[Candidate], list[str]]:
+        """The candidates ``hybrid`` fusion sees for ``query``, unfused, and their documents (training)."""
+        vector = self.embedder.encode([query])[0]
+        result = RetrievalResult(query=query, results=[], mode="hybrid", k=depth)
+        cands, rows = self._candidates(result, vector, {}, max(depth, self.config.candidates))
+        return cands, [rows.doc_id(c.key) for c in cands]
+
     # -- current state -------------------------------------------------------------------
 
     def _current(self, result: RetrievalResult, vector: np.ndarray, filters: dict[str, list[str]], *, candidates: int | None = None) -> None:
-        n = candidates or max(self.config.candidates, result.k * 2)
+        cands, rows = self._candidates(result, vector, filters, candidates or max(self.config.candidates, result.k * 2))
+        fused = fuse(result.mode, cands, result.query, self.config, docs=[rows.doc_id(c.key) for c in cands], model=self.fusion)
+        result.features = confidence_features(fused, rows, result.mode)
+        self._serve_current(result, fused, rows)
+
+    def _candidates(self, result: RetrievalResult, vector: np.ndarray, filters: dict[str, list[str]], n: int) -> tuple[list[Candidate], _Rows]:
+        """The dense and full-text top ``n`` as candidates; the rows they came from; the versions read."""
         rows = _Rows()
         cands: dict[str, Candidate] = {}
         index = self.index
         snap = None
         if result.mode != "text":
-            if self.dense is not None:
-                mask = self._mask(filters) if filters else None
-                snap, idx, scores = self.dense.search(vector, n, mask=mask)
-                result.dense_snapshot_version = snap.version
-                chunk_ids = snap.meta["chunk_id"]
-                for rank, (i, s) in enumerate(zip(idx.tolist(), scores.tolist()), 1):
-                    cid = chunk_ids[i]
-                    rows.put(cid, (snap, i))
-                    cands[cid] = Candidate(cid, vector_score=float(s), vector_rank=rank)
-            else:
-                for rank, row in enumerate(index.vector_search(index.company_table_name, vector, n, where=lance_where(filters)), 1):
-                    rows.put(row["chunk_id"], row)
-                    cands[row["chunk_id"]] = Candidate(row["chunk_id"], vector_score=1.0 - float(row.get("_distance", 1.0)), vector_rank=rank)
+            snap = self._dense_hits(result, vector, filters, n, rows, cands)
         if result.mode != "vector":
-            for rank, (cid, score, vec, source) in enumerate(self._text_hits(result.query, n, filters, snap), 1):
+            hits, full = self._text_hits(result.query, n, filters, snap)
+            for rank, (cid, score, vec, source) in enumerate(hits, 1):
                 cand = cands.get(cid)
                 if cand is None:
                     cand = cands[cid] = Candidate(cid)
@@ -187,31 +211,56 @@ class Retriever:
                     # Score the text-only candidate on the dense side too (fusion needs both).
                     v = np.asarray(vec, dtype=np.float32)
                     cand.vector_score = float(v @ vector / (np.linalg.norm(v) or 1.0))
+            if full is not None and result.mode == "hybrid":
+                _fill_text_scores(cands, rows, *full)
         result.table_versions = index.versions()
         if snap is not None:  # what this request actually read
             result.table_versions[index.company_table_name] = snap.version
-        fused = fuse(result.mode, list(cands.values()), result.query, self.config)
-        result.features = confidence_features(fused, rows, result.mode)
-        self._serve_current(result, fused, rows)
+        return list(cands.values()), rows
 
-    def _text_hits(self, query: str, n: int, filters: dict[str, list[str]], snap: Any) -> list[tuple[str, float, Any, Any]]:
-        """Full-text hits as (chunk id, score, vector, row or (snapshot, row number)).
+    def _dense_hits(
+        self, result: RetrievalResult, vector: np.ndarray, filters: dict[str, list[str]], n: int, rows: _Rows, cands: dict[str, Candidate]
+    ) -> Any:
+        """Dense top ``n`` into ``cands``; the snapshot searched (None: LanceDB was)."""
+        if self.dense is None:
+            index = self.index
+            for rank, row in enumerate(index.vector_search(index.company_table_name, vector, n, where=lance_where(filters)), 1):
+                rows.put(row["chunk_id"], row)
+                cands[row["chunk_id"]] = Candidate(row["chunk_id"], vector_score=1.0 - float(row.get("_distance", 1.0)), vector_rank=rank)
+            return None
+        mask = self._mask(filters) if filters else None
+        snap, idx, scores = self.dense.search(vector, n, mask=mask)
+        result.dense_snapshot_version = snap.version
+        chunk_ids = snap.meta["chunk_id"]
+        for rank, (i, s) in enumerate(zip(idx.tolist(), scores.tolist()), 1):
+            cid = chunk_ids[i]
+            rows.put(cid, (snap, i))
+            cands[cid] = Candidate(cid, vector_score=float(s), vector_rank=rank)
+        return snap
 
-        ``text_ranker: memory`` (with a dense snapshot): BM25 over the snapshot's own rows
-        (``text_index``, ~1-2 ms at 100k rows against ~12 ms for LanceDB's FTS). Otherwise
-        LanceDB's FTS index; with a dense snapshot only ids come from LanceDB (measured at
-        100k rows: 15 ms for ids against 58 ms with text and vectors) and rows the snapshot
-        does not hold yet (a newer table version) are fetched whole."""
+    def _text_hits(
+        self, query: str, n: int, filters: dict[str, list[str]], snap: Any
+    ) -> tuple[list[tuple[str, float, Any, Any]], tuple[Any, np.ndarray] | None]:
+        """Full-text hits as (chunk id, score, vector, row or (snapshot, row number)), and the
+        in-memory ranker's (snapshot, score of every row) when it answered.
+
+        ``text_ranker: memory`` (with a dense snapshot): BM25 over the snapshot's own rows, the
+        title and heading trail weighed as a field of their own (``text_index``, ~1-2 ms at 100k
+        rows against ~12 ms for LanceDB's FTS). Otherwise LanceDB's FTS index; with a dense
+        snapshot only ids come from LanceDB (measured at 100k rows: 15 ms for ids against 58 ms
+        with text and vectors) and rows the snapshot does not hold yet (a newer table version)
+        are fetched whole."""
         if self.dense is not None and self.config.text_ranker == "memory":
-            found = self.dense.text_search(query, n, mask=self._mask(filters) if filters else None)
+            found = self.dense.text_scores(query, heading_weight=self.fusion.heading_weight)
             if found is not None:
-                tsnap, idx, scores = found
+                tsnap, full = found
+                idx, scores = top_positive(full, n, mask=self._mask(filters) if filters else None)
                 ids = tsnap.meta["chunk_id"]
-                return [(ids[i], float(s), tsnap.vectors[i], (tsnap, i)) for i, s in zip(idx.tolist(), scores.tolist())]
+                return [(ids[i], float(s), tsnap.vectors[i], (tsnap, i)) for i, s in zip(idx.tolist(), scores.tolist())], (tsnap, full)
         index = self.index
         if snap is None:
             found_rows = index.text_search(index.company_table_name, query, n, where=lance_where(filters), columns=[*_ROW_COLUMNS, "vector"])
-            return [(r["chunk_id"], float(r["_score"]), r["vector"], r) for r in found_rows]
+            return [(r["chunk_id"], float(r["_score"]), r["vector"], r) for r in found_rows], None
         hits = index.text_search(index.company_table_name, query, n, where=lance_where(filters), columns=["chunk_id"])
         missing = [h["chunk_id"] for h in hits if h["chunk_id"] not in snap.row_of]
         fetched = {}
@@ -226,7 +275,7 @@ class Retriever:
                 out.append((cid, float(h["_score"]), snap.vectors[i], (snap, i)))
             elif cid in fetched:
                 out.append((cid, float(h["_score"]), fetched[cid]["vector"], fetched[cid]))
-        return out
+        return out, None
 
     def _mask(self, filters: dict[str, list[str]]) -> np.ndarray:
         assert self.dense is not None

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 import snowballstemmer
 
-__all__ = ["Analyzer", "TermIndex"]
+__all__ = ["Analyzer", "TermIndex", "top_positive"]
 
 _WORD = re.compile(r"[^\W_]+")
 # Snowball's English stop words (tantivy's ``Language::English`` list, which LanceDB's
@@ -129,19 +129,27 @@ class TermIndex:
         self.weights = (weights * idf[terms])[order].astype(np.float32)
         self.indptr = np.concatenate([[0], np.cumsum(df)]).astype(np.int64)
 
+    def scores(self, query: str) -> np.ndarray:
+        """BM25 of ``query`` for every row (0 where no query term occurs)."""
+        scores = np.zeros(self.size, dtype=np.float32)
+        for t in sorted({t for t in self.analyzer.terms(query, learn=False) if t < len(self.indptr) - 1}):
+            lo, hi = self.indptr[t], self.indptr[t + 1]
+            scores[self.rows[lo:hi]] += self.weights[lo:hi]  # each row appears once per term, so += is exact
+        return scores
+
     def search(self, query: str, k: int, *, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Rows with a positive BM25 score for ``query``, best first, at most ``k``: (rows, scores)."""
-        terms = sorted({t for t in self.analyzer.terms(query, learn=False) if t < len(self.indptr) - 1})
-        if not terms or k <= 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        scores = np.zeros(self.size, dtype=np.float32)
-        for t in terms:  # each row appears once per term, so fancy-index += is exact
-            lo, hi = self.indptr[t], self.indptr[t + 1]
-            scores[self.rows[lo:hi]] += self.weights[lo:hi]
-        if mask is not None:
-            scores[~mask] = 0.0
-        hits = np.flatnonzero(scores > 0)
-        if hits.shape[0] > k:
-            hits = hits[np.argpartition(-scores[hits], k - 1)[:k]]
-        order = hits[np.argsort(-scores[hits], kind="stable")]
-        return order.astype(np.int64), scores[order]
+        return top_positive(self.scores(query), k, mask=mask)
+
+
+def top_positive(scores: np.ndarray, k: int, *, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The at most ``k`` rows of ``scores`` above 0 (and in ``mask``), best first: (rows, scores)."""
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    if mask is not None:
+        scores = np.where(mask, scores, 0.0).astype(np.float32)
+    hits = np.flatnonzero(scores > 0)
+    if hits.shape[0] > k:
+        hits = hits[np.argpartition(-scores[hits], k - 1)[:k]]
+    order = hits[np.argsort(-scores[hits], kind="stable")]
+    return order.astype(np.int64), scores[order]

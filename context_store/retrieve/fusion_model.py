@@ -1,0 +1,94 @@
+"""Learned fusion: a small linear model over per-candidate evidence, trained across data sets.
+
+The shipped weights (``fusion_weights.json``) were fitted by ``bench/train_fusion.py`` on every
+open labelled set at once, after the same recipe was validated leave-one-set-out (fit on all
+sets but one, measure on the one left out), so the figures that justify it come from data it
+was not fitted on. The file records its provenance: the sets, the date, the code commit and
+the leave-one-set-out figures. It also holds the full-text ranker's weight for the title and
+heading trail (``heading_weight``), chosen by the same protocol.
+
+The model scores each candidate chunk as ``sum(weights * (features - mean) / scale)`` over the
+features it names (``evidence.FEATURES``); a candidate's document is what nDCG counts, and
+document-level features let several matching chunks of one document add up.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from context_store.errors import ConfigError
+from context_store.retrieve.evidence import FEATURES, candidate_features
+
+__all__ = ["DEFAULT_WEIGHTS", "FusionModel", "learned_fusion", "load_fusion_model"]
+
+DEFAULT_WEIGHTS = Path(__file__).with_name("fusion_weights.json")
+
+
+@dataclass(frozen=True)
+class FusionModel:
+    features: tuple[str, ...]
+    mean: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray
+    heading_weight: float = 0.0
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = [f for f in self.features if f not in FEATURES]
+        if unknown:
+            raise ConfigError(f"fusion model names unknown features {unknown}; known: {', '.join(FEATURES)}")
+        if not len(self.features) == len(self.mean) == len(self.scale) == len(self.weights):
+            raise ConfigError("fusion model: features, mean, scale and weights must have one entry per feature")
+
+    def score(self, matrix: np.ndarray) -> np.ndarray:
+        """Scores for a ``candidate_features`` matrix (all of ``FEATURES``, one row per candidate)."""
+        cols = [FEATURES.index(f) for f in self.features]
+        return ((matrix[:, cols] - self.mean) / self.scale) @ self.weights
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "features": list(self.features), "mean": self.mean.tolist(), "scale": self.scale.tolist(),
+            "weights": self.weights.tolist(), "heading_weight": self.heading_weight, "provenance": self.provenance,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FusionModel:
+        return cls(
+            features=tuple(data["features"]), mean=np.asarray(data["mean"], dtype=np.float64),
+            scale=np.asarray(data["scale"], dtype=np.float64), weights=np.asarray(data["weights"], dtype=np.float64),
+            heading_weight=float(data.get("heading_weight", 0.0)), provenance=dict(data.get("provenance") or {}),
+        )
+
+    def save(self, path: Path) -> Path:
+        path.write_text(json.dumps(self.as_json(), indent=2) + "\n", encoding="utf-8")
+        return path
+
+
+@lru_cache(maxsize=8)
+def load_fusion_model(path: str | Path | None = None) -> FusionModel:
+    """The fusion weights at ``path`` (default: the shipped file), read once per process."""
+    where = Path(path) if path is not None else DEFAULT_WEIGHTS
+    try:
+        return FusionModel.from_json(json.loads(where.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"fusion weights {where} unusable ({exc}); expected JSON with features, mean, scale, weights") from exc
+
+
+def learned_fusion(candidates: list[Any], docs: Sequence[str], model: FusionModel) -> list[Any]:
+    """``candidates`` (``fusion.Candidate``) scored by ``model`` and sorted, best first."""
+    if not candidates:
+        return []
+    cos = np.array([c.vector_score if c.vector_score is not None else np.nan for c in candidates], dtype=np.float64)
+    cos = np.where(np.isnan(cos), np.nanmin(cos) if not np.isnan(cos).all() else 0.0, cos)
+    text = np.array([c.text_score or 0.0 for c in candidates], dtype=np.float64)
+    _, doc = np.unique(np.asarray(docs, dtype=object).astype(str), return_inverse=True)
+    for c, s in zip(candidates, model.score(candidate_features(cos, text, doc))):
+        c.score = float(s)
+    return sorted(candidates, key=lambda c: -c.score)
