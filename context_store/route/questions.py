@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 STATUSES = ("open", "answered", "closed", "dismissed")
+MAX_LIMIT, MAX_OFFSET = 1000, 1_000_000_000  # paging past these is a caller's mistake (and overflows SQL integers)
 _ALLOWED = {"open": {"answered", "dismissed"}, "answered": {"closed"}, "closed": set(), "dismissed": set()}
 
 
@@ -288,8 +289,10 @@ def list_questions(store: ContextStore, *, status: str | None = "open", limit: i
     """Oldest first, so the queue is worked in order."""
     if status is not None and status not in STATUSES:
         raise InvalidRequest(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
-    if not 1 <= limit <= 1000:
-        raise InvalidRequest(f"limit must be between 1 and 1000, got {limit}")
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidRequest(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise InvalidRequest(f"offset must be between 0 and {MAX_OFFSET}, got {offset}")
     with store.session() as session:
         query = select(RoutedQuestion).order_by(col(RoutedQuestion.created_at)).offset(offset).limit(limit)
         if status is not None:
