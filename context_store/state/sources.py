@@ -41,8 +41,11 @@ COMPANY_SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".txt": "text", 
 USER_SUFFIXES = {".json", ".jsonl", ".ndjson"}
 REASONS = (
     "unreadable", "too_large", "empty", "binary", "invalid_utf8", "unsupported_type",
-    "malformed_json", "missing_user_id", "not_an_object", "bad_timestamp",
+    "malformed_json", "missing_user_id", "not_an_object", "bad_timestamp", "bad_front_matter", "too_deeply_nested",
 )
+# Front matter is a few fields (title, tags): these bound what one file can make us store.
+MAX_FRONT_MATTER_BYTES = 16 * 1024
+MAX_META_VALUE_CHARS = 1000
 
 
 @dataclass(frozen=True)
@@ -184,7 +187,8 @@ def parse_company_file(path: Path, data: bytes) -> ParsedDocument:
     text = _decode(path, data)
     meta: dict[str, Any] = {}
     if kind == "markdown":
-        meta, text = _split_front_matter(text)
+        found, text = _split_front_matter(path, text)
+        meta = {str(k)[:100]: _capped(v) for k, v in found.items()}
         title = str(meta.get("title") or _first_heading(text) or _title_from_name(path))
     elif kind == "html":
         title, text = _html_to_markdown(text)
@@ -194,8 +198,7 @@ def parse_company_file(path: Path, data: bytes) -> ParsedDocument:
     text = text.strip()
     if not text:
         raise InputRejected("empty", f"{path} has no text after removing markup and front matter")
-    meta = {k: (v if isinstance(v, (str, int, float, bool)) or v is None else str(v)) for k, v in meta.items()}
-    return ParsedDocument(title=title.strip(), text=text, content_hash=sha256(data), meta=meta)
+    return ParsedDocument(title=title.strip()[:MAX_META_VALUE_CHARS], text=text, content_hash=sha256(data), meta=meta)
 
 
 # libyaml's safe loader when present: front matter parsing is on the hot path of a full sync
@@ -203,15 +206,44 @@ _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?\n)---[ \t]*\n", re.DOTALL)
 
 
-def _split_front_matter(text: str) -> tuple[dict[str, Any], str]:
+def _split_front_matter(path: Path, text: str) -> tuple[dict[str, Any], str]:
+    """The YAML block at the top of a Markdown file, and the text after it.
+
+    YAML aliases are refused (a 300-byte file of nested ``&a``/``*a`` expands to tens of
+    megabytes), and so is a block over ``MAX_FRONT_MATTER_BYTES``; either is a skip with
+    reason ``bad_front_matter``. Front matter that is not YAML keeps the text whole.
+    """
     match = _FRONT_MATTER.match(text)
     if not match:
         return {}, text
+    block = match.group(1)
+    if len(block) > MAX_FRONT_MATTER_BYTES:
+        raise InputRejected("bad_front_matter", f"{path}: front matter is {len(block):,} characters; the limit is {MAX_FRONT_MATTER_BYTES:,}")
+    if ("&" in block or "*" in block) and _has_alias(block):  # the fast path: no & or *, no alias
+        raise InputRejected("bad_front_matter", f"{path}: front matter uses YAML aliases (*name); write each value out")
     try:
-        meta = yaml.load(match.group(1), Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
+        meta = yaml.load(block, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
     except yaml.YAMLError:
         return {}, text  # keep the text whole rather than guess where the body starts
+    except RecursionError as exc:
+        raise InputRejected("bad_front_matter", f"{path}: front matter is nested too deeply") from exc
     return (meta if isinstance(meta, dict) else {}), text[match.end():]
+
+
+def _has_alias(block: str) -> bool:
+    try:
+        return any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(block, Loader=_YAML_LOADER))
+    except yaml.YAMLError:
+        return False  # not YAML: the caller keeps the text whole
+
+
+def _capped(value: Any) -> Any:
+    """A front matter value as stored: a scalar, or its text, at most ``MAX_META_VALUE_CHARS`` long."""
+    if not (isinstance(value, (str, int, float, bool)) or value is None):
+        value = str(value)
+    if isinstance(value, str) and len(value) > MAX_META_VALUE_CHARS:
+        value = value[:MAX_META_VALUE_CHARS] + "…"
+    return value
 
 
 def _first_heading(text: str) -> str | None:
