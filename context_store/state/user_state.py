@@ -72,7 +72,7 @@ def sync_user_sources(
                 try:
                     if f.path.suffix.lower() not in USER_SUFFIXES:
                         raise InputRejected(
-                            "unsupported_type", f"{f.path}: user snapshots must be {', '.join(sorted(USER_SUFFIXES))}"
+                            "unsupported_type", f"{f.where}: user snapshots must be {', '.join(sorted(USER_SUFFIXES))}"
                         )
                     limit = settings.max_file_bytes * (1 if f.path.suffix.lower() == ".json" else 100)
                     items = list(read_user_file(source.name, f.path, read_source(f, limit)))
