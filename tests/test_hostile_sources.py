@@ -20,8 +20,9 @@ from context_store.index.ingest import ingest
 from context_store.retrieve import retrieve
 from context_store.settings import ChunkingConfig
 from context_store.state.documents import sync_company_sources
+from context_store.state.front_matter import MAX_META_VALUE_CHARS
 from context_store.state.skipped_inputs import open_skips
-from context_store.state.sources import MAX_META_VALUE_CHARS, parse_company_file
+from context_store.state.sources import parse_company_file
 from context_store.store.context_store import ContextStore
 from context_store.store.models import Document, DocumentVersion, UserRecord
 

@@ -13,15 +13,14 @@ import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from context_store._common import as_utc, sha256
 from context_store.errors import InputRejected, SourceError
 from context_store.settings import SourceConfig
+from context_store.state.front_matter import MAX_META_VALUE_CHARS, split_front_matter
+from context_store.state.html import html_to_markdown
 
 __all__ = [
     "COMPANY_SUFFIXES",
@@ -47,9 +46,6 @@ REASONS = (
     "malformed_json", "missing_user_id", "not_an_object", "bad_timestamp", "bad_front_matter", "too_deeply_nested",
     "undecodable_name", "link_outside_root", "invalid_unicode", "parse_failed",
 )
-# Front matter is a few fields (title, tags): these bound what one file can make us store.
-MAX_FRONT_MATTER_BYTES = 16 * 1024
-MAX_META_VALUE_CHARS = 1000
 
 
 @dataclass(frozen=True)
@@ -245,15 +241,10 @@ def parse_company_file(path: Path, data: bytes) -> ParsedDocument:
     text = _decode(path, data)
     meta: dict[str, Any] = {}
     if kind == "markdown":
-        found, text = _split_front_matter(path, text)
-        meta = {str(k)[:100]: _capped(v) for k, v in found.items()}
-        try:
-            json.dumps(meta, ensure_ascii=False, default=str).encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise InputRejected("invalid_unicode", f"{path}: front matter holds an unpaired surrogate; write valid UTF-8 text") from exc
+        meta, text = split_front_matter(path, text)
         title = str(meta.get("title") or _first_heading(text) or _title_from_name(path))
     elif kind == "html":
-        title, text = _html_to_markdown(text)
+        title, text = html_to_markdown(text)
         title = title or _first_heading(text) or _title_from_name(path)
     else:
         title = _title_from_name(path)
@@ -261,51 +252,6 @@ def parse_company_file(path: Path, data: bytes) -> ParsedDocument:
     if not text:
         raise InputRejected("empty", f"{path} has no text after removing markup and front matter")
     return ParsedDocument(title=title.strip()[:MAX_META_VALUE_CHARS], text=text, content_hash=sha256(data), meta=meta)
-
-
-# libyaml's safe loader when present: front matter parsing is on the hot path of a full sync
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?\n)---[ \t]*\n", re.DOTALL)
-
-
-def _split_front_matter(path: Path, text: str) -> tuple[dict[str, Any], str]:
-    """The YAML block at the top of a Markdown file, and the text after it.
-
-    YAML aliases are refused (a 300-byte file of nested ``&a``/``*a`` expands to tens of
-    megabytes), and so is a block over ``MAX_FRONT_MATTER_BYTES``; either is a skip with
-    reason ``bad_front_matter``. Front matter that is not YAML keeps the text whole.
-    """
-    match = _FRONT_MATTER.match(text)
-    if not match:
-        return {}, text
-    block = match.group(1)
-    if len(block) > MAX_FRONT_MATTER_BYTES:
-        raise InputRejected("bad_front_matter", f"{path}: front matter is {len(block):,} characters; the limit is {MAX_FRONT_MATTER_BYTES:,}")
-    if ("&" in block or "*" in block) and _has_alias(block):  # the fast path: no & or *, no alias
-        raise InputRejected("bad_front_matter", f"{path}: front matter uses YAML aliases (*name); write each value out")
-    try:
-        meta = yaml.load(block, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
-    except yaml.YAMLError:
-        return {}, text  # keep the text whole rather than guess where the body starts
-    except RecursionError as exc:
-        raise InputRejected("bad_front_matter", f"{path}: front matter is nested too deeply") from exc
-    return (meta if isinstance(meta, dict) else {}), text[match.end():]
-
-
-def _has_alias(block: str) -> bool:
-    try:
-        return any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(block, Loader=_YAML_LOADER))
-    except yaml.YAMLError:
-        return False  # not YAML: the caller keeps the text whole
-
-
-def _capped(value: Any) -> Any:
-    """A front matter value as stored: a scalar, or its text, at most ``MAX_META_VALUE_CHARS`` long."""
-    if not (isinstance(value, (str, int, float, bool)) or value is None):
-        value = str(value)
-    if isinstance(value, str) and len(value) > MAX_META_VALUE_CHARS:
-        value = value[:MAX_META_VALUE_CHARS] + "…"
-    return value
 
 
 def _first_heading(text: str) -> str | None:
@@ -317,54 +263,6 @@ def _first_heading(text: str) -> str | None:
 
 def _title_from_name(path: Path) -> str:
     return re.sub(r"[-_]+", " ", path.stem).strip().capitalize()
-
-
-class _HTMLText(HTMLParser):
-    _BLOCK = {"p", "div", "li", "tr", "br", "section", "article", "ul", "ol", "table", "pre", "blockquote"}
-    _SKIP = {"script", "style", "noscript", "template", "head"}
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.title = ""
-        self._skip = 0
-        self._in_title = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "title":
-            self._in_title = True
-        elif tag in self._SKIP:
-            self._skip += 1
-        elif re.fullmatch(r"h[1-6]", tag):
-            self.parts.append("\n\n" + "#" * int(tag[1]) + " ")
-        elif tag == "li":
-            self.parts.append("\n- ")
-        elif tag in self._BLOCK:
-            self.parts.append("\n\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "title":
-            self._in_title = False
-        elif tag in self._SKIP:
-            self._skip = max(0, self._skip - 1)
-        elif re.fullmatch(r"h[1-6]", tag) or tag in self._BLOCK:
-            self.parts.append("\n\n")
-
-    def handle_data(self, data: str) -> None:
-        if self._in_title:
-            self.title += data
-        elif not self._skip:
-            self.parts.append(re.sub(r"\s+", " ", data))
-
-
-def _html_to_markdown(html: str) -> tuple[str, str]:
-    parser = _HTMLText()
-    parser.feed(html)
-    parser.close()
-    text = "".join(parser.parts)
-    text = "\n".join(line.strip() for line in text.splitlines())
-    text = re.sub(r"\n{3,}", "\n\n", text)
-    return parser.title.strip(), text.strip()
 
 
 # --- user state -------------------------------------------------------------------------
