@@ -166,3 +166,13 @@ def test_failed_sign_ins_are_rate_limited_per_client(kb: ContextStore) -> None:
         assert limited.status_code == 429 and limited.json()["error"]["code"] == "too_many_requests"
         assert int(limited.headers["retry-after"]) > 0
         assert c.cookies.get("freshcontext_staff") is None
+
+
+def test_the_mcp_tools_are_an_agents_surface(client: TestClient) -> None:
+    hello = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+             "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+    headers = {"Accept": "application/json, text/event-stream"}
+    assert client.post("/mcp", json=hello, headers=headers).status_code == 401
+    refused = client.post("/mcp", json=hello, headers={**headers, **STAFF})
+    assert refused.status_code == 403 and refused.json()["error"]["data"]["code"] == "forbidden"
+    assert client.post("/mcp", json=hello, headers={**headers, **BOT}).status_code != 403
