@@ -16,9 +16,10 @@ from sqlmodel import select
 from context_store.errors import InputRejected
 from context_store.index.chunking import _heading, chunk_document
 from context_store.index.embed.fake import HashingEmbedder
-from context_store.index.ingest import ingest
+from context_store.index.ingest import apply_company_paths, ingest
 from context_store.retrieve import retrieve
 from context_store.settings import ChunkingConfig
+from context_store.state import journal
 from context_store.state.documents import sync_company_sources
 from context_store.state.front_matter import MAX_META_VALUE_CHARS
 from context_store.state.skipped_inputs import open_skips
@@ -114,9 +115,13 @@ def test_links_out_of_a_source_root_are_never_followed_by_the_scan_or_a_named_sy
     assert "TOPSECRET" not in texts and "root:x:0:0" not in texts
     assert {("passwd.md", "link_outside_root"), ("config.md", "link_outside_root"), ("u-9.json", "link_outside_root")} <= skips
     assert report.users.new == 2
-    # the watcher's way in: a sync of named paths (the journal's) follows no link out either
-    named = sync_company_sources(store, paths=[company / "passwd.md", company / "config.md", company / "home" / "freshcontext.yaml"])
+    # the watcher's way in: it journals no link out of a root, and a sync of named paths (the journal's,
+    # the warm path's) follows none either
+    links = [company / "passwd.md", company / "config.md", company / "home" / "freshcontext.yaml"]
+    assert [journal.entry_for_path(store.settings, p) for p in links] == [None, None, None]
+    named = sync_company_sources(store, paths=links)
     assert named.new == 0 and named.changed == 0
+    assert apply_company_paths(store, fake_embedder, links).company.new == 0  # type: ignore[union-attr]
     hits = retrieve(store, fake_embedder, "api keys key role admin secret root bin bash", k=20).results
     assert not any("TOPSECRET" in h.text or "root:x" in h.text for h in hits)
 

@@ -118,6 +118,10 @@ def test_staff_page_login_working_memory_and_answer(browser_path: str, served: t
             expect(card.locator(".ctx").first).to_contain_text("@ v-")  # document versions shown
             card.locator("summary", has_text="User state").click()
             expect(card).to_contain_text("DHL")
+            # what gets published: the question staff confirm (prefilled, redacted, one line) and who gets the answer
+            expect(card.locator("input[name=question]")).to_have_value("Can I return a <b>lamp</b> after 40 days?")
+            expect(card.locator("input[name=scope][value=user]")).to_be_visible()
+            card.locator("input[name=question]").fill("Can I return a lamp after 40 days?")
             card.locator("textarea[name=answer]").fill("Lamps get store credit up to day 60.")
             card.locator("input[name=author]").fill("maria")
             card.locator("button[type=submit]", has_text="Send answer").click()

@@ -18,11 +18,13 @@ import jinja2
 from fastapi import APIRouter, BackgroundTasks, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
 
 from context_store.errors import FreshContextError
+from context_store.learn import answers_for_review, approve_answer, retire_answer
 from context_store.route import list_questions, set_status
 from context_store.store import close_staff_session, open_staff_session
-from service.answers import accept_answer
+from service.answers import AnswerIn, accept_answer, index_later
 from service.auth import ENV_KEYS, digest
 from service.deps import StoreDep, caller, keyring
 from service.errors import ApiError, error_response
@@ -56,12 +58,14 @@ def _signed_in(request: Request) -> bool:
 
 
 @router.get("/staff", response_class=HTMLResponse)
-def staff_page(request: Request, store: StoreDep, answered: str | None = None, error: str | None = None) -> Response:
+def staff_page(
+    request: Request, store: StoreDep, answered: str | None = None, reviewed: str | None = None, error: str | None = None,
+) -> Response:
     if not _signed_in(request):
         return RedirectResponse("/staff/login", status_code=303)
     questions = list_questions(store, status="open", limit=200)
     return _render(request, "staff_queue.html", title=f"{len(questions)} open", questions=questions, csrf=_csrf(request),
-                   answered=answered, error=error, who=caller(request))
+                   answered=answered, reviewed=reviewed, error=error, who=caller(request), review=answers_for_review(store))
 
 
 @router.get("/staff/login", response_class=HTMLResponse)
@@ -127,15 +131,41 @@ def _back(**query: str) -> RedirectResponse:
 def staff_answer_form(
     request: Request, question_id: str, background: BackgroundTasks,
     answer: str = Form(...), author: str = Form(...), csrf: str = Form(""),
+    question: str = Form(""), paraphrases: str = Form(""), scope: str = Form("global"),
 ) -> Response:
     blocked = _form_guard(request, csrf)
     if blocked is not None:
         return blocked
     try:
-        accept_answer(request, background, question_id, author, answer, "staff_page")
+        body = AnswerIn(answer=answer, author=author, question=question.strip() or None, scope=scope,  # type: ignore[arg-type]
+                        paraphrases=[line for line in paraphrases.splitlines() if line.strip()])
+        accept_answer(request, background, question_id, body, "staff_page")
+    except ValidationError as exc:
+        return _back(error="; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     except FreshContextError as exc:
         return _back(error=str(exc))
     return _back(answered=question_id)
+
+
+@router.post("/staff/answers/{answer_id}/{decision}")
+def staff_review_form(
+    request: Request, answer_id: str, decision: str, store: StoreDep, background: BackgroundTasks,
+    author: str = Form(...), csrf: str = Form(""), note: str = Form(""),
+) -> Response:
+    blocked = _form_guard(request, csrf)
+    if blocked is not None:
+        return blocked
+    if decision not in ("approve", "retire"):
+        return _back(error=f"unknown decision {decision!r}: approve or retire")
+    try:
+        if decision == "approve":
+            _, path = approve_answer(store, answer_id, reviewer=author)
+        else:
+            _, path = retire_answer(store, answer_id, reviewer=author, note=note or None)
+        index_later(request, background, answer_id, path)
+    except FreshContextError as exc:
+        return _back(error=str(exc))
+    return _back(reviewed=answer_id)
 
 
 @router.post("/staff/questions/{question_id}/dismiss")

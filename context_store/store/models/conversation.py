@@ -117,6 +117,16 @@ class StaffAnswer(SQLModel, table=True):
     needs_review: bool = Field(default=False, index=True)
     review_reason: Optional[str] = None
     flagged_at: Optional[datetime] = _ts(default=None)
+    # What is published (learn/publish.py): the question staff wrote or confirmed, the
+    # paraphrases they approved, and who may be served it: everyone (global) or one user (user).
+    question: Optional[str] = None
+    paraphrases: Optional[list] = _json(default=None)
+    scope: str = Field(default="global", sa_column_kwargs={"server_default": "global"})
+    scope_user_id: Optional[str] = Field(default=None, index=True)
+    reviewed_at: Optional[datetime] = _ts(default=None)  # re-approved after a flag
+    reviewed_by: Optional[str] = None
+    retired_at: Optional[datetime] = _ts(default=None)  # withdrawn: its document is tombstoned
+    retired_by: Optional[str] = None
 
 
 class WebhookDelivery(SQLModel, table=True):
