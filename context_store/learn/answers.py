@@ -2,11 +2,14 @@
 
 Order matters, because nothing may be lost:
 
-1. ``store_answer`` writes the ``StaffAnswer`` row and marks the question answered, in one
-   transaction. Only then does the webhook return 2xx.
-2. ``write_answer_file`` writes the answer as Markdown (front matter: question id, answer
-   id, author, the document versions it was given) into the configured company source of
-   kind ``staff_answer`` and appends it to the change journal (as the watcher would). From
+1. ``store_answer`` writes the ``StaffAnswer`` row with what staff approved to publish and
+   for whom (``learn.publish``), marks the question answered and queues the askers'
+   ``question.answered`` notification, in one transaction. Only then does the webhook return 2xx.
+2. ``write_answer_file`` writes a global answer as Markdown (the approved question, the
+   answer, the approved paraphrases; front matter: question id, answer id, author, the
+   document versions it was given) into the configured company source of kind
+   ``staff_answer`` and appends it to the change journal (as the watcher would). A
+   user-scoped answer has no file: it is a fact of its user's state (``index.users``). From
    there it is ordinary company state: the journal sensor's ``company_refresh_job``, the
    reconciliation, or any ``freshcontext ingest`` version and index it like every other
    file. There is no side door into LanceDB.
