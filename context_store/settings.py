@@ -8,6 +8,7 @@ never share state, which is what tests and side-by-side evaluations rely on.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -19,16 +20,23 @@ from context_store.errors import ConfigError
 
 __all__ = [
     "CONFIG_FILE",
+    "ROLES",
+    "ApiKeyConfig",
     "ChunkingConfig",
     "EmbeddingConfig",
     "GoldenSetConfig",
     "QualityConfig",
     "ObjectStorageConfig",
     "RetrievalConfig",
+    "ServiceConfig",
     "Settings",
     "SourceConfig",
+    "key_fingerprint",
+    "legacy_api_key",
     "resolve_home",
 ]
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "freshcontext.yaml"
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -143,6 +151,47 @@ class RetrievalConfig(BaseModel):
         return value
 
 
+ROLES = ("agent", "staff", "admin")
+
+
+def key_fingerprint(key: str) -> str:
+    """What names a key in traces and logs (a sha256 prefix), never the key itself."""
+    return "key-" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+class ApiKeyConfig(BaseModel):
+    """One API key: who holds it (``name``, kept with its traces) and what it may do (``role``).
+
+    ``agent``: retrieval, its own traces, outcomes, hand-offs. ``staff``: the routed-question
+    queue, answers, review. ``admin``: everything, operations included (service/deps.py).
+    """
+
+    name: str = Field(min_length=1, max_length=100)
+    key: str = Field(min_length=1, repr=False)
+    role: Literal["agent", "staff", "admin"] = "agent"
+
+
+def legacy_api_key(key: str) -> ApiKeyConfig:
+    """A bare key (the old flat ``api_keys`` list): an agent key named by its fingerprint, with a warning."""
+    name = key_fingerprint(key)
+    log.warning("api_keys: a bare key (%s) is read as an agent key; give each key a name and a role "
+                "(api_keys: [{name: bot, key: ..., role: agent}])", name)
+    return ApiKeyConfig(name=name, key=key, role="agent")
+
+
+class ServiceConfig(BaseModel):
+    """The HTTP edge (``service:`` in freshcontext.yaml): body limits, staff sessions, operations endpoints."""
+
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)  # every route; the staff webhook has routing.max_webhook_body_bytes
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30)  # a staff page session, from sign-in
+    login_attempts: int = Field(default=5, ge=1)  # failed staff sign-ins per client address per window, then 429
+    login_window_seconds: float = Field(default=300.0, gt=0)
+    # /metrics and /readyz's details: an admin key, or (when true) any caller on a loopback
+    # connection (the server bound to 127.0.0.1, or a request made on the machine itself).
+    # Behind a reverse proxy on the same host, set false: every request then arrives on loopback.
+    ops_open_on_loopback: bool = True
+
+
 class GoldenSetConfig(BaseModel):
     """A labelled set: ``golden`` (questions about this home's own documents) or ``beir`` (its own corpus)."""
 
@@ -192,12 +241,31 @@ class Settings(BaseModel):
     stale_hit_rate_max: float = Field(default=0.0, ge=0.0, le=1.0)
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
-    api_keys: list[str] = Field(default_factory=list)
+    api_keys: list[ApiKeyConfig] = Field(default_factory=list)
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
     routing: dict[str, Any] = Field(default_factory=dict)  # validated by context_store.route.triggers.RoutingConfig
     mcp: dict[str, Any] = Field(default_factory=dict)  # the MCP server's: validated by service.mcp.config.McpConfig
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
     extra: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _legacy_keys(cls, value: Any) -> Any:
+        return [legacy_api_key(v) if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _unique_names(cls, value: list[ApiKeyConfig]) -> list[ApiKeyConfig]:
+        names = [k.name for k in value]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"api_keys: each name must be unique (a name is whose traces a key reads); repeated: {', '.join(repeated)}")
+        keys = [k.key for k in value]
+        if len(set(keys)) != len(keys):
+            shared = sorted({k.name for k in value if keys.count(k.key) > 1})
+            raise ValueError(f"api_keys: {', '.join(shared)} share one key; each key must be different")
+        return value
 
     @property
     def sql_url(self) -> str:

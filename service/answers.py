@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from fastapi import BackgroundTasks, Request
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 
 from context_store.errors import FreshContextError, QuestionConflict
@@ -22,7 +24,7 @@ from context_store.learn import answer_applier, store_answer, submit_answers, wr
 from context_store.route import RoutingConfig, routing_config
 from service.deps import store as serving_store
 
-__all__ = ["WEBHOOK_PATH", "accept_answer", "routing"]
+__all__ = ["WEBHOOK_PATH", "AnswerIn", "accept_answer", "index_later", "routing"]
 
 log = logging.getLogger(__name__)
 WEBHOOK_PATH = "/v1/webhooks/staff-answer"
@@ -55,15 +57,29 @@ def _applier(request: Request) -> WarmApplier:
     return applier
 
 
+class AnswerIn(BaseModel):
+    """An answer as staff send it, by any channel: the answer, who wrote it, and what to publish for whom."""
+
+    answer: str = Field(min_length=1)
+    author: str = Field(min_length=1, max_length=200)
+    question: str | None = Field(default=None, max_length=500, description=(
+        "The question this answers, as staff wrote or confirmed it; published with the answer. "
+        "Omitted: the customer's question, redacted (suggested_question of the routed question)."))
+    paraphrases: list[str] = Field(default_factory=list, max_length=20, description="Other wordings staff approve ('Also asked as').")
+    scope: Literal["global", "user"] = Field(default="global", description=(
+        "global: a company document everyone retrieves. user: a fact of the asker's state, served to that user alone."))
+
+
 def accept_answer(
-    request: Request, background: BackgroundTasks, question_id: str, author: str, text: str, channel: str,
+    request: Request, background: BackgroundTasks, question_id: str, body: AnswerIn, channel: str,
     webhook_id: str | None = None, body_hash: str | None = None,
 ) -> dict[str, Any]:
     """Store, write and schedule indexing; raises the core's errors (one table maps them to HTTP)."""
     store, config = serving_store(request), routing(request)
     try:
         answer = store_answer(
-            store, question_id, author=author, text=text, channel=channel, webhook_id=webhook_id,
+            store, question_id, author=body.author, text=body.answer, question=body.question, paraphrases=body.paraphrases,
+            scope=body.scope, channel=channel, webhook_id=webhook_id,
             webhook_endpoint=WEBHOOK_PATH if webhook_id is not None else None, body_sha256=body_hash or "", config=config,
         )
     except IntegrityError as exc:
@@ -71,14 +87,20 @@ def accept_answer(
         if webhook_id is not None:
             raise QuestionConflict(f"webhook-id {webhook_id} or question {question_id} was processed concurrently", "duplicate_delivery") from exc
         raise QuestionConflict(f"question {question_id} was answered concurrently", "already_answered") from exc
-    response = {"status": "stored", "answer_id": answer.answer_id, "question_id": question_id, "doc_id": answer.doc_id}
-    try:
-        write_answer_file(store, answer.answer_id, config=config)
-    except (OSError, FreshContextError) as exc:
-        log.error("answer %s stored; its file could not be written yet: %s", answer.answer_id, exc)
-    if config.index_answers_inline:
-        background.add_task(submit_answers, _applier(request), [answer.answer_id])
-        response["indexing"] = "scheduled"
-    else:
-        response["indexing"] = "deferred to the next ingest"
+    response = {"status": "stored", "answer_id": answer.answer_id, "question_id": question_id, "doc_id": answer.doc_id,
+                "question": answer.question, "paraphrases": answer.paraphrases, "scope": answer.scope}
+    if answer.scope == "global":  # a user-scoped answer has no document: it is a fact of that user's state
+        try:
+            write_answer_file(store, answer.answer_id, config=config)
+        except (OSError, FreshContextError) as exc:
+            log.error("answer %s stored; its file could not be written yet: %s", answer.answer_id, exc)
+    response["indexing"] = index_later(request, background, answer.answer_id)
     return response
+
+
+def index_later(request: Request, background: BackgroundTasks, answer_id: str, path: Path | None = None) -> str:
+    """Index an answer (and ``path``, a file its review rewrote or removed) off the request path, if configured to."""
+    if not routing(request).index_answers_inline:
+        return "deferred to the next ingest"
+    background.add_task(submit_answers, _applier(request), [answer_id], [path] if path is not None else [])
+    return "scheduled"

@@ -11,7 +11,10 @@ from fastapi import FastAPI
 from context_store.index.embed import Embedder
 from context_store.route import OutboxWorker, Trigger, routing_config
 from context_store.store import ContextStore
+from service.answers import WEBHOOK_PATH
 from service.auth import KeyRing
+from service.docs import mount_docs
+from service.edge import EdgeGuard
 from service.errors import install_error_handlers
 from service.mcp import McpHttp, build_server, mcp_config
 from service.metrics import Metrics, MetricsMiddleware
@@ -66,9 +69,12 @@ def create_app(
         title="freshcontext",
         version="1.0.0",
         description="Current, cited context for AI support agents: retrieval with confidence, decision and evidence trail. "
-        "Every /v1 call needs an API key (X-API-Key or Authorization: Bearer). The same tools speak MCP at /mcp "
-        "(streamable HTTP, the same keys).",
+        "Every /v1 call needs an API key (X-API-Key or Authorization: Bearer) whose role allows it: "
+        "agent (retrieval, its own traces, hand-offs), staff (routed questions, answers, review), admin (everything, operations). "
+        "The agent tools speak MCP at /mcp (streamable HTTP, the same keys).",
         lifespan=lifespan,
+        docs_url=None,  # served by mount_docs from a packaged Swagger UI: no CDN, works offline
+        redoc_url=None,
     )
     app.state.store = store
     app.state.service = service
@@ -81,5 +87,12 @@ def create_app(
     config = mcp_config(store.settings)
     mcp = build_server(service, notify_interval=config.notify_interval_seconds, on_response=app.state.metrics.record_response)
     app.state.mcp = McpHttp(app, mcp, app.state.keys, config)
+    mount_docs(app)
+
+    def body_limit(path: str) -> int:
+        return routing_config(store.settings).max_webhook_body_bytes if path == WEBHOOK_PATH else store.settings.service.max_body_bytes
+
+    # Outermost last: metrics time every request, the edge refuses before any route reads a body.
+    app.add_middleware(EdgeGuard, keys=app.state.keys, store=store, limit_for=body_limit, open_paths=(WEBHOOK_PATH,))
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app

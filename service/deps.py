@@ -1,36 +1,46 @@
-"""What a route depends on: the serving deployment, the store, the caller's key.
+"""What a route depends on: the serving deployment, the store, and who the caller is.
 
-Routes declare these as FastAPI dependencies (``ServingDep``, ``StoreDep``) so a test can
-override them, and so no handler reaches into ``app.state`` itself.
+Routes declare these as FastAPI dependencies (``ServingDep``, ``StoreDep``, ``Agent``,
+``Staff``, ``Admin``) so a test can override them, and so no handler reaches into
+``app.state`` itself. The edge (``service/edge.py``) has already resolved the caller from
+the headers alone and refused a ``/v1`` request without a valid key before its body was
+read; these dependencies decide what the caller's role may do:
+
+    agent   retrieval, its own traces, outcomes, hand-offs
+    staff   the routed-question queue, answers, review (and every trace: the queue links them)
+    admin   everything, operations included
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from context_store.store import ContextStore
-from service.auth import ENV_KEYS, KeyRing, fingerprint, presented_key
+from service.auth import KeyRing, Principal, presented_key, refusal
+from service.edge import CHALLENGE
 from service.errors import ApiError
 from service.state import ServiceState, Serving
 
 __all__ = [
-    "SESSION_COOKIE",
-    "KeyDep",
+    "Admin",
+    "Agent",
+    "AgentOrStaff",
     "ServiceDep",
     "ServingDep",
+    "Staff",
     "StoreDep",
+    "caller",
     "keyring",
     "require_key",
+    "require_role",
     "require_staff",
     "service_state",
     "serving",
-    "staff_signed_in",
     "store",
 ]
-
-SESSION_COOKIE = "freshcontext_staff"
 
 
 def service_state(request: Request) -> ServiceState:
@@ -51,35 +61,33 @@ def keyring(request: Request) -> KeyRing:
     return request.app.state.keys
 
 
-def require_key(request: Request) -> str:
-    """The caller's key fingerprint (kept with traces), or a 401."""
-    client = keyring(request).check(request)
-    request.state.client = client
-    return client
+def caller(request: Request) -> Principal | None:
+    """Who is calling, as the edge resolved it (None: no valid key or session)."""
+    return getattr(request.state, "principal", None)
 
 
-def staff_signed_in(request: Request) -> str | None:
-    """Who the caller is on the staff surfaces: an API key, or the queue page's session cookie."""
-    ring = keyring(request)
-    key = presented_key(request)
-    if ring.matches(key):
-        return fingerprint(key)  # type: ignore[arg-type]
-    if ring.matches_session(request.cookies.get(SESSION_COOKIE)):
-        return "staff-session"
-    return None
+def require_role(*roles: str) -> Callable[[Request], Principal]:
+    """A dependency admitting callers that hold one of ``roles`` (an admin holds all); 401 or 403 otherwise."""
+    allowed = " or ".join((*roles, "admin"))
+
+    def dependency(request: Request) -> Principal:
+        who = caller(request)
+        if who is None:
+            raise ApiError(401, "unauthorized", refusal(keyring(request), presented_key(request.headers)), CHALLENGE)
+        if not who.may(*roles):
+            raise ApiError(403, "forbidden", f"the key {who.name!r} has the role {who.role}; this needs {allowed}")
+        request.state.client = who.name
+        return who
+
+    return dependency
 
 
-def require_staff(request: Request) -> str:
-    client = staff_signed_in(request)
-    if client is None:
-        if not len(keyring(request)):
-            raise ApiError(401, "unauthorized", f"no API keys are configured on this server; set {ENV_KEYS} or api_keys in freshcontext.yaml")
-        raise ApiError(401, "unauthorized", "missing or invalid API key: send X-API-Key or Authorization: Bearer <key>")
-    request.state.client = client
-    return client
-
-
+require_key = require_role("agent")  # the retrieval surfaces (the API and the MCP adapter)
+require_staff = require_role("staff")
+Agent = Annotated[Principal, Depends(require_key)]
+AgentOrStaff = Annotated[Principal, Depends(require_role("agent", "staff"))]
+Staff = Annotated[Principal, Depends(require_staff)]
+Admin = Annotated[Principal, Depends(require_role())]
 ServiceDep = Annotated[ServiceState, Depends(service_state)]
 ServingDep = Annotated[Serving, Depends(serving)]
 StoreDep = Annotated[ContextStore, Depends(store)]
-KeyDep = Annotated[str, Depends(require_key)]

@@ -3,11 +3,14 @@
 ``ERROR_TABLE`` maps each error of the core's tree (``context_store.errors``) to its HTTP
 status and code; every route, JSON or HTML, goes through it, so the same failure reads the
 same wherever it happens. ``ApiError`` is for what only the HTTP edge knows (a missing key,
-a body too large, a webhook body of the wrong shape).
+a body too large, a webhook body of the wrong shape). Anything else a route raises is a 500
+in the same shape, with an id to find it in the server log and no internals in the body.
 """
 
 from __future__ import annotations
 
+import logging
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +32,9 @@ from context_store.errors import (
     WebhookRejected,
 )
 
-__all__ = ["ERROR_TABLE", "ApiError", "error_body", "error_response", "install_error_handlers", "status_and_code"]
+__all__ = ["ERROR_TABLE", "HTTP_CODES", "ApiError", "error_body", "error_response", "install_error_handlers", "status_and_code"]
+
+log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -50,6 +55,11 @@ ERROR_TABLE: list[tuple[type[FreshContextError], Callable[[Any], tuple[int, str]
     (ConfigError, lambda e: (503, "not_configured")),
     (StoreError, lambda e: (500, "store_error")),
 ]
+
+
+# Errors Starlette/FastAPI raise themselves (no route, wrong method, a body it could not parse).
+HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+              413: "body_too_large", 429: "too_many_requests"}
 
 
 def status_and_code(exc: FreshContextError) -> tuple[int, str]:
@@ -96,5 +106,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(exc.status_code, "http_error")
+        code = HTTP_CODES.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        error_id = uuid.uuid4().hex[:12]
+        log.error("error %s on %s %s", error_id, request.method, request.url.path, exc_info=exc)
+        return JSONResponse(error_body("internal_error", f"the server failed on this request; its log has the details under error id {error_id}"),
+                            status_code=500)

@@ -23,6 +23,8 @@ from service.app import create_app
 from tests.conftest import REFUNDS_V1
 
 KEY = {"X-API-Key": "test-key"}
+ADMIN = {"X-API-Key": "admin-key"}
+API_KEYS = [{"name": "bot", "key": "test-key", "role": "agent"}, {"name": "ops", "key": "admin-key", "role": "admin"}]
 REFUNDS_V2 = REFUNDS_V1.replace("within 30 days of delivery", "within 14 days of delivery")
 USERS = [f"u-{i}" for i in range(6)]
 
@@ -39,7 +41,7 @@ def api_store(sources: dict[str, Path]) -> ContextStore:
         sources["home"],
         company_sources=[{"name": "company", "path": str(sources["company"])}],
         user_sources=[{"name": "users", "path": str(sources["users"])}],
-        api_keys=["test-key"],
+        api_keys=API_KEYS,
         retrieval={"refresh_interval_seconds": 0.0, "confidence_threshold": 0.5},
     )
     ingest(store, HashingEmbedder())
@@ -213,7 +215,7 @@ def test_decision_reasons_and_trigger_seam(api_store: ContextStore) -> None:
         body = post(c, {"query": "refund window"}).json()
         assert body["decision"] == "escalate" and body["reasons"][0]["code"] == "low_confidence"
         assert "below the threshold 1.000" in body["reasons"][0]["detail"]
-        metrics = c.get("/metrics").text
+        metrics = c.get("/metrics", headers=ADMIN).text
     assert 'freshcontext_decisions_total{decision="escalate"} 1.0' in metrics
     assert 'freshcontext_escalation_reasons_total{code="low_confidence"} 1.0' in metrics
     assert 'freshcontext_http_request_seconds_bucket{le="0.005",method="POST",route="/v1/retrieve"}' in metrics
@@ -221,7 +223,7 @@ def test_decision_reasons_and_trigger_seam(api_store: ContextStore) -> None:
 
 
 def test_readyz_and_openapi(client: TestClient) -> None:
-    ready = client.get("/readyz").json()
+    ready = client.get("/readyz", headers=ADMIN).json()
     assert ready["status"] == "ready" and ready["checks"]["sql"] == "ok" and ready["checks"]["model"]["loaded"]
     assert ready["checks"]["reranker"] == "not configured"
     spec = client.get("/openapi.json").json()

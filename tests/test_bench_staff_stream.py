@@ -34,7 +34,7 @@ QUESTIONS = [
 def kb(sources: dict[str, Path], fake_embedder: HashingEmbedder) -> ContextStore:
     store = open_with_staff_answers(
         sources,
-        api_keys=[API_KEY],
+        api_keys=[{"name": "maria", "key": API_KEY, "role": "staff"}],
         routing={"webhook_secrets": [SECRET]},
     )
     ingest(store, fake_embedder)

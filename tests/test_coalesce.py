@@ -45,34 +45,96 @@ def test_calls_arriving_during_a_batch_run_together_next_and_each_gets_its_own_r
     assert square.calls == 3 and square.mean_batch == pytest.approx(7 / 3)
 
 
-def test_an_error_reaches_every_caller_of_the_batch_and_the_next_call_still_works() -> None:
+def _queued_behind_a_running_call(fn, items: list[int]):  # type: ignore[no-untyped-def]
+    """Run ``items`` through a Coalescer so that all of them form one batch behind a first call of 0."""
     gate = threading.Event()
+    batches: list[list[int]] = []
+
+    def gated(batch: list[int]) -> list[int]:
+        batches.append(list(batch))
+        if len(batches) == 1:
+            assert gate.wait(5)
+        return fn(batch)
+
+    co = Coalescer(gated)
+    pool = ThreadPoolExecutor(len(items) + 1)
+    first = pool.submit(co, 0)
+    time.sleep(0.05)
+    futures = [pool.submit(co, i) for i in items]
+    deadline = time.monotonic() + 5
+    while len(co._pending) < len(items) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    gate.set()
+    return co, pool, first, futures, batches
+
+
+def test_one_bad_item_fails_alone_and_the_rest_of_its_batch_get_their_results() -> None:
+    def refuse_negatives(items: list[int]) -> list[int]:
+        if any(i < 0 for i in items):
+            raise ValueError(f"bad item in {items}")
+        return [i * 10 for i in items]
+
+    co, pool, first, futures, batches = _queued_behind_a_running_call(refuse_negatives, [1, -2, 3, 4])
+    with pool:
+        assert first.result(5) == 0
+        with pytest.raises(ValueError, match=r"bad item in \[-2\]"):  # its own error, from its own call
+            futures[1].result(5)
+        assert [futures[i].result(5) for i in (0, 2, 3)] == [10, 30, 40]
+    assert sorted(batches[1]) == [-2, 1, 3, 4]  # they did form one batch, which failed as a whole
+    assert co(9) == 90 and not co._busy
+
+
+def test_a_failing_call_of_one_item_reaches_its_caller_and_the_next_call_still_works() -> None:
     calls = 0
 
-    def fail_second(items: list[int]) -> list[int]:
+    def fail_first(items: list[int]) -> list[int]:
         nonlocal calls
         calls += 1
         if calls == 1:
-            assert gate.wait(5)
-            return items
-        if calls == 2:
             raise ValueError(f"bad batch {items}")
         return items
 
-    echo = Coalescer(fail_second)
-    with ThreadPoolExecutor(4) as pool:
-        first = pool.submit(echo, 0)
+    echo = Coalescer(fail_first)
+    with pytest.raises(ValueError, match="bad batch"):
+        echo(1)
+    assert echo(9) == 9
+
+
+def test_an_unpaired_surrogate_in_a_coalesced_batch_of_the_real_encoder_fails_only_its_own_query(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The ONNX tokenizer raises on a lone surrogate for the whole batch; the other questions still get vectors."""
+    from context_store.index.embed.onnx_backend import onnx_encoder
+    from context_store.index.embed.query_encoder import CoalescingEncoder
+
+    inner = onnx_encoder("all-MiniLM-L6-v2", tmp_path)
+    gate, calls = threading.Event(), []
+
+    class Gated:
+        name, dim = inner.name, inner.dim
+
+        def encode(self, texts):  # type: ignore[no-untyped-def]
+            calls.append(list(texts))
+            if len(calls) == 1:
+                assert gate.wait(10)
+            return inner.encode(texts)
+
+    encoder = CoalescingEncoder(Gated())  # type: ignore[arg-type]
+    good = ["how do refunds work", "where is my order", "change my address", "cancel my plan"]
+    with ThreadPoolExecutor(6) as pool:
+        first = pool.submit(encoder.encode, ["warm up"])
         time.sleep(0.05)
-        waiting = [pool.submit(echo, i) for i in (1, 2)]
+        bad = pool.submit(encoder.encode, ["refund \ud800 please"])
+        rest = [pool.submit(encoder.encode, [q]) for q in good]
         deadline = time.monotonic() + 5
-        while len(echo._pending) < 2 and time.monotonic() < deadline:
+        while len(encoder._batch._pending) < 5 and time.monotonic() < deadline:
             time.sleep(0.01)
         gate.set()
-        assert first.result(5) == 0
-        for f in waiting:
-            with pytest.raises(ValueError, match="bad batch"):
-                f.result(5)
-    assert echo(9) == 9
+        assert first.result(10).shape == (1, inner.dim)
+        vectors = [f.result(10) for f in rest]
+        with pytest.raises(TypeError):  # the tokenizer's own error, for this caller alone
+            bad.result(10)
+    assert len(calls[1]) == 5  # the bad question and the four good ones were one batch
+    for q, v in zip(good, vectors):
+        assert abs(float(v[0] @ inner.encode([q])[0]) - 1.0) < 1e-4
 
 
 def test_a_wrong_number_of_results_is_an_error_not_a_hang() -> None:

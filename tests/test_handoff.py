@@ -17,6 +17,7 @@ from context_store.store.context_store import ContextStore
 from service.app import create_app
 
 KEY = {"X-API-Key": "test-key"}
+STAFF = {"X-API-Key": "staff-key"}  # the queue is staff's (issue 16 roles)
 TRANSCRIPT = [
     {"role": "user", "text": "my parcel A-1 never arrived", "at": "2026-12-01T10:00:00Z"},
     {"role": "agent", "text": "It shipped with DHL on Monday.", "at": "2026-12-01T10:00:05Z"},
@@ -30,7 +31,7 @@ def handoff_store(sources: dict[str, Path]) -> ContextStore:
         sources["home"],
         company_sources=[{"name": "company", "path": str(sources["company"])}],
         user_sources=[{"name": "users", "path": str(sources["users"])}],
-        api_keys=["test-key"],
+        api_keys=[{"name": "bot", "key": "test-key"}, {"name": "maria", "key": "staff-key", "role": "staff"}],
         retrieval={"refresh_interval_seconds": 0.0, "confidence_threshold": 0.99},  # every retrieval escalates
     )
     ingest(store, HashingEmbedder())
@@ -55,7 +56,7 @@ def test_handoff_opens_a_question_with_transcript_user_state_and_last_context(cl
     assert r.status_code == 201, r.text
     body = r.json()
     assert body["kind"] == "handoff" and body["joined"] is False and body["trace_id"] == served["trace_id"]
-    q = client.get(f"/v1/questions/{body['question_id']}", headers=KEY).json()
+    q = client.get(f"/v1/questions/{body['question_id']}", headers=STAFF).json()
     assert q["kind"] == "handoff" and q["status"] == "open" and q["conversation_id"] == "c-1"
     assert [t["text"] for t in q["transcript"]] == [t["text"] for t in TRANSCRIPT]
     assert q["transcript"][0]["at"].startswith("2026-12-01T10:00:00")
@@ -72,7 +73,7 @@ def test_a_second_press_joins_the_open_handoff_and_adds_the_new_turns(client: Te
     r = press(client, transcript=more, reason="still waiting")
     assert r.status_code == 200, r.text
     assert r.json()["joined"] is True and r.json()["question_id"] == first["question_id"] and r.json()["ask_count"] == 2
-    q = client.get(f"/v1/questions/{first['question_id']}", headers=KEY).json()
+    q = client.get(f"/v1/questions/{first['question_id']}", headers=STAFF).json()
     assert len(q["transcript"]) == 4 and len(q["asks"]) == 2  # nothing twice
     other = press(client, conversation_id="c-2").json()
     assert other["question_id"] != first["question_id"] and other["joined"] is False
@@ -94,7 +95,7 @@ def test_bad_handoffs_get_specific_errors(client: TestClient) -> None:
     assert r.status_code == 400 and "reason" in r.json()["error"]["message"]
     r = client.post("/v1/handoff", json={"conversation_id": "c-1", "reason": "x", "transcript": TRANSCRIPT})
     assert r.status_code == 401
-    assert client.get("/v1/questions?status=open", headers=KEY).json()["questions"] == []  # nothing half-made
+    assert client.get("/v1/questions?status=open", headers=STAFF).json()["questions"] == []  # nothing half-made
 
 
 def test_retrieve_history_is_kept_with_the_trace_and_the_routed_question(client: TestClient) -> None:
@@ -105,7 +106,7 @@ def test_retrieve_history_is_kept_with_the_trace_and_the_routed_question(client:
     trace = client.get(f"/v1/traces/{body['trace_id']}", headers=KEY).json()
     assert trace["conversation_id"] == "c-9" and [t["text"] for t in trace["history"]] == [t["text"] for t in TRANSCRIPT[:2]]
     assert body["decision"] == "escalate"
-    q = client.get(f"/v1/questions/{body['routed_question']['question_id']}", headers=KEY).json()
+    q = client.get(f"/v1/questions/{body['routed_question']['question_id']}", headers=STAFF).json()
     assert q["kind"] == "escalation" and [t["role"] for t in q["transcript"]] == ["user", "agent"]
     r = client.post("/v1/retrieve", headers=KEY, json={"query": "refunds", "history": [{"role": "user", "text": "a"}] * 51})
     assert r.status_code == 413 and r.json()["error"]["code"] == "history_too_large"
@@ -113,7 +114,8 @@ def test_retrieve_history_is_kept_with_the_trace_and_the_routed_question(client:
 
 def test_the_staff_page_shows_the_transcript_as_a_conversation(client: TestClient) -> None:
     question_id = press(client, transcript=[*TRANSCRIPT, {"role": "user", "text": "<b>hello</b>"}]).json()["question_id"]
-    html = client.get("/staff", headers=KEY).text
+    client.post("/staff/login", data={"api_key": "staff-key"})  # the page is for a signed-in staff session
+    html = client.get("/staff").text
     section = html[html.index(f'data-question-id="{question_id}"'):]
     assert 'data-kind="handoff"' in html and "The conversation (4 turns)" in section
     assert section.index("my parcel A-1 never arrived") < section.index("It shipped with DHL on Monday.")

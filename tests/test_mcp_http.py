@@ -42,7 +42,8 @@ def mcp_store(sources: dict[str, Path]) -> ContextStore:
         sources["home"],
         company_sources=[{"name": "company", "path": str(sources["company"])}],
         user_sources=[{"name": "users", "path": str(sources["users"])}],
-        api_keys=[KEY], retrieval={"refresh_interval_seconds": 0.0, "confidence_threshold": 0.5},
+        api_keys=[KEY, {"name": "maria", "key": "staff-key", "role": "staff"}],  # KEY: a bare key, an agent named by its fingerprint
+        retrieval={"refresh_interval_seconds": 0.0, "confidence_threshold": 0.5},
         mcp={"notify_interval_seconds": 0.1, "allowed_hosts": ["127.0.0.1:*", "agents.example.com"]},
     )
     ingest(store, HashingEmbedder())
@@ -156,7 +157,7 @@ def test_request_human_makes_a_question_whose_working_memory_holds_the_transcrip
             return first.structured_content
 
     handed = run(go)
-    q = httpx.get(f"{base_url}/v1/questions/{handed['question_id']}", headers={"X-API-Key": KEY}).json()
+    q = httpx.get(f"{base_url}/v1/questions/{handed['question_id']}", headers={"X-API-Key": "staff-key"}).json()
     assert q["kind"] == "handoff" and [t["text"] for t in q["transcript"]] == [t["text"] for t in TURNS]
     assert q["trace_id"] == handed["trace_id"] and q["context"] and q["ask_count"] == 2
 

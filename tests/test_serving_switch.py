@@ -22,6 +22,7 @@ from service.app import create_app
 from service.state import ServiceState
 
 KEY = {"X-API-Key": "test-key"}
+ADMIN = {"X-API-Key": "admin-key"}  # /readyz's details are for operators
 CHECK_S = 0.2
 WIDE = "hashing-wide-test-model"
 GOLDEN = [
@@ -35,7 +36,7 @@ def _open(home: Path, sources: dict[str, Path], golden: Path, retrieval: dict[st
     """The home as a process opens it; ``overrides`` are config changes (a new model or chunker)."""
     return ContextStore.open(
         home, company_sources=[{"name": "company", "path": str(sources["company"])}],
-        user_sources=[{"name": "users", "path": str(sources["users"])}], api_keys=["test-key"],
+        user_sources=[{"name": "users", "path": str(sources["users"])}], api_keys=[{"name": "bot", "key": "test-key"}, {"name": "ops", "key": "admin-key", "role": "admin"}],
         retrieval={"refresh_interval_seconds": 0.0, "deployment_check_seconds": CHECK_S, **(retrieval or {})},
         quality={"golden_sets": [{"name": "mini", "path": str(golden)}], "ndcg_floor": 0.3, "recall_floor": 0.3, "mrr_floor": 0.3},
         **overrides,
@@ -129,7 +130,7 @@ def test_a_running_api_switches_tables_model_and_snapshot_after_a_promotion(
         assert after["model"] == WIDE and set(after["table_versions"]) == new_tables
         assert after["top"] == "company/refunds.md" and after["dense_snapshot_version"] is not None
         assert state.dense.index.company_table_name == f"company_chunks__{fingerprint}"
-        serving = client.get("/readyz").json()["checks"]["serving"]
+        serving = client.get("/readyz", headers=ADMIN).json()["checks"]["serving"]
         assert serving["fingerprint"] == fingerprint and serving["model"] == WIDE and serving["switches"] == 1
         assert serving["switch_error"] is None
 
@@ -166,7 +167,7 @@ def test_a_switch_that_cannot_load_the_new_model_keeps_the_old_index_serving(
         assert state.wait_for_switch(timeout=30)
         still = _ask(client)
         assert set(still["table_versions"]) == {"company_chunks", "user_state"} and still["top"] == "company/refunds.md"
-        serving = client.get("/readyz").json()["checks"]["serving"]
+        serving = client.get("/readyz", headers=ADMIN).json()["checks"]["serving"]
         assert serving["switches"] == 0 and f"cannot encode for the promoted model {WIDE}" in serving["switch_error"]
 
 
@@ -186,7 +187,7 @@ def test_the_real_query_encoder_follows_a_chunker_promotion(sources: dict[str, P
         assert decision is not None, gate.reason if gate else None
         promoted_at = time.monotonic()
         while set(_ask(client)["table_versions"]) == {"company_chunks", "user_state"}:
-            assert time.monotonic() - promoted_at < 30, client.get("/readyz").json()["checks"]["serving"]
+            assert time.monotonic() - promoted_at < 30, client.get("/readyz", headers=ADMIN).json()["checks"]["serving"]
             time.sleep(0.05)
         noticed_and_switched = time.monotonic() - promoted_at
         after = _ask(client)

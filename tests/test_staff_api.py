@@ -29,7 +29,7 @@ API_KEY = "staff-key-123"
 def kb(sources: dict[str, Path], fake_embedder: HashingEmbedder) -> ContextStore:
     store = open_with_staff_answers(
         sources,
-        api_keys=[API_KEY],
+        api_keys=[{"name": "maria", "key": API_KEY, "role": "staff"}],
         routing={"webhook_secrets": [OLD, NEW], "max_webhook_body_bytes": 4096},
     )
     ingest(store, fake_embedder)

@@ -67,7 +67,7 @@ def served(sources: dict[str, Path]) -> Iterator[tuple[str, ContextStore, str]]:
     emb = HashingEmbedder()
     store = open_with_staff_answers(
         sources,
-        api_keys=[API_KEY],
+        api_keys=[{"name": "maria", "key": API_KEY, "role": "staff"}],
     )
     ingest(store, emb)
     text = "Can I return a <b>lamp</b> after 40 days?"  # markup in a question must be shown, not rendered
@@ -118,6 +118,10 @@ def test_staff_page_login_working_memory_and_answer(browser_path: str, served: t
             expect(card.locator(".ctx").first).to_contain_text("@ v-")  # document versions shown
             card.locator("summary", has_text="User state").click()
             expect(card).to_contain_text("DHL")
+            # what gets published: the question staff confirm (prefilled, redacted, one line) and who gets the answer
+            expect(card.locator("input[name=question]")).to_have_value("Can I return a <b>lamp</b> after 40 days?")
+            expect(card.locator("input[name=scope][value=user]")).to_be_visible()
+            card.locator("input[name=question]").fill("Can I return a lamp after 40 days?")
             card.locator("textarea[name=answer]").fill("Lamps get store credit up to day 60.")
             card.locator("input[name=author]").fill("maria")
             card.locator("button[type=submit]", has_text="Send answer").click()
@@ -149,3 +153,30 @@ def test_staff_forms_refuse_posts_without_the_page_token(served: tuple[str, Cont
         r = client.post(f"/staff/questions/{qid}/answer", data={"answer": "x", "author": "y", "csrf": "forged"})
         assert r.status_code == 403 and r.json()["error"]["code"] == "bad_csrf_token"
     assert get_question(store, qid)["status"] == "open"
+
+
+def test_api_docs_render_offline_from_the_packaged_swagger_ui(browser_path: str, served: tuple[str, ContextStore, str]) -> None:
+    """/docs with every request off this server refused, as on a host without internet."""
+    from playwright.sync_api import expect, sync_playwright
+
+    base, _, _ = served
+    outside: list[str] = []
+
+    def only_this_server(route) -> None:  # type: ignore[no-untyped-def]
+        if route.request.url.startswith(base):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_path, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.route("**/*", only_this_server)
+            page.goto(f"{base}/docs")
+            expect(page.locator(".swagger-ui .info .title")).to_contain_text("freshcontext", timeout=15_000)
+            expect(page.locator(".opblock-summary-path", has_text="/v1/retrieve")).to_be_visible()
+        finally:
+            browser.close()
+    assert outside == []

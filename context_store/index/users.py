@@ -1,7 +1,9 @@
 """Embed user facts and project pending user snapshot versions into LanceDB.
 
 A user's current snapshot is a handful of facts, each embedded once by text (the SQL
-embedding cache), then written as one row per fact. Users are loaded under the ``user``
+embedding cache), then written as one row per fact. A staff answer scoped to that user
+(``learn.publish``) is one more fact of theirs while it is approved and not retired: it is
+served to that user alone, because every user-state query is filtered by user id. Users are loaded under the ``user``
 lineage lock, embedded without it, and committed in groups under it again after
 re-reading which of them are still pending with the version this run prepared
 (``index.plan.still_pending``), so concurrent runs never index a user twice.
@@ -21,11 +23,11 @@ from context_store.index.embed.cache import embed_cached
 from context_store.index.embed.protocol import Embedder
 from context_store.index.plan import IndexReport, pending_clause, still_pending
 from context_store.store.context_store import ContextStore
-from context_store.store.database import lineage_lock
-from context_store.store.models import UserRecord, UserSnapshotVersion
+from context_store.store.database import in_batches, lineage_lock
+from context_store.store.models import StaffAnswer, UserRecord, UserSnapshotVersion
 from context_store.store.vector_index import USER_TABLE
 
-__all__ = ["fact_id_for", "index_pending_users"]
+__all__ = ["answer_facts", "fact_id_for", "index_pending_users"]
 
 _Work = list[tuple[UserRecord, UserSnapshotVersion | None]]
 
@@ -42,16 +44,18 @@ def index_pending_users(store: ContextStore, embedder: Embedder, *, group_size: 
     with store.session() as session:
         lineage_lock(session, "user")  # users are loaded and their facts chunked consistently
         work = _pending_users(session)
+        answers = answer_facts(session, [u.user_id for u, _ in work])
         session.commit()  # releases the lock: embedding does not need it
         if work:
-            texts = {sha256(fact["text"]): fact["text"] for _, version in work if version for fact in version.facts}
-            report.chunks_total = sum(len(v.facts) for _, v in work if v)
+            facts = {u.user_id: [*v.facts, *answers.get(u.user_id, [])] for u, v in work if v}
+            texts = {sha256(fact["text"]): fact["text"] for user_facts in facts.values() for fact in user_facts}
+            report.chunks_total = sum(len(f) for f in facts.values())
             vectors, embedded = embed_cached(session, embedder, texts)
             report.chunks_embedded = embedded
             report.chunks_reused = report.chunks_total - embedded
             dim = int(next(iter(vectors.values())).shape[0]) if vectors else embedder.dim
             for start in range(0, len(work), group_size):
-                _commit_group(session, store, work[start : start + group_size], vectors, dim, report)
+                _commit_group(session, store, work[start : start + group_size], facts, vectors, dim, report)
     report.rows_in_table = store.index.count(USER_TABLE)
     report.seconds = time.perf_counter() - started
     return report
@@ -66,8 +70,27 @@ def _pending_users(session: Session) -> _Work:
     return [(u, session.get(UserSnapshotVersion, u.current_version_id) if u.current_version_id else None) for u in users]
 
 
+def answer_facts(session: Session, user_ids: list[str]) -> dict[str, list[dict[str, str]]]:
+    """The user-scoped staff answers of these users, as facts (approved, not retired, not awaiting review)."""
+    out: dict[str, list[dict[str, str]]] = {}
+    if not user_ids:
+        return out
+    for part in in_batches(user_ids):
+        for answer in session.exec(
+            select(StaffAnswer).where(
+                StaffAnswer.scope == "user", col(StaffAnswer.scope_user_id).in_(part), col(StaffAnswer.retired_at).is_(None),
+                StaffAnswer.needs_review == False,  # noqa: E712
+            ).order_by(col(StaffAnswer.received_at))
+        ).all():
+            out.setdefault(answer.scope_user_id or "", []).append(
+                {"key": f"staff_answer/{answer.answer_id}", "text": f"staff answer — {answer.question}: {answer.text}"}
+            )
+    return out
+
+
 def _commit_group(
-    session: Session, store: ContextStore, part: _Work, vectors: dict[str, np.ndarray], dim: int, report: IndexReport
+    session: Session, store: ContextStore, part: _Work, facts: dict[str, list[dict[str, str]]], vectors: dict[str, np.ndarray],
+    dim: int, report: IndexReport,
 ) -> None:
     """One LanceDB commit for the users of ``part`` still pending as prepared, then SQL records it."""
     lineage_lock(session, "user")
@@ -82,7 +105,7 @@ def _commit_group(
         _fact_row(user, version, fact, vectors[sha256(fact["text"])], now)
         for user, version in group
         if version is not None
-        for fact in _unique_facts(version.facts)
+        for fact in _unique_facts(facts.get(user.user_id, version.facts))
     ]
     store.index.replace_users([u.user_id for u, _ in group], rows, dim)
     report.lancedb_commits += 1

@@ -2,11 +2,14 @@
 
 Order matters, because nothing may be lost:
 
-1. ``store_answer`` writes the ``StaffAnswer`` row and marks the question answered, in one
-   transaction. Only then does the webhook return 2xx.
-2. ``write_answer_file`` writes the answer as Markdown (front matter: question id, answer
-   id, author, the document versions it was given) into the configured company source of
-   kind ``staff_answer`` and appends it to the change journal (as the watcher would). From
+1. ``store_answer`` writes the ``StaffAnswer`` row with what staff approved to publish and
+   for whom (``learn.publish``), marks the question answered and queues the askers'
+   ``question.answered`` notification, in one transaction. Only then does the webhook return 2xx.
+2. ``write_answer_file`` writes a global answer as Markdown (the approved question, the
+   answer, the approved paraphrases; front matter: question id, answer id, author, the
+   document versions it was given) into the configured company source of kind
+   ``staff_answer`` and appends it to the change journal (as the watcher would). A
+   user-scoped answer has no file: it is a fact of its user's state (``index.users``). From
    there it is ordinary company state: the journal sensor's ``company_refresh_job``, the
    reconciliation, or any ``freshcontext ingest`` version and index it like every other
    file. There is no side door into LanceDB.
@@ -35,28 +38,29 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 
 from context_store._common import utcnow
 from context_store.errors import ConfigError, InvalidRequest, QuestionConflict
 from context_store.index.embed.protocol import Embedder
-from context_store.index.ingest import ApplyResult, apply_company_paths
+from context_store.index.ingest import ApplyResult, apply_company_paths, index_state
 from context_store.index.warm import WarmApplier
-from context_store.learn.review import review_answers
+from context_store.learn.publish import answer_markdown, answered_payload, publication, suggested_question
+from context_store.learn.review import reindex_user, review_answers
+from context_store.route.outbox import enqueue
 from context_store.route.policy import RoutingConfig, routing_config
 from context_store.route.questions import load_question
 from context_store.settings import EmbeddingConfig, SourceConfig
 from context_store.state import journal
 from context_store.store.context_store import ContextStore
-from context_store.store.models import QuestionAsk, RoutedQuestion, StaffAnswer, WebhookDelivery
+from context_store.store.models import QuestionAsk, StaffAnswer, UserRecord, WebhookDelivery
 
 __all__ = [
     "IndexAnswersReport",
     "answer_applier",
     "answer_files",
-    "answer_markdown",
     "index_answers",
+    "index_user_answers",
     "staff_source",
     "store_answer",
     "submit_answers",
@@ -85,6 +89,9 @@ def store_answer(
     *,
     author: str,
     text: str,
+    question: str | None = None,
+    paraphrases: Sequence[str] = (),
+    scope: str = "global",
     channel: str = "api",
     webhook_id: str | None = None,
     webhook_endpoint: str | None = None,
@@ -92,10 +99,13 @@ def store_answer(
     config: RoutingConfig | None = None,
     now: datetime | None = None,
 ) -> StaffAnswer:
-    """Durably store an answer and mark its question answered; raises for unknown or already-answered questions.
+    """Durably store an answer with what it publishes (``learn.publish``), mark its question
+    answered and queue the askers' ``question.answered`` notification, in one transaction;
+    raises for unknown or already-answered questions.
 
     With ``webhook_endpoint``, the delivery id is recorded in the same transaction, so a
     retry of that delivery is recognised even if this process dies right after the commit.
+    A ``user``-scoped answer marks that user's state for re-indexing: it becomes one of their facts.
     """
     config = config or routing_config(store.settings)
     author, text = (author or "").strip(), (text or "").strip()
@@ -105,58 +115,54 @@ def store_answer(
         raise InvalidRequest("answer text is empty")
     if len(text) > config.max_answer_chars:
         raise InvalidRequest(f"answer is {len(text)} characters; the limit is {config.max_answer_chars} (routing.max_answer_chars)")
-    source = staff_source(store, config)  # fail before storing if answers have nowhere to go
+    source = staff_source(store, config) if scope != "user" else None  # fail before storing if answers have nowhere to go
     now = now or utcnow()
     with store.session() as session:
-        question = load_question(session, question_id)
-        if question.status != "open":
-            raise QuestionConflict(f"question {question_id} is {question.status}; it already has an answer or was dismissed", "already_answered")
-        versions = list(dict.fromkeys(c["version_id"] for c in question.context if c.get("version_id")))
+        routed = load_question(session, question_id)
+        if routed.status != "open":
+            raise QuestionConflict(f"question {question_id} is {routed.status}; it already has an answer or was dismissed", "already_answered")
+        published = publication(routed, config, text=question, paraphrases=paraphrases, scope=scope)
+        versions = list(dict.fromkeys(c["version_id"] for c in routed.context if c.get("version_id")))
         answer = StaffAnswer(
             answer_id="a-" + secrets.token_hex(8), question_id=question_id, author=author, text=text, channel=channel,
             webhook_id=webhook_id, received_at=now, source_versions=versions,
-            doc_id=f"{source.name}/{question_id}.md",
+            doc_id=f"{source.name}/{question_id}.md" if source is not None else None,
+            question=published.question, paraphrases=published.paraphrases, scope=published.scope, scope_user_id=published.user_id,
         )
-        question.status, question.answered_at, question.updated_at = "answered", now, now
-        session.add_all([answer, question])
+        routed.status, routed.answered_at, routed.updated_at = "answered", now, now
+        session.add_all([answer, routed])
+        if published.user_id is not None:
+            reindex_user(session, published.user_id)
         if webhook_id is not None and webhook_endpoint is not None:
             session.add(WebhookDelivery(
                 webhook_id=webhook_id, endpoint=webhook_endpoint, received_at=now, body_sha256=body_sha256, status_code=200,
                 response={"status": "stored", "answer_id": answer.answer_id, "question_id": question_id, "doc_id": answer.doc_id},
             ))
+        if config.outbound_url:
+            asks = session.exec(select(QuestionAsk).where(QuestionAsk.question_id == question_id).order_by(col(QuestionAsk.asked_at))).all()
+            enqueue(session, "question.answered", config.outbound_url, answered_payload(routed, list(asks), answer), now=now)
     return answer
 
 
-def answer_markdown(question: RoutedQuestion, answer: StaffAnswer, paraphrases: list[str]) -> str:
-    """The document an answer becomes: the question as heading, so the question and its paraphrases find it."""
-    front = {
-        "title": question.text[:200],
-        "kind": "staff_answer",
-        "question_id": question.question_id,
-        "answer_id": answer.answer_id,
-        "author": answer.author,
-        "answered_at": answer.received_at.isoformat(),
-        "source_versions": ",".join(answer.source_versions),
-    }
-    asked = [p for p in dict.fromkeys(paraphrases) if p.strip() and p.strip() != question.text.strip()]
-    also = ("\n\nAlso asked as: " + " / ".join(a.strip() for a in asked[:5])) if asked else ""
-    heading = " ".join(question.text.split())
-    return f"---\n{yaml.safe_dump(front, sort_keys=False, allow_unicode=True)}---\n\n# {heading}\n\n{answer.text.strip()}{also}\n"
-
-
 def write_answer_file(store: ContextStore, answer_id: str, *, config: RoutingConfig | None = None) -> Path:
-    """Write (atomically) the answer's Markdown file into the staff source; idempotent."""
+    """Write (atomically) a global answer's Markdown file into the staff source; idempotent.
+
+    The file holds what staff approved (``learn.publish.answer_markdown``), never the
+    customer's text as it was asked.
+    """
     source = staff_source(store, config)
     with store.session() as session:
         answer = session.get(StaffAnswer, answer_id)
         if answer is None:
             raise InvalidRequest(f"no staff answer {answer_id!r}")
-        question = load_question(session, answer.question_id)
-        asks = session.exec(select(QuestionAsk.text).where(QuestionAsk.question_id == question.question_id)).all()
-        content = answer_markdown(question, answer, list(asks))
+        if answer.scope == "user" or answer.retired_at is not None:
+            raise InvalidRequest(f"answer {answer_id} is {'retired' if answer.retired_at else 'scoped to one user'}; it has no document")
+        if answer.question is None:  # stored before answers carried what they publish
+            answer.question = suggested_question(load_question(session, answer.question_id), routing_config(store.settings))
+        content = answer_markdown(answer)
         root = Path(source.path)
         root.mkdir(parents=True, exist_ok=True)
-        path = root / f"{question.question_id}.md"
+        path = root / f"{answer.question_id}.md"
         # A dot-prefixed temporary name is ignored by every source scan; rename is atomic.
         fd, tmp = tempfile.mkstemp(dir=root, prefix=".answer-", suffix=".tmp")
         try:
@@ -180,7 +186,10 @@ def write_answer_file(store: ContextStore, answer_id: str, *, config: RoutingCon
 def write_pending_answer_files(store: ContextStore) -> list[Path]:
     """Write every stored answer whose file is missing (a crash between storing and writing)."""
     with store.session() as session:
-        ids = session.exec(select(StaffAnswer.answer_id).where(col(StaffAnswer.written_at).is_(None))).all()
+        ids = session.exec(
+            select(StaffAnswer.answer_id)
+            .where(col(StaffAnswer.written_at).is_(None), StaffAnswer.scope == "global", col(StaffAnswer.retired_at).is_(None))
+        ).all()
     paths = []
     for answer_id in ids:
         try:
@@ -216,6 +225,7 @@ def index_answers(store: ContextStore, embedder: Embedder, paths: list[Path] | N
         result = apply_company_paths(store, embedder, paths, applied_by=STAFF_ANSWER)
         report.documents_changed = len(result.company.changed_doc_ids) if result.company else 0
         report.chunks_embedded = result.company_index.chunks_embedded if result.company_index else 0
+    index_user_answers(store, embedder)
     report.retrievable, report.flagged = review_answers(store)
     report.seconds = time.perf_counter() - started
     return report
@@ -240,19 +250,36 @@ def answer_applier(
     return applier
 
 
-def submit_answers(applier: WarmApplier, answer_ids: Sequence[str]) -> None:
+def submit_answers(applier: WarmApplier, answer_ids: Sequence[str], paths: Sequence[Path] = ()) -> None:
     """Index these stored answers through ``applier``, writing any file still missing; never raises.
 
+    ``paths``: files a review rewrote or removed (``learn.approval``), indexed in the same pass
+    (a removed one is tombstoned). A user-scoped answer has no file: its user's state is indexed.
     Runs in the caller's thread (a request's background task): a pass already running takes
     the answers in its next round instead. An answer whose file cannot be written, or whose
     pass fails (the embedder is down), stays stored and journaled for the next ingest.
     """
     try:
-        paths = answer_files(applier.store, answer_ids)
+        paths = list(dict.fromkeys([*answer_files(applier.store, answer_ids), *paths]))
+        if index_user_answers(applier.store, applier.embedder):
+            review_answers(applier.store)
     except Exception:
         log.exception("staff answer(s) %s stored but not indexed yet; the next ingest will index them", ", ".join(answer_ids))
         return
     applier.submit(paths)
+
+
+def index_user_answers(store: ContextStore, embedder: Embedder) -> bool:
+    """Index the user states that user-scoped answers changed (they are facts of that user); True if any."""
+    with store.session() as session:
+        pending = session.exec(
+            select(func.count()).select_from(UserRecord)
+            .where(col(UserRecord.user_id).in_(select(StaffAnswer.scope_user_id).where(StaffAnswer.scope == "user")),
+                   col(UserRecord.indexed_version_id).is_(None), col(UserRecord.current_version_id).is_not(None))
+        ).one()
+    if pending:
+        index_state(store, embedder, "user")
+    return bool(pending)
 
 
 def answer_files(store: ContextStore, answer_ids: Sequence[str]) -> list[Path]:
@@ -261,8 +288,9 @@ def answer_files(store: ContextStore, answer_ids: Sequence[str]) -> list[Path]:
     for answer_id in answer_ids:
         with store.session() as session:
             answer = session.get(StaffAnswer, answer_id)
-            path = answer.file_path if answer else None
-        paths.append(Path(path) if path else write_answer_file(store, answer_id))
+        if answer is not None and (answer.scope == "user" or answer.retired_at is not None):
+            continue  # no document: a user-scoped answer is a fact of its user (index_user_answers)
+        paths.append(Path(answer.file_path) if answer and answer.file_path else write_answer_file(store, answer_id))
     return paths
 
 

@@ -14,14 +14,14 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import col, func, select
+from sqlmodel import Session, col, func, select
 
 from context_store._common import percentile, utcnow
 from context_store.route.questions import count_by_status, open_question_ages
 from context_store.store.context_store import ContextStore
-from context_store.store.models import AskedQuestion, Document, DocumentVersion, StaffAnswer
+from context_store.store.models import AskedQuestion, Document, DocumentVersion, StaffAnswer, UserRecord, UserSnapshotVersion
 
-__all__ = ["flag_superseded_answers", "learning_metrics", "mark_retrievable", "review_answers"]
+__all__ = ["flag_superseded_answers", "learning_metrics", "mark_retrievable", "reindex_user", "review_answers"]
 
 log = logging.getLogger(__name__)
 
@@ -32,20 +32,37 @@ def review_answers(store: ContextStore) -> tuple[list[str], int]:
 
 
 def mark_retrievable(store: ContextStore) -> list[str]:
-    """Stamp ``retrievable_at`` on answers whose document is now indexed (by any path: warm, sensor, CLI)."""
+    """Stamp ``retrievable_at`` on answers now served: a global answer's document is indexed (by any
+    path: warm, sensor, CLI), a user-scoped answer's user state was indexed again after it was stored."""
     stamped: list[str] = []
     with store.session() as session:
         rows = session.exec(
-            select(StaffAnswer, Document, DocumentVersion)
+            select(StaffAnswer, DocumentVersion)
             .join(Document, col(Document.doc_id) == col(StaffAnswer.doc_id))
             .join(DocumentVersion, col(DocumentVersion.version_id) == col(Document.current_version_id))
             .where(col(StaffAnswer.retrievable_at).is_(None), col(Document.indexed_version_id) == col(Document.current_version_id))
         ).all()
-        for answer, _doc, version in rows:
+        rows += session.exec(
+            select(StaffAnswer, UserSnapshotVersion)
+            .join(UserRecord, col(UserRecord.user_id) == col(StaffAnswer.scope_user_id))
+            .join(UserSnapshotVersion, col(UserSnapshotVersion.version_id) == col(UserRecord.current_version_id))
+            .where(col(StaffAnswer.retrievable_at).is_(None), StaffAnswer.scope == "user", col(StaffAnswer.retired_at).is_(None),
+                   col(UserRecord.indexed_version_id) == col(UserRecord.current_version_id))
+        ).all()
+        for answer, version in rows:
             answer.retrievable_at = version.indexed_at or utcnow()
             session.add(answer)
             stamped.append(answer.answer_id)
     return stamped
+
+
+def reindex_user(session: Session, user_id: str) -> None:
+    """Mark a user's state pending, so the next index pass writes their facts again (with or
+    without a user-scoped answer)."""
+    user = session.get(UserRecord, user_id)
+    if user is not None and user.indexed_version_id is not None:
+        user.indexed_version_id = None
+        session.add(user)
 
 
 def flag_superseded_answers(store: ContextStore, *, now: datetime | None = None) -> int:
@@ -53,7 +70,9 @@ def flag_superseded_answers(store: ContextStore, *, now: datetime | None = None)
     now = now or utcnow()
     flagged = 0
     with store.session() as session:
-        answers = session.exec(select(StaffAnswer).where(StaffAnswer.needs_review == False)).all()  # noqa: E712
+        answers = session.exec(
+            select(StaffAnswer).where(StaffAnswer.needs_review == False, col(StaffAnswer.retired_at).is_(None))  # noqa: E712
+        ).all()
         wanted = {v for a in answers for v in a.source_versions}
         ended: dict[str, DocumentVersion] = {}
         if wanted:
@@ -70,6 +89,8 @@ def flag_superseded_answers(store: ContextStore, *, now: datetime | None = None)
                 f"{v.doc_id} version {v.version_id} ended {v.valid_to.isoformat() if v.valid_to else '?'}" for v in gone
             ) + " — the answer may be stale"
             session.add(answer)
+            if answer.scope_user_id is not None:
+                reindex_user(session, answer.scope_user_id)  # its fact is withheld until staff re-approve it
             flagged += 1
     if flagged:
         log.warning("%d staff answer(s) flagged for review: a source they relied on changed", flagged)
@@ -102,6 +123,7 @@ def learning_metrics(store: ContextStore, *, now: datetime | None = None) -> dic
         "answers_retrievable": len(ttk),
         "answers_pending_index": sum(1 for a in answers if a.retrievable_at is None),
         "answers_flagged_stale": sum(1 for a in answers if a.needs_review),
+        "answers_retired": sum(1 for a in answers if a.retired_at is not None),
         "time_to_knowledge_p50_s": percentile(ttk, 50),
         "time_to_knowledge_p95_s": percentile(ttk, 95),
         "reasked_answered_without_person": reused,

@@ -42,7 +42,10 @@ def parse_as_of(value: str | datetime | None, *, now: datetime | None = None) ->
             parsed = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
         except ValueError as exc:
             raise InvalidRequest(f"as_of {value!r} is not an ISO-8601 date-time (e.g. 2026-03-01T12:00:00Z)") from exc
-    parsed = as_utc(parsed)
+    try:
+        parsed = as_utc(parsed)
+    except OverflowError as exc:  # 0001-01-01T00:00+01:00 is before the first representable UTC instant
+        raise InvalidRequest(f"as_of {value!r} is outside the range of dates this server can represent") from exc
     if parsed > (now or utcnow()):
         raise InvalidRequest(f"as_of {parsed.isoformat()} is in the future")
     return parsed

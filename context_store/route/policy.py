@@ -10,8 +10,9 @@ environment (``FRESHCONTEXT_STAFF_WEBHOOK_SECRETS``, ``FRESHCONTEXT_OUTBOUND_WEB
 from __future__ import annotations
 
 import os
+import re
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from context_store.errors import ConfigError
 from context_store.settings import Settings
@@ -124,6 +125,19 @@ class RoutingConfig(BaseModel):
     # Index a stored answer right away in the serving process (the warm path); when false, the
     # watcher/sensor or the next ingest picks the file up.
     index_answers_inline: bool = True
+    # Ids redacted from the question staff are offered to publish, {name: regular expression}:
+    # {order: "ORD-[0-9]+"} turns "ORD-1234" into "[order]" (emails, card and phone numbers always).
+    redact_patterns: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _patterns_compile(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, pattern in value.items():
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"redact_patterns.{name}: {pattern!r} is not a regular expression ({exc})") from exc
+        return value
 
 
 def routing_config(settings: Settings) -> RoutingConfig:

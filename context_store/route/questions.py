@@ -20,6 +20,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,6 +34,7 @@ from context_store.retrieve.result import RetrievalResult
 from context_store.route.decision import Reason
 from context_store.route.outbox import enqueue
 from context_store.route.policy import RoutingConfig, routing_config
+from context_store.route.redact import redact
 from context_store.route.triggers import from_vector, to_vector
 from context_store.store.context_store import ContextStore
 from context_store.store.models import QuestionAsk, RoutedQuestion, StaffAnswer
@@ -53,6 +55,7 @@ __all__ = [
 ]
 
 STATUSES = ("open", "answered", "closed", "dismissed")
+MAX_LIMIT, MAX_OFFSET = 1000, 1_000_000_000  # paging past these is a caller's mistake (and overflows SQL integers)
 _ALLOWED = {"open": {"answered", "dismissed"}, "answered": {"closed"}, "closed": set(), "dismissed": set()}
 
 
@@ -224,7 +227,8 @@ def route_question(
         # leaves an id whose row is missing, which _nearest_open drops when it meets it.
         _open_cache(session, model).add(question.question_id, vector)
         if config.outbound_url:
-            enqueue(session, "routed_question.created", config.outbound_url, question_view(question, [ask], None), now=now)
+            enqueue(session, "routed_question.created", config.outbound_url,
+                    question_view(question, [ask], None, redact_patterns=config.redact_patterns), now=now)
         return RoutingOutcome(question.question_id, False, 1.0, 1)
 
 
@@ -236,14 +240,21 @@ def ask_view(ask: QuestionAsk) -> dict[str, Any]:
     }
 
 
-def question_view(question: RoutedQuestion, asks: list[QuestionAsk], answer: StaffAnswer | None) -> dict[str, Any]:
-    """The JSON shape of a routed question everywhere: API, outbound notification, staff page."""
+def question_view(
+    question: RoutedQuestion, asks: list[QuestionAsk], answer: StaffAnswer | None, *, redact_patterns: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The JSON shape of a routed question everywhere: API, outbound notification, staff page.
+
+    ``text`` and the asks are the customer's words (working memory, never published as they
+    stand); ``suggested_question`` is what staff are offered to publish: redacted, one line.
+    """
     iso = lambda d: d.isoformat() if d else None  # noqa: E731
     return {
         "question_id": question.question_id,
         "status": question.status,
         "kind": question.kind,
         "text": question.text,
+        "suggested_question": redact(question.text, redact_patterns),
         "user_id": question.user_id,
         "user_version_id": question.user_version_id,
         "conversation_id": question.conversation_id,
@@ -265,6 +276,8 @@ def question_view(question: RoutedQuestion, asks: list[QuestionAsk], answer: Sta
             "answer_id": answer.answer_id, "author": answer.author, "text": answer.text, "received_at": iso(answer.received_at),
             "doc_id": answer.doc_id, "source_versions": answer.source_versions, "retrievable_at": iso(answer.retrievable_at),
             "needs_review": answer.needs_review, "review_reason": answer.review_reason,
+            "question": answer.question, "paraphrases": answer.paraphrases or [], "scope": answer.scope,
+            "user_id": answer.scope_user_id, "reviewed_at": iso(answer.reviewed_at), "retired_at": iso(answer.retired_at),
         },
     }
 
@@ -281,15 +294,17 @@ def get_question(store: ContextStore, question_id: str) -> dict[str, Any]:
         question = load_question(session, question_id)
         asks = list(session.exec(select(QuestionAsk).where(QuestionAsk.question_id == question_id).order_by(col(QuestionAsk.asked_at))).all())
         answer = session.exec(select(StaffAnswer).where(StaffAnswer.question_id == question_id)).first()
-        return question_view(question, asks, answer)
+        return question_view(question, asks, answer, redact_patterns=routing_config(store.settings).redact_patterns)
 
 
 def list_questions(store: ContextStore, *, status: str | None = "open", limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
     """Oldest first, so the queue is worked in order."""
     if status is not None and status not in STATUSES:
         raise InvalidRequest(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
-    if not 1 <= limit <= 1000:
-        raise InvalidRequest(f"limit must be between 1 and 1000, got {limit}")
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidRequest(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise InvalidRequest(f"offset must be between 0 and {MAX_OFFSET}, got {offset}")
     with store.session() as session:
         query = select(RoutedQuestion).order_by(col(RoutedQuestion.created_at)).offset(offset).limit(limit)
         if status is not None:
@@ -303,7 +318,8 @@ def list_questions(store: ContextStore, *, status: str | None = "open", limit: i
                 asks[a.question_id].append(a)
             for ans in session.exec(select(StaffAnswer).where(col(StaffAnswer.question_id).in_(ids))).all():
                 answers[ans.question_id] = ans
-        return [question_view(q, asks[q.question_id], answers.get(q.question_id)) for q in questions]
+        patterns = routing_config(store.settings).redact_patterns
+        return [question_view(q, asks[q.question_id], answers.get(q.question_id), redact_patterns=patterns) for q in questions]
 
 
 def assign_question(store: ContextStore, question_id: str, owner: str | None, *, now: datetime | None = None) -> dict[str, Any]:

@@ -5,6 +5,10 @@ hash, version content hash, scores and ranks), the user's snapshot version and f
 LanceDB table versions read, the model, the threshold, the confidence and its features,
 and the decision with its reasons. ``replay`` rebuilds the served texts from the versioned
 SQL store and checks every hash, so an audit months later sees exactly what the agent saw.
+
+A trace holds the asker's question and user facts, so it is read by the key that made it
+(``client``: the key's name) or by staff; ``get_trace(..., client=name)`` answers "no such
+trace" for anyone else's, the same answer as for an id that never existed.
 """
 
 from __future__ import annotations
@@ -96,11 +100,12 @@ def record_trace(
     return trace_id
 
 
-def get_trace(store: ContextStore, trace_id: str) -> RetrievalTrace:
+def get_trace(store: ContextStore, trace_id: str, *, client: str | None = None) -> RetrievalTrace:
+    """The trace ``trace_id``; with ``client``, only if that key recorded it (anyone else's is NotFound)."""
     with store.session() as session:
         trace = session.get(RetrievalTrace, trace_id)
-    if trace is None:
-        raise NotFound(f"no trace {trace_id!r}")
+    if trace is None or (client is not None and trace.client != client):
+        raise NotFound(f"no trace {trace_id!r} recorded by this key")
     return trace
 
 
@@ -116,9 +121,9 @@ def trace_dict(trace: RetrievalTrace) -> dict[str, Any]:
     return {k: _iso(v) for k, v in trace.model_dump().items()}
 
 
-def replay(store: ContextStore, trace_id: str) -> dict[str, Any]:
+def replay(store: ContextStore, trace_id: str, *, client: str | None = None) -> dict[str, Any]:
     """The served evidence rebuilt from SQL: each chunk's text, verified against the recorded hashes."""
-    trace = get_trace(store, trace_id)
+    trace = get_trace(store, trace_id, client=client)
     served = trace.results or []
     with store.session() as session:
         version_ids = {r["version_id"] for r in served}

@@ -8,6 +8,8 @@ This module adds the *outcome signals* a confidence score cannot see:
     sensitive_topic    refund dispute, fraud, financial distress, legal threat, account lockout, ...
     stale_source       the best source is past its freshness SLA (review date or maximum age)
     stale_user_state   the user's snapshot is older than ``user_state_max_age_hours``
+    staff_answer_needs_review  a served staff answer was flagged (a source it relied on changed)
+                       and staff have neither re-approved nor retired it
 
 Each reason is a ``route.decision.Reason`` (stable ``code``, human ``detail``, optional
 ``score``) that the API returns, the trace records and the routed question carries.
@@ -26,7 +28,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
-from sqlalchemy import bindparam
+from sqlalchemy import bindparam, or_
 from sqlalchemy import insert as sa_insert
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
@@ -37,7 +39,7 @@ from context_store.retrieve.result import RetrievalResult
 from context_store.route.decision import Reason
 from context_store.route.policy import RoutingConfig, routing_config
 from context_store.store.context_store import ContextStore
-from context_store.store.models import AskedQuestion, DocumentVersion
+from context_store.store.models import AskedQuestion, DocumentVersion, StaffAnswer
 
 __all__ = ["escalation_reasons", "from_vector", "record_asked", "to_vector"]
 
@@ -141,7 +143,30 @@ def escalation_reasons(
         stale = _stale_source(store, result, config, now)
         if stale:
             reasons.append(stale)
+        flagged = _answer_needs_review(store, result)
+        if flagged:
+            reasons.append(flagged)
     return reasons
+
+
+def _answer_needs_review(store: ContextStore, result: RetrievalResult) -> Reason | None:
+    """A flagged staff answer is never served as a confident answer: until staff re-approve or
+    retire it (and until a retired one's document is tombstoned), a response that serves it
+    escalates. One indexed look-up, only when a staff answer is served."""
+    doc_ids = sorted({h.doc_id for h in result.results if h.kind == "staff_answer"})
+    if not doc_ids:
+        return None
+    with store.session() as session:
+        flagged = session.exec(
+            select(StaffAnswer.doc_id, StaffAnswer.review_reason).where(
+                col(StaffAnswer.doc_id).in_(doc_ids),
+                or_(StaffAnswer.needs_review == True, col(StaffAnswer.retired_at).is_not(None)),  # noqa: E712
+            )
+        ).all()
+    if not flagged:
+        return None
+    doc_id, why = flagged[0]
+    return _reason("staff_answer_needs_review", f"staff answer {doc_id} awaits staff review: {why or 'a source it relied on changed'}")
 
 
 def _repeat_contact(

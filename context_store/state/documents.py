@@ -23,7 +23,7 @@ from context_store.errors import InputRejected, NotFound, SourceError
 from context_store.settings import Settings, SourceConfig
 from context_store.state.roots import SourceRoots
 from context_store.state.skipped_inputs import record_skip, resolve_skips
-from context_store.state.sources import SourceFile, parse_company_file, read_bytes
+from context_store.state.sources import SourceFile, as_rejection, parse_company_file, read_source
 from context_store.store.context_store import ContextStore
 from context_store.store.database import bulk_update, in_batches, lineage_lock
 from context_store.store.models import Document, DocumentVersion
@@ -213,20 +213,23 @@ def _sync_file(
 ) -> bool:
     """Version one file; False when it was skipped (and the skip recorded)."""
     try:
-        data = read_bytes(f.path, store.settings.max_file_bytes)
+        data = read_source(f, store.settings.max_file_bytes)
         content_hash = sha256(data)
         if known is not None and known.content_hash == content_hash:
             report.unchanged += 1
             return True
         parsed = parse_company_file(f.path, data)
-    except InputRejected as exc:
+    except Exception as exc:  # whatever one file raises is that file's skip; the other files sync
+        if not isinstance(exc, InputRejected):
+            log.warning("company file %s could not be parsed; skipped", f.where, exc_info=exc)
+        rejected = as_rejection(f.where, exc)
         # The file stays skipped but whatever version we already hold keeps serving.
         record_skip(
-            session, state_kind="company", source_name=source.name, path=str(f.path),
-            reason=exc.reason, detail=exc.detail, now=now,
+            session, state_kind="company", source_name=source.name, path=f.where,
+            reason=rejected.reason, detail=rejected.detail, now=now,
         )
         report.skipped += 1
-        report.skipped_inputs.append({"path": str(f.path), "reason": exc.reason, "detail": exc.detail})
+        report.skipped_inputs.append({"path": f.where, "reason": rejected.reason, "detail": rejected.detail})
         return False
     doc_id = doc_id_for(source.name, f.rel_path)
     version_id = version_id_for(doc_id, parsed.content_hash, now)

@@ -77,10 +77,14 @@ def entry_for_path(settings: Settings, path: str | Path, *, deleted: bool = Fals
     A path that no longer exists is a deletion whatever event announced it; hidden and
     editor temporary files are never inputs.
     """
-    resolved = Path(path).resolve()
+    resolved = Path(path).resolve()  # a link is journaled as its target: one out of every root is no input
     held = source_for(settings, resolved)
     if held is None or is_ignored_name(resolved.name):
         return None
+    try:
+        str(resolved).encode("utf-8")
+    except UnicodeEncodeError:
+        return None  # a name that is not UTF-8 cannot be journaled; the reconciliation's scan records its skip
     kind, source = held.state_kind, held.source
     # hidden folders below the root are skipped by the scanner, so they are no input either
     if any(part.startswith(".") for part in resolved.relative_to(held.root).parts[:-1]):

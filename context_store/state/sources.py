@@ -13,15 +13,14 @@ import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from context_store._common import as_utc, sha256
 from context_store.errors import InputRejected, SourceError
 from context_store.settings import SourceConfig
+from context_store.state.front_matter import MAX_META_VALUE_CHARS, split_front_matter
+from context_store.state.html import html_to_markdown
 
 __all__ = [
     "COMPANY_SUFFIXES",
@@ -29,11 +28,14 @@ __all__ = [
     "ParsedDocument",
     "SourceFile",
     "UserSnapshotInput",
+    "as_rejection",
     "is_ignored_name",
     "list_source_files",
     "normalize_facts",
     "parse_company_file",
+    "printable_path",
     "read_bytes",
+    "read_source",
     "read_user_file",
 ]
 
@@ -41,18 +43,32 @@ COMPANY_SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".txt": "text", 
 USER_SUFFIXES = {".json", ".jsonl", ".ndjson"}
 REASONS = (
     "unreadable", "too_large", "empty", "binary", "invalid_utf8", "unsupported_type",
-    "malformed_json", "missing_user_id", "not_an_object", "bad_timestamp",
+    "malformed_json", "missing_user_id", "not_an_object", "bad_timestamp", "bad_front_matter", "too_deeply_nested",
+    "undecodable_name", "link_outside_root", "invalid_unicode", "parse_failed",
 )
 
 
 @dataclass(frozen=True)
 class SourceFile:
+    """A file below a source root; ``rejected``: it is there, but cannot be an input (a sync records why)."""
+
     source_name: str
     root: Path
     path: Path
     rel_path: str
     size: int
     mtime: datetime
+    rejected: InputRejected | None = None
+
+    @property
+    def where(self) -> str:
+        """The path as text that can be stored and shown, whatever bytes its name holds."""
+        return printable_path(self.path)
+
+
+def printable_path(path: str | Path) -> str:
+    """``path`` with any byte of its name that is not UTF-8 shown as ``\\xNN`` (a file system may hold any bytes)."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 @dataclass
@@ -112,12 +128,30 @@ def list_source_files(source: SourceConfig, only: Iterable[str | Path] | None = 
 
 
 def _source_file(source: SourceConfig, root: Path, path: Path) -> SourceFile | None:
+    """The file at ``path``, or None when it is no input (gone, not a regular file, a link within the root).
+
+    A symbolic link is never followed out of the root: a link to ``/etc/passwd`` or to the
+    home's ``freshcontext.yaml`` is listed as rejected (``link_outside_root``), never read. A
+    link to a file inside the root is left out: that file is listed under its own path.
+    """
     try:
-        st = path.stat()
-    except OSError:
-        return None  # vanished between listing and stat: the next scan sees the truth
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            target = path.resolve()
+            resolved_root = root.resolve()
+            if target == resolved_root or resolved_root in target.parents:
+                return None
+            return _rejected(source, root, path, st, InputRejected(
+                "link_outside_root", f"{printable_path(path)} is a link to {printable_path(target)}, outside the source root; links are not followed"))
+    except (OSError, RuntimeError):
+        return None  # vanished between listing and stat (or a link loop): the next scan sees the truth
     if not stat.S_ISREG(st.st_mode):  # the stat above already says; is_file() would stat again
         return None
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return _rejected(source, root, path, st, InputRejected(
+            "undecodable_name", f"{printable_path(path)}: the file name is not valid UTF-8; rename the file"))
     return SourceFile(
         source_name=source.name,
         root=root,
@@ -125,6 +159,13 @@ def _source_file(source: SourceConfig, root: Path, path: Path) -> SourceFile | N
         rel_path=path.relative_to(root).as_posix(),
         size=st.st_size,
         mtime=datetime.fromtimestamp(st.st_mtime, tz=timezone.utc),
+    )
+
+
+def _rejected(source: SourceConfig, root: Path, path: Path, st: os.stat_result, why: InputRejected) -> SourceFile:
+    return SourceFile(
+        source_name=source.name, root=root, path=path, rel_path=printable_path(path.relative_to(root).as_posix()),
+        size=st.st_size, mtime=datetime.fromtimestamp(st.st_mtime, tz=timezone.utc), rejected=why,
     )
 
 
@@ -145,12 +186,28 @@ def _named_files(source: SourceConfig, root: Path, only: Iterable[str | Path]) -
     return [found[p] for p in sorted(found)]
 
 
+def as_rejection(where: str, exc: Exception) -> InputRejected:
+    """Any error reading or parsing one input, as that input's skip: an ``InputRejected`` as it is,
+    anything else a parser raised (a library bug, a RecursionError, ...) as ``parse_failed``."""
+    if isinstance(exc, InputRejected):
+        return exc
+    return InputRejected("parse_failed", f"{where}: {type(exc).__name__}: {str(exc)[:300]}")
+
+
+def read_source(file: SourceFile, max_bytes: int) -> bytes:
+    """The bytes of a listed file, or the ``InputRejected`` that says why it is no input."""
+    if file.rejected is not None:
+        raise file.rejected
+    return read_bytes(file.path, max_bytes)
+
+
 def read_bytes(path: Path, max_bytes: int) -> bytes:
     try:
         size = path.stat().st_size
         if size > max_bytes:
             raise InputRejected("too_large", f"{path} is {size:,} bytes; the limit is {max_bytes:,} (max_file_bytes)")
-        with path.open("rb") as fh:
+        # O_NOFOLLOW: a file swapped for a link after it was listed is refused, not followed
+        with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)), "rb") as fh:
             data = fh.read(max_bytes + 1)
     except InputRejected:
         raise
@@ -184,34 +241,17 @@ def parse_company_file(path: Path, data: bytes) -> ParsedDocument:
     text = _decode(path, data)
     meta: dict[str, Any] = {}
     if kind == "markdown":
-        meta, text = _split_front_matter(text)
+        meta, text = split_front_matter(path, text)
         title = str(meta.get("title") or _first_heading(text) or _title_from_name(path))
     elif kind == "html":
-        title, text = _html_to_markdown(text)
+        title, text = html_to_markdown(text)
         title = title or _first_heading(text) or _title_from_name(path)
     else:
         title = _title_from_name(path)
     text = text.strip()
     if not text:
         raise InputRejected("empty", f"{path} has no text after removing markup and front matter")
-    meta = {k: (v if isinstance(v, (str, int, float, bool)) or v is None else str(v)) for k, v in meta.items()}
-    return ParsedDocument(title=title.strip(), text=text, content_hash=sha256(data), meta=meta)
-
-
-# libyaml's safe loader when present: front matter parsing is on the hot path of a full sync
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?\n)---[ \t]*\n", re.DOTALL)
-
-
-def _split_front_matter(text: str) -> tuple[dict[str, Any], str]:
-    match = _FRONT_MATTER.match(text)
-    if not match:
-        return {}, text
-    try:
-        meta = yaml.load(match.group(1), Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
-    except yaml.YAMLError:
-        return {}, text  # keep the text whole rather than guess where the body starts
-    return (meta if isinstance(meta, dict) else {}), text[match.end():]
+    return ParsedDocument(title=title.strip()[:MAX_META_VALUE_CHARS], text=text, content_hash=sha256(data), meta=meta)
 
 
 def _first_heading(text: str) -> str | None:
@@ -225,54 +265,6 @@ def _title_from_name(path: Path) -> str:
     return re.sub(r"[-_]+", " ", path.stem).strip().capitalize()
 
 
-class _HTMLText(HTMLParser):
-    _BLOCK = {"p", "div", "li", "tr", "br", "section", "article", "ul", "ol", "table", "pre", "blockquote"}
-    _SKIP = {"script", "style", "noscript", "template", "head"}
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.title = ""
-        self._skip = 0
-        self._in_title = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "title":
-            self._in_title = True
-        elif tag in self._SKIP:
-            self._skip += 1
-        elif re.fullmatch(r"h[1-6]", tag):
-            self.parts.append("\n\n" + "#" * int(tag[1]) + " ")
-        elif tag == "li":
-            self.parts.append("\n- ")
-        elif tag in self._BLOCK:
-            self.parts.append("\n\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "title":
-            self._in_title = False
-        elif tag in self._SKIP:
-            self._skip = max(0, self._skip - 1)
-        elif re.fullmatch(r"h[1-6]", tag) or tag in self._BLOCK:
-            self.parts.append("\n\n")
-
-    def handle_data(self, data: str) -> None:
-        if self._in_title:
-            self.title += data
-        elif not self._skip:
-            self.parts.append(re.sub(r"\s+", " ", data))
-
-
-def _html_to_markdown(html: str) -> tuple[str, str]:
-    parser = _HTMLText()
-    parser.feed(html)
-    parser.close()
-    text = "".join(parser.parts)
-    text = "\n".join(line.strip() for line in text.splitlines())
-    text = re.sub(r"\n{3,}", "\n\n", text)
-    return parser.title.strip(), text.strip()
-
-
 # --- user state -------------------------------------------------------------------------
 
 def read_user_file(
@@ -281,25 +273,26 @@ def read_user_file(
     """Yield ``(where, snapshot or rejection)`` per record; ``where`` is the file, or ``file:line``."""
     text = _decode(path, data)
     if path.suffix.lower() == ".json":
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield str(path), InputRejected(
-                "malformed_json", f"{path}: {exc.msg} at line {exc.lineno} column {exc.colno}"
-            )
-            return
-        yield str(path), _snapshot(source_name, path, record, where=str(path))
+        yield str(path), _record(source_name, path, text, str(path))
         return
     for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield where, InputRejected("malformed_json", f"{path} line {lineno}: {exc.msg} at column {exc.colno}")
-            continue
-        yield where, _snapshot(source_name, path, record, where=f"{path} line {lineno}")
+        if line.strip():
+            yield f"{path}:{lineno}", _record(source_name, path, line, f"{path} line {lineno}")
+
+
+def _record(source_name: str, path: Path, text: str, where: str) -> UserSnapshotInput | InputRejected:
+    """One JSON record as a snapshot, or why it cannot be one; a record never raises."""
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        at = f"line {exc.lineno} column {exc.colno}" if where == str(path) else f"column {exc.colno}"
+        return InputRejected("malformed_json", f"{where}: {exc.msg} at {at}")
+    except RecursionError:
+        return InputRejected("too_deeply_nested", f"{where}: JSON nested too deeply to read")
+    try:
+        return _snapshot(source_name, path, record, where=where)
+    except RecursionError:
+        return InputRejected("too_deeply_nested", f"{where}: JSON nested too deeply to turn into facts")
 
 
 def _snapshot(source_name: str, path: Path, record: Any, *, where: str) -> UserSnapshotInput | InputRejected:
@@ -317,6 +310,10 @@ def _snapshot(source_name: str, path: Path, record: Any, *, where: str) -> UserS
         except ValueError:
             return InputRejected("bad_timestamp", f"{where}: captured_at {captured!r} is not ISO-8601")
     canonical = json.dumps(record, sort_keys=True, ensure_ascii=False, default=str)
+    try:
+        canonical.encode("utf-8")
+    except UnicodeEncodeError:
+        return InputRejected("invalid_unicode", f"{where}: a string holds an unpaired surrogate (\\ud800-\\udfff); write valid UTF-8 text")
     return UserSnapshotInput(
         user_id=str(user_id).strip(),
         captured_at=as_utc(captured_at),

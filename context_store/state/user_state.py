@@ -16,7 +16,7 @@ from context_store.errors import InputRejected, SourceError
 from context_store.state.documents import version_id_for
 from context_store.state.roots import SourceRoots
 from context_store.state.skipped_inputs import record_skip, resolve_skips
-from context_store.state.sources import USER_SUFFIXES, UserSnapshotInput, read_bytes, read_user_file
+from context_store.state.sources import USER_SUFFIXES, UserSnapshotInput, as_rejection, read_source, read_user_file
 from context_store.store.context_store import ContextStore
 from context_store.store.database import lineage_lock
 from context_store.store.models import UserRecord, UserSnapshotVersion
@@ -72,12 +72,14 @@ def sync_user_sources(
                 try:
                     if f.path.suffix.lower() not in USER_SUFFIXES:
                         raise InputRejected(
-                            "unsupported_type", f"{f.path}: user snapshots must be {', '.join(sorted(USER_SUFFIXES))}"
+                            "unsupported_type", f"{f.where}: user snapshots must be {', '.join(sorted(USER_SUFFIXES))}"
                         )
                     limit = settings.max_file_bytes * (1 if f.path.suffix.lower() == ".json" else 100)
-                    items = list(read_user_file(source.name, f.path, read_bytes(f.path, limit)))
-                except InputRejected as exc:
-                    items = [(str(f.path), exc)]
+                    items = list(read_user_file(source.name, f.path, read_source(f, limit)))
+                except Exception as exc:  # whatever one file raises is that file's skip; the other files sync
+                    if not isinstance(exc, InputRejected):
+                        log.warning("user file %s could not be parsed; skipped", f.where, exc_info=exc)
+                    items = [(f.where, as_rejection(f.where, exc))]
                 file_ok = True
                 for where, item in items:
                     if isinstance(item, InputRejected):

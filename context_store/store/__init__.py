@@ -27,6 +27,7 @@ from context_store.store.models import (
 )
 from context_store.store.runs import STAGE_FTS, last_runs, track_run
 from context_store.store.serving import DeploymentWatch
+from context_store.store.staff_sessions import close_staff_session, find_staff_session, open_staff_session
 from context_store.store.vector_index import COMPANY_TABLE, USER_TABLE, VectorIndex
 
 __all__ = [
@@ -45,7 +46,9 @@ __all__ = [
     "UserRecord",
     "UserSnapshotVersion",
     "VectorIndex",
+    "close_staff_session",
     "downgrade",
+    "find_staff_session",
     "get_engine",
     "head_revision",
     "in_batches",
@@ -53,6 +56,7 @@ __all__ = [
     "make_engine",
     "migrate",
     "new_revision",
+    "open_staff_session",
     "schema_drift",
     "schema_revision",
     "track_run",

@@ -85,7 +85,7 @@ def demo(ctx: click.Context, demo_dir: Path) -> None:
             user_sources=[{"name": "users", "path": str(users)}],
             # the team's labelled questions about this help centre: what the quality checks measure
             quality={"golden_sets": [{"name": "demo", "path": str(demo_dir / "golden" / "questions.jsonl")}]},
-            api_keys=[api_key],
+            api_keys=[{"name": "demo", "key": api_key, "role": "admin"}],  # one key for everything the demo shows
         ).save()
         click.echo(f"demo API key (also in {home / CONFIG_FILE}): {api_key}")
         _run_ingest(home, progress=True)

@@ -4,8 +4,8 @@ Over streamable HTTP, ``KeyGuard`` (pure ASGI, in front of the SDK's app) checks
 ``X-API-Key`` / ``Authorization: Bearer`` with the app's ``KeyRing`` on every request; a
 request without a good key never reaches MCP and is answered ``401`` with a JSON-RPC error
 whose message says what is missing, which the SDK's client raises as an ``MCPError``. The
-caller found is left in the request's state for the tools (their traces carry its key
-fingerprint).
+caller found is left in the request's state for the tools (their traces carry its key's
+name). Only agent and admin keys reach the tools: a staff key is answered 403.
 
 Over stdio there are no headers: ``freshcontext mcp --stdio`` reads the key from
 ``FRESHCONTEXT_API_KEY`` in its environment (an MCP client config's ``env``). ``CallerGate``,
@@ -25,11 +25,10 @@ from typing import Any
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_REQUEST
-from starlette.requests import Request
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.auth import KeyRing, fingerprint
-from service.errors import ApiError
+from service.auth import KeyRing, Principal, presented_key, refusal
 
 __all__ = ["ENV_KEY", "Caller", "CallerGate", "KeyGuard", "caller_of", "stdio_caller"]
 
@@ -37,18 +36,18 @@ ENV_KEY = "FRESHCONTEXT_API_KEY"
 _STATE_KEY = "freshcontext_caller"
 UNAUTHORIZED = INVALID_REQUEST  # MCP has no code of its own for it; data.code says "unauthorized"
 HANDSHAKE = frozenset({"server/discover", "initialize", "notifications/initialized", "ping"})
+TOOL_ROLES = ("agent",)  # the tools are the agent's surface (retrieve, documents, a person); an admin holds every role
 
 
 @dataclass(frozen=True)
 class Caller:
-    """An authenticated caller: its key's fingerprint (never the key), kept with traces."""
+    """An authenticated caller: its key's name (never the key), kept with traces (an agent reads only its own)."""
 
     client: str
 
 
-def _refusal(message: str) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": None,
-            "error": {"code": UNAUTHORIZED, "message": message, "data": {"code": "unauthorized", "http_status": 401}}}
+def _refusal(message: str, code: str = "unauthorized", status: int = 401) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": None, "error": {"code": UNAUTHORIZED, "message": message, "data": {"code": code, "http_status": status}}}
 
 
 class KeyGuard:
@@ -62,17 +61,24 @@ class KeyGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        try:
-            client = self.keys.check(Request(scope))
-        except ApiError as exc:
-            body = json.dumps(_refusal(exc.message)).encode()
+        key = presented_key(Headers(scope=scope))
+        who = self.keys.resolve(key)
+        if who is None or not who.may(*TOOL_ROLES):
+            status, code = (401, "unauthorized") if who is None else (403, "forbidden")
+            message = refusal(self.keys, key) if who is None else _wrong_role(who)
+            body = json.dumps(_refusal(message, code, status)).encode()
             headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-            headers += [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
-            await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+            if who is None:
+                headers.append((b"www-authenticate", b'Bearer realm="freshcontext"'))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             return
-        scope.setdefault("state", {})[_STATE_KEY] = Caller(client)
+        scope.setdefault("state", {})[_STATE_KEY] = Caller(who.name)
         await self.app(scope, receive, send)
+
+
+def _wrong_role(who: Principal) -> str:
+    return f"the key {who.name!r} has the role {who.role}; the MCP tools need an agent or admin key"
 
 
 def stdio_caller(keys: KeyRing, key: str | None) -> Caller | str:
@@ -81,9 +87,10 @@ def stdio_caller(keys: KeyRing, key: str | None) -> Caller | str:
         return "no API keys are configured for this home; set FRESHCONTEXT_API_KEYS or api_keys in freshcontext.yaml"
     if not key:
         return f"missing API key: set {ENV_KEY} in the environment the MCP client starts `freshcontext mcp --stdio` with"
-    if not keys.matches(key):
+    who = keys.resolve(key)
+    if who is None:
         return f"invalid API key in {ENV_KEY}"
-    return Caller(fingerprint(key))
+    return Caller(who.name) if who.may(*TOOL_ROLES) else _wrong_role(who)
 
 
 def caller_of(request: Any, stdio: Caller | str | None) -> Caller | str:

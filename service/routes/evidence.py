@@ -4,34 +4,37 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
 from context_store.retrieve import parse_as_of
 from context_store.route import get_trace, replay, trace_dict
 from context_store.state import current_version_id, document_versions
-from service.deps import StoreDep, require_key
+from service.deps import AgentOrStaff, StoreDep
 from service.schemas import DocumentVersionPublic, DocumentVersions
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1", tags=["evidence"], dependencies=[Depends(require_key)])
+router = APIRouter(prefix="/v1", tags=["evidence"])
 
 
-@router.get("/traces/{trace_id}", summary="The evidence trail of one response")
+@router.get("/traces/{trace_id}", summary="The evidence trail of one response (an agent key reads its own)")
 def trace(
     trace_id: str,
     store: StoreDep,
+    who: AgentOrStaff,
     replay_texts: bool = Query(False, alias="replay", description="Rebuild the served texts from the versioned store and verify their hashes."),
 ) -> dict[str, Any]:
+    client = who.name if who.role == "agent" else None  # staff and admin read every trace
     if replay_texts:
-        return replay(store, trace_id)
-    return trace_dict(get_trace(store, trace_id))
+        return replay(store, trace_id, client=client)
+    return trace_dict(get_trace(store, trace_id, client=client))
 
 
 @router.get("/documents/{doc_id:path}/versions", response_model=DocumentVersions, summary="Every version of a document")
 def versions(
     doc_id: str,
     store: StoreDep,
+    _: AgentOrStaff,
     as_of: str | None = Query(None, description="Only the version valid at this ISO-8601 time (with its text)."),
     include_text: bool = Query(False, description="Include each version's full text."),
 ) -> dict[str, Any]:

@@ -9,17 +9,12 @@ from pydantic import BaseModel, Field
 
 from context_store.learn import learning_metrics
 from context_store.route import assign_question, get_question, list_questions, outbox_counts, set_status
-from service.answers import accept_answer
+from service.answers import AnswerIn, accept_answer
 from service.deps import StoreDep, require_staff
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1", tags=["staff"], dependencies=[Depends(require_staff)])
-
-
-class AnswerIn(BaseModel):
-    answer: str = Field(min_length=1)
-    author: str = Field(min_length=1, max_length=200)
 
 
 class AssignIn(BaseModel):
@@ -42,7 +37,7 @@ def question_get(question_id: str, store: StoreDep) -> dict[str, Any]:
 
 @router.post("/questions/{question_id}/answer", summary="Answer a routed question (same stored path as the webhook)")
 def question_answer(question_id: str, body: AnswerIn, request: Request, background: BackgroundTasks) -> dict[str, Any]:
-    return accept_answer(request, background, question_id, body.author, body.answer, "api")
+    return accept_answer(request, background, question_id, body, "api")
 
 
 @router.post("/questions/{question_id}/assign", summary="Set or clear the owner of an open question")

@@ -4,24 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
 from context_store.route import Question, respond
-from service.deps import ServingDep, require_key
+from service.deps import Agent, ServingDep
 from service.schemas import RetrieveRequest, RetrieveResponse
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1", tags=["retrieval"], dependencies=[Depends(require_key)])
+router = APIRouter(prefix="/v1", tags=["retrieval"])
 
 
 @router.post("/retrieve", response_model=RetrieveResponse, summary="Context, confidence and decision for a question")
-def retrieve(body: RetrieveRequest, request: Request, serving: ServingDep) -> dict[str, Any]:
+def retrieve(body: RetrieveRequest, request: Request, serving: ServingDep, who: Agent) -> dict[str, Any]:
     """Current company chunks (cited by document version), the user's current state, a calibrated
     confidence, an ``answer``/``escalate`` decision with typed reasons, and a ``trace_id`` for the evidence trail."""
     question = Question(
         query=body.query, user_id=body.user_id, k=body.k, as_of=body.as_of, filters=body.filters, mode=body.mode,
-        conversation_id=body.conversation_id, client=getattr(request.state, "client", None),
+        conversation_id=body.conversation_id, client=who.name,
         history=[turn.model_dump() for turn in body.history] if body.history is not None else None,
     )
     response = respond(serving.responder, question)

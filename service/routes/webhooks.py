@@ -7,10 +7,10 @@ import json
 
 from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from context_store.route import processed_delivery, verify
-from service.answers import WEBHOOK_PATH, accept_answer, routing
+from service.answers import WEBHOOK_PATH, AnswerIn, accept_answer, routing
 from service.deps import store as serving_store
 from service.errors import ApiError
 
@@ -19,10 +19,8 @@ __all__ = ["router"]
 router = APIRouter(tags=["staff"])
 
 
-class StaffAnswerIn(BaseModel):
+class StaffAnswerIn(AnswerIn):
     question_id: str = Field(min_length=1, max_length=64)
-    answer: str = Field(min_length=1)
-    author: str = Field(min_length=1, max_length=200)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -61,7 +59,9 @@ def _parse(raw: bytes) -> StaffAnswerIn:
                503: {"description": "no webhook secret or staff source configured"}},
 )
 async def staff_answer_webhook(request: Request, background: BackgroundTasks) -> Response:
-    """Body: ``{"question_id", "answer", "author"}``, signed with one of ``routing.webhook_secrets``.
+    """Body: ``{"question_id", "answer", "author"}`` and what to publish: ``question`` (the question as staff
+    wrote or confirmed it; default: the customer's, redacted), ``paraphrases`` and ``scope`` (``global`` or
+    ``user``); signed with one of ``routing.webhook_secrets``.
 
     A replay of a processed ``webhook-id`` gets 409 ``duplicate_delivery`` with the
     original result; senders should treat it as delivered.
@@ -74,7 +74,5 @@ async def staff_answer_webhook(request: Request, background: BackgroundTasks) ->
         raise ApiError(409, "duplicate_delivery", f"webhook-id {webhook_id} was processed at {seen.received_at.isoformat()}; treat it as delivered",
                        details={"original": seen.response})
     data = _parse(raw)
-    result = accept_answer(
-        request, background, data.question_id, data.author, data.answer, "webhook", webhook_id, hashlib.sha256(raw).hexdigest()
-    )
+    result = accept_answer(request, background, data.question_id, data, "webhook", webhook_id, hashlib.sha256(raw).hexdigest())
     return JSONResponse(result, status_code=200)

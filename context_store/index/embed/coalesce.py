@@ -10,6 +10,10 @@ threads. The first caller runs ``fn`` at once on its own item; callers arriving 
 runs queue, and when it finishes the oldest of them runs everything queued in one call. No
 caller ever waits for a batch to fill, so a lone request pays nothing, and under load the
 batch is whatever arrived during the previous call.
+
+One bad item fails alone: when a batched call raises, each of its items is run again on its
+own, so a query the tokenizer refuses (an unpaired surrogate, say) fails its own caller and
+every other caller of that batch still gets its result.
 """
 
 from __future__ import annotations
@@ -64,12 +68,13 @@ class Coalescer(Generic[T, R]):
             batch = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
         try:
-            results = self._fn([s.item for s in batch])
-            if len(results) != len(batch):
-                raise RuntimeError(f"batched call returned {len(results)} results for {len(batch)} items")
-            for s, r in zip(batch, results):
-                s.result = r
-        except BaseException as exc:  # every caller in the batch gets the error, none hangs
+            self._settle(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].error = exc
+            else:
+                self._apart(batch)
+        except BaseException as exc:  # an interrupt: every caller in the batch gets it, none hangs
             for s in batch:
                 s.error = exc
         with self._lock:
@@ -87,6 +92,21 @@ class Coalescer(Generic[T, R]):
         if slot.error is not None:
             raise slot.error
         return slot.result  # type: ignore[return-value]
+
+    def _settle(self, batch: list[_Slot[T, R]]) -> None:
+        results = self._fn([s.item for s in batch])
+        if len(results) != len(batch):
+            raise RuntimeError(f"batched call returned {len(results)} results for {len(batch)} items")
+        for s, r in zip(batch, results):
+            s.result = r
+
+    def _apart(self, batch: list[_Slot[T, R]]) -> None:
+        """After a failed batch: each item on its own, so only the items that fail get an error."""
+        for s in batch:
+            try:
+                self._settle([s])
+            except Exception as exc:
+                s.error = exc
 
     @property
     def mean_batch(self) -> float:

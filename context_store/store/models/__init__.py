@@ -17,6 +17,7 @@ from context_store.store.models.conversation import (
     RetrievalTrace,
     RoutedQuestion,
     StaffAnswer,
+    StaffSession,
     WebhookDelivery,
 )
 from context_store.store.models.knowledge import (
@@ -58,6 +59,7 @@ __all__ = [
     "RoutedQuestion",
     "SkippedInput",
     "StaffAnswer",
+    "StaffSession",
     "UserRecord",
     "UserSnapshotVersion",
     "VersionLag",

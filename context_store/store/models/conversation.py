@@ -1,5 +1,6 @@
 """The conversation with agents and staff: questions assessed, questions routed to people and
-each ask of them, staff answers, webhook deliveries, the outbox, and retrieval traces."""
+each ask of them, staff answers, webhook deliveries, the outbox, retrieval traces, and the
+staff page's sign-ins."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ __all__ = [
     "RetrievalTrace",
     "RoutedQuestion",
     "StaffAnswer",
+    "StaffSession",
     "WebhookDelivery",
 ]
 
@@ -115,6 +117,16 @@ class StaffAnswer(SQLModel, table=True):
     needs_review: bool = Field(default=False, index=True)
     review_reason: Optional[str] = None
     flagged_at: Optional[datetime] = _ts(default=None)
+    # What is published (learn/publish.py): the question staff wrote or confirmed, the
+    # paraphrases they approved, and who may be served it: everyone (global) or one user (user).
+    question: Optional[str] = None
+    paraphrases: Optional[list] = _json(default=None)
+    scope: str = Field(default="global", sa_column_kwargs={"server_default": "global"})
+    scope_user_id: Optional[str] = Field(default=None, index=True)
+    reviewed_at: Optional[datetime] = _ts(default=None)  # re-approved after a flag
+    reviewed_by: Optional[str] = None
+    retired_at: Optional[datetime] = _ts(default=None)  # withdrawn: its document is tombstoned
+    retired_by: Optional[str] = None
 
 
 class WebhookDelivery(SQLModel, table=True):
@@ -182,6 +194,22 @@ class RetrievalTrace(SQLModel, table=True):
     results: Optional[list] = _json(default=None)
     user_facts: Optional[list] = _json(default=None)
     latency_ms: Optional[float] = None
-    client: Optional[str] = None  # a fingerprint of the API key, never the key
+    client: Optional[str] = None  # the name of the caller's API key (an agent reads only its own traces), never the key
     conversation_id: Optional[str] = Field(default=None, index=True)  # a handoff finds its conversation's last response
     history: Optional[list] = _json(default=None)  # the turns the agent sent with the question [{role, text, at}]
+
+
+class StaffSession(SQLModel, table=True):
+    """A staff page sign-in. The browser holds a random id; only its sha256 is stored, so
+    reading this table gives no one a working cookie. Ends at ``expires_at``, at sign-out
+    (``revoked_at``), or when its key is no longer configured (checked on every request)."""
+
+    __tablename__ = "staff_sessions"
+
+    session_hash: str = Field(primary_key=True)
+    key_name: str = Field(index=True)
+    role: str
+    created_at: datetime = _ts(default_factory=utcnow)
+    expires_at: datetime = _ts(index=True, nullable=False)
+    revoked_at: Optional[datetime] = _ts(default=None)
+    client: Optional[str] = None  # the client address at sign-in, for the audit

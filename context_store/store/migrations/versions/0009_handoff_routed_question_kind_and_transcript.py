@@ -1,7 +1,7 @@
 """handoff: routed question kind and transcript, trace conversation and history
 
 Revision ID: 0009
-Revises: 0005
+Revises: 0008
 Create Date: 2026-12-04 17:44:24.103229
 
 Numbered 0009 as assigned; ``kind`` and ``conversation_id`` may also arrive in the outcomes
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0009'
-down_revision: str | Sequence[str] | None = '0005'
+down_revision: str | Sequence[str] | None = '0008'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
