@@ -151,6 +151,32 @@ def test_grouping_sees_other_processes_questions_and_skips_closed_ones(kb: Conte
     assert twin in cache.vectors and second.question_id in cache.vectors
 
 
+def test_open_question_matrix_grows_drops_and_compacts_in_place() -> None:
+    """The per-process matrix of open questions: rows added one at a time, dropped ones never
+    win again, and compacting keeps every open question findable."""
+    import numpy as np
+
+    from context_store.route.questions import _OpenVectors
+
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(300, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    cache = _OpenVectors()
+    cache.refreshed_at = float("inf")  # no SQL in this test
+    for i, v in enumerate(vectors):
+        cache.add(f"q{i}", v)
+    assert cache.nearest(None, vectors[7], "m") == ("q7", pytest.approx(1.0))  # type: ignore[arg-type]
+    for i in range(0, 300, 3):
+        cache.drop(f"q{i}")
+    assert cache.nearest(None, vectors[9], "m")[0] != "q9"  # type: ignore[arg-type]
+    for i in range(151, 300):
+        cache.drop(f"q{i}")
+    assert len(cache.ids) < 300  # compacted
+    kept = [i for i in range(1, 151) if i % 3]
+    assert all(cache.nearest(None, vectors[i], "m")[0] == f"q{i}" for i in kept)  # type: ignore[arg-type]
+    assert set(cache.vectors) == {f"q{i}" for i in kept}
+
+
 def test_routed_question_memory_grouping_and_lifecycle(kb: ContextStore, fake_embedder: HashingEmbedder) -> None:
     first = _route(kb, fake_embedder, "Can I get a refund for a lamp I bought 40 days ago?", "u-1", trace_id="t-1", conversation_id="c-9")
     q = get_question(kb, first.question_id)
