@@ -97,6 +97,7 @@ class DenseIndex:
         self._loader: threading.Thread | None = None
         self._snapshot: Snapshot | None = None
         self._checked_at = 0.0
+        self._versions: dict[str, int | None] = {}
         self._lock = threading.Lock()
         self.reloads = 0
         self._first_stage = Coalescer(self._pools, max_batch=16)
@@ -116,21 +117,34 @@ class DenseIndex:
         table = self.index.table(self.index.company_table_name)
         return None if table is None else int(table.version)
 
+    def table_versions(self) -> dict[str, int | None]:
+        """Both tables' versions as of the last check (at most ``refresh_interval`` old), the
+        company table's being the snapshot's: what a request read, without asking LanceDB."""
+        snap = self.snapshot()
+        return {**self._versions, self.index.company_table_name: snap.version}
+
     def snapshot(self) -> Snapshot:
         """The current snapshot. A newer table version is loaded in a background thread while
         the previous snapshot keeps serving (at 100k rows a load takes seconds; requests must
         not queue behind it); the request that noticed waits up to ``reload_wait`` seconds for
-        it, which a small table's load fits in. The first load is always waited for."""
+        it, which a small table's load fits in. The first load is always waited for.
+
+        One request at a time looks for a newer version (a LanceDB round trip per table,
+        milliseconds under load); requests arriving meanwhile serve the snapshot they have
+        instead of queueing behind the look."""
         now = time.monotonic()
         snap = self._snapshot
         if snap is not None and now - self._checked_at < self.refresh_interval:
             return snap
+        if not self._lock.acquire(blocking=snap is None):
+            return snap  # type: ignore[return-value]  # another request is looking
         loader = None
-        with self._lock:
+        try:
             snap = self._snapshot
             if snap is not None and time.monotonic() - self._checked_at < self.refresh_interval:
                 return snap
-            version = self.table_version()
+            self._versions = self.index.versions()
+            version = self._versions.get(self.index.company_table_name)
             self._checked_at = time.monotonic()
             if snap is None:
                 snap = self._snapshot = self._load(version, previous=None)
@@ -139,6 +153,8 @@ class DenseIndex:
             if snap.version != version and self._loader is None:
                 loader = self._loader = threading.Thread(target=self._reload, args=(version, snap), name="dense-index-reload", daemon=True)
                 loader.start()
+        finally:
+            self._lock.release()
         if loader is not None:
             loader.join(self.reload_wait)
         return self._snapshot or snap

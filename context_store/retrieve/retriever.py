@@ -213,8 +213,10 @@ class Retriever:
                     cand.vector_score = float(v @ vector / (np.linalg.norm(v) or 1.0))
             if full is not None and result.mode == "hybrid":
                 _fill_text_scores(cands, rows, *full)
-        result.table_versions = index.versions()
-        if snap is not None:  # what this request actually read
+        # What this request read; the dense index looked the versions up at most one refresh
+        # interval ago, so no request waits for LanceDB's answer.
+        result.table_versions = self.dense.table_versions() if self.dense is not None else index.versions()
+        if snap is not None:
             result.table_versions[index.company_table_name] = snap.version
         return list(cands.values()), rows
 
