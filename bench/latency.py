@@ -167,7 +167,26 @@ def start_server(home: Path, port: int, workers: int) -> subprocess.Popen:
     raise SystemExit("server not ready in 600 s")
 
 
-def load(port: int, questions: list[str], clients: int, seconds: float, warmup: float) -> dict[str, object]:
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its descendants so far (Linux ``/proc``; 0.0 elsewhere)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def load(port: int, questions: list[str], clients: int, seconds: float, warmup: float, *, server_pid: int | None = None) -> dict[str, object]:
+    """``clients`` closed-loop clients for ``warmup`` + ``seconds``; with ``server_pid``, the server's
+    CPU per request over the measured seconds (its whole process tree: the workers' model,
+    search and bookkeeping threads) -- less at the mercy of other load on the machine than req/s."""
     latencies: list[float] = []
     server: dict[str, list[float]] = {"encode": [], "search": [], "total": []}
     errors: list[str] = []
@@ -208,6 +227,11 @@ def load(port: int, questions: list[str], clients: int, seconds: float, warmup: 
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for t in threads:
         t.start()
+    cpu: list[float] = []
+    if server_pid is not None:
+        for at in (start_at, stop_at):
+            time.sleep(max(0.0, at - time.perf_counter()))
+            cpu.append(tree_cpu_seconds(server_pid))
     for t in threads:
         t.join()
     lat = np.asarray(latencies) * 1000
@@ -217,6 +241,7 @@ def load(port: int, questions: list[str], clients: int, seconds: float, warmup: 
         "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None, "rps": len(latencies) / seconds,
         "server_p50_ms": {k: float(np.percentile(v, 50)) for k, v in server.items() if v},
         "server_p95_ms": {k: float(np.percentile(v, 95)) for k, v in server.items() if v},
+        "server_cpu_ms_per_request": (cpu[1] - cpu[0]) * 1000 / len(latencies) if cpu and latencies else None,
     }
 
 
@@ -243,12 +268,13 @@ def http_floor(questions: list[str], clients: int, seconds: float, warmup: float
             except OSError:
                 time.sleep(0.2)
         time.sleep(1.0 if encode_home is None else 10.0)  # every worker up (and its encoder loaded)
-        out = load(port, questions, clients, seconds, warmup)
+        out = load(port, questions, clients, seconds, warmup, server_pid=proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     name = "http_floor" if encode_home is None else "encode_floor"
-    return {f"{name}_p50_ms": out["p50_ms"], f"{name}_p95_ms": out["p95_ms"], f"{name}_rps": out["rps"]}
+    return {f"{name}_p50_ms": out["p50_ms"], f"{name}_p95_ms": out["p95_ms"], f"{name}_rps": out["rps"],
+            f"{name}_cpu_ms_per_request": out["server_cpu_ms_per_request"]}
 
 
 def recall_and_floor(home: Path, questions: list[str], n: int = 300) -> dict[str, float]:
@@ -314,7 +340,7 @@ def main() -> None:
     floor = recall_and_floor(home, questions)
     proc = start_server(home, free_port_value := free_port(), args.workers)
     try:
-        served = load(free_port_value, questions, args.clients, args.seconds, args.warmup)
+        served = load(free_port_value, questions, args.clients, args.seconds, args.warmup, server_pid=proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -338,6 +364,10 @@ def main() -> None:
     print(f"{args.chunks} chunks ({out['real_rows']} real), {args.clients} clients, {args.workers} workers, {args.seconds:.0f} s; load average after: {load_avg:.1f}")
     print(f"/v1/retrieve: p50 {served['p50_ms']:.1f} ms  p95 {served['p95_ms']:.1f} ms  p99 {served['p99_ms']:.1f} ms  {served['rps']:.1f} req/s  errors {served['errors']}")
     print(f"  server side p50: {served['server_p50_ms']}")
+    if served.get("server_cpu_ms_per_request") is not None:
+        floor_cpu = floors.get("encode_floor_cpu_ms_per_request")
+        print(f"  server CPU per request: {served['server_cpu_ms_per_request']:.2f} ms"
+              + (f" (encode floor: {floor_cpu:.2f} ms)" if floor_cpu is not None else ""))
     print(f"  goal p95 <= 30 ms: {served['p95_ms'] / 30:.2f}x of goal; goal >= 150 req/s: {served['rps'] / 150:.2f}x of goal")
     if "http_floor_rps" in floors:
         print(f"same clients on a no-op FastAPI app (the HTTP floor): p50 {floors['http_floor_p50_ms']:.1f} ms  p95 {floors['http_floor_p95_ms']:.1f} ms  "
