@@ -17,6 +17,9 @@ import os
 import re
 from pathlib import Path
 
+from context_store.errors import ConfigError
+from context_store.settings import EMBEDDING_DEVICE_ENV
+
 __all__ = ["cuda_available", "cuda_plausible", "is_cuda", "resolve_device"]
 
 _BUILD_LINE = re.compile(r"^(cuda|hip)\s*(?::[^=]*)?=\s*(.+?)\s*$", re.MULTILINE)
@@ -28,10 +31,14 @@ def is_cuda(device: str) -> bool:
 
 
 def resolve_device(device: str) -> str:
-    """``cpu``, ``cuda`` or ``cuda:N`` for a configured ``auto | cpu | cuda | cuda:N``."""
-    if device != "auto":
-        return device
-    return "cuda" if cuda_available() else "cpu"
+    """``cpu``, ``cuda`` or ``cuda:N`` for a configured ``auto | cpu | cuda | cuda:N``; CUDA asked for
+    where torch sees no GPU is a configuration error, not a crash at the first embedding."""
+    if device == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    if is_cuda(device) and not cuda_available():
+        raise ConfigError(f"embedding.device is {device!r} but torch sees no CUDA GPU here: set it to auto or cpu "
+                          f"(or {EMBEDDING_DEVICE_ENV}=cpu), or install a CUDA build of torch")
+    return device
 
 
 @functools.cache
