@@ -140,6 +140,11 @@ def build_home(home: Path, chunks: int, real: int, data: Path, device: str) -> d
     return {"embed_seconds": embed_s, "build_seconds": time.perf_counter() - started, "real_rows": n_real}
 
 
+def python_path() -> str:
+    """The repo first, then whatever the caller's path held (gpu_check.sh's carried packages)."""
+    return os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -147,7 +152,7 @@ def free_port() -> int:
 
 
 def start_server(home: Path, port: int, workers: int) -> subprocess.Popen:
-    env = {**os.environ, "FRESHCONTEXT_API_KEYS": KEY, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "FRESHCONTEXT_API_KEYS": KEY, "PYTHONPATH": python_path()}
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "--home", str(home), "serve", "--port", str(port), "--workers", str(workers)],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=open(home / "serve.log", "w"),
@@ -230,7 +235,7 @@ def http_floor(questions: list[str], clients: list[int], seconds: float, warmup:
     with ``encode_home``, doing nothing but encode each query as /v1/retrieve would (the encode floor).
     One app serves every client count in turn."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": python_path(), "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     if encode_home is not None:
         env["FRESHCONTEXT_FLOOR_HOME"] = str(encode_home)
     proc = subprocess.Popen(
@@ -354,7 +359,8 @@ def main() -> None:
     if args.json:
         print(json.dumps({**common, **runs[clients[0]]} if len(clients) == 1 else {**common, "by_clients": runs}))
         return
-    print(f"{args.chunks} chunks ({common['real_rows']} real), {args.workers} workers on {device}, {args.seconds:.0f} s a run; load average after: {load_avg:.1f}")
+    print(f"{args.chunks} chunks ({common['real_rows']} real), {args.workers} workers on {device}, {args.seconds:.0f} s a run; "
+          f"load average after: {load_avg:.1f}")
     for n, run in runs.items():
         _print_run(run)
     print(f"encoding one query: {floor['encode_one_query_ms']:.2f} ms (p95 {floor['encode_one_query_p95_ms']:.2f} ms)")

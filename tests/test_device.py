@@ -32,7 +32,7 @@ from tests.test_onnx_encoder import CHUNKS
 QUESTIONS = ["how do I get a refund for a damaged parcel", "Change the email address on my account", "can I pay by invoice?",
              "Where is my parcel?", "strikethrough text in github markdown", "delete my account and all my data"]
 MIN_COSINE = 0.9999
-needs_cuda = pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU visible to torch (bench/gpu_check.sh runs this on a lent one)")
+needs_cuda = pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU visible to torch (bench/gpu_check.sh runs these on a lent one)")
 
 
 def test_device_setting_is_validated_and_the_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

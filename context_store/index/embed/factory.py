@@ -29,7 +29,9 @@ def build_embedder(config: EmbeddingConfig, home: Path | None = None) -> Embedde
     (onnxruntime missing, a non-BERT model).
     """
     if config.backend == "onnx" and is_cuda(config.device):
-        raise ConfigError(f"embedding.backend onnx runs on the CPU, not on {config.device!r}: set device cpu or auto, or backend torch or auto")
+        raise ConfigError(
+            f"embedding.backend onnx runs on the CPU, not on {config.device!r}: set device cpu or auto, or backend torch or auto"
+        )
     device = "cpu" if config.backend == "onnx" else resolve_device(config.device)
     wants_onnx = config.backend == "onnx" or (config.backend == "auto" and device == "cpu" and home is not None)
     if wants_onnx:
