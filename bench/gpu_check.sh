@@ -67,9 +67,7 @@ stage() {
         [ -f "$FIRST/$f" ] || { say "missing $FIRST/$f: run 'bench/gpu_check.sh pack' here, and carry .gpu1"; exit 2; }
     done
     rm -rf "$CACHE" && mkdir -p "$CACHE/site" "$CACHE/data"
-    tar -xJf "$FIRST/model.tar.xz" -C "$CACHE/site" && tar -xJf "$FIRST/data.tar.xz" -C "$CACHE/data" \
-        && gzip -1 "$CACHE/data/plausible_docs_history/blobs.jsonl" \
-        && "$PY" "$REPO/bench/gpu_pack.py" unpack-model "$FIRST" "$CACHE/site" || { say "unpacking .gpu1 failed"; exit 2; }
+    "$PY" "$REPO/bench/gpu_pack.py" unpack first "$FIRST" "$CACHE" || { say "unpacking .gpu1 failed"; exit 2; }
     say "unpacked in $SECONDS s; device $DEVICE"
     nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,utilization.gpu --format=csv >> "$LOG" 2>&1
     touch "$CACHE/staged"  # before the model's checks: call 2 needs the files, not their outcome
@@ -81,8 +79,7 @@ stage() {
 
 # LanceDB and the rest in; everything imports with the device's numpy/pyarrow/torch, without Dagster; a store works.
 imports_check() {
-    tar -xJf "$SECOND/lancedb.tar.xz" -C "$CACHE/site" && tar -xJf "$SECOND/site.tar.xz" -C "$CACHE/site" \
-        || { say "unpacking .gpu2 failed"; exit 2; }
+    "$PY" "$REPO/bench/gpu_pack.py" unpack second "$SECOND" "$CACHE" || { say "unpacking .gpu2 failed"; exit 2; }
     "$PY" - "$OUT/imports.json" <<'EOF' 2>&1 | tee -a "$LOG"
 import json, os, platform, sys, tempfile, time
 from importlib import metadata

@@ -22,7 +22,9 @@ stays there between calls):
 Dagster is not carried: ``--no-dagster`` replays and ``freshcontext serve`` do not import it.
 
     python bench/gpu_pack.py pack [--python 3.12] [--first .gpu1] [--second .gpu2]   (here)
-    python bench/gpu_pack.py unpack-model .gpu1 SITE                                  (there)
+    python bench/gpu_pack.py unpack first|second FOLDER CACHE                          (there)
+
+Unpacking uses Python's own tarfile, lzma and gzip: the machine's image need not have xz.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import argparse
 import gzip
 import hashlib
 import json
+import lzma
 import shutil
 import subprocess
 import sys
@@ -189,9 +192,23 @@ def pack_second(target: Path, wheels: list[Path]) -> None:
     shutil.copy2(cached, target / "lancedb.tar.xz")
 
 
+def unpack(which: str, source: Path, cache: Path) -> None:
+    """Into ``cache``: call 1's folder (the model into site/, the data into data/), or call 2's (the packages into site/)."""
+    names = ("model.tar.xz", "data.tar.xz") if which == "first" else ("lancedb.tar.xz", "site.tar.xz")
+    for name in names:
+        with tarfile.open(source / name, "r:xz") as tar:
+            tar.extractall(cache / ("data" if name == "data.tar.xz" else "site"), filter="data")
+    if which == "first":
+        history = cache / "data" / "plausible_docs_history" / "blobs.jsonl"
+        with history.open("rb") as src, gzip.open(history.with_suffix(".jsonl.gz"), "wb", compresslevel=1) as dst:
+            shutil.copyfileobj(src, dst)  # the benchmarks read it gzipped, as it lies in shared/data
+        history.unlink()
+        unpack_model(source, cache / "site")
+
+
 def unpack_model(source: Path, site: Path) -> None:
     manifest = json.loads((source / "model.json").read_text())
-    packed = subprocess.run(["xz", "-dc", str(source / "model.planes.xz")], check=True, capture_output=True).stdout
+    packed = lzma.decompress((source / "model.planes.xz").read_bytes())
     data = from_planes(packed, manifest["header_bytes"], manifest["bytes"])
     if hashlib.sha256(data).hexdigest() != manifest["sha256"]:
         raise SystemExit(f"{source}: the reassembled weights do not match their checksum; pack them again")
@@ -212,12 +229,13 @@ def main() -> int:
     pack.add_argument("--first", type=Path, default=REPO / ".gpu1", help="call 1's folder: the model and the data")
     pack.add_argument("--second", type=Path, default=REPO / ".gpu2", help="call 2's folder: LanceDB and the other packages")
     pack.add_argument("--wheels", type=Path, default=None, help="where downloaded wheels are kept (default: /tmp/fc-gpu-wheels-cpXY)")
-    unpack = sub.add_parser("unpack-model")
-    unpack.add_argument("source", type=Path)
-    unpack.add_argument("site", type=Path)
+    unpacking = sub.add_parser("unpack")
+    unpacking.add_argument("which", choices=["first", "second"])
+    unpacking.add_argument("source", type=Path)
+    unpacking.add_argument("cache", type=Path)
     args = parser.parse_args()
-    if args.command == "unpack-model":
-        unpack_model(args.source, args.site)
+    if args.command == "unpack":
+        unpack(args.which, args.source, args.cache)
         return 0
     wheels = download(args.python, args.wheels or Path(tempfile.gettempdir()) / f"fc-gpu-wheels-cp{args.python.replace('.', '')}")
     pack_first(args.first)

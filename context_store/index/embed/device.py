@@ -3,9 +3,10 @@
 ``auto`` is CUDA when torch sees a GPU, else the CPU, where the ONNX export serves. Deciding
 must not cost a CPU-only process the torch import (1.1-1.8 s on the 2-core machine, warm
 file cache, plus sentence-transformers behind it): torch is imported only when a GPU is
-plausible, i.e. a GPU device node or driver exists (NVIDIA, or ROCm's ``/dev/kfd``), ``CUDA_VISIBLE_DEVICES`` does not hide every
-GPU, and the installed torch was built for CUDA (read from ``torch/version.py``, not by
-importing it). Only then does ``torch.cuda.is_available()`` decide. ``cpu`` decides nothing.
+plausible, i.e. a GPU device node or driver exists (NVIDIA, or ROCm's ``/dev/kfd``),
+``CUDA_VISIBLE_DEVICES`` does not hide every GPU, and the installed torch was built for CUDA
+(read from ``torch/version.py``, not by importing it: ~0.1 ms). Only then does
+``torch.cuda.is_available()`` decide. ``cpu`` decides nothing.
 """
 
 from __future__ import annotations
