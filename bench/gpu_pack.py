@@ -54,6 +54,10 @@ WHEELS = [
     "opentelemetry-api==1.45.2", "sqlmodel==0.0.50", "sqlalchemy==2.1.9", "pydantic==2.14.4", "pydantic-core==2.50.5",
     "annotated-types==0.8.0", "typing-inspection==0.4.5", "typing-extensions==4.16.0", "alembic==1.20.1", "mako==1.4.3",
     "fastapi==0.165.0", "starlette==1.10.0", "uvicorn==0.55.0", "python-multipart==0.0.34", "snowballstemmer==3.1.1", "watchdog==6.0.0",
+    # the MCP server (service/mcp) that service.app mounts
+    "mcp==2.3.0", "mcp-types==2.3.0", "httpx2==2.16.2", "httpcore2==2.16.2", "jsonschema==4.26.0", "jsonschema-specifications==2025.9.1",
+    "referencing==0.37.0", "rpds-py==2026.9.1", "pyjwt==2.15.1", "cryptography==50.0.2", "cffi==2.1.1", "pycparser==3.12",
+    "sse-starlette==3.7.1", "truststore==0.10.5", "anyio==4.16.0",  # the image's anyio may predate mcp's 4.9
 ]
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64"]
 DATA_FILES = [
