@@ -7,7 +7,7 @@ weights 71.7 MiB even split into byte planes. The two cannot travel in one call,
 travel in two, to one machine kept warm between them (``.gpucache/`` in the repo root, ignored,
 stays there between calls):
 
-* ``.gpu1/`` (call 1, ``gpu_check.sh stage``, ~51.9 MiB): ``model.planes.xz``, the weights
+* ``.gpu1/`` (call 1, ``gpu_check.sh stage``, ~52.0 MiB): ``model.planes.xz``, the weights
   rounded to 24-bit floats (relative error <= 2^-16; least cosine of 400 texts' vectors to the
   original's in ``model.json``: 0.99999988, fp32 noise), stored as byte planes, so that the
   rounded-off byte compresses to nothing; ``model.tar.xz``, the model package without its
@@ -15,8 +15,8 @@ stays there between calls):
   history's versions compress well once out of gzip). Enough for the model's own checks on
   the GPU (bench/gpu_micro.py: parity with the CPU, speeds, fp16), so call 1 is worth having
   even if call 2 never comes.
-* ``.gpu2/`` (call 2, ``gpu_check.sh run``, ~45.3 MiB): ``lancedb.tar.xz``, and ``site.tar.xz``
-  with the other packages (SQLModel, FastAPI, ...): freshcontext's store imports LanceDB, so
+* ``.gpu2/`` (call 2, ``gpu_check.sh run``, ~49.3 MiB): ``lancedb.tar.xz``, and ``site.tar.xz``
+  with the other packages (SQLModel, FastAPI, MCP, ...): freshcontext's store imports LanceDB, so
   nothing of freshcontext runs before call 2.
 
 Dagster is not carried: ``--no-dagster`` replays and ``freshcontext serve`` do not import it.
