@@ -58,6 +58,7 @@ WHEELS = [
     "mcp==2.3.0", "mcp-types==2.3.0", "httpx2==2.16.2", "httpcore2==2.16.2", "jsonschema==4.26.0", "jsonschema-specifications==2025.9.1",
     "referencing==0.37.0", "rpds-py==2026.9.1", "pyjwt==2.15.1", "cryptography==50.0.2", "cffi==2.1.1", "pycparser==3.12",
     "sse-starlette==3.7.1", "truststore==0.10.5", "anyio==4.16.0",  # the image's anyio may predate mcp's 4.9
+    "swagger-ui-bundle-v2==5.31.0",  # /docs served offline
 ]
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64"]
 DATA_FILES = [
