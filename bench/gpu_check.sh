@@ -3,7 +3,7 @@
 # What one call may carry (64 MiB) cannot hold both the model and LanceDB: bench/gpu_pack.py says
 # why, and what goes in which call.
 #
-#   bench/gpu_check.sh pack            here: make .gpu1/ (~52.0 MiB) and .gpu2/ (~49.3 MiB)
+#   bench/gpu_check.sh pack            here: make .gpu1/ (~52.0 MiB) and .gpu2/ (~50.7 MiB)
 #   bench/gpu_check.sh stage           device call 1, carry .gpu1: unpack the model and the data into
 #                                      .gpucache/; the model's own checks on the GPU (parity with the
 #                                      CPU, speeds, fp16: bench/gpu_micro.py); micro.json (~1 min)

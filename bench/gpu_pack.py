@@ -15,7 +15,7 @@ stays there between calls):
   history's versions compress well once out of gzip). Enough for the model's own checks on
   the GPU (bench/gpu_micro.py: parity with the CPU, speeds, fp16), so call 1 is worth having
   even if call 2 never comes.
-* ``.gpu2/`` (call 2, ``gpu_check.sh run``, ~49.3 MiB): ``lancedb.tar.xz``, and ``site.tar.xz``
+* ``.gpu2/`` (call 2, ``gpu_check.sh run``, ~50.7 MiB): ``lancedb.tar.xz``, and ``site.tar.xz``
   with the other packages (SQLModel, FastAPI, MCP, ...): freshcontext's store imports LanceDB, so
   nothing of freshcontext runs before call 2.
 
