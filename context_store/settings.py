@@ -22,6 +22,7 @@ __all__ = [
     "CONFIG_FILE",
     "ROLES",
     "ApiKeyConfig",
+    "EMBEDDING_DEVICE_ENV",
     "ChunkingConfig",
     "EmbeddingConfig",
     "GoldenSetConfig",
@@ -39,6 +40,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "freshcontext.yaml"
+EMBEDDING_DEVICE_ENV = "FRESHCONTEXT_EMBEDDING_DEVICE"
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
 
@@ -66,10 +68,23 @@ class ChunkingConfig(BaseModel):
 class EmbeddingConfig(BaseModel):
     model: str = DEFAULT_MODEL
     batch_size: int = Field(default=8, ge=1, le=4096)
-    device: str = "cpu"
+    # auto: CUDA when torch sees a GPU, else the CPU (detected without importing torch on a
+    # CPU-only host: context_store/index/embed/device.py). cuda (or cuda:N): chunks, questions
+    # and the dense search run on the GPU, the model in fp32, so its vectors match the CPU's
+    # (cosine >= 0.9999) and an index built on one serves on the other.
+    # FRESHCONTEXT_EMBEDDING_DEVICE overrides the file: one config serves CPU and GPU hosts.
+    device: str = "auto"
     # onnx: ONNX Runtime on an export of the model (faster, no torch import; context_store/index/embed/onnx_backend.py)
-    # torch: sentence-transformers. auto: onnx on CPU when it can be exported, else torch.
+    # torch: sentence-transformers. auto: onnx on CPU when it can be exported, else torch (always torch on CUDA).
     backend: Literal["auto", "onnx", "torch"] = "auto"
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in ("auto", "cpu", "cuda") and not (value.startswith("cuda:") and value[5:].isdigit()):
+            raise ValueError(f"embedding device {value!r} is not one of auto, cpu, cuda (or cuda:N for the N-th GPU)")
+        return value
 
 
 class ObjectStorageConfig(BaseModel):
@@ -303,6 +318,8 @@ class Settings(BaseModel):
         for key, env in (("database_url", "FRESHCONTEXT_DATABASE_URL"), ("lancedb_uri", "FRESHCONTEXT_LANCEDB_URI")):
             if os.environ.get(env):
                 data[key] = os.environ[env]
+        if os.environ.get(EMBEDDING_DEVICE_ENV):
+            data["embedding"] = {**(data.get("embedding") or {}), "device": os.environ[EMBEDDING_DEVICE_ENV]}
         storage_env = {key: os.environ[env] for key, env in _OBJECT_STORAGE_ENV if os.environ.get(env)}
         if storage_env:
             data["object_storage"] = {**(data.get("object_storage") or {}), **storage_env}

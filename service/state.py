@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from context_store.errors import ConfigError
+from context_store.index.embed.device import resolve_device
 from context_store.index.embed.protocol import Embedder
 from context_store.index.embed.query_encoder import build_query_encoder
 from context_store.retrieve import RetrievalResult, Retriever
@@ -63,7 +64,7 @@ class Serving:
         # One reader view of this deployment's tables: handles opened once, LanceDB looks for
         # newer versions at most every refresh interval.
         self.index = store.index.reader(config.refresh_interval_seconds)
-        self.dense = DenseIndex.from_config(self.index, config)
+        self.dense = DenseIndex.from_config(self.index, config, device=resolve_device(store.settings.embedding.device))
         self._encoder = encoder
         self._embedder: Embedder | None = None
         self._reranker = reranker

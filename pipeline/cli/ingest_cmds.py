@@ -14,7 +14,6 @@ from typing import Any
 import click
 from sqlmodel import col, func, select
 
-from assets.resources import source_configs_for_dirs
 from context_store._common import utcnow
 from context_store.errors import FreshContextError
 from context_store.index.plan import pending_documents
@@ -39,6 +38,8 @@ def _home(ctx: click.Context) -> Path:
 @click.pass_context
 def init(ctx: click.Context, company_dirs: tuple[str, ...], user_dirs: tuple[str, ...], model: str | None, force: bool) -> None:
     """Write HOME/freshcontext.yaml naming the sources to ingest."""
+    from assets.resources import source_configs_for_dirs  # imports Dagster, which `serve` and `watch` never need
+
     home = _home(ctx)
     if (home / CONFIG_FILE).exists() and not force:
         raise click.ClickException(f"{home / CONFIG_FILE} exists; pass --force to overwrite it")
