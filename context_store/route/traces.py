@@ -22,7 +22,7 @@ from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
 from context_store._common import utcnow
-from context_store.errors import NotFound, StoreError
+from context_store.errors import StoreError, UnknownTrace
 from context_store.retrieve.result import RetrievalResult
 from context_store.route.decision import Decision
 from context_store.store.context_store import ContextStore
@@ -105,7 +105,7 @@ def get_trace(store: ContextStore, trace_id: str, *, client: str | None = None) 
     with store.session() as session:
         trace = session.get(RetrievalTrace, trace_id)
     if trace is None or (client is not None and trace.client != client):
-        raise NotFound(f"no trace {trace_id!r} recorded by this key")
+        raise UnknownTrace(f"no trace {trace_id!r} recorded by this key")
     return trace
 
 
