@@ -15,7 +15,7 @@ Rules every outcome passes, each with its own error code (``OutcomeRejected``):
   content is ``event_id_reused`` (409);
 * it names one response: ``trace_id``, or ``conversation_id`` (the latest response of that
   conversation at the outcome's time); unknown ones are 404 ``unknown_trace`` /
-  ``unknown_conversation``;
+  ``unknown_conversation`` — and so, with ``own_traces_only`` (an agent key), is another key's;
 * ``at`` (default: now) may be neither ahead of our clock by more than
   ``outcomes.clock_skew_seconds`` (``outcome_in_future``) nor before the response itself
   (``outcome_before_trace``);
@@ -139,17 +139,20 @@ def _parse_at(value: datetime | str | None, now: datetime) -> datetime:
         raise OutcomeRejected("invalid_time", f"at {value!r} is not an ISO-8601 date-time (e.g. 2026-03-01T12:00:00Z)") from exc
 
 
-def _target(session: Session, report: OutcomeReport, at: datetime, skew: timedelta) -> RetrievalTrace:
-    """The response the outcome is about: the named trace, or the conversation's latest response at ``at``."""
+def _target(session: Session, report: OutcomeReport, at: datetime, skew: timedelta, *, own: bool) -> RetrievalTrace:
+    """The response the outcome is about: the named trace, or the conversation's latest response at ``at``
+    (with ``own``, only among the responses ``report.client`` recorded)."""
     if report.trace_id:
         trace = session.get(RetrievalTrace, report.trace_id)
-        if trace is None:
+        if trace is None or (own and trace.client != report.client):
             raise UnknownTrace(f"no response with trace_id {report.trace_id!r}; use the trace_id /v1/retrieve returned")
         if report.conversation_id and trace.conversation_id != report.conversation_id:
             raise OutcomeRejected("target_mismatch", f"trace {trace.trace_id} belongs to conversation "
                                   f"{trace.conversation_id!r}, not {report.conversation_id!r}")
         return trace
     by_conversation = select(RetrievalTrace).where(RetrievalTrace.conversation_id == report.conversation_id)
+    if own:
+        by_conversation = by_conversation.where(RetrievalTrace.client == report.client)
     trace = session.exec(
         by_conversation.where(col(RetrievalTrace.created_at) <= at + skew).order_by(col(RetrievalTrace.created_at).desc()).limit(1)
     ).first()
@@ -190,8 +193,11 @@ def _insert(session: Session, row: dict[str, Any]) -> None:
     session.execute(insert(Outcome.__table__), [row])  # type: ignore[attr-defined]
 
 
-def record_outcome(store: ContextStore, report: OutcomeReport, *, now: datetime | None = None) -> RecordedOutcome:
-    """Validate and store one reported outcome (idempotent by ``event_id``); open a review when a bot answer failed."""
+def record_outcome(
+    store: ContextStore, report: OutcomeReport, *, own_traces_only: bool = False, now: datetime | None = None,
+) -> RecordedOutcome:
+    """Validate and store one reported outcome (idempotent by ``event_id``); open a review when a bot answer failed.
+    ``own_traces_only``: the caller (``report.client``) may only name responses its key recorded (an agent)."""
     config = store.settings.outcomes
     _check_values(report, config)
     body = report.body_sha256()
@@ -203,7 +209,7 @@ def record_outcome(store: ContextStore, report: OutcomeReport, *, now: datetime 
     at = _parse_at(report.at, now)
     try:
         with store.session() as session:
-            trace = _target(session, report, at, skew)
+            trace = _target(session, report, at, skew, own=own_traces_only)
             _check_time(trace, at, now, skew)
             if _count(session, trace.trace_id) >= config.max_per_trace:
                 raise OutcomeRejected("too_many_outcomes", f"response {trace.trace_id} already has {config.max_per_trace} outcomes "
