@@ -29,6 +29,7 @@ from context_store.route.outcomes import (
     list_outcomes,
     outcomes_for_trace,
     record_outcome,
+    succeeded,
 )
 from context_store.route.policy import RoutingConfig, SensitiveTopic, routing_config
 from context_store.route.questions import (
@@ -121,6 +122,7 @@ __all__ = [
     "set_status",
     "since_text",
     "sign_headers",
+    "succeeded",
     "trace_dict",
     "verify",
 ]

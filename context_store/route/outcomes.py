@@ -29,6 +29,7 @@ review (``route.reviews``), in the same transaction as the outcome.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -56,12 +57,22 @@ __all__ = [
     "outcomes_for_trace",
     "record_outcome",
     "record_repeat_contacts",
+    "succeeded",
 ]
 
 OUTCOMES = ("resolved", "unresolved", "reopened", "escalated_by_user", "abandoned")
 DERIVED_OUTCOMES = ("repeat_contact",)
 THUMBS = ("up", "down")
 _MAX_ID = 200
+# any of these beside "resolved" means the user did not get what they needed the first time
+_UNDOES_RESOLVED = ("unresolved", "reopened", "repeat_contact", "escalated_by_user")
+
+
+def succeeded(outcomes: Iterable[str]) -> bool:
+    """The one label of a response from its outcome kinds: resolved, without a repeat contact, reopen,
+    ``unresolved`` or the user asking for a person. What the calibrator learns and the scorecard counts."""
+    kinds = set(outcomes)
+    return "resolved" in kinds and not kinds.intersection(_UNDOES_RESOLVED)
 
 
 @dataclass(frozen=True)
