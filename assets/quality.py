@@ -11,7 +11,7 @@ import dagster as dg
 
 from assets.ingestion import company_chunk_index, user_state_index
 from assets.learning import staff_answer_review
-from assets.metadata import md_table
+from assets.metadata import md_table, metric_value
 from assets.resources import EmbedderResource, StoreResource
 from context_store.index.candidate import build_candidate
 from context_store.learn.review import learning_metrics
@@ -33,9 +33,7 @@ __all__ = ["QUALITY_AUTOMATION", "index_candidate", "index_promotion", "learning
 QUALITY_AUTOMATION = dg.AutomationCondition.eager()
 
 
-def _num(value: Any) -> float:
-    # Dagster plots numbers only; NaN keeps "no data" apart from a real 0
-    return float("nan") if value is None else round(float(value), 4)
+_num = metric_value  # Dagster plots numbers only; NaN keeps "no data" apart from a real 0
 
 
 def _result(name: str, outcomes: list[CheckOutcome], severity: dg.AssetCheckSeverity, empty: str) -> dg.AssetCheckResult:
