@@ -165,14 +165,16 @@ def _target(session: Session, report: OutcomeReport, at: datetime, skew: timedel
     if own:
         by_conversation = by_conversation.where(RetrievalTrace.client == report.client)
     trace = session.exec(
-        by_conversation.where(col(RetrievalTrace.created_at) <= at + skew).order_by(col(RetrievalTrace.created_at).desc()).limit(1)
+        by_conversation.where(col(RetrievalTrace.created_at) <= at).order_by(col(RetrievalTrace.created_at).desc()).limit(1)
     ).first()
-    if trace is None:
-        if session.exec(by_conversation.limit(1)).first() is not None:
+    if trace is None:  # none before ``at``: the first response, when ``at`` is only a clock's skew before it
+        trace = session.exec(by_conversation.order_by(col(RetrievalTrace.created_at)).limit(1)).first()
+        if trace is None:
+            raise UnknownConversation(f"no response was served in conversation {report.conversation_id!r} "
+                                      "(send conversation_id with /v1/retrieve to report outcomes by conversation)")
+        if trace.created_at > at + skew:
             raise OutcomeRejected("outcome_before_trace", f"at {at.isoformat()} is before the first response of conversation "
-                                  f"{report.conversation_id!r}")
-        raise UnknownConversation(f"no response was served in conversation {report.conversation_id!r} "
-                                  "(send conversation_id with /v1/retrieve to report outcomes by conversation)")
+                                  f"{report.conversation_id!r} ({trace.created_at.isoformat()})")
     return trace
 
 
