@@ -4,6 +4,13 @@
 and returns every number as metadata, so the UI plots task success, repeat contact and the
 confidence-outcome gap across materializations; one asset check per number judges it
 against its floor or ceiling (``settings.outcomes``).
+
+``outcome_calibration`` fits a candidate calibrator on outcomes and judges it against the one
+in use on held-out answers (``measure.outcome_calibration``); its blocking check
+``calibrator_at_least_as_good`` fails when the candidate's held-out ECE or coverage is worse,
+which stops ``outcome_calibrator`` — the asset that installs it as ``calibrator.json``, where
+the running API picks it up without a restart. Too few outcomes is not a failure: nothing is
+fitted, and the metadata says how many are needed.
 """
 
 from typing import Any
@@ -12,10 +19,12 @@ import dagster as dg
 
 from assets.metadata import md_table, metric_value
 from assets.resources import StoreResource
+from context_store.errors import TooFewOutcomes
+from context_store.measure.outcome_calibration import CANDIDATE_FILE, calibrate_from_outcomes, promote_candidate
 from context_store.measure.quality import CheckOutcome, record_evaluation
 from context_store.measure.resolution import CHECK_NAMES, RATE_KEYS, resolution_checks, resolution_scorecard
 
-__all__ = ["resolution_scorecard_asset"]
+__all__ = ["outcome_calibration", "outcome_calibrator", "resolution_scorecard_asset"]
 
 _DESCRIPTIONS = {
     "task_success_above_floor": "Responses whose outcomes say resolved, at or above the floor.",
@@ -62,3 +71,52 @@ def resolution_scorecard_asset(store: StoreResource) -> dg.MaterializeResult:
 
 def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value:.0%}"
+
+
+@dg.asset(
+    group_name="quality",
+    kinds={"python"},
+    check_specs=[dg.AssetCheckSpec(
+        "calibrator_at_least_as_good", asset="outcome_calibration", blocking=True,
+        description="The calibrator fitted on outcomes has a held-out ECE no worse and a coverage at the target precision "
+                    "no lower than the one in use; only then is it installed.",
+    )],
+)
+def outcome_calibration(store: StoreResource) -> dg.MaterializeResult:
+    """A calibrator fitted on served answers and their outcomes, with its threshold, judged against the one in use."""
+    cs = store.open()
+    candidate_path = cs.settings.home / CANDIDATE_FILE
+    try:
+        result = calibrate_from_outcomes(cs)
+    except TooFewOutcomes as exc:
+        candidate_path.unlink(missing_ok=True)  # an older candidate must not be promoted later
+        return dg.MaterializeResult(
+            metadata={"fitted": False, "reason": str(exc), "labelled_answers": exc.found, "needed": exc.needed},
+            check_results=[dg.AssetCheckResult(check_name="calibrator_at_least_as_good", passed=True,
+                                               description=f"nothing fitted: {exc}", metadata={"fitted": False})],
+        )
+    result.candidate.save(candidate_path)
+    record_evaluation(cs, kind="outcome_calibration", set_name="outcomes", passed=result.passed, trigger=store.trigger,
+                      metrics={f"{side}_{k}": v for side, score in (("old", result.old), ("new", result.new))
+                               for k, v in vars(score).items() if isinstance(v, (int, float))} | {"served_ece": result.served_ece},
+                      details={"reason": result.reason})
+    metadata: dict[str, Any] = {"fitted": True, "train": result.train, "heldout": result.heldout, "target_precision": result.target_precision,
+                                "served_ece": metric_value(result.served_ece), "verdict": result.reason}
+    for side, score in (("old", result.old), ("new", result.new)):
+        for key in ("threshold", "ece", "coverage_at_target", "answer_rate", "precision"):
+            metadata[f"{side}_{key}"] = metric_value(getattr(score, key))
+    check = dg.AssetCheckResult(
+        check_name="calibrator_at_least_as_good", passed=result.passed, severity=dg.AssetCheckSeverity.ERROR, description=result.reason,
+        metadata={"new_ece": metric_value(result.new.ece), "old_ece": metric_value(result.old.ece),
+                  "new_coverage": metric_value(result.new.coverage_at_target), "old_coverage": metric_value(result.old.coverage_at_target)},
+    )
+    return dg.MaterializeResult(metadata=metadata, check_results=[check])
+
+
+@dg.asset(group_name="quality", deps=[outcome_calibration], kinds={"python"})
+def outcome_calibrator(store: StoreResource) -> dg.MaterializeResult:
+    """Install the outcome-fitted calibrator as calibrator.json — only when its evaluation passed (the blocking check
+    stops this asset in the same run; a run started any other way is stopped by the verdict stored with the candidate)."""
+    cs = store.open()
+    promoted, reason = promote_candidate(cs)
+    return dg.MaterializeResult(metadata={"promoted": promoted, "reason": reason})

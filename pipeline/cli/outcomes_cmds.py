@@ -90,3 +90,33 @@ def outcomes(ctx: click.Context, since: str | None, until: str | None, kind: str
 
 
 COMMANDS = [outcomes]
+
+
+def calibrate_outcomes(home: Path, *, since: str | None, target_precision: float | None, force: bool, as_json: bool) -> None:
+    """``calibrate --outcomes``: fit on outcomes, show old and new side by side, save when at least as good (or ``force``)."""
+    from context_store.measure.outcome_calibration import calibrate_from_outcomes
+    from context_store.route import CALIBRATOR_FILE
+
+    try:
+        store = ContextStore.open(home)
+        result = calibrate_from_outcomes(store, since=parse_day(since), target_precision=target_precision)
+    except FreshContextError as exc:
+        raise click.ClickException(str(exc)) from exc
+    saved = result.passed or force
+    path = result.candidate.save(home / CALIBRATOR_FILE) if saved else None
+    if as_json:
+        click.echo(json.dumps({**result.as_dict(), "saved": str(path) if path else None}, indent=2, default=str))
+        return
+    click.echo(f"fitted on {result.train} answered responses with outcomes, judged on the {result.heldout} newest "
+               f"(target answer precision {result.target_precision:.0%})")
+    click.echo(f"{'held out':<26}{result.old.name:>22}{result.new.name:>16}")
+    for key, label in (("threshold", "threshold"), ("ece", "ECE"), ("coverage_at_target", "coverage at target"),
+                       ("answer_rate", "answer rate at threshold"), ("precision", "precision at threshold")):
+        old, new = getattr(result.old, key), getattr(result.new, key)
+        click.echo(f"{label:<26}{'—' if old is None else f'{old:.3f}':>22}{'—' if new is None else f'{new:.3f}':>16}")
+    click.echo(f"ECE of the confidence the API served on those answers: {result.served_ece:.3f}")
+    if path is not None:
+        click.echo(f"saved {path}" + ("" if result.passed else " (--force: it is worse on held-out answers)")
+                   + "; a running API picks it up within retrieval.calibrator_check_seconds")
+    else:
+        click.echo(f"not saved: {result.reason}; the calibrator in use stays (--force saves it anyway)")
