@@ -208,7 +208,9 @@ def _served(responses: list[Response], y: np.ndarray, answerable: np.ndarray, th
     served = np.array([r.decision.confidence for r in responses])
     sources = Counter(r.confidence_source for r in responses if r.result.results)
     return {**_summary(served, served, y, _escalated([r.decision for r in responses]), answerable, target=target),
-            "confidence_source": sources.most_common(1)[0][0] if sources else "no results", "threshold": threshold}
+            "confidence_source": sources.most_common(1)[0][0] if sources else "no results",
+            # the threshold it decided with: the calibrator's own when it has one (respond()), else the setting
+            "threshold": responses[0].decision.threshold if responses else threshold}
 
 
 def evaluate_routing(
