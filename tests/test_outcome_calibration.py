@@ -181,3 +181,20 @@ def test_the_calibrator_watch_costs_a_clock_read_between_looks(tmp_path: Path) -
     assert not watch.changed() and watch.checks == 1
     ticks[0] = 5.0
     assert not watch.changed() and watch.checks == 2  # looked, nothing changed
+
+
+def test_the_routing_check_judges_the_served_confidence_not_the_cross_fitted_one() -> None:
+    from context_store.measure.quality import SetQuality, routing_checks
+    from context_store.settings import QualityConfig
+
+    config = QualityConfig(routing_ece_ceiling=0.15)
+    # a well cross-fitted calibrator does not excuse an uncalibrated served confidence (the demo before issue 15: 0.44)
+    served_bad = [SetQuality("demo", "golden", {"ece": 0.07, "served_ece": 0.44})]
+    (outcome,) = routing_checks(served_bad, config)
+    assert not outcome.passed and outcome.value == 0.44 and "cross-fitted calibrator 0.070" in outcome.detail
+    assert all(o.passed for o in routing_checks([SetQuality("demo", "golden", {"ece": 0.3, "served_ece": 0.07})], config))
+    # on outcomes: judged once there are enough answers with outcomes
+    ok = [SetQuality("demo", "golden", {"ece": 0.07, "served_ece": 0.07})]
+    assert len(routing_checks(ok, config, outcome_gap=(0.4, 5, 20))) == 1  # too few to judge: not a condition yet
+    on_outcomes = routing_checks(ok, config, outcome_gap=(0.4, 25, 20))[-1]
+    assert on_outcomes.name == "outcomes: served ece <= ceiling" and not on_outcomes.passed

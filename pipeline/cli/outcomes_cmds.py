@@ -120,3 +120,25 @@ def calibrate_outcomes(home: Path, *, since: str | None, target_precision: float
                    + "; a running API picks it up within retrieval.calibrator_check_seconds")
     else:
         click.echo(f"not saved: {result.reason}; the calibrator in use stays (--force saves it anyway)")
+
+
+def fit_demo_calibrator(home: Path, golden: Path) -> None:
+    """``demo``: a first calibrator from the demo's own golden set, unless HOME has one (it may come from outcomes)."""
+    from context_store.index.embed.factory import build_embedder
+    from context_store.measure.golden import load_golden
+    from context_store.measure.question_calibration import calibrate_on_questions
+    from context_store.route import CALIBRATOR_FILE
+
+    if (home / CALIBRATOR_FILE).exists():
+        return
+    store = ContextStore.open(home)
+    try:
+        calibrator, summary = calibrate_on_questions(store, build_embedder(store.settings.embedding, home), load_golden(golden),
+                                                     name=str(golden))
+    except FreshContextError as exc:
+        click.echo(f"no calibrator fitted ({exc}); every question escalates until one is", err=True)
+        return
+    calibrator.save(home / CALIBRATOR_FILE)
+    click.echo(f"calibrator fitted on the demo's {summary['questions']} golden questions: threshold {summary['threshold']:.3f} for "
+               f"{summary['target_precision']:.0%} answer precision; answers {summary['answer_rate']:.0%} of them "
+               f"({summary['answer_precision']:.0%} right), escalates {summary['escalation_rate']:.0%}", err=True)
