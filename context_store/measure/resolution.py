@@ -10,7 +10,7 @@ came of them (outcomes recorded up to the window's end):
   by the bot (not escalated) and succeeded;
 * ``repeat_contact_rate``: bot answers to an identified user that the user came back about
   (derived ``repeat_contact``), over bot answers to identified users;
-* ``reopen_rate``: responses reopened, over responses ever resolved;
+* ``reopen_rate``: responses reopened, over responses ever resolved (a reopen says it was);
 * ``time_to_resolve_p50_s`` / ``_p95_s``: asked → the first ``resolved`` outcome or the staff
   answer to its escalation, whichever came first;
 * ``escalation_success_rate``: escalated responses whose question staff answered and that
@@ -81,7 +81,7 @@ def scorecard_of(records: list[ResponseRecord], *, questions: int = 0, owned: in
     judged = [r for r in records if r.outcomes]
     answered = [r for r in records if r.decision == "answer"]
     identified = [r for r in answered if r.user_id]
-    ever_resolved = [r for r in judged if "resolved" in r.kinds]
+    ever_resolved = [r for r in judged if r.kinds & {"resolved", "reopened"}]  # a reopen says it had been closed
     escalated = [r for r in records if r.decision == "escalate"]
     rescued = [r for r in escalated if r.staff_answered_at is not None
                and any(kind == "resolved" and at >= r.staff_answered_at for at, kind in r.outcomes)]
