@@ -25,10 +25,9 @@ import numpy as np
 from sqlalchemy import update
 from sqlmodel import Session, select
 
-from context_store.errors import StoreError
 from context_store.route.decision import Reason
 from context_store.route.questions import WorkingMemory, route_question
-from context_store.route.traces import replay
+from context_store.route.traces import served_context
 from context_store.route.triggers import from_vector
 from context_store.store.context_store import ContextStore
 from context_store.store.models import AskedQuestion, RetrievalTrace
@@ -70,19 +69,9 @@ def since_text(seconds: float) -> str:
 
 
 def _memory(store: ContextStore, trace: RetrievalTrace) -> WorkingMemory:
-    """The answer as it was served: texts from the versioned store (the recorded ids and scores when one is gone)."""
-    try:
-        served = replay(store, trace.trace_id)["results"]
-    except StoreError:
-        served = list(trace.results or [])
-    context = [
-        {"chunk_id": r.get("chunk_id"), "doc_id": r.get("doc_id"), "version_id": r.get("version_id"), "title": r.get("title", ""),
-         "heading": r.get("heading", ""), "text": r.get("text", ""), "score": round(float(r.get("score") or 0.0), 4),
-         "source_path": r.get("source_path"), "kind": r.get("kind"), "source_changed_at": r.get("source_changed_at")}
-        for r in served
-    ]
+    """The answer as it was served (``traces.served_context``) and the user's facts at the time."""
     facts = [{"key": f.get("key"), "text": f.get("text"), "score": f.get("score")} for f in trace.user_facts or []]
-    return WorkingMemory(trace.query, trace.user_id, trace.user_version_id, context, facts)
+    return WorkingMemory(trace.query, trace.user_id, trace.user_version_id, served_context(store, trace), facts)
 
 
 def _vector(session: Session, trace: RetrievalTrace) -> np.ndarray:

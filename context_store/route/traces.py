@@ -28,7 +28,7 @@ from context_store.route.decision import Decision
 from context_store.store.context_store import ContextStore
 from context_store.store.models import ArchivedChunk, ChunkRecord, DocumentVersion, RetrievalTrace, UserSnapshotVersion
 
-__all__ = ["get_trace", "latest_trace", "new_trace_id", "record_trace", "replay", "trace_dict"]
+__all__ = ["get_trace", "latest_trace", "new_trace_id", "record_trace", "replay", "served_context", "trace_dict"]
 
 
 def new_trace_id() -> str:
@@ -159,3 +159,18 @@ def replay(store: ContextStore, trace_id: str, *, client: str | None = None) -> 
         "verified": all(r["verified"] for r in out),
         "replayed_at": _iso(utcnow()),
     }
+
+
+def served_context(store: ContextStore, trace: RetrievalTrace | None) -> list[dict[str, Any]]:
+    """What a response served, texts rebuilt from the versioned store: the working memory of a hand-off or a review.
+
+    A chunk a promotion archived away still names its document version (its text is ``None``), so the person can look it up.
+    """
+    if trace is None:
+        return []
+    try:
+        served = replay(store, trace.trace_id)["results"]
+    except StoreError:
+        served = [{**r, "text": None} for r in trace.results or []]
+    keys = ("chunk_id", "doc_id", "version_id", "title", "heading", "text", "score", "source_path", "source_changed_at")
+    return [{k: r.get(k) for k in keys} for r in served]
