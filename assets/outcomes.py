@@ -20,8 +20,9 @@ import dagster as dg
 from assets.metadata import md_table, metric_value
 from assets.resources import StoreResource
 from context_store.errors import TooFewOutcomes
+from context_store.measure.checks import CheckOutcome
 from context_store.measure.outcome_calibration import CANDIDATE_FILE, calibrate_from_outcomes, promote_candidate
-from context_store.measure.quality import CheckOutcome, record_evaluation
+from context_store.measure.quality import record_evaluation
 from context_store.measure.resolution import CHECK_NAMES, RATE_KEYS, resolution_checks, resolution_scorecard
 
 __all__ = ["outcome_calibration", "outcome_calibrator", "resolution_scorecard_asset"]

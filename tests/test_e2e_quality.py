@@ -49,12 +49,12 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if src.is_file() and src.name != "README.md":
             shutil.copyfile(src, company / src.relative_to(DEMO / "company_edits"))
     ingest(ContextStore.open(home), embedder)
-    from context_store.measure.golden import load_golden
     from context_store.measure.question_calibration import calibrate_on_questions
+    from context_store.measure.questions import load_questions
     from context_store.route import CALIBRATOR_FILE
 
     golden = DEMO / "golden" / "questions.jsonl"
-    calibrator, _ = calibrate_on_questions(ContextStore.open(home), embedder, load_golden(golden), name=str(golden))
+    calibrator, _ = calibrate_on_questions(ContextStore.open(home), embedder, load_questions(golden), name=str(golden))
     calibrator.save(home / CALIBRATOR_FILE)
     return home
 

@@ -35,8 +35,8 @@ from typing import Any
 from sqlmodel import col, select
 
 from context_store._common import percentile, utcnow
+from context_store.measure.checks import CheckOutcome
 from context_store.measure.ir_metrics import expected_calibration_error
-from context_store.measure.quality import CheckOutcome
 from context_store.route.outcomes import succeeded
 from context_store.settings import OutcomesConfig
 from context_store.store.context_store import ContextStore

@@ -125,15 +125,15 @@ def calibrate_outcomes(home: Path, *, since: str | None, target_precision: float
 def fit_demo_calibrator(home: Path, golden: Path) -> None:
     """``demo``: a first calibrator from the demo's own golden set, unless HOME has one (it may come from outcomes)."""
     from context_store.index.embed.factory import build_embedder
-    from context_store.measure.golden import load_golden
     from context_store.measure.question_calibration import calibrate_on_questions
+    from context_store.measure.questions import load_questions
     from context_store.route import CALIBRATOR_FILE
 
     if (home / CALIBRATOR_FILE).exists():
         return
     store = ContextStore.open(home)
     try:
-        calibrator, summary = calibrate_on_questions(store, build_embedder(store.settings.embedding, home), load_golden(golden),
+        calibrator, summary = calibrate_on_questions(store, build_embedder(store.settings.embedding, home), load_questions(golden),
                                                      name=str(golden))
     except FreshContextError as exc:
         click.echo(f"no calibrator fitted ({exc}); every question escalates until one is", err=True)
