@@ -214,14 +214,9 @@ def route_question(
     now: datetime | None = None,
     session: Session | None = None,
 ) -> RoutingOutcome:
-    """Queue a question of ``kind`` (or group it with an open near-duplicate of that kind) and its notification.
-
-    ``result`` is the retrieval that was escalated, or the ``WorkingMemory`` of an earlier one
-    (a review). ``transcript`` (the conversation's last turns, checked by ``route.transcript``)
-    joins a new question's working memory. The question, its ask and its outbox message commit
-    in one transaction (``session``: the caller's), so a question is never queued without its
-    notification or the other way round.
-    """
+    """Queue a question of ``kind`` (or join an open near-duplicate of that kind) and its notification, in one
+    transaction (``session``: the caller's). ``result``: the escalated retrieval, or an earlier one's
+    ``WorkingMemory`` (a review); ``transcript`` (checked by ``route.transcript``) joins a new question's memory."""
     if kind not in KINDS:
         raise InvalidRequest(f"question kind must be one of {', '.join(KINDS)}, got {kind!r}")
     memory = result if isinstance(result, WorkingMemory) else WorkingMemory.of(result)
