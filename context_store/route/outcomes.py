@@ -19,7 +19,9 @@ Rules every outcome passes, each with its own error code (``OutcomeRejected``):
 * ``at`` (default: now) may be neither ahead of our clock by more than
   ``outcomes.clock_skew_seconds`` (``outcome_in_future``) nor before the response itself
   (``outcome_before_trace``);
-* a response takes at most ``outcomes.max_per_trace`` outcomes (``too_many_outcomes``, 429).
+* a response takes at most ``outcomes.max_per_trace`` outcomes (``too_many_outcomes``, 429);
+  counted in the inserting transaction, so exact on SQLite (one writer at a time), while on
+  PostgreSQL writers racing at the cap may each add one.
 
 A bot-answered response whose outcome says it failed (``unresolved``, ``reopened``,
 ``repeat_contact``, thumbs down, CSAT at or below ``outcomes.review_csat_max``) opens one
