@@ -21,7 +21,7 @@ from context_store.store.models import OutboxMessage, Outcome, RetrievalTrace
 from pipeline.cli import main
 from service.app import create_app
 
-KEY = {"X-API-Key": "test-key"}
+KEY = {"X-API-Key": "staff-key"}
 
 
 class _Fixed(Responder):
@@ -39,7 +39,7 @@ def kb(sources: dict[str, Path]) -> ContextStore:
         sources["home"],
         company_sources=[{"name": "company", "path": str(sources["company"])}],
         user_sources=[{"name": "users", "path": str(sources["users"])}],
-        api_keys=["test-key"], user_state_max_age_hours=24 * 3650,
+        api_keys=[{"name": "support", "key": "staff-key", "role": "staff"}], user_state_max_age_hours=24 * 3650,
         routing={"outbound_url": "http://127.0.0.1:9/unused", "outbound_secrets": ["whsec_" + "a" * 32]},
     )
     ingest(store, HashingEmbedder())
@@ -147,7 +147,8 @@ def test_staff_see_the_kind_and_when_the_user_came_back(kb: ContextStore) -> Non
     served = answer(kb, "How long is the refund window?", user_id="u-1")
     outcome(kb, "e1", served.trace_id, "resolved", hours=6, csat=1)
     with TestClient(create_app(store=kb, embedder=HashingEmbedder())) as client:
-        page = client.get("/staff", headers=KEY)
+        client.post("/staff/login", data={"api_key": "staff-key"})  # the page's session cookie
+        page = client.get("/staff")
         assert page.status_code == 200
         assert 'data-kind="review"' in page.text and '<span class="kind" data-key="kind">review</span>' in page.text
         assert "answered at 0.86, the user came back 6 h later" in page.text and "CSAT 1" in page.text

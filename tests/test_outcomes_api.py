@@ -20,6 +20,9 @@ from context_store.store.models import Outcome
 from service.app import create_app
 
 KEY = {"X-API-Key": "test-key"}
+ADMIN = {"X-API-Key": "admin-key"}
+API_KEYS = [{"name": "bot", "key": "test-key", "role": "agent"}, {"name": "other-bot", "key": "other-key", "role": "agent"},
+            {"name": "ops", "key": "admin-key", "role": "admin"}]
 
 
 @pytest.fixture
@@ -28,7 +31,7 @@ def api_store(sources: dict[str, Path]) -> ContextStore:
         sources["home"],
         company_sources=[{"name": "company", "path": str(sources["company"])}],
         user_sources=[{"name": "users", "path": str(sources["users"])}],
-        api_keys=["test-key"],
+        api_keys=API_KEYS,
         user_state_max_age_hours=24 * 3650,  # the fixture's snapshots are old; this file is about outcomes
         retrieval={"refresh_interval_seconds": 0.0, "confidence_threshold": 0.0},  # every plain question is answered
         outcomes={"max_per_trace": 4},
@@ -69,7 +72,7 @@ def test_an_outcome_is_stored_listed_on_its_trace_and_counted(client: TestClient
     assert listed["conversation_id"] == "conv-1"
     assert [(o["event_id"], o["outcome"], o["csat"], o["thumbs"]) for o in listed["outcomes"]] == [("evt-1", "resolved", 5, "up")]
     assert client.get(f"/v1/traces/{trace}?replay=true", headers=KEY).json()["outcomes"][0]["event_id"] == "evt-1"
-    metrics = client.get("/metrics").text
+    metrics = client.get("/metrics", headers=ADMIN).text
     assert 'freshcontext_outcomes_total{outcome="resolved",source="platform"} 1.0' in metrics
 
 
@@ -158,12 +161,18 @@ def test_a_flood_of_outcomes_for_one_response_is_429(client: TestClient, api_sto
     assert report(client, event_id="flood-0", trace_id=trace, outcome="resolved").status_code == 200
 
 
-def test_outcomes_need_a_key(client: TestClient) -> None:
-    trace = ask(client)["trace_id"]
+def test_outcomes_need_a_key_and_an_agent_reports_on_its_own_responses(client: TestClient) -> None:
+    trace = ask(client, conversation_id="conv-own")["trace_id"]
     r = client.post("/v1/outcomes", json={"event_id": "e", "trace_id": trace, "outcome": "resolved"})
     assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
     r = client.post("/v1/outcomes", json={"event_id": "e", "trace_id": trace, "outcome": "resolved"}, headers={"X-API-Key": "wrong"})
     assert r.status_code == 401
+    other = {"X-API-Key": "other-key"}  # another agent's key: that response is not one it can name
+    r = client.post("/v1/outcomes", json={"event_id": "e", "trace_id": trace, "outcome": "resolved"}, headers=other)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_trace"
+    r = client.post("/v1/outcomes", json={"event_id": "e", "conversation_id": "conv-own", "outcome": "resolved"}, headers=other)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_conversation"
+    assert client.post("/v1/outcomes", json={"event_id": "e", "trace_id": trace, "outcome": "resolved"}, headers=ADMIN).status_code == 201
 
 
 def test_a_conversation_names_its_latest_response_at_the_outcomes_time(client: TestClient) -> None:

@@ -1,11 +1,14 @@
 """outcomes: the outcomes table, a trace's review, a routed question's review
 
 Revision ID: 0007
-Revises: 0009
+Revises: 0005
 Create Date: 2026-12-04 17:43:01.500050
 
-Numbered 0007 as assigned and chained after 0009 (the handoff revision, on main first, after 0008), which
-already adds ``routed_questions.kind`` and ``retrieval_traces.conversation_id`` that outcomes need.
+Numbered 0007 as assigned and chained in number order (0005 -> 0007 -> 0008 -> 0009), so the next
+revision is head + 1. It needs ``routed_questions.kind`` and ``retrieval_traces.conversation_id``,
+which 0009 adds: the code uses them only once the database is at head. A database already
+upgraded to 0009 before this revision existed would not get it (Alembic counts it as applied);
+the lead re-chains at merge.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0007'
-down_revision: str | Sequence[str] | None = '0009'
+down_revision: str | Sequence[str] | None = '0005'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
