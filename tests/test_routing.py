@@ -137,7 +137,7 @@ def test_grouping_sees_other_processes_questions_and_skips_closed_ones(kb: Conte
             "updated_at, ask_count) SELECT :id, 'open', text, reasons, context, user_state, model, vector, created_at, updated_at, 1 "
             "FROM routed_questions WHERE question_id = :src"), {"id": twin, "src": first.question_id})
         conn.execute(sql("UPDATE routed_questions SET status = 'dismissed' WHERE question_id = :id"), {"id": first.question_id})
-    cache = questions._OPEN[(str(kb.engine.url), fake_embedder.name)]
+    cache = questions._OPEN[(str(kb.engine.url), fake_embedder.name, "escalation")]  # one cache per kind (issue 15)
     assert twin not in cache.vectors
     # The cached nearest (first) was dismissed behind the cache's back: skipped, not grouped with.
     # The twin is unknown until the refresh, so this ask queues a new question...

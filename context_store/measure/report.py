@@ -23,6 +23,8 @@ from context_store._common import percentile, utcnow
 from context_store.measure.freshness import freshness_report
 from context_store.measure.gate import pending_change
 from context_store.measure.quality import history
+from context_store.measure.resolution import resolution_scorecard
+from context_store.measure.resolution_report import resolution_figure, resolution_html, resolution_tiles
 from context_store.store.context_store import ContextStore
 from context_store.store.models import EvaluationRun, PromotionDecision, RetrievalTrace, StaffAnswer, VersionLag
 
@@ -143,6 +145,7 @@ def build_report(store: ContextStore, *, days: float = 30.0, now: datetime | Non
                             "latest": {r.set_name: r.metrics for r in routing_runs}},
         "escalations": _escalations(store, since),
         "time_to_knowledge": _time_to_knowledge(store, since),
+        "resolution": resolution_scorecard(store, days=days, now=now),
     }
 
 
@@ -233,7 +236,7 @@ def _ttk_plot(plt: Any, ttk: list[dict[str, Any]]) -> str:
 
 
 def _plots(data: dict[str, Any]) -> dict[str, str]:
-    """The four figures as base64 PNGs, keyed as the page places them."""
+    """The five figures as base64 PNGs, keyed as the page places them."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless: no display, no GUI toolkit
@@ -244,6 +247,7 @@ def _plots(data: dict[str, Any]) -> dict[str, str]:
         "quality": _quality_plot(plt, data["retrieval_quality"]["series"]),
         "escalations": _escalation_plot(plt, data["escalations"]),
         "ttk": _ttk_plot(plt, data["time_to_knowledge"]["points"]),
+        "resolution": _png(resolution_figure(plt, data["resolution"])),
     }
 
 
@@ -278,6 +282,7 @@ def _tiles(data: dict[str, Any]) -> str:
         _tile("stale_hit_rate", "served results already superseded", _percent(f["stale_hit_rate"], 2)),
         _tile("escalation_rate", "escalation rate", _percent(esc["escalation_rate"], 1)),
         _tile("time_to_knowledge_p50_s", "time to knowledge p50", _fmt(ttk["p50_s"], " s", 1)),
+        *resolution_tiles(data["resolution"], _tile),
     ]
     for name, latest in data["retrieval_quality"]["latest"].items():
         m = latest["metrics"]
@@ -342,6 +347,7 @@ def render_html(data: dict[str, Any]) -> str:
 serving index <code>{html.escape(idx["serving_fingerprint"])}</code> ({html.escape(idx["model"])}, {html.escape(idx["chunking"])})</p>
 {_pending_html(idx)}
 <div class="tiles">{_tiles(data)}</div>
+{resolution_html(data["resolution"], img("resolution", "task success, first-contact resolution, repeat contact and confidence gap per day"))}
 <h2>How stale is the context?</h2>
 <p>Lag from a source change to being retrievable, per indexed version (SLA {f["sla_seconds"]:g} s).
 p50 {_fmt(f["company_lag_p50_s"], " s", 1)}, p95 {_fmt(f["company_lag_p95_s"], " s", 1)} over {f["versions_measured"]} versions;

@@ -11,8 +11,13 @@ Lifecycle::
       └────► dismissed
 
 Near-duplicates: a new escalation whose question is close (cosine >= ``group_similarity``)
-to an *open* question joins it as another ``QuestionAsk`` instead of queueing twice; the
-answer then serves every asker, and each one can be looked up.
+to an *open* question of the same kind joins it as another ``QuestionAsk`` instead of
+queueing twice; the answer then serves every asker, and each one can be looked up.
+
+Kinds (``KINDS``): ``escalation`` (the policy sent the question to a person), ``review`` (a
+bot answer that failed afterwards, opened by ``route.outcomes`` with that answer's working
+memory) and ``handoff`` (the agent handed the conversation over). Kinds never group together:
+a review says "this answer failed", an escalation "nobody answered yet".
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import secrets
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -40,9 +45,11 @@ from context_store.store.context_store import ContextStore
 from context_store.store.models import QuestionAsk, RoutedQuestion, StaffAnswer
 
 __all__ = [
+    "KINDS",
     "STATUSES",
     "RoutingOutcome",
     "ask_view",
+    "WorkingMemory",
     "assign_question",
     "count_by_status",
     "get_question",
@@ -56,6 +63,7 @@ __all__ = [
 
 STATUSES = ("open", "answered", "closed", "dismissed")
 MAX_LIMIT, MAX_OFFSET = 1000, 1_000_000_000  # paging past these is a caller's mistake (and overflows SQL integers)
+KINDS = ("escalation", "review", "handoff")
 _ALLOWED = {"open": {"answered", "dismissed"}, "answered": {"closed"}, "closed": set(), "dismissed": set()}
 
 
@@ -68,6 +76,24 @@ class RoutingOutcome:
 
     def as_dict(self) -> dict[str, Any]:
         return {"question_id": self.question_id, "grouped": self.grouped, "similarity": round(self.similarity, 4), "ask_count": self.ask_count}
+
+
+@dataclass
+class WorkingMemory:
+    """What the person answering needs: the question, who asked, the context and the user's facts."""
+
+    text: str
+    user_id: str | None = None
+    user_version_id: str | None = None
+    context: list[dict[str, Any]] = field(default_factory=list)
+    user_state: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, result: RetrievalResult) -> "WorkingMemory":
+        return cls(
+            result.query, result.user_id, result.user_version_id, _hit_memory(result),
+            [{"key": f.key, "text": f.text, "score": round(float(f.score), 4)} for f in result.user_state],
+        )
 
 
 def _hit_memory(result: RetrievalResult) -> list[dict[str, Any]]:
@@ -99,9 +125,10 @@ class _OpenVectors:
         self.refreshed_at = -1e18
         self.lock = threading.Lock()
 
-    def _refresh(self, session: Session, model: str) -> None:
+    def _refresh(self, session: Session, model: str, kind: str) -> None:
         ids = session.exec(
-            select(RoutedQuestion.question_id).where(RoutedQuestion.status == "open", RoutedQuestion.model == model)
+            select(RoutedQuestion.question_id).where(RoutedQuestion.status == "open", RoutedQuestion.model == model,
+                                                     RoutedQuestion.kind == kind)
         ).all()
         missing = [i for i in ids if i not in self.vectors]
         for start in range(0, len(missing), 500):
@@ -130,10 +157,10 @@ class _OpenVectors:
             if self.vectors.pop(question_id, None) is not None:
                 self.dirty = True
 
-    def nearest(self, session: Session, vector: np.ndarray, model: str) -> tuple[str | None, float]:
+    def nearest(self, session: Session, vector: np.ndarray, model: str, kind: str) -> tuple[str | None, float]:
         with self.lock:
             if time.monotonic() - self.refreshed_at >= self.REFRESH_S:
-                self._refresh(session, model)
+                self._refresh(session, model, kind)
             if self.dirty or self.matrix.shape[1:] != vector.shape:
                 self._rebuild(vector.shape[0])
             kept, matrix = self.kept, self.matrix
@@ -144,22 +171,22 @@ class _OpenVectors:
         return kept[i], float(sims[i])
 
 
-_OPEN: dict[tuple[str, str], _OpenVectors] = {}
+_OPEN: dict[tuple[str, str, str], _OpenVectors] = {}
 _OPEN_LOCK = threading.Lock()
 
 
-def _open_cache(session: Session, model: str) -> _OpenVectors:
-    key = (str(session.get_bind().url), model)
+def _open_cache(session: Session, model: str, kind: str) -> _OpenVectors:
+    key = (str(session.get_bind().url), model, kind)
     with _OPEN_LOCK:
         return _OPEN.setdefault(key, _OpenVectors())
 
 
-def _nearest_open(session: Session, vector: np.ndarray, model: str) -> tuple[RoutedQuestion | None, float]:
-    """The open question most similar to ``vector``; its row is read afresh, and a question
+def _nearest_open(session: Session, vector: np.ndarray, model: str, kind: str) -> tuple[RoutedQuestion | None, float]:
+    """The open question of ``kind`` most similar to ``vector``; its row is read afresh, and a question
     that has left ``open`` since the cache saw it is dropped and the next nearest is tried."""
-    cache = _open_cache(session, model)
+    cache = _open_cache(session, model, kind)
     for _ in range(5):  # more than a few closed in the last second means the cache is stale: refresh
-        question_id, sim = cache.nearest(session, vector, model)
+        question_id, sim = cache.nearest(session, vector, model, kind)
         if question_id is None:
             return None, -1.0
         best = session.get(RoutedQuestion, question_id)
@@ -172,7 +199,7 @@ def _nearest_open(session: Session, vector: np.ndarray, model: str) -> tuple[Rou
 
 def route_question(
     store: ContextStore,
-    result: RetrievalResult,
+    result: RetrievalResult | WorkingMemory,
     reasons: list[Reason],
     *,
     vector: np.ndarray,
@@ -181,26 +208,26 @@ def route_question(
     trace_id: str | None = None,
     conversation_id: str | None = None,
     transcript: list[dict[str, Any]] | None = None,
+    kind: str = "escalation",
+    review: dict[str, Any] | None = None,
     config: RoutingConfig | None = None,
     now: datetime | None = None,
     session: Session | None = None,
 ) -> RoutingOutcome:
-    """Queue an escalated question (or group it with an open near-duplicate) and its notification.
-
-    ``transcript`` (the conversation's last turns, checked by ``route.transcript``) joins a new
-    question's working memory.
-
-    The question, its ask and its outbox message commit in one transaction (``session``:
-    the caller's), so a question is never queued without its notification or the other way round.
-    """
+    """Queue a question of ``kind`` (or join an open near-duplicate of that kind) and its notification, in one
+    transaction (``session``: the caller's). ``result``: the escalated retrieval, or an earlier one's
+    ``WorkingMemory`` (a review); ``transcript`` (checked by ``route.transcript``) joins a new question's memory."""
+    if kind not in KINDS:
+        raise InvalidRequest(f"question kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    memory = result if isinstance(result, WorkingMemory) else WorkingMemory.of(result)
     config = config or routing_config(store.settings)
     now = now or utcnow()
     vector = np.asarray(vector, dtype=np.float32)
     reason_dicts = [r.as_dict() for r in reasons]
     with store.session(session) as session:
-        best, best_sim = _nearest_open(session, vector, model)
+        best, best_sim = _nearest_open(session, vector, model, kind)
         ask = QuestionAsk(
-            question_id="", text=result.query, user_id=result.user_id, user_version_id=result.user_version_id,
+            question_id="", text=memory.text, user_id=memory.user_id, user_version_id=memory.user_version_id,
             conversation_id=conversation_id, trace_id=trace_id, reasons=reason_dicts, asked_at=now,
         )
         if best is not None and best_sim >= config.group_similarity:
@@ -213,11 +240,10 @@ def route_question(
                         {"question_id": best.question_id, "ask": ask_view(ask), "ask_count": best.ask_count}, now=now)
             return RoutingOutcome(best.question_id, True, best_sim, best.ask_count)
         question = RoutedQuestion(
-            question_id="q-" + secrets.token_hex(8), status="open", text=result.query, user_id=result.user_id,
-            user_version_id=result.user_version_id, conversation_id=conversation_id, trace_id=trace_id,
-            confidence=confidence, reasons=reason_dicts, context=_hit_memory(result),
-            user_state=[{"key": f.key, "text": f.text, "score": round(float(f.score), 4)} for f in result.user_state],
-            model=model, vector=to_vector(vector), created_at=now, updated_at=now, transcript=transcript or None,
+            question_id="q-" + secrets.token_hex(8), status="open", kind=kind, text=memory.text, user_id=memory.user_id,
+            user_version_id=memory.user_version_id, conversation_id=conversation_id, trace_id=trace_id,
+            confidence=confidence, reasons=reason_dicts, context=memory.context, user_state=memory.user_state,
+            model=model, vector=to_vector(vector), created_at=now, updated_at=now, review=review, transcript=transcript or None,
         )
         ask.question_id = question.question_id
         session.add(question)
@@ -225,7 +251,7 @@ def route_question(
         session.add(ask)
         # Seen by this process's next escalation at once (others within REFRESH_S); a rollback
         # leaves an id whose row is missing, which _nearest_open drops when it meets it.
-        _open_cache(session, model).add(question.question_id, vector)
+        _open_cache(session, model, kind).add(question.question_id, vector)
         if config.outbound_url:
             enqueue(session, "routed_question.created", config.outbound_url,
                     question_view(question, [ask], None, redact_patterns=config.redact_patterns), now=now)
@@ -272,6 +298,7 @@ def question_view(
         "answered_at": iso(question.answered_at),
         "closed_at": iso(question.closed_at),
         "resolution_note": question.resolution_note,
+        "review": question.review,
         "answer": None if answer is None else {
             "answer_id": answer.answer_id, "author": answer.author, "text": answer.text, "received_at": iso(answer.received_at),
             "doc_id": answer.doc_id, "source_versions": answer.source_versions, "retrievable_at": iso(answer.retrievable_at),
@@ -297,10 +324,14 @@ def get_question(store: ContextStore, question_id: str) -> dict[str, Any]:
         return question_view(question, asks, answer, redact_patterns=routing_config(store.settings).redact_patterns)
 
 
-def list_questions(store: ContextStore, *, status: str | None = "open", limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
-    """Oldest first, so the queue is worked in order."""
+def list_questions(
+    store: ContextStore, *, status: str | None = "open", kind: str | None = None, limit: int = 100, offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Oldest first, so the queue is worked in order; every kind unless ``kind`` is given."""
     if status is not None and status not in STATUSES:
         raise InvalidRequest(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+    if kind is not None and kind not in KINDS:
+        raise InvalidRequest(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidRequest(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
     if not 0 <= offset <= MAX_OFFSET:
@@ -309,6 +340,8 @@ def list_questions(store: ContextStore, *, status: str | None = "open", limit: i
         query = select(RoutedQuestion).order_by(col(RoutedQuestion.created_at)).offset(offset).limit(limit)
         if status is not None:
             query = query.where(RoutedQuestion.status == status)
+        if kind is not None:
+            query = query.where(RoutedQuestion.kind == kind)
         questions = list(session.exec(query).all())
         ids = [q.question_id for q in questions]
         asks: dict[str, list[QuestionAsk]] = {i: [] for i in ids}

@@ -50,6 +50,7 @@ def _register() -> None:
         eval_routing,
         ingest_cmds,
         mcp_cmds,
+        outcomes_cmds,
         promotion_cmds,
         query_cmds,
         report_cmds,
@@ -58,7 +59,8 @@ def _register() -> None:
         watch_cmds,
     )
 
-    for module in (ingest_cmds, query_cmds, serve_cmds, eval_cmds, eval_retrieval, calibrate_cmds, watch_cmds, routing_cmds, db_cmds, report_cmds, promotion_cmds, mcp_cmds):
+    for module in (ingest_cmds, query_cmds, serve_cmds, eval_cmds, eval_retrieval, calibrate_cmds, watch_cmds, routing_cmds, db_cmds, report_cmds,
+                   promotion_cmds, mcp_cmds, outcomes_cmds):
         for command in module.COMMANDS:
             main.add_command(command)
 

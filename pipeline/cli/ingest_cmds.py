@@ -61,8 +61,10 @@ def demo(ctx: click.Context, demo_dir: Path) -> None:
     """Set up HOME with the bundled demo help centre and users, then ingest.
 
     The first time, it ingests the original articles, then applies demo/company_edits and
-    demo/users_edits and ingests again, so the history shows real versions. Later calls
-    only ingest whatever changed in HOME/sources.
+    demo/users_edits and ingests again, so the history shows real versions, and fits a
+    calibrator on the demo's golden questions (HOME/calibrator.json, unless one exists), so the
+    API answers clear questions and escalates the rest. Later calls only ingest whatever
+    changed in HOME/sources.
     """
     home = _home(ctx)
     company, users, staff = home / "sources" / "company", home / "sources" / "users", home / "sources" / "staff_answers"
@@ -102,6 +104,9 @@ def demo(ctx: click.Context, demo_dir: Path) -> None:
                         else:
                             shutil.copyfile(src, dst)
     _run_ingest(home, progress=True)
+    from pipeline.cli.outcomes_cmds import fit_demo_calibrator
+
+    fit_demo_calibrator(home, demo_dir / "golden" / "questions.jsonl")  # answer the clear questions, escalate the rest
 
 
 def _records(path: Path) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from context_store.store.models.conversation import (
     AskedQuestion,
     OutboxMessage,
+    Outcome,
     QuestionAsk,
     RetrievalTrace,
     RoutedQuestion,
@@ -53,6 +54,7 @@ __all__ = [
     "IngestRun",
     "LineageLock",
     "OutboxMessage",
+    "Outcome",
     "PromotionDecision",
     "QuestionAsk",
     "RetrievalTrace",
