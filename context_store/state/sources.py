@@ -53,6 +53,7 @@ class SourceFile:
     rel_path: str
     size: int
     mtime: datetime
+    mtime_ns: int = 0  # exact, for comparing with what a sync observed (state.observed)
 
 
 @dataclass
@@ -125,6 +126,7 @@ def _source_file(source: SourceConfig, root: Path, path: Path) -> SourceFile | N
         rel_path=path.relative_to(root).as_posix(),
         size=st.st_size,
         mtime=datetime.fromtimestamp(st.st_mtime, tz=timezone.utc),
+        mtime_ns=st.st_mtime_ns,
     )
 
 

@@ -36,6 +36,7 @@ from context_store.store.models.operations import (
     IngestRun,
     LineageLock,
     PromotionDecision,
+    SourceObservation,
     VersionLag,
 )
 
@@ -57,6 +58,7 @@ __all__ = [
     "RetrievalTrace",
     "RoutedQuestion",
     "SkippedInput",
+    "SourceObservation",
     "StaffAnswer",
     "UserRecord",
     "UserSnapshotVersion",
