@@ -12,13 +12,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 import jinja2
-from fastapi import APIRouter, BackgroundTasks, Form, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from context_store.errors import FreshContextError
 from context_store.route import list_questions, set_status
-from service.answers import accept_answer
+from service.answers import WAIT_DEFAULT_S, accept_answer, await_retrievable
 from service.auth import ENV_KEYS, presented_key
 from service.deps import SESSION_COOKIE, StoreDep, keyring, staff_signed_in
 from service.errors import ApiError, error_response
@@ -46,12 +46,14 @@ def _render(request: Request, name: str, **context: object) -> HTMLResponse:
 
 
 @router.get("/staff", response_class=HTMLResponse)
-def staff_page(request: Request, store: StoreDep, answered: str | None = None, error: str | None = None) -> Response:
+def staff_page(
+    request: Request, store: StoreDep, answered: str | None = None, retrievable: str | None = None, error: str | None = None
+) -> Response:
     if staff_signed_in(request) is None:
         return RedirectResponse("/staff/login", status_code=303)
     questions = list_questions(store, status="open", limit=200)
     return _render(request, "staff_queue.html", title=f"{len(questions)} open", questions=questions, csrf=_csrf(request),
-                   answered=answered, error=error)
+                   answered=answered, retrievable=retrievable == "1", error=error)
 
 
 @router.get("/staff/login", response_class=HTMLResponse)
@@ -85,17 +87,19 @@ def _back(**query: str) -> RedirectResponse:
 
 @router.post("/staff/questions/{question_id}/answer")
 def staff_answer_form(
-    request: Request, question_id: str, background: BackgroundTasks,
+    request: Request, question_id: str,
     answer: str = Form(...), author: str = Form(...), csrf: str = Form(""),
 ) -> Response:
     blocked = _form_guard(request, csrf)
     if blocked is not None:
         return blocked
     try:
-        accept_answer(request, background, question_id, author, answer, "staff_page")
+        result = accept_answer(request, None, question_id, author, answer, "staff_page")
     except FreshContextError as exc:
         return _back(error=str(exc))
-    return _back(answered=question_id)
+    # the person answering sees whether the next asker gets it now (bounded; indexing goes on after)
+    status, _ = await_retrievable(request, result, WAIT_DEFAULT_S)
+    return _back(answered=question_id, retrievable="1" if status == 200 else "0")
 
 
 @router.post("/staff/questions/{question_id}/dismiss")
