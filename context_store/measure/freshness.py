@@ -102,7 +102,6 @@ class FreshnessReport:
             "unobserved_changes": self.unobserved.as_dict(),
         }
 
-
     def headline(self) -> dict[str, Any]:
         """The numbers the support leads' report shows (``measure.report``)."""
         stale = self.stale.as_dict()
