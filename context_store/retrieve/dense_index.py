@@ -153,11 +153,43 @@ class DenseIndex:
             loader.join(self.reload_wait)
         return self._snapshot or snap
 
-    def _reload(self, version: int | None, previous: Snapshot) -> None:
+    def refresh(self, timeout: float) -> bool:
+        """Serve the table's newest version from now on, loading it at once; False if not done within ``timeout``.
+
+        What a caller that just committed rows waits on before it says they are retrievable
+        (a staff answer posted with ``?wait=true``): a search after this returns True sees
+        them — dense and in-memory full-text alike — with no refresh interval or background
+        load in between. A load still running at the timeout finishes in the background.
+        """
+        deadline = time.monotonic() + timeout
+        self.index.refresh()  # the cached handle moves on too, so the periodic look never goes back
+        target = self.table_version()
+        started: threading.Thread | None = None
+        while True:
+            with self._lock:
+                snap = self._snapshot
+                if snap is not None and _holds(snap.version, target):
+                    self._checked_at = time.monotonic()
+                    return True
+                if started is not None and self._loader is None:
+                    return False  # the load this call started failed (logged); the next look retries
+                loader = self._loader
+                if loader is None:
+                    loader = started = self._loader = threading.Thread(
+                        target=self._reload, args=(target, snap), name="dense-index-refresh", daemon=True
+                    )
+                    loader.start()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            loader.join(left)
+
+    def _reload(self, version: int | None, previous: Snapshot | None) -> None:
         try:
             snap = self._load(version, previous=previous)
         except Exception:  # a failed load must not take serving down: the old snapshot stays, the next check retries
-            log.exception("dense index: loading table version %s failed; still serving version %s", version, previous.version)
+            log.exception("dense index: loading table version %s failed; still serving version %s", version,
+                          previous.version if previous else None)
             snap = None
         with self._lock:
             if snap is not None:
@@ -295,6 +327,11 @@ def torch_top(matrix: Any, queries: np.ndarray, k: int) -> list[tuple[np.ndarray
         scores, rows = torch.topk(matrix @ q.T, min(k, matrix.shape[0]), dim=0)  # (k, queries), sorted
         scores, rows = scores.T.cpu().numpy(), rows.T.cpu().numpy()
     return [(rows[j].astype(np.int64), scores[j]) for j in range(len(queries))]
+
+
+def _holds(version: int | None, target: int | None) -> bool:
+    """Whether a snapshot of table ``version`` holds every row of ``target``."""
+    return version == target if version is None or target is None else version >= target
 
 
 def _top(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

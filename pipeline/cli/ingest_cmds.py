@@ -18,6 +18,7 @@ from context_store._common import utcnow
 from context_store.errors import FreshContextError
 from context_store.index.plan import pending_documents
 from context_store.settings import CONFIG_FILE, Settings
+from context_store.state import unobserved_changes
 from context_store.state.skipped_inputs import open_skips
 from context_store.store.context_store import ContextStore
 from context_store.store.models import Document, DocumentVersion, UserRecord, UserSnapshotVersion
@@ -190,6 +191,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     )
     click.echo(f"users: {c['users_current']} current, {c['user_versions']} snapshot versions; {c['user_facts']} facts in LanceDB")
     click.echo(f"pending (changed, not yet indexed): {c['pending_documents']} documents")
+    _echo_unobserved(report["unobserved_changes"], store.settings.freshness_sla_seconds)
     click.echo("last runs:")
     for run in report["last_runs"][:6]:
         click.echo(f"  {run['started_at']}  {run['state_kind']:<7} {run['stage']:<8} {run['status']:<9} via {run['trigger']}")
@@ -202,6 +204,21 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"  missing: {root}")
     for user in stale["stale_users"][:10]:
         click.echo(f"  user {user['user_id']}: snapshot {user['age_hours']:.1f} h old")
+
+
+def _echo_unobserved(unobserved: dict[str, Any], sla_seconds: float) -> None:
+    """Per source: changes no watcher or sync has seen (``state.observed``), and how old the oldest is."""
+    click.echo(f"unobserved changes (no watcher or sync saw them yet): {unobserved['count']}, "
+               f"{unobserved['files_scanned']} files stat-ed in {unobserved['scan_seconds']:.2f} s")
+    for src in unobserved["sources"]:
+        if src["missing_root"]:
+            click.echo(f"  {src['state_kind']} {src['source']}: root missing, not scanned")
+        elif src["count"]:
+            over = " — older than the SLA" if (src["oldest_age_s"] or 0) > sla_seconds else ""
+            click.echo(f"  {src['state_kind']} {src['source']}: {src['changed']} changed, {src['added']} added, "
+                       f"{src['removed']} removed; oldest {src['oldest_age_s']:.0f} s ({src['items'][0]['path']}){over}")
+    if unobserved["count"]:
+        click.echo("  run `freshcontext reconcile` (or keep `freshcontext watch --apply` running) to take them in")
 
 
 def collect_status(store: ContextStore) -> dict[str, Any]:
@@ -241,6 +258,7 @@ def collect_status(store: ContextStore) -> dict[str, Any]:
     ]
     return {
         "counts": counts,
+        "unobserved_changes": unobserved_changes(store, now=now).as_dict(),
         "last_runs": runs,
         "skipped": skipped,
         "stale": {"missing_roots": missing_roots, "stale_users": sorted(stale_users, key=lambda u: -u["age_hours"])},

@@ -38,6 +38,7 @@ from context_store.store.models.operations import (
     IngestRun,
     LineageLock,
     PromotionDecision,
+    SourceObservation,
     VersionLag,
 )
 
@@ -60,6 +61,7 @@ __all__ = [
     "RetrievalTrace",
     "RoutedQuestion",
     "SkippedInput",
+    "SourceObservation",
     "StaffAnswer",
     "StaffSession",
     "UserRecord",
