@@ -25,16 +25,13 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-## Set up, ingest the bundled demo data through Dagster, then serve the Dagster UI and the API.
+## Set up, ingest the bundled demo data through Dagster, then serve the Dagster UI and the API and
+## watch the sources (warm path); `freshcontext run` supervises all three: one Ctrl-C stops everything.
 run: setup
 	mkdir -p $(DAGSTER_HOME)
 	test -f $(DAGSTER_HOME)/dagster.yaml || printf 'telemetry:\n  enabled: false\nrun_queue:\n  dequeue_interval_seconds: 1\n' > $(DAGSTER_HOME)/dagster.yaml
 	DAGSTER_HOME=$(DAGSTER_HOME) $(VENV)/bin/freshcontext demo
-	@echo "Dagster UI: http://127.0.0.1:$(DAGSTER_PORT)   API: http://127.0.0.1:$(PORT)/docs   (Ctrl-C stops both)"
-	export DAGSTER_HOME=$(DAGSTER_HOME); trap 'kill 0' INT TERM EXIT; \
-	$(VENV)/bin/freshcontext serve --port $(PORT) & \
-	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DAGSTER_PORT) & \
-	wait
+	DAGSTER_HOME=$(DAGSTER_HOME) exec $(VENV)/bin/freshcontext run --port $(PORT) --dagster-port $(DAGSTER_PORT)
 
 ingest: setup
 	$(VENV)/bin/freshcontext ingest

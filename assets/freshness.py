@@ -33,7 +33,12 @@ FRESHNESS_CHECKS: dict[str, tuple[dg.AssetCheckSeverity, str]] = {
     "no_unindexed_change_older_than_sla": (dg.AssetCheckSeverity.WARN, "No change waits longer than the SLA to become retrievable."),
     "user_state_within_max_age": (dg.AssetCheckSeverity.WARN, "Every current user snapshot is younger than its maximum age."),
     "sources_reachable": (dg.AssetCheckSeverity.ERROR, "Every configured source root exists (a missing root is never read as deletions)."),
-    "no_stale_hits": (dg.AssetCheckSeverity.WARN, "The share of served results quoting an already superseded version is within stale_hit_rate_max."),
+    "no_unobserved_change_older_than_sla": (
+        dg.AssetCheckSeverity.WARN, "No change in a source has gone unobserved (no watcher, no sync) for longer than the SLA."
+    ),
+    "no_stale_hits": (
+        dg.AssetCheckSeverity.WARN, "The share of served results whose source had already changed is within stale_hit_rate_max."
+    ),
 }
 
 
@@ -103,7 +108,7 @@ def source_reconciliation(context: dg.AssetExecutionContext, store: StoreResourc
     check_specs=[dg.AssetCheckSpec(name, asset="freshness_report", description=desc) for name, (_, desc) in FRESHNESS_CHECKS.items()],
 )
 def freshness_report(config: FreshnessConfig, store: StoreResource) -> dg.MaterializeResult:
-    """How stale the context is: lag percentiles, unindexed changes, user-state age, stalest documents."""
+    """How stale the context is: lag percentiles, unindexed and unobserved changes, user-state age, stalest documents, stale hits."""
     cs = store.open()
     report = build_freshness_report(cs, window_hours=config.window_hours)
     sla = config.sla_seconds or cs.settings.freshness_sla_seconds
@@ -149,27 +154,57 @@ def _report_metadata(report: FreshnessReport, sla: float) -> dict[str, Any]:
             ) if report.stalest else dg.MetadataValue.md("_no indexed changes measured yet_"),
         }
     )
-    st = report.stale
-    metadata.update(
-        {
-            "stale_hit_rate": _num(st.rate),
-            "served_results": st.served,
-            "stale_hits": st.stale,
-            "traces_read": st.traces,
-            "traces_capped": st.capped,
-        }
-    )
-    if st.hits:
-        metadata["stale_hit_sample"] = md_table(
-            ["version", "doc", "served at", "superseded at"],
-            [[h.version_id, h.key, _ts(h.served_at), _ts(h.superseded_at)] for h in st.hits[:20]],
-        )
-    else:
-        metadata["stale_hit_sample"] = dg.MetadataValue.md(f"_no stale hits among {st.served} served results_")
+    metadata.update(_stale_metadata(report))
+    metadata.update(_unobserved_metadata(report))
     if report.unindexed.items:
         metadata["unindexed_sample"] = md_table(
             ["kind", "what", "since", "seen in"], [[i.state_kind, i.what, _ts(i.since), i.via] for i in report.unindexed.items[:10]]
         )
+    return metadata
+
+
+def _stale_metadata(report: FreshnessReport) -> dict[str, Any]:
+    """The stale-hit rate, its examples, and how long users were exposed per document."""
+    st = report.stale
+    exposed = st.exposed()
+    metadata: dict[str, Any] = {
+        "stale_hit_rate": _num(st.rate),
+        "served_results": st.served,
+        "stale_hits": st.stale,
+        "traces_read": st.traces,
+        "traces_capped": st.capped,
+        "stale_exposed_documents": len(exposed),
+        "stale_exposed_minutes_max": _num(exposed[0].minutes if exposed else None),
+        "stale_exposed_minutes_total": _num(sum(e.minutes for e in exposed)),
+    }
+    if st.hits:
+        metadata["stale_hit_sample"] = md_table(
+            ["version", "doc", "served at", "superseded at", "source changed"],
+            [[h.version_id, h.key, _ts(h.served_at), _ts(h.superseded_at), _ts(h.changed_at)] for h in st.hits[:20]],
+        )
+        metadata["stale_exposure"] = md_table(
+            ["document", "stale results", "source changed", "last served stale", "exposed (min)"],
+            [[e.key, e.hits, _ts(e.changed_at), _ts(e.last_served), round(e.minutes, 1)] for e in exposed[:20]],
+        )
+    else:
+        metadata["stale_hit_sample"] = dg.MetadataValue.md(f"_no stale hits among {st.served} served results_")
+    return metadata
+
+
+def _unobserved_metadata(report: FreshnessReport) -> dict[str, Any]:
+    """Changes in the sources no watcher or sync has seen: the count, the oldest age, per source."""
+    un = report.unobserved
+    metadata: dict[str, Any] = {
+        "unobserved_changes": un.count,
+        "unobserved_oldest_age_s": _num(un.oldest_age_s),
+        "unobserved_scan_s": _num(un.seconds),
+        "source_files_scanned": un.files,
+    }
+    rows = [[s.state_kind, s.source_name, s.files, s.changed, s.added, s.removed, _num(s.oldest_age_s),
+             s.items[0].path if s.items else "—"] for s in un.sources]
+    metadata["unobserved_by_source"] = md_table(
+        ["kind", "source", "files", "changed", "added", "removed", "oldest age (s)", "oldest"], rows
+    ) if rows else dg.MetadataValue.md("_no sources configured_")
     return metadata
 
 

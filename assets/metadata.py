@@ -6,7 +6,12 @@ from typing import Any
 
 import dagster as dg
 
-__all__ = ["md_table", "skipped_table"]
+__all__ = ["md_table", "metric_value", "skipped_table"]
+
+
+def metric_value(value: Any) -> float:
+    """A number Dagster plots across materializations; NaN keeps "no data" apart from a real 0."""
+    return float("nan") if value is None else round(float(value), 4)
 
 
 def md_table(headers: list[str], rows: list[list[Any]], limit: int = 20) -> dg.MetadataValue:

@@ -11,7 +11,7 @@ import dagster as dg
 
 from assets.ingestion import company_chunk_index, user_state_index
 from assets.learning import staff_answer_review
-from assets.metadata import md_table
+from assets.metadata import md_table, metric_value
 from assets.resources import EmbedderResource, StoreResource
 from context_store.index.candidate import build_candidate
 from context_store.learn.review import learning_metrics
@@ -27,15 +27,14 @@ from context_store.measure.quality import (
     routing_checks,
     store_retrieval_quality,
 )
+from context_store.measure.resolution import resolution_scorecard
 
 __all__ = ["QUALITY_AUTOMATION", "index_candidate", "index_promotion", "learning_report", "retrieval_quality", "routing_quality"]
 
 QUALITY_AUTOMATION = dg.AutomationCondition.eager()
 
 
-def _num(value: Any) -> float:
-    # Dagster plots numbers only; NaN keeps "no data" apart from a real 0
-    return float("nan") if value is None else round(float(value), 4)
+_num = metric_value  # Dagster plots numbers only; NaN keeps "no data" apart from a real 0
 
 
 def _result(name: str, outcomes: list[CheckOutcome], severity: dg.AssetCheckSeverity, empty: str) -> dg.AssetCheckResult:
@@ -175,14 +174,19 @@ def index_promotion(store: StoreResource) -> dg.MaterializeResult:
     kinds={"python"},
     automation_condition=QUALITY_AUTOMATION,
     check_specs=[dg.AssetCheckSpec("routing_ece_under_ceiling", asset="routing_quality",
-                                   description="The routing confidence is calibrated: ECE at or under its ceiling on every golden set.")],
+                                   description="The confidence the API serves is calibrated: ECE at or under its ceiling on every "
+                                               "golden set (through respond()) and on outcomes.")],
 )
 def routing_quality(store: StoreResource, embedder: EmbedderResource) -> dg.MaterializeResult:
-    """Escalation precision/recall, coverage at the target precision and ECE of the answer/escalate policy on the golden sets."""
+    """Escalation precision/recall, coverage at the target precision and ECE of the answer/escalate policy on the golden sets:
+    the served one (served_*) beside a cross-fitted calibrator; and the served confidence's ECE on outcomes."""
     cs = store.open()
     sets = evaluate_routing_quality(cs, embedder.for_store(cs))
-    outcomes = routing_checks(sets, cs.settings.quality)
-    metadata: dict[str, Any] = {"target_precision": cs.settings.quality.routing_target_precision, "golden_sets": len(sets)}
+    card = resolution_scorecard(cs)  # the served confidence against outcomes, when there are any
+    gap = (card["confidence_outcome_gap"], card["confidence_outcome_n"], cs.settings.outcomes.scorecard_min_outcomes)
+    outcomes = routing_checks(sets, cs.settings.quality, outcome_gap=gap)
+    metadata: dict[str, Any] = {"target_precision": cs.settings.quality.routing_target_precision, "golden_sets": len(sets),
+                                "outcomes/served_ece": _num(gap[0]), "outcomes/answers": gap[1]}
     for s in sets:
         mine = [o for o in outcomes if o.name.startswith(f"{s.name}:")]
         record_evaluation(cs, kind="routing", set_name=s.name, metrics=s.metrics, passed=bool(mine) and all(o.passed for o in mine),

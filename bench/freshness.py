@@ -1,11 +1,13 @@
 """Freshness benchmark: replay the Plausible docs history through the warm path and the Dagster path.
 
-    python bench/freshness.py [--history DIR] [--commits 100] [--dagster-every 1] [--no-floor] [--json]
+    python bench/freshness.py [--history DIR] [--commits 100] [--dagster-every 1] [--no-floor] [--device auto|cpu|cuda] [--json]
 
 Prints, from one run on the real model, side by side: lag p50/p95 for the warm path
 (goal p95 ≤ 2 s, file write → retrievable) and the Dagster sensor path (goal ≤ 30 s),
 stale hits (goal 0), misses, and re-embedded versus changed chunks (goal equal); beside the
 warm path, its embedding floor: the lag if it only embedded the changed chunks, cheapest file first.
+``--device`` sets ``embedding.device`` (default: the configured default, auto); with
+``--no-dagster`` nothing imports Dagster, so the replay runs where it is not installed.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from context_store.index.embed.device import resolve_device  # noqa: E402
+from context_store.settings import EMBEDDING_DEVICE_ENV  # noqa: E402
 from pipeline.cli.eval_freshness import freshness_eval  # noqa: E402
 
 DEFAULT_HISTORY = REPO.parent / "shared" / "data" / "plausible_docs_history"
@@ -35,8 +39,11 @@ def main() -> int:
     parser.add_argument("--daemon", action="store_true",
                         help="measure the Dagster path under a real dagster-daemon with `freshcontext watch` beside it (runs launched as deployed)")
     parser.add_argument("--no-floor", action="store_true", help="skip timing the warm path's embedding floor between commits")
+    parser.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="embedding.device for the replay's model")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.device:
+        os.environ[EMBEDDING_DEVICE_ENV] = args.device  # the replay's settings, and any process it starts, read it
     if not Path(args.history, "changes.jsonl").is_file():
         print(f"no history at {args.history} (needs ../shared/data)", file=sys.stderr)
         return 2
@@ -46,6 +53,7 @@ def main() -> int:
     load = os.getloadavg()
     # the lag depends on how busy the machine was: keep the load beside the numbers
     s["load_avg_before"], s["load_avg_after"], s["cores"] = [round(x, 2) for x in load_before], [round(x, 2) for x in load], os.cpu_count()
+    s["device"] = resolve_device(os.environ.get(EMBEDDING_DEVICE_ENV, "auto"))
     if args.json:
         print(json.dumps(s, indent=2, default=str))
         return 0

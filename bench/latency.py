@@ -18,7 +18,11 @@ One run, side by side:
 * in this process: recall@10 of the served dense index (two-stage when the table is large)
   against exact search, and the time of a bare exact numpy search (the floor).
 
-    python bench/latency.py [--chunks 100000] [--clients 8] [--seconds 30] [--workers 2] [--json]
+``--device cuda`` (or ``auto`` on a GPU host) embeds, serves and searches on the GPU
+(``embedding.device``, passed to every process as ``FRESHCONTEXT_EMBEDDING_DEVICE``);
+``--clients 8,32`` measures each client count against the same server and floors.
+
+    python bench/latency.py [--chunks 100000] [--clients 8[,32]] [--seconds 30] [--workers 2] [--device auto|cpu|cuda] [--json]
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -49,13 +54,13 @@ import numpy as np  # noqa: E402
 KEY = "bench-key"
 
 
-def real_texts(limit: int) -> tuple[list[str], list[str]]:
+def real_texts(limit: int, data: Path = DATA) -> tuple[list[str], list[str]]:
     """(corpus texts, held-out questions) from the shared open data."""
     texts: list[str] = []
-    for line in (DATA / "stackfaq" / "corpus.jsonl").open():
+    for line in (data / "stackfaq" / "corpus.jsonl").open():
         row = json.loads(line)
         texts.append(f"{row['title']}\n{row['text']}"[:1000])
-    with gzip.open(DATA / "plausible_docs_history" / "blobs.jsonl.gz", "rt") as fh:
+    with gzip.open(data / "plausible_docs_history" / "blobs.jsonl.gz", "rt") as fh:
         seen: set[str] = set()
         for line in fh:
             for para in re.split(r"\n\s*\n", json.loads(line)["text"]):
@@ -63,17 +68,17 @@ def real_texts(limit: int) -> tuple[list[str], list[str]]:
                 if 80 <= len(para) <= 1000 and para not in seen:
                     seen.add(para)
                     texts.append(para)
-    clinc = [json.loads(line) for line in (DATA / "clinc150" / "clinc150_full.jsonl").open()]
+    clinc = [json.loads(line) for line in (data / "clinc150" / "clinc150_full.jsonl").open()]
     questions = [r["text"] for r in clinc if r["split"] == "test"]
     texts += [r["text"] for r in clinc if r["split"] != "test"]
-    questions += [json.loads(line)["text"] for line in (DATA / "stackfaq" / "queries.jsonl").open()]
+    questions += [json.loads(line)["text"] for line in (data / "stackfaq" / "queries.jsonl").open()]
     rng = random.Random(7)
     rng.shuffle(texts)
     rng.shuffle(questions)
     return texts[:limit], questions
 
 
-def build_home(home: Path, chunks: int, real: int) -> dict[str, float]:
+def build_home(home: Path, chunks: int, real: int, data: Path, device: str) -> dict[str, float]:
     import pyarrow as pa
     from lancedb.index import FTS
     from sqlalchemy import insert
@@ -84,7 +89,7 @@ def build_home(home: Path, chunks: int, real: int) -> dict[str, float]:
     from context_store.store.vector_index import COMPANY_TABLE, company_schema
 
     started = time.perf_counter()
-    texts, _ = real_texts(real)
+    texts, _ = real_texts(real, data)
     cache = home / "real_vectors.npy"
     if cache.exists():
         vectors = np.load(cache)
@@ -92,7 +97,7 @@ def build_home(home: Path, chunks: int, real: int) -> dict[str, float]:
         import torch
 
         torch.set_num_threads(os.cpu_count() or 1)
-        vectors = SentenceTransformerEmbedder(batch_size=128).encode(texts)
+        vectors = SentenceTransformerEmbedder(batch_size=128, device=device).encode(texts)
         home.mkdir(parents=True, exist_ok=True)
         np.save(cache, vectors)
     embed_s = time.perf_counter() - started
@@ -135,6 +140,11 @@ def build_home(home: Path, chunks: int, real: int) -> dict[str, float]:
     return {"embed_seconds": embed_s, "build_seconds": time.perf_counter() - started, "real_rows": n_real}
 
 
+def python_path() -> str:
+    """The repo first, then whatever the caller's path held (gpu_check.sh's carried packages)."""
+    return os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -142,7 +152,7 @@ def free_port() -> int:
 
 
 def start_server(home: Path, port: int, workers: int) -> subprocess.Popen:
-    env = {**os.environ, "FRESHCONTEXT_API_KEYS": KEY, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "FRESHCONTEXT_API_KEYS": KEY, "PYTHONPATH": python_path()}
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "--home", str(home), "serve", "--port", str(port), "--workers", str(workers)],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=open(home / "serve.log", "w"),
@@ -245,11 +255,13 @@ def load(port: int, questions: list[str], clients: int, seconds: float, warmup: 
     }
 
 
-def http_floor(questions: list[str], clients: int, seconds: float, warmup: float, workers: int, *, encode_home: Path | None = None) -> dict[str, object]:
+def http_floor(questions: list[str], clients: list[int], seconds: float, warmup: float, workers: int, *,
+               encode_home: Path | None = None) -> dict[int, dict[str, object]]:
     """The same clients against the same server stack doing no retrieval (bench/http_floor_app.py);
-    with ``encode_home``, doing nothing but encode each query as /v1/retrieve would (the encode floor)."""
+    with ``encode_home``, doing nothing but encode each query as /v1/retrieve would (the encode floor).
+    One app serves every client count in turn."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": python_path(), "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     if encode_home is not None:
         env["FRESHCONTEXT_FLOOR_HOME"] = str(encode_home)
     proc = subprocess.Popen(
@@ -268,25 +280,25 @@ def http_floor(questions: list[str], clients: int, seconds: float, warmup: float
             except OSError:
                 time.sleep(0.2)
         time.sleep(1.0 if encode_home is None else 10.0)  # every worker up (and its encoder loaded)
-        out = load(port, questions, clients, seconds, warmup, server_pid=proc.pid)
+        outs = {n: load(port, questions, n, seconds, warmup, server_pid=proc.pid) for n in clients}
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     name = "http_floor" if encode_home is None else "encode_floor"
-    return {f"{name}_p50_ms": out["p50_ms"], f"{name}_p95_ms": out["p95_ms"], f"{name}_rps": out["rps"],
-            f"{name}_cpu_ms_per_request": out["server_cpu_ms_per_request"]}
+    return {n: {f"{name}_p50_ms": out["p50_ms"], f"{name}_p95_ms": out["p95_ms"], f"{name}_rps": out["rps"],
+                f"{name}_cpu_ms_per_request": out["server_cpu_ms_per_request"]} for n, out in outs.items()}
 
 
-def recall_and_floor(home: Path, questions: list[str], n: int = 300) -> dict[str, float]:
+def recall_and_floor(home: Path, questions: list[str], device: str, n: int = 300) -> dict[str, object]:
     from context_store.index.embed.query_encoder import build_query_encoder
-    from context_store.retrieve.dense_index import DenseIndex
+    from context_store.retrieve.dense_index import DenseIndex, torch_top
     from context_store.store.context_store import ContextStore
 
     store = ContextStore.open(home)
     config = store.settings.retrieval
     encoder = build_query_encoder(store.settings.embedding, config.query_encoder, home)
     vectors = encoder.encode(questions[:n])
-    served = DenseIndex.from_config(store.index, config)
+    served = DenseIndex.from_config(store.index, config, device=device)
     snap = served.snapshot()
     recalls, served_ms, exact_ms = [], [], []
     depth = max(config.candidates, 20)  # what the retriever asks the dense index for
@@ -303,16 +315,21 @@ def recall_and_floor(home: Path, questions: list[str], n: int = 300) -> dict[str
         t = time.perf_counter()
         encoder.encode([q])
         encode_ms.append((time.perf_counter() - t) * 1000)
-    floor = []
+    floor, gpu_floor = [], []
     for v in vectors[:100]:  # the bare floor: one matrix-vector product and a top-10 partition
         t = time.perf_counter()
         scores = snap.vectors @ v
         np.argpartition(-scores, 10)[:10]
         floor.append((time.perf_counter() - t) * 1000)
+        if snap.gpu is not None:  # the same on the GPU, the copy of the results back included
+            t = time.perf_counter()
+            torch_top(snap.gpu, v[None, :], 10)
+            gpu_floor.append((time.perf_counter() - t) * 1000)
     return {
         "recall_vs_exact": float(np.mean(recalls)), "numpy_exact_ms": float(np.median(floor)),
         "dense_search_ms": float(np.median(served_ms)), "encode_one_query_ms": float(np.median(encode_ms)), "dense_exact_ms": float(np.median(exact_ms)),
-        "index": "projected" if snap.projection is not None else "exact",
+        "encode_one_query_p95_ms": float(np.percentile(encode_ms, 95)), "gpu_exact_ms": float(np.median(gpu_floor)) if gpu_floor else None,
+        "index": "projected" if snap.projection is not None else ("exact on the GPU" if snap.gpu is not None else "exact"),
         "dims": int(snap.projection.shape[1]) if snap.projection is not None else 0, "pool": served.pool,
     }
 
@@ -321,66 +338,87 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--real", type=int, default=20_000, help="how many rows are real embedded texts")
-    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--clients", default="8", help="concurrent clients; several, comma-separated, are measured one after another")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="embedding.device of the home, the server and the floors")
+    parser.add_argument("--data", type=Path, default=DATA, help="the shared open data (stackfaq, clinc150, plausible_docs_history)")
     parser.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "freshcontext-bench-latency")
     parser.add_argument("--no-http-floor", action="store_true", help="skip serving the same load from a no-op app")
     parser.add_argument("--no-encode-floor", action="store_true", help="skip serving the same load from an app that only encodes the query")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    if not (DATA / "stackfaq").is_dir():
-        raise SystemExit(f"{DATA} not found: the benchmark needs ../shared/data")
+    if not (args.data / "stackfaq").is_dir():
+        raise SystemExit(f"{args.data} not found: the benchmark needs ../shared/data (or --data)")
+    from context_store.index.embed.device import resolve_device
+    from context_store.settings import EMBEDDING_DEVICE_ENV
+
+    os.environ[EMBEDDING_DEVICE_ENV] = args.device  # the server's workers and the floor apps inherit it
+    device = resolve_device(args.device)
+    clients = [int(n) for n in str(args.clients).split(",")]
     home = args.cache / f"home-{args.chunks}-{args.real}"
     build: dict[str, float] = {}
     if not (home / "lancedb" / "company_chunks.lance").exists():
-        build = build_home(home, args.chunks, args.real)
-    _, questions = real_texts(0)
-    floor = recall_and_floor(home, questions)
+        build = build_home(home, args.chunks, args.real, args.data, device)
+    _, questions = real_texts(0, args.data)
+    floor = recall_and_floor(home, questions, device)
     proc = start_server(home, free_port_value := free_port(), args.workers)
     try:
-        served = load(free_port_value, questions, args.clients, args.seconds, args.warmup, server_pid=proc.pid)
+        served = {n: load(free_port_value, questions, n, args.seconds, args.warmup, server_pid=proc.pid) for n in clients}
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    floors: dict[str, object] = {}
+    floors: dict[int, dict[str, object]] = {n: {} for n in clients}
     if not args.no_http_floor:
-        floors.update(http_floor(questions, args.clients, args.seconds, args.warmup, args.workers))
+        for n, out in http_floor(questions, clients, args.seconds, args.warmup, args.workers).items():
+            floors[n].update(out)
     if not args.no_encode_floor:
-        floors.update(http_floor(questions, args.clients, args.seconds, args.warmup, args.workers, encode_home=home))
+        for n, out in http_floor(questions, clients, args.seconds, args.warmup, args.workers, encode_home=home).items():
+            floors[n].update(out)
     load_avg = os.getloadavg()[0]
-    out = {
-        "chunks": args.chunks, "real_rows": min(args.real, args.chunks), "clients": args.clients, "workers": args.workers,
-        "seconds": args.seconds, **served, **floor, **floors, "load_average_1m_after": load_avg, "cpus": os.cpu_count(), **build,
-        "goal_p95_ms": 30, "goal_rps": 150,
+    common = {
+        "chunks": args.chunks, "real_rows": min(args.real, args.chunks), "workers": args.workers, "device": device,
+        "seconds": args.seconds, **floor, "load_average_1m_after": load_avg, "cpus": os.cpu_count(), **build,
     }
-    if "encode_floor_rps" in floors and served["p95_ms"] is not None:  # issue 18's goals: >= 0.8 and <= 1.5
-        out["rps_vs_encode_floor"] = served["rps"] / floors["encode_floor_rps"]
-        out["p95_vs_encode_floor"] = served["p95_ms"] / floors["encode_floor_p95_ms"]
+    goals = {"goal_p95_ms": 15, "goal_rps": 1000} if device != "cpu" else {"goal_p95_ms": 30, "goal_rps": 150}
+    runs = {n: {"clients": n, **served[n], **floors[n], **goals} for n in clients}
+    for run in runs.values():
+        if "encode_floor_rps" in run and run["p95_ms"] is not None:  # issue 18's goals: >= 0.8 and <= 1.5
+            run["rps_vs_encode_floor"] = run["rps"] / run["encode_floor_rps"]
+            run["p95_vs_encode_floor"] = run["p95_ms"] / run["encode_floor_p95_ms"]
     if args.json:
-        print(json.dumps(out))
+        print(json.dumps({**common, **runs[clients[0]]} if len(clients) == 1 else {**common, "by_clients": runs}))
         return
-    print(f"{args.chunks} chunks ({out['real_rows']} real), {args.clients} clients, {args.workers} workers, {args.seconds:.0f} s; load average after: {load_avg:.1f}")
-    print(f"/v1/retrieve: p50 {served['p50_ms']:.1f} ms  p95 {served['p95_ms']:.1f} ms  p99 {served['p99_ms']:.1f} ms  {served['rps']:.1f} req/s  errors {served['errors']}")
-    print(f"  server side p50: {served['server_p50_ms']}")
-    if served.get("server_cpu_ms_per_request") is not None:
-        floor_cpu = floors.get("encode_floor_cpu_ms_per_request")
-        print(f"  server CPU per request: {served['server_cpu_ms_per_request']:.2f} ms"
-              + (f" (encode floor: {floor_cpu:.2f} ms)" if floor_cpu is not None else ""))
-    print(f"  goal p95 <= 30 ms: {served['p95_ms'] / 30:.2f}x of goal; goal >= 150 req/s: {served['rps'] / 150:.2f}x of goal")
-    if "http_floor_rps" in floors:
-        print(f"same clients on a no-op FastAPI app (the HTTP floor): p50 {floors['http_floor_p50_ms']:.1f} ms  p95 {floors['http_floor_p95_ms']:.1f} ms  "
-              f"{floors['http_floor_rps']:.1f} req/s")
-    if "encode_floor_rps" in floors:
-        print(f"same clients on that app encoding each query and nothing else (the encode floor): p50 {floors['encode_floor_p50_ms']:.1f} ms  "
-              f"p95 {floors['encode_floor_p95_ms']:.1f} ms  {floors['encode_floor_rps']:.1f} req/s")
-    if "rps_vs_encode_floor" in out:
-        print(f"/v1/retrieve against the encode floor: {out['rps_vs_encode_floor']:.2f}x its req/s (goal >= 0.8), "
-              f"{out['p95_vs_encode_floor']:.2f}x its p95 (goal <= 1.5)")
-    print(f"encoding one query: {floor['encode_one_query_ms']:.2f} ms")
+    print(f"{args.chunks} chunks ({common['real_rows']} real), {args.workers} workers on {device}, {args.seconds:.0f} s a run; "
+          f"load average after: {load_avg:.1f}")
+    for n, run in runs.items():
+        _print_run(run)
+    print(f"encoding one query: {floor['encode_one_query_ms']:.2f} ms (p95 {floor['encode_one_query_p95_ms']:.2f} ms)")
     print(f"dense index: {floor['index']} ({floor['dims']} dims, pool {floor['pool']}), recall@10 vs exact {floor['recall_vs_exact']:.4f}, "
-          f"{floor['dense_search_ms']:.2f} ms; bare numpy exact search {floor['numpy_exact_ms']:.2f} ms (ratio {floor['numpy_exact_ms'] / max(floor['dense_search_ms'], 1e-9):.1f}x)")
+          f"{floor['dense_search_ms']:.2f} ms; bare numpy exact search {floor['numpy_exact_ms']:.2f} ms"
+          + (f", on the GPU {floor['gpu_exact_ms']:.2f} ms" if floor["gpu_exact_ms"] is not None else ""))
+
+
+def _print_run(run: dict[str, Any]) -> None:
+    goal_ms, goal_rps = run["goal_p95_ms"], run["goal_rps"]
+    print(f"{run['clients']} clients, /v1/retrieve: p50 {run['p50_ms']:.1f} ms  p95 {run['p95_ms']:.1f} ms  p99 {run['p99_ms']:.1f} ms  "
+          f"{run['rps']:.1f} req/s  errors {run['errors']}")
+    print(f"  server side p50: {run['server_p50_ms']}")
+    if run.get("server_cpu_ms_per_request") is not None:
+        floor_cpu = run.get("encode_floor_cpu_ms_per_request")
+        print(f"  server CPU per request: {run['server_cpu_ms_per_request']:.2f} ms"
+              + (f" (encode floor: {floor_cpu:.2f} ms)" if floor_cpu is not None else ""))
+    print(f"  goal p95 <= {goal_ms} ms: {run['p95_ms'] / goal_ms:.2f}x of goal; goal >= {goal_rps} req/s: {run['rps'] / goal_rps:.2f}x of goal")
+    if "http_floor_rps" in run:
+        print(f"  same clients on a no-op FastAPI app (the HTTP floor): p50 {run['http_floor_p50_ms']:.1f} ms  p95 {run['http_floor_p95_ms']:.1f} ms  "
+              f"{run['http_floor_rps']:.1f} req/s")
+    if "encode_floor_rps" in run:
+        print(f"  same clients on that app encoding each query and nothing else (the encode floor): p50 {run['encode_floor_p50_ms']:.1f} ms  "
+              f"p95 {run['encode_floor_p95_ms']:.1f} ms  {run['encode_floor_rps']:.1f} req/s")
+    if "rps_vs_encode_floor" in run:
+        print(f"  /v1/retrieve against the encode floor: {run['rps_vs_encode_floor']:.2f}x its req/s (goal >= 0.8), "
+              f"{run['p95_vs_encode_floor']:.2f}x its p95 (goal <= 1.5)")
 
 
 if __name__ == "__main__":

@@ -6,11 +6,15 @@
     ├── InputRejected        one input file or record is unusable; carries a stable ``reason`` code
     ├── NotFound             an id (document, version, user, trace, question) does not exist
     │   ├── UnknownUser
-    │   └── UnknownQuestion
+    │   ├── UnknownQuestion
+    │   ├── UnknownTrace
+    │   └── UnknownConversation
     ├── InvalidRequest       a caller's request is malformed (empty query, bad ``as_of``, k out of range)
     │   └── TooLarge         a request is over a size bound (turns, characters); ``code`` says which
     ├── QuestionConflict     a routed question is not in a state that allows this; ``code`` says which
     ├── WebhookRejected      a signed delivery must not be processed; ``reason`` code and HTTP ``status``
+    ├── OutcomeRejected      an outcome report cannot be stored; ``code`` and HTTP ``status`` say why
+    ├── TooFewOutcomes       too few labelled outcomes to fit a calibrator; says how many it needs
     └── StoreError           SQL and vector stores disagree in a way the caller should see
 
 The HTTP adapter maps each of these to one status and error code in one table
@@ -25,11 +29,15 @@ __all__ = [
     "InputRejected",
     "InvalidRequest",
     "NotFound",
+    "OutcomeRejected",
     "QuestionConflict",
     "SourceError",
     "StoreError",
+    "TooFewOutcomes",
     "TooLarge",
+    "UnknownConversation",
     "UnknownQuestion",
+    "UnknownTrace",
     "UnknownUser",
     "WebhookRejected",
 ]
@@ -68,6 +76,14 @@ class UnknownQuestion(NotFound):
     pass
 
 
+class UnknownTrace(NotFound):
+    pass
+
+
+class UnknownConversation(NotFound):
+    pass
+
+
 class InvalidRequest(FreshContextError):
     pass
 
@@ -96,6 +112,26 @@ class WebhookRejected(FreshContextError):
         self.reason = reason
         self.detail = detail
         self.status = status
+
+
+class OutcomeRejected(FreshContextError):
+    """An outcome report that is not stored; ``code`` is stable (``invalid_csat``, ``outcome_in_future``,
+    ``too_many_outcomes``, ...), ``status`` the HTTP status the API answers with."""
+
+    def __init__(self, code: str, detail: str, status: int = 400) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+        self.status = status
+
+
+class TooFewOutcomes(FreshContextError):
+    """Fitting a calibrator was refused: ``needed`` labelled outcomes are required, ``found`` exist."""
+
+    def __init__(self, detail: str, *, needed: int, found: int) -> None:
+        super().__init__(detail)
+        self.needed = needed
+        self.found = found
 
 
 class StoreError(FreshContextError):

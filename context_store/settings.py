@@ -22,11 +22,13 @@ __all__ = [
     "CONFIG_FILE",
     "ROLES",
     "ApiKeyConfig",
+    "EMBEDDING_DEVICE_ENV",
     "ChunkingConfig",
     "EmbeddingConfig",
     "GoldenSetConfig",
     "QualityConfig",
     "ObjectStorageConfig",
+    "OutcomesConfig",
     "RetrievalConfig",
     "ServiceConfig",
     "Settings",
@@ -39,6 +41,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "freshcontext.yaml"
+EMBEDDING_DEVICE_ENV = "FRESHCONTEXT_EMBEDDING_DEVICE"
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
 
@@ -66,10 +69,23 @@ class ChunkingConfig(BaseModel):
 class EmbeddingConfig(BaseModel):
     model: str = DEFAULT_MODEL
     batch_size: int = Field(default=8, ge=1, le=4096)
-    device: str = "cpu"
+    # auto: CUDA when torch sees a GPU, else the CPU (detected without importing torch on a
+    # CPU-only host: context_store/index/embed/device.py). cuda (or cuda:N): chunks, questions
+    # and the dense search run on the GPU, the model in fp32, so its vectors match the CPU's
+    # (cosine >= 0.9999) and an index built on one serves on the other.
+    # FRESHCONTEXT_EMBEDDING_DEVICE overrides the file: one config serves CPU and GPU hosts.
+    device: str = "auto"
     # onnx: ONNX Runtime on an export of the model (faster, no torch import; context_store/index/embed/onnx_backend.py)
-    # torch: sentence-transformers. auto: onnx on CPU when it can be exported, else torch.
+    # torch: sentence-transformers. auto: onnx on CPU when it can be exported, else torch (always torch on CUDA).
     backend: Literal["auto", "onnx", "torch"] = "auto"
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in ("auto", "cpu", "cuda") and not (value.startswith("cuda:") and value[5:].isdigit()):
+            raise ValueError(f"embedding device {value!r} is not one of auto, cpu, cuda (or cuda:N for the N-th GPU)")
+        return value
 
 
 class ObjectStorageConfig(BaseModel):
@@ -133,6 +149,8 @@ class RetrievalConfig(BaseModel):
     refresh_interval_seconds: float = Field(default=0.2, ge=0.0)  # how often to look for a new table version
     # how often a running API looks for a promoted index (one one-row SELECT per process, never per request)
     deployment_check_seconds: float = Field(default=1.0, ge=0.0)
+    # how often a running API looks at calibrator.json's mtime (a stat, never per request), to pick up a new one
+    calibrator_check_seconds: float = Field(default=2.0, ge=0.0)
     reranker: str | None = None  # path of a locally installed cross-encoder; none is bundled
     text_ranker: str = "memory"  # memory: BM25 beside the dense snapshot (context_store/retrieve/text_index.py) | lancedb: its FTS index
 
@@ -225,6 +243,33 @@ class QualityConfig(BaseModel):
     worst_queries: int = Field(default=10, ge=0, le=100)
 
 
+class OutcomesConfig(BaseModel):
+    """What happened after a response (context_store/route/outcomes.py), the calibrator learned from it
+    (context_store/measure/outcome_calibration.py) and the resolution scorecard's floors (context_store/measure/resolution.py)."""
+
+    max_per_trace: int = Field(default=20, ge=1)  # more outcomes than this for one response is a flood: 429
+    clock_skew_seconds: float = Field(default=60.0, ge=0.0)  # an outcome's ``at`` may be this far ahead of ours
+    max_note_chars: int = Field(default=2000, ge=0)
+    review_csat_max: int = Field(default=2, ge=1, le=5)  # a CSAT at or below this opens a review of a bot answer
+    # calibration from outcomes
+    min_outcomes: int = Field(default=50, ge=10)  # labelled answered responses needed to fit a calibrator
+    min_per_class: int = Field(default=5, ge=1)  # ... of which at least this many succeeded, and this many failed
+    target_precision: float = Field(default=0.9, gt=0.0, lt=1.0)  # the threshold is chosen for this answer precision
+    holdout_share: float = Field(default=0.3, gt=0.0, lt=1.0)  # the newest share of outcomes, judged, never fitted on
+    promotion_tolerance: float = Field(default=0.0, ge=0.0, le=1.0)  # the new calibrator may be this much worse
+    # the resolution scorecard: window and floors (rates in [0, 1]; checks judge only with enough outcomes)
+    scorecard_days: float = Field(default=7.0, gt=0.0)
+    scorecard_min_outcomes: int = Field(default=20, ge=1)
+    task_success_floor: float = Field(default=0.7, ge=0.0, le=1.0)
+    first_contact_resolution_floor: float = Field(default=0.6, ge=0.0, le=1.0)
+    repeat_contact_rate_max: float = Field(default=0.2, ge=0.0, le=1.0)
+    reopen_rate_max: float = Field(default=0.1, ge=0.0, le=1.0)
+    escalation_success_floor: float = Field(default=0.5, ge=0.0, le=1.0)
+    owner_assignment_floor: float = Field(default=0.5, ge=0.0, le=1.0)
+    time_to_resolve_p95_max_s: float = Field(default=48 * 3600.0, gt=0.0)
+    confidence_outcome_gap_max: float = Field(default=0.15, ge=0.0, le=1.0)  # ECE of the served confidence on outcomes
+
+
 class Settings(BaseModel):
     home: Path
     database_url: str | None = None
@@ -247,6 +292,7 @@ class Settings(BaseModel):
     mcp: dict[str, Any] = Field(default_factory=dict)  # the MCP server's: validated by service.mcp.config.McpConfig
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
+    outcomes: OutcomesConfig = Field(default_factory=OutcomesConfig)
     extra: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("api_keys", mode="before")
@@ -303,6 +349,8 @@ class Settings(BaseModel):
         for key, env in (("database_url", "FRESHCONTEXT_DATABASE_URL"), ("lancedb_uri", "FRESHCONTEXT_LANCEDB_URI")):
             if os.environ.get(env):
                 data[key] = os.environ[env]
+        if os.environ.get(EMBEDDING_DEVICE_ENV):
+            data["embedding"] = {**(data.get("embedding") or {}), "device": os.environ[EMBEDDING_DEVICE_ENV]}
         storage_env = {key: os.environ[env] for key, env in _OBJECT_STORAGE_ENV if os.environ.get(env)}
         if storage_env:
             data["object_storage"] = {**(data.get("object_storage") or {}), **storage_env}

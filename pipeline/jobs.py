@@ -14,6 +14,7 @@ import dagster as dg
 from assets.freshness import compact_lancedb, freshness_report, source_reconciliation
 from assets.ingestion import company_chunk_index, company_documents, user_snapshots, user_state_index
 from assets.learning import staff_answer_review
+from assets.outcomes import outcome_calibration, outcome_calibrator, resolution_scorecard_asset
 from assets.quality import index_candidate, index_promotion, learning_report, retrieval_quality, routing_quality
 
 __all__ = [
@@ -29,7 +30,8 @@ __all__ = [
     "user_refresh_job",
 ]
 
-QUALITY_ASSETS = [retrieval_quality, index_candidate, index_promotion, routing_quality, learning_report]
+QUALITY_ASSETS = [retrieval_quality, index_candidate, index_promotion, routing_quality, learning_report, resolution_scorecard_asset,
+                  outcome_calibration, outcome_calibrator]
 
 ingest_job = dg.define_asset_job(
     "ingest_job",
@@ -63,7 +65,8 @@ def compaction_job() -> None:
 quality_job = dg.define_asset_job(
     "quality_job",
     selection=dg.AssetSelection.assets(*QUALITY_ASSETS),
-    description="Evaluate retrieval, routing and learning; build, gate and promote a changed index.",
+    description="Evaluate retrieval, routing, learning and resolution; build, gate and promote a changed index; "
+    "learn the calibrator from outcomes and install it when it is at least as good.",
 )
 index_promotion_job = dg.define_asset_job(
     "index_promotion_job",

@@ -3,13 +3,16 @@
 ``accept_answer`` stores the answer durably, writes its file into the staff source, then
 schedules indexing off the request path (the warm path), so a 2xx is only ever returned
 after the answer row has committed, and an embedder outage loses nothing: the next ingest
-indexes what is stored.
+indexes what is stored. A caller that asks to wait (``?wait=true``) gets ``await_retrievable``
+instead of the schedule: the answer is indexed now and the response says whether this
+process's retrieval can return it, within a bounded wait.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,14 +23,15 @@ from sqlalchemy.exc import IntegrityError
 from context_store.errors import FreshContextError, QuestionConflict
 from context_store.index import WarmApplier
 from context_store.index.embed import Embedder, build_embedder
-from context_store.learn import answer_applier, store_answer, submit_answers, write_answer_file
+from context_store.learn import answer_applier, store_answer, submit_and_wait, submit_answers, write_answer_file
 from context_store.route import RoutingConfig, routing_config
 from service.deps import store as serving_store
 
-__all__ = ["WEBHOOK_PATH", "AnswerIn", "accept_answer", "index_later", "routing"]
+__all__ = ["WAIT_DEFAULT_S", "WAIT_MAX_S", "WEBHOOK_PATH", "AnswerIn", "accept_answer", "await_retrievable", "index_later", "routing"]
 
 log = logging.getLogger(__name__)
 WEBHOOK_PATH = "/v1/webhooks/staff-answer"
+WAIT_DEFAULT_S, WAIT_MAX_S = 15.0, 60.0  # ?wait=true: how long a caller is kept, by default and at most
 
 
 def routing(request: Request) -> RoutingConfig:
@@ -71,10 +75,11 @@ class AnswerIn(BaseModel):
 
 
 def accept_answer(
-    request: Request, background: BackgroundTasks, question_id: str, body: AnswerIn, channel: str,
+    request: Request, background: BackgroundTasks | None, question_id: str, body: AnswerIn, channel: str,
     webhook_id: str | None = None, body_hash: str | None = None,
 ) -> dict[str, Any]:
-    """Store, write and schedule indexing; raises the core's errors (one table maps them to HTTP)."""
+    """Store, write and schedule indexing (none without ``background``: the caller awaits it);
+    raises the core's errors (one table maps them to HTTP)."""
     store, config = serving_store(request), routing(request)
     try:
         answer = store_answer(
@@ -94,13 +99,37 @@ def accept_answer(
             write_answer_file(store, answer.answer_id, config=config)
         except (OSError, FreshContextError) as exc:
             log.error("answer %s stored; its file could not be written yet: %s", answer.answer_id, exc)
-    response["indexing"] = index_later(request, background, answer.answer_id)
+    response["retrievable"] = False  # not yet: ?wait=true returns once it is
+    if background is not None or not config.index_answers_inline:
+        response["indexing"] = index_later(request, background, answer.answer_id)
     return response
 
 
-def index_later(request: Request, background: BackgroundTasks, answer_id: str, path: Path | None = None) -> str:
+def index_later(request: Request, background: BackgroundTasks | None, answer_id: str, path: Path | None = None) -> str:
     """Index an answer (and ``path``, a file its review rewrote or removed) off the request path, if configured to."""
-    if not routing(request).index_answers_inline:
+    if not routing(request).index_answers_inline or background is None:
         return "deferred to the next ingest"
     background.add_task(submit_answers, _applier(request), [answer_id], [path] if path is not None else [])
     return "scheduled"
+
+
+def await_retrievable(request: Request, response: dict[str, Any], timeout: float) -> tuple[int, dict[str, Any]]:
+    """Index a just-stored answer now and wait (up to ``timeout``) until this process's retrieval returns it.
+
+    200 with ``retrievable: true`` and ``retrievable_at`` once the serving dense snapshot and
+    text index hold it; 202 with ``retrievable: false`` and a ``detail`` when the wait ran
+    out (the answer is stored; indexing goes on). Blocking: call it from a worker thread.
+    """
+    if not routing(request).index_answers_inline:
+        return 200, response  # this process does not index answers: nothing to wait for here
+    started = time.monotonic()
+    serving = request.app.state.service.serving()
+    at = submit_and_wait(_applier(request), [response["answer_id"]], timeout=timeout, refresh=serving.dense.refresh)
+    waited = round(time.monotonic() - started, 3)
+    if at is None:
+        return 202, {
+            **response, "retrievable": False, "indexing": "pending", "waited_s": waited,
+            "detail": f"stored, but not retrievable within {timeout:g} s; it is being indexed (or the next ingest will): "
+                      f"GET /v1/questions/{response['question_id']} shows retrievable_at",
+        }
+    return 200, {**response, "retrievable": True, "retrievable_at": at.isoformat(), "indexing": "done", "waited_s": waited}

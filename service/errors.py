@@ -24,10 +24,13 @@ from context_store.errors import (
     FreshContextError,
     InvalidRequest,
     NotFound,
+    OutcomeRejected,
     QuestionConflict,
     StoreError,
     TooLarge,
+    UnknownConversation,
     UnknownQuestion,
+    UnknownTrace,
     UnknownUser,
     WebhookRejected,
 )
@@ -47,9 +50,12 @@ class ApiError(Exception):
 ERROR_TABLE: list[tuple[type[FreshContextError], Callable[[Any], tuple[int, str]]]] = [
     (UnknownUser, lambda e: (404, "unknown_user")),
     (UnknownQuestion, lambda e: (404, "unknown_question")),
+    (UnknownTrace, lambda e: (404, "unknown_trace")),
+    (UnknownConversation, lambda e: (404, "unknown_conversation")),
     (NotFound, lambda e: (404, "not_found")),
     (QuestionConflict, lambda e: (409, e.code)),
     (WebhookRejected, lambda e: (e.status, e.reason)),
+    (OutcomeRejected, lambda e: (e.status, e.code)),
     (TooLarge, lambda e: (413, e.code)),
     (InvalidRequest, lambda e: (400, "invalid_request")),
     (ConfigError, lambda e: (503, "not_configured")),
@@ -81,7 +87,7 @@ def error_response(exc: FreshContextError | ApiError) -> JSONResponse:
     if isinstance(exc, ApiError):
         return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=exc.status, headers=exc.headers)
     status, code = status_and_code(exc)
-    message = exc.detail if isinstance(exc, WebhookRejected) else str(exc)
+    message = exc.detail if isinstance(exc, (WebhookRejected, OutcomeRejected)) else str(exc)
     return JSONResponse(error_body(code, message), status_code=status)
 
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics: request counts and latency per route, results served, decisions, reasons.
+"""Prometheus metrics: request counts and latency per route, results served, decisions, reasons, outcomes.
 
 Each app has its own registry (tests build many apps). With several uvicorn workers set
 ``PROMETHEUS_MULTIPROC_DIR`` (``freshcontext serve`` does) and ``/metrics`` aggregates all
@@ -26,6 +26,9 @@ class Metrics:
         self.results = Counter("freshcontext_results_served_total", "company chunks returned by /v1/retrieve", registry=self.registry)
         self.decisions = Counter("freshcontext_decisions_total", "retrieve decisions", ["decision"], registry=self.registry)
         self.reasons = Counter("freshcontext_escalation_reasons_total", "escalation reasons", ["code"], registry=self.registry)
+        self.outcomes = Counter("freshcontext_outcomes_total", "outcomes recorded, by kind and source (platform | derived)",
+                                ["outcome", "source"], registry=self.registry)
+        self.reviews = Counter("freshcontext_reviews_opened_total", "reviews of failed bot answers opened by an outcome", registry=self.registry)
         self.superseded = Counter("freshcontext_superseded_rows_dropped_total", "index rows dropped because SQL says they are superseded", registry=self.registry)
 
     def record_response(self, response: Any) -> None:
@@ -36,6 +39,14 @@ class Metrics:
         self.superseded.inc(result.dropped_superseded)
         for reason in decision.reasons:
             self.reasons.labels(reason.code).inc()
+        for outcome in getattr(response, "derived", ()):
+            self.record_outcome(outcome)
+
+    def record_outcome(self, outcome: Any) -> None:
+        """Count one stored outcome (a ``context_store.route.RecordedOutcome``) and the review it opened."""
+        self.outcomes.labels(outcome.outcome, outcome.source).inc()
+        if outcome.review_question_id:
+            self.reviews.inc()
 
     def exposition(self) -> bytes:
         directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")

@@ -14,6 +14,8 @@ __all__ = [
     "DocumentVersions",
     "HandoffRequest",
     "HandoffResponse",
+    "OutcomeIn",
+    "OutcomePublic",
     "ReasonPublic",
     "RetrieveRequest",
     "RetrieveResponse",
@@ -171,3 +173,35 @@ class DocumentPublic(BaseModel):
     current: bool
     age_seconds: float = Field(description="How long ago this version became valid.")
     as_of: datetime | None = None
+
+
+class OutcomeIn(BaseModel):
+    """Types only: the values (outcome, CSAT range, thumbs, times) are checked by ``route.record_outcome``,
+    so the API, the CLI and the benchmark refuse the same things with the same codes."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"event_id": "evt-123", "trace_id": "tr-0123abcd", "outcome": "resolved", "csat": 5, "thumbs": "up"}]})
+
+    event_id: str = Field(description="Your idempotency key: a repeat returns the first result and stores nothing.")
+    trace_id: str | None = Field(default=None, description="The response the outcome is about (from /v1/retrieve).")
+    conversation_id: str | None = Field(default=None, description="Or the conversation: its latest response at `at`.")
+    outcome: str = Field(description="resolved | unresolved | reopened | escalated_by_user | abandoned")
+    csat: int | None = Field(default=None, description="Customer satisfaction, 1-5.")
+    thumbs: str | None = Field(default=None, description="up | down")
+    note: str | None = None
+    at: str | None = Field(default=None, description="ISO-8601 time it happened (default: now); not before the response, not in the future.")
+
+
+class OutcomePublic(BaseModel):
+    event_id: str
+    trace_id: str
+    conversation_id: str | None
+    outcome: str
+    source: str = Field(description="platform (reported) or derived (a repeat contact freshcontext saw).")
+    csat: int | None
+    thumbs: str | None
+    note: str | None
+    at: datetime
+    recorded_at: datetime
+    review_question_id: str | None = Field(description="The review this outcome opened (a bot answer that failed).")
+    duplicate: bool = Field(description="True when this event_id was stored before: nothing was stored now.")

@@ -9,6 +9,13 @@ background thread then opens the new tables, loads the new model, warms both, an
 the reference. Until that has finished the old index keeps serving, so a request never
 waits for a model to load. A switch that fails (the model is not installed in this
 process, say) is logged, shown by ``/readyz``, and tried again later.
+
+The calibrator (``<home>/calibrator.json``, with the threshold stored beside it) is reloaded
+when the file changes: ``serving()`` stats it at most once per
+``retrieval.calibrator_check_seconds`` (``CalibratorWatch``; between looks a request pays one
+clock read), and a new one is swapped in as a new ``Responder``, so the outcome calibration's
+promotion reaches a running API without a restart. A damaged file is logged and the
+calibrator in use stays.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from context_store.errors import ConfigError
+from context_store.index.embed.device import resolve_device
 from context_store.index.embed.protocol import Embedder
 from context_store.index.embed.query_encoder import build_query_encoder
 from context_store.retrieve import RetrievalResult, Retriever
@@ -34,7 +42,7 @@ from context_store.store.context_store import ContextStore
 from context_store.store.serving import DeploymentWatch
 from context_store.store.vector_index import VectorIndex
 
-__all__ = ["EncoderFactory", "ServiceState", "Serving"]
+__all__ = ["CalibratorWatch", "EncoderFactory", "ServiceState", "Serving"]
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +71,7 @@ class Serving:
         # One reader view of this deployment's tables: handles opened once, LanceDB looks for
         # newer versions at most every refresh interval.
         self.index = store.index.reader(config.refresh_interval_seconds)
-        self.dense = DenseIndex.from_config(self.index, config)
+        self.dense = DenseIndex.from_config(self.index, config, device=resolve_device(store.settings.embedding.device))
         self._encoder = encoder
         self._embedder: Embedder | None = None
         self._reranker = reranker
@@ -104,6 +112,11 @@ class Serving:
     def confidence(self, result: RetrievalResult) -> tuple[float, str]:
         return self.responder.confidence(result)
 
+    def use_calibrator(self, calibrator: Calibrator | None) -> None:
+        """Decide with ``calibrator`` from the next request on; one holding the old responder finishes with it."""
+        self.calibrator = calibrator
+        self._responder = None
+
     def warm_up(self) -> dict[str, Any]:
         self.embedder.encode(["warm up"])
         snap = self.dense.snapshot()
@@ -112,6 +125,43 @@ class Serving:
     def describe(self) -> dict[str, Any]:
         return {"fingerprint": self.fingerprint, "model": self.model, "company_table": self.store.index.company_table_name,
                 "user_table": self.store.index.user_table_name}
+
+
+class CalibratorWatch:
+    """Rate-limited look at the calibrator file: one ``stat`` at most every ``interval`` seconds, by one thread."""
+
+    def __init__(self, path: Path, *, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.path = path
+        self.interval = interval
+        self.checks = 0
+        self._clock = clock
+        self._stamp = self._read_stamp()
+        self._due = clock() + interval
+        self._lock = threading.Lock()
+
+    def _read_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None  # no calibrator (yet): a file that appears later is a change
+        return st.st_mtime_ns, st.st_size
+
+    def changed(self) -> bool:
+        """True once after the file was written, replaced or removed since the last look."""
+        if self._clock() < self._due or not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if self._clock() < self._due:
+                return False
+            self._due = self._clock() + self.interval
+            self.checks += 1
+            stamp = self._read_stamp()
+            if stamp == self._stamp:
+                return False
+            self._stamp = stamp
+            return True
+        finally:
+            self._lock.release()
 
 
 class ServiceState:
@@ -132,6 +182,8 @@ class ServiceState:
         self._fixed = embedder
         self._encoder_for = encoder_for
         self.reranker, self.reranker_status = load_reranker(self.config.reranker)
+        # stamped before the first load: a file written in between is seen as a change, never missed
+        self._calibrator_watch = CalibratorWatch(self._calibrator_path, interval=self.config.calibrator_check_seconds)
         self._serving = self._open(store, previous=None)
         self._watch = (
             DeploymentWatch(store.engine, self._serving.fingerprint, interval=self.config.deployment_check_seconds)
@@ -141,6 +193,8 @@ class ServiceState:
         self._switching: threading.Thread | None = None
         self.switches = 0
         self.switch_error: str | None = None
+        self.calibrator_reloads = 0
+        self.calibrator_error: str | None = None
         self.last_switch_s: float | None = None  # noticing excluded: opening, loading and warming the new index
 
     # -- the serving deployment ----------------------------------------------------------
@@ -151,7 +205,30 @@ class ServiceState:
             promoted = self._watch.changed()
             if promoted is not None:
                 self._begin_switch(promoted)
+        if self._calibrator_watch.changed():
+            self._reload_calibrator()
         return self._serving
+
+    def _reload_calibrator(self) -> None:
+        serving = self._serving
+        try:
+            calibrator = self._load_calibrator(serving.model)
+        except ConfigError as exc:  # a half-written or foreign file: keep deciding with the one in use
+            self.calibrator_error = str(exc)
+            log.error("calibrator not reloaded, the one in use stays: %s", exc)
+            return
+        serving.use_calibrator(calibrator)
+        self.calibrator_reloads += 1
+        self.calibrator_error = None
+        log.warning("calibrator reloaded from %s (threshold %s)", self._calibrator_path,
+                    "from settings" if calibrator is None or calibrator.threshold is None else f"{calibrator.threshold:.3f}")
+
+    def _load_calibrator(self, model: str) -> Calibrator | None:
+        calibrator = load_calibrator(self._calibrator_path)
+        if calibrator is not None and calibrator.model and calibrator.model != model:
+            log.warning("calibrator was fitted for model %s, not %s; using the conservative default", calibrator.model, model)
+            return None
+        return calibrator
 
     def _begin_switch(self, fingerprint: str) -> None:
         with self._switch_lock:
@@ -203,10 +280,7 @@ class ServiceState:
         def encoder() -> Embedder:
             return reuse if reuse is not None else self._encoder(store, config, previous_model)
 
-        calibrator = load_calibrator(self._calibrator_path)
-        if calibrator is not None and calibrator.model and calibrator.model != config.model:
-            log.warning("calibrator was fitted for model %s, not %s; using the conservative default", calibrator.model, config.model)
-            calibrator = None
+        calibrator = self._load_calibrator(config.model)
         return Serving(store, config=self.config, triggers=self.triggers, encoder=encoder, calibrator=calibrator, reranker=self.reranker)
 
     def _encoder(self, store: ContextStore, config: EmbeddingConfig, previous_model: str | None) -> Embedder:
@@ -223,7 +297,8 @@ class ServiceState:
         """What serves, and whether a switch is in progress or failed (``/readyz``)."""
         switching = self._switching is not None and self._switching.is_alive()
         return {**self._serving.describe(), "switches": self.switches, "switching": switching, "switch_error": self.switch_error,
-                "last_switch_s": self.last_switch_s}
+                "last_switch_s": self.last_switch_s, "calibrator_reloads": self.calibrator_reloads,
+                "calibrator_error": self.calibrator_error}
 
     # -- the current deployment's parts (readiness, staff routes, benches) ----------------
 

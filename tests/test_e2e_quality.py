@@ -1,7 +1,8 @@
 """Quality end to end: the demo help centre, the real model, real Dagster, SQLite and LanceDB.
 
-The demo is ingested once for the module (original articles, then the edits), as
-``freshcontext demo`` does; each test then materializes quality assets on it.
+The demo is ingested once for the module (original articles, then the edits) and given a
+calibrator fitted on its golden questions, as ``freshcontext demo`` does; each test then
+materializes quality assets on it.
 """
 
 from __future__ import annotations
@@ -48,6 +49,13 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if src.is_file() and src.name != "README.md":
             shutil.copyfile(src, company / src.relative_to(DEMO / "company_edits"))
     ingest(ContextStore.open(home), embedder)
+    from context_store.measure.question_calibration import calibrate_on_questions
+    from context_store.measure.questions import load_questions
+    from context_store.route import CALIBRATOR_FILE
+
+    golden = DEMO / "golden" / "questions.jsonl"
+    calibrator, _ = calibrate_on_questions(ContextStore.open(home), embedder, load_questions(golden), name=str(golden))
+    calibrator.save(home / CALIBRATOR_FILE)
     return home
 
 
@@ -75,6 +83,8 @@ def test_quality_assets_materialize_on_the_demo(demo_home: Path) -> None:
     assert routing["demo/queries"] == 100 and routing["demo/answerable"] == 80
     assert routing["demo/ece"] <= 0.15 and routing["demo/escalation_recall"] >= 0.5  # measured: 0.074 / 0.80
     assert 0.0 < routing["demo/coverage_at_target"] <= 1.0
+    # the policy the API serves (the demo's calibrator and its threshold), judged by routing_ece_under_ceiling
+    assert routing["demo/served_ece"] <= 0.15 and 0.2 <= routing["demo/served_escalation_rate"] <= 0.6  # measured: 0.072 / 0.39
     assert "low_confidence" in str(routing["demo/escalations_by_reason"])
     learning = _meta(result, "learning_report")
     assert learning["answers"] == 0 and learning["reasked_answered_without_person"] == 0
@@ -88,6 +98,32 @@ def test_quality_assets_materialize_on_the_demo(demo_home: Path) -> None:
     assert data["retrieval_quality"]["latest"]["demo"]["metrics"]["ndcg@10"] == pytest.approx(meta["demo/ndcg@10"], abs=1e-4)
     assert data["freshness"]["versions_measured"] >= 1
     assert data["routing_quality"]["latest"]["demo"]["ece"] == pytest.approx(routing["demo/ece"], abs=1e-4)
+
+
+def test_the_demo_answers_clear_questions_and_escalates_the_rest(demo_home: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+
+    settings = Settings.load(demo_home)
+    settings.api_keys = ["demo-key"]
+    settings.save()
+    with TestClient(create_app(store=ContextStore.open(demo_home), embedder=SentenceTransformerEmbedder())) as client:
+        def ask(query: str) -> dict:
+            r = client.post("/v1/retrieve", json={"query": query}, headers={"X-API-Key": "demo-key"})
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        clear = ask("How many days do I have to report a damaged item?")
+        assert clear["decision"] == "answer", clear["reasons"]
+        assert clear["results"][0]["doc_id"] == "company/refunds/damaged-item-refunds.md"
+        assert clear["confidence_source"].startswith("calibrator") and clear["threshold"] < 0.8
+        assert ask("Do you sell dog food?")["decision"] == "escalate"
+    data = json.loads(subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "--home", str(demo_home), "report", "--json", "-"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=True,
+    ).stdout)
+    assert data["escalations"]["requests"] >= 2 and 0.0 < data["escalations"]["escalation_rate"] < 1.0  # the report shows it
 
 
 class _WrongCandidateModel:
@@ -137,3 +173,4 @@ def test_an_emptied_index_fails_the_blocking_quality_check(demo_home: Path) -> N
     checks = _checks(result)
     assert checks["retrieval_above_floor"] is False and checks["retrieval_not_below_last_good"] is False
     assert _meta(result, "retrieval_quality")["demo/ndcg@10"] == 0.0
+

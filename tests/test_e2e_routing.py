@@ -54,8 +54,10 @@ def test_ask_escalate_answer_ask_again(sources: dict[str, Path]) -> None:
         "question_id": qid, "author": "maria@lumora",
         "answer": "Yes. The Berlin showroom at Torstrasse 12 repairs Lumora lamps while you wait, Monday to Saturday.",
     }).encode()
-    r = client.post("/v1/webhooks/staff-answer", content=body, headers=sign_headers(SECRET, body).as_dict())
+    # ?wait=true: the 200 comes once this API's dense snapshot and text index can return the answer
+    r = client.post("/v1/webhooks/staff-answer?wait=true", content=body, headers=sign_headers(SECRET, body).as_dict())
     assert r.status_code == 200, r.text
+    assert r.json()["retrievable"] is True and r.json()["retrievable_at"], r.json()
     answer_doc = r.json()["doc_id"]
 
     # a paraphrase by another user is now answered without a person, citing the staff answer

@@ -116,6 +116,7 @@ def test_stale_hits_compare_serve_time_with_supersession(store: ContextStore, so
     before = utcnow()
     refunds = sources["company"] / "refunds.md"
     refunds.write_text(refunds.read_text().replace("30 days", "14 days"))
+    _set_mtime(refunds, utcnow())  # a coarse file clock could stamp the edit a few ms before ``before``
     _ingest(store, fake_embedder)
     with store.session() as s:
         v2 = s.get(Document, "company/refunds.md").current_version_id

@@ -88,7 +88,8 @@ def test_report_renders_in_a_headless_browser(history_store: ContextStore, tmp_p
     assert 'data-key="demo.ndcg@10">0.930<' in dom
     assert 'data-key="escalation_rate">66.7 %<' in dom
     assert "asked_for_person" in dom and "How long is the refund window?" in dom
-    assert dom.count('src="data:image/png;base64,') == 4  # lag, quality, escalations, time to knowledge
+    # lag, quality, escalations, time to knowledge, and the resolution scorecard per day (issue 15)
+    assert dom.count('src="data:image/png;base64,') == 5
 
 
 @pytest.mark.filterwarnings("ignore::dagster.BetaWarning")

@@ -217,6 +217,23 @@ def test_a_slow_reload_does_not_hold_requests(store: ContextStore, sources: dict
     assert second.text is not None and second.text.search("parcels", 5)[0].size  # the text index moved with it
 
 
+def test_refresh_serves_the_newest_version_now_and_never_goes_back(store: ContextStore, sources: dict[str, Path]) -> None:
+    """A reader that looks for new versions once an hour: ``refresh`` is the way to see a commit at once."""
+    ingest(store, HashingEmbedder())
+    dense = DenseIndex(store.index.reader(3600.0), refresh_interval=3600.0, text_index=True)
+    first = dense.snapshot()
+    (sources["company"] / "new.md").write_text("# New\n\nA brand new article about parcels.\n")
+    ingest(store, HashingEmbedder())
+    assert dense.snapshot() is first  # within its interval the snapshot stays
+    assert dense.refresh(timeout=10)
+    fresh = dense.snapshot()
+    assert fresh.version is not None and first.version is not None and fresh.version > first.version
+    assert fresh.text is not None and fresh.text.search("parcels", 5)[0].size  # the text index moved with it
+    dense._checked_at = 0.0  # the periodic look comes round: the reader's handle moved on too
+    assert dense.snapshot() is fresh and dense.index.versions()[store.index.company_table_name] == fresh.version
+    assert dense.refresh(timeout=10) and dense.snapshot() is fresh and dense.reloads == 2  # nothing newer: no load
+
+
 def test_reranker_is_skipped_cleanly_when_not_installed(tmp_path: Path, store: ContextStore) -> None:
     assert load_reranker(None) == (None, "not configured")
     reranker, status = load_reranker(str(tmp_path / "no-such-model"))

@@ -47,9 +47,11 @@ def _trace(client: TestClient, headers: dict[str, str]) -> str:
 def test_an_agent_key_reads_only_its_own_traces(client: TestClient) -> None:
     mine = _trace(client, BOT)
     assert client.get(f"/v1/traces/{mine}", headers=BOT).json()["client"] == "bot"
+    never = client.get("/v1/traces/never-recorded", headers=OTHER)
+    assert never.status_code == 404 and never.json()["error"]["code"] == "unknown_trace"
     for path in (f"/v1/traces/{mine}", f"/v1/traces/{mine}?replay=true"):
         theirs = client.get(path, headers=OTHER)
-        assert theirs.status_code == 404 and theirs.json()["error"]["code"] == "not_found"  # the same as an id that never existed
+        assert theirs.status_code == 404 and theirs.json()["error"]["code"] == "unknown_trace"  # the same as an id that never existed
         assert client.get(path, headers=STAFF).status_code == 200  # staff work the queue, which links traces
         assert client.get(path, headers=ADMIN).status_code == 200
 

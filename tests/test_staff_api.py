@@ -259,3 +259,63 @@ def test_a_burst_of_answers_runs_one_indexing_pass_at_a_time(
     assert codes == [200] * 6
     assert peak[0] == 1 and sum(passes) == 6 and len(passes) < 6  # later answers were taken by a running pass
     assert all(get_question(kb, q)["answer"]["retrievable_at"] for q in qids)
+
+
+def test_wait_returns_once_this_apis_snapshot_serves_the_answer(sources: dict[str, Path], fake_embedder: HashingEmbedder) -> None:
+    """A refresh interval of an hour: without ?wait=true's refresh the API would serve the old snapshot that long."""
+    kb = open_with_staff_answers(
+        sources, api_keys=[{"name": "ops", "key": API_KEY, "role": "admin"}],  # asks as an agent would, answers as staff
+        routing={"webhook_secrets": [NEW]}, retrieval={"refresh_interval_seconds": 3600},
+    )
+    ingest(kb, fake_embedder)
+    app = create_app(store=kb, embedder=fake_embedder)
+    app.state.embedder = fake_embedder
+    client = TestClient(app)
+    question = "Can I return a lamp after 40 days?"
+    ask = {"query": question, "k": 3}
+    auth = {"x-api-key": API_KEY}
+    assert client.post("/v1/retrieve", json=ask, headers=auth).json()["results"][0]["kind"] != "staff_answer"  # snapshot loaded
+    qid = routed(kb, fake_embedder, question)
+    raw = json.dumps({"question_id": qid, "answer": "Lamps get store credit up to day 60.", "author": "maria"}).encode()
+    r = client.post("/v1/webhooks/staff-answer?wait=true&timeout=30", content=raw, headers=sign_headers(NEW, raw).as_dict())
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["retrievable"] is True and body["indexing"] == "done" and body["retrievable_at"] and body["waited_s"] < 30
+    top = client.post("/v1/retrieve", json=ask, headers=auth).json()["results"][0]
+    assert top["kind"] == "staff_answer" and top["doc_id"] == body["doc_id"]
+
+    # the JSON API takes the same wait; without it the 200 says the answer is not retrievable yet
+    other = routed(kb, fake_embedder, "Do gift cards expire?")
+    plain = client.post(f"/v1/questions/{other}/answer", json={"answer": "Never.", "author": "x"}, headers={"authorization": f"Bearer {API_KEY}"})
+    assert plain.status_code == 200 and plain.json()["retrievable"] is False and plain.json()["indexing"] == "scheduled"
+
+
+def test_wait_is_bounded_and_says_so(client: TestClient, kb: ContextStore, fake_embedder: HashingEmbedder, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from context_store.index import warm
+
+    real, release = warm.apply_company_paths, threading.Event()
+
+    def stuck(*args, **kwargs):  # type: ignore[no-untyped-def]
+        release.wait(30)  # an embedder that is far too slow today
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(warm, "apply_company_paths", stuck)
+    qid = routed(kb, fake_embedder)
+    raw = json.dumps({"question_id": qid, "answer": "Store credit up to day 60.", "author": "maria"}).encode()
+    started = time.monotonic()
+    r = client.post("/v1/webhooks/staff-answer?wait=true&timeout=0.5", content=raw, headers=sign_headers(NEW, raw).as_dict())
+    assert time.monotonic() - started < 10
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["retrievable"] is False and body["indexing"] == "pending" and "not retrievable within 0.5 s" in body["detail"]
+    assert answers(kb) == 1  # stored all the same
+    release.set()
+    from context_store.learn.answers import answer_files
+
+    applier = client.app.state.answer_applier  # type: ignore[attr-defined]
+    assert applier.wait_for(answer_files(kb, [body["answer_id"]]), 30)  # indexing went on
+    assert get_question(kb, qid)["answer"]["retrievable_at"] is not None
+    too_long = client.post("/v1/webhooks/staff-answer?wait=true&timeout=61", content=raw, headers=sign_headers(NEW, raw).as_dict())
+    assert too_long.status_code == 400 and too_long.json()["error"]["code"] == "invalid_request" and "timeout" in too_long.text

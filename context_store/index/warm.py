@@ -117,7 +117,8 @@ class WarmApplier:
         self.settle_s = settle_s
         self.applied_by = applied_by
         self._submitted: set[str] = set()  # paths handed to submit() and not yet taken by a pass
-        self._submit_lock = threading.Lock()
+        self._in_pass: set[str] = set()  # the submitted paths the running pass took
+        self._submit_lock = threading.Condition()  # a pass ending notifies wait_for
         self._draining = False  # a thread is running submitted passes
 
     def wake(self, *_: object) -> None:
@@ -146,34 +147,54 @@ class WarmApplier:
                 self._report(result)
             return result
 
-    def submit(self, paths: Iterable[str | Path]) -> None:
+    def submit(self, paths: Iterable[str | Path], *, background: bool = False) -> None:
         """Version and index these company files now, and only their documents; coalesced, one pass at a time.
 
         Safe from any thread. While a submitted pass runs, further paths join the next pass,
         which the thread running passes takes, and this call returns at once; otherwise the
-        calling thread runs passes until nothing is left. A pass that fails is logged and its
-        files are left to the journal (the sensors, the reconciliation or the next ingest
-        apply them); later passes still run.
+        calling thread runs passes until nothing is left (``background``: a new thread does,
+        and this call returns at once; ``wait_for`` says when the paths are done). A pass that
+        fails is logged and its files are left to the journal (the sensors, the reconciliation
+        or the next ingest apply them); later passes still run.
         """
         with self._submit_lock:
             self._submitted.update(str(p) for p in paths)
             if self._draining:
                 return
             self._draining = True
+        if background:
+            threading.Thread(target=self._drain, name="warm-submitted", daemon=True).start()
+        else:
+            self._drain()
+
+    def wait_for(self, paths: Iterable[str | Path], timeout: float) -> bool:
+        """Block until no pass is still to take or taking these submitted paths; False after ``timeout``."""
+        wanted = {str(p) for p in paths}
+        with self._submit_lock:
+            return self._submit_lock.wait_for(lambda: not wanted & (self._submitted | self._in_pass), timeout)
+
+    def _drain(self) -> None:
         try:
             while True:
                 with self._submit_lock:
                     batch, self._submitted = sorted(self._submitted), set()
+                    self._in_pass = set(batch)
                     if not batch:
                         self._draining = False
+                        self._submit_lock.notify_all()
                         return
                 try:
                     self.apply_paths(batch)
                 except Exception:  # the embedder may be down; the files are journaled, nothing is lost
                     log.exception("could not index %s yet; the sensors or the next ingest will", ", ".join(batch))
+                finally:
+                    with self._submit_lock:
+                        self._in_pass = set()
+                        self._submit_lock.notify_all()
         except BaseException:
             with self._submit_lock:
                 self._draining = False  # an interrupted drain must not leave later submissions waiting forever
+                self._submit_lock.notify_all()
             raise
 
     def apply_paths(self, paths: Iterable[str | Path]) -> ApplyResult:

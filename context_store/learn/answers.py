@@ -22,7 +22,8 @@ Order matters, because nothing may be lost:
    indexes it.
 
 After each indexing pass ``learn.review`` stamps the answers now retrievable and flags those
-whose sources changed.
+whose sources changed. ``submit_and_wait`` indexes answers and returns once the serving
+process can return them (a staff answer posted with ``?wait=true``).
 """
 
 from __future__ import annotations
@@ -280,6 +281,41 @@ def index_user_answers(store: ContextStore, embedder: Embedder) -> bool:
     if pending:
         index_state(store, embedder, "user")
     return bool(pending)
+
+
+def submit_and_wait(
+    applier: WarmApplier, answer_ids: Sequence[str], *, timeout: float, refresh: Callable[[float], bool] | None = None
+) -> datetime | None:
+    """Index these stored answers through ``applier`` and return when a retrieval can return them; None at ``timeout``.
+
+    Retrievable means more than "LanceDB committed": the pass that indexed them has stamped
+    them ``retrievable_at``, and ``refresh`` — the serving process's dense snapshot and
+    in-memory text index loading the new table version (``DenseIndex.refresh``) — says it
+    serves that version, so the next request finds them. The pass runs in its own thread: at
+    the timeout it keeps going, and nothing stored is lost either way.
+    """
+    deadline = time.monotonic() + timeout
+
+    def left() -> float:
+        return max(0.0, deadline - time.monotonic())
+
+    try:
+        paths = answer_files(applier.store, answer_ids)
+        if index_user_answers(applier.store, applier.embedder):
+            review_answers(applier.store)  # a user-scoped answer has no file: its user's state was indexed here
+    except Exception:
+        log.exception("staff answer(s) %s stored but not indexed yet; the next ingest will index them", ", ".join(answer_ids))
+        return None
+    applier.submit(paths, background=True)
+    if not applier.wait_for(paths, left()):
+        return None
+    with applier.store.session() as session:
+        stamped = [session.get(StaffAnswer, answer_id) for answer_id in answer_ids]
+    if any(answer is None or answer.retrievable_at is None for answer in stamped):
+        return None  # the pass failed (logged): the answer waits for the sensors or the next ingest
+    if refresh is not None and not refresh(left()):
+        return None
+    return utcnow()
 
 
 def answer_files(store: ContextStore, answer_ids: Sequence[str]) -> list[Path]:

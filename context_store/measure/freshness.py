@@ -1,9 +1,12 @@
-"""How stale is the context? One report over lag, backlog, user-state age and stale hits, and its checks.
+"""How stale is the context? One report over lag, backlog, unobserved changes, user-state age and
+stale hits, and its checks.
 
 ``freshness_report`` first records any missing lag timelines (``index.lag.record_lags``), then
-reads them (``lag_stats``), the backlog (``measure.backlog``) and the stale hits among what the
-API served (``measure.stale_hits``) for one window; ``evaluate_checks`` turns the report into
-pass/fail outcomes with their measured value and threshold, for asset checks and the CLI.
+reads them (``lag_stats``), the backlog (``measure.backlog``), the changes in the sources that
+the pipeline has not observed (``state.observed``: a stat of every source file) and the stale
+hits among what the API served (``measure.stale_hits``) for one window; ``evaluate_checks``
+turns the report into pass/fail outcomes with their measured value and threshold, for asset
+checks and the CLI.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from context_store.index.lag import record_lags
 from context_store.measure.backlog import UnindexedReport, UserAgeReport, stalest_documents, unindexed_changes, user_state_ages
 from context_store.measure.checks import CheckOutcome
 from context_store.measure.stale_hits import StaleHitReport, served_stale_hits
+from context_store.state.observed import UnobservedReport, unobserved_changes
 from context_store.store.context_store import ContextStore
 from context_store.store.models import ChangeEvent, VersionLag
 
@@ -66,6 +70,7 @@ class FreshnessReport:
     journal_unapplied: int
     versions_recorded: int
     stale: StaleHitReport = field(default_factory=lambda: StaleHitReport(0, 0, 0, None))
+    unobserved: UnobservedReport = field(default_factory=lambda: UnobservedReport([], 0, 0.0))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -93,12 +98,29 @@ class FreshnessReport:
             "journal_unapplied": self.journal_unapplied,
             "versions_recorded": self.versions_recorded,
             "stale_hits": self.stale.as_dict(),
+            "stale_hit_rate": self.stale.rate,
+            "unobserved_changes": self.unobserved.as_dict(),
+        }
+
+    def headline(self) -> dict[str, Any]:
+        """The numbers the support leads' report shows (``measure.report``)."""
+        stale = self.stale.as_dict()
+        return {
+            "company_lag_p50_s": self.lag["company"].p50_s, "company_lag_p95_s": self.lag["company"].p95_s,
+            "user_lag_p95_s": self.lag["user"].p95_s, "versions_measured": self.lag["company"].count + self.lag["user"].count,
+            "unindexed_changes": self.unindexed.count, "users_past_max_age": len(self.users.stale),
+            "stale_hit_rate": self.stale.rate, "served_results": self.stale.served, "stale_hits": self.stale.stale,
+            "stale_hits_capped": self.stale.capped, "responses_read": self.stale.traces,
+            "stale_exposure": stale["exposure"], "stale_exposed_minutes_max": stale["exposed_minutes_max"],
+            "unobserved_changes": self.unobserved.count, "unobserved_oldest_age_s": self.unobserved.oldest_age_s,
+            "unobserved_by_source": [src.as_dict() for src in self.unobserved.sources],
         }
 
 
 def freshness_report(store: ContextStore, *, now: datetime | None = None, window_hours: float = 24.0) -> FreshnessReport:
     """Record missing timelines, then measure: lag, backlog, user age, stalest documents, roots,
-    and the stale hits among the results the API served in the window."""
+    the changes no sync or watcher has seen yet, and the stale hits among the results the API
+    served in the window."""
     recorded = record_lags(store)
     now = now or utcnow()
     since = now - timedelta(hours=window_hours)
@@ -118,6 +140,7 @@ def freshness_report(store: ContextStore, *, now: datetime | None = None, window
         journal_unapplied=int(unapplied),
         versions_recorded=recorded,
         stale=served_stale_hits(store, since=since, until=now),
+        unobserved=unobserved_changes(store, now=now),
     )
 
 
@@ -165,17 +188,39 @@ def evaluate_checks(
             float(len(report.missing_roots)), 0.0,
         )
     )
+    outcomes.append(_unobserved_check(report.unobserved, sla_seconds))
+    outcomes.append(_stale_hit_check(report, stale_hit_rate_max))
+    return outcomes
+
+
+def _unobserved_check(unobserved: UnobservedReport, sla_seconds: float) -> CheckOutcome:
+    oldest, age = unobserved.oldest, unobserved.oldest_age_s
+    if oldest is None or age is None:
+        detail = f"every change in the {unobserved.files} source files has been observed"
+    else:
+        first = oldest.items[0]
+        detail = (
+            f"{unobserved.count} changes in the sources were never observed (no watcher saw them, no sync read them); "
+            f"the oldest, {first.path} ({first.change}), is {age:.0f} s old; SLA {sla_seconds:g} s"
+        )
+    return CheckOutcome("no_unobserved_change_older_than_sla", age is None or age <= sla_seconds, detail, age, sla_seconds)
+
+
+def _stale_hit_check(report: FreshnessReport, stale_hit_rate_max: float) -> CheckOutcome:
     st = report.stale
     capped = f" (capped at the first {st.traces} responses)" if st.capped else ""
     if st.rate is None:
         detail = f"no served results in the last {report.window_hours:g} h{capped}"
     else:
         detail = (
-            f"{st.stale} of {st.served - st.unknown} served results quoted a version already superseded when served "
+            f"{st.stale} of {st.served - st.unknown} served results quoted a version whose source had already changed "
             f"(rate {st.rate:.4f}; max {stale_hit_rate_max:g}){capped}"
         )
         if st.hits:
             first = st.hits[0]
-            detail += f"; e.g. {first.key} served {first.served_at:%Y-%m-%d %H:%M:%S}, superseded {first.superseded_at:%Y-%m-%d %H:%M:%S}"
-    outcomes.append(CheckOutcome("no_stale_hits", st.rate is None or st.rate <= stale_hit_rate_max, detail, st.rate, stale_hit_rate_max))
-    return outcomes
+            changed = first.changed_at or first.superseded_at
+            detail += f"; e.g. {first.key} served {first.served_at:%Y-%m-%d %H:%M:%S}, its source changed {changed:%Y-%m-%d %H:%M:%S}"
+        exposed = st.exposed()
+        if exposed:
+            detail += f"; users exposed up to {exposed[0].minutes:.1f} min ({exposed[0].key})"
+    return CheckOutcome("no_stale_hits", st.rate is None or st.rate <= stale_hit_rate_max, detail, st.rate, stale_hit_rate_max)

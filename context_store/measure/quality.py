@@ -259,7 +259,7 @@ def evaluate_routing_quality(store: ContextStore, embedder: Embedder) -> list[Se
             data = report.as_dict()
             metrics = {key: float(data[key]) for key in ROUTING_KEYS if key in data}
             for side in ("baseline", "served"):  # the raw-score baseline, and the confidence the API serves today
-                metrics.update({f"{side}_{key}": float(data[side][key]) for key in ("ece", "coverage_at_target", "escalation_recall")
+                metrics.update({f"{side}_{key}": float(data[side][key]) for key in ("ece", "coverage_at_target", "escalation_recall", "escalation_rate")
                                 if key in data[side]})
             metrics.update({"queries": float(report.queries), "answerable": float(report.answerable)})
             out.append(SetQuality(gs.name, gs.format, metrics, worst=[{"escalations_by_reason": report.escalations_by_reason}]))
@@ -269,8 +269,11 @@ def evaluate_routing_quality(store: ContextStore, embedder: Embedder) -> list[Se
     return out
 
 
-def routing_checks(sets: list[SetQuality], config: QualityConfig) -> list[CheckOutcome]:
-    """Calibration error of the routing confidence under its ceiling, per set."""
+def routing_checks(sets: list[SetQuality], config: QualityConfig, *, outcome_gap: tuple[float | None, int, int] | None = None) -> list[CheckOutcome]:
+    """Calibration error of the confidence the API serves under its ceiling: per golden set (through ``respond()``),
+    and on outcomes when there are enough (``outcome_gap``: the scorecard's ECE, its answers, the answers needed).
+    The cross-fitted ECE is shown beside the served one, not judged: it describes a model nobody serves."""
+    ceiling = config.routing_ece_ceiling
     if not sets:
         return [CheckOutcome("routing_ece_under_ceiling", False, "no golden-format set is configured (settings: quality.golden_sets)")]
     out = []
@@ -278,10 +281,21 @@ def routing_checks(sets: list[SetQuality], config: QualityConfig) -> list[CheckO
         if s.error:
             out.append(CheckOutcome(f"{s.name}: evaluated", False, s.error))
             continue
-        ece = s.metrics.get("ece")
-        out.append(CheckOutcome(f"{s.name}: ece <= ceiling", ece is not None and ece <= config.routing_ece_ceiling,
-                                f"{s.name} routing ECE {ece:.3f} (ceiling {config.routing_ece_ceiling:.3f})", ece, config.routing_ece_ceiling))
+        served, crossfit = s.metrics.get("served_ece"), s.metrics.get("ece")
+        out.append(CheckOutcome(
+            f"{s.name}: served ece <= ceiling", served is not None and served <= ceiling,
+            f"{s.name}: ECE of the served confidence {_or_dash(served)} (cross-fitted calibrator {_or_dash(crossfit)}; ceiling {ceiling:.3f})",
+            served, ceiling))
+    if outcome_gap is not None:
+        gap, n, needed = outcome_gap
+        if gap is not None and n >= needed:
+            out.append(CheckOutcome("outcomes: served ece <= ceiling", gap <= ceiling,
+                                    f"ECE of the served confidence on {n} answers with outcomes {gap:.3f} (ceiling {ceiling:.3f})", gap, ceiling))
     return out
+
+
+def _or_dash(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
 
 
 def learning_checks(store: ContextStore, metrics: dict[str, Any], config: QualityConfig, *, now: datetime | None = None) -> list[CheckOutcome]:

@@ -23,6 +23,8 @@ from context_store._common import percentile, utcnow
 from context_store.measure.freshness import freshness_report
 from context_store.measure.gate import pending_change
 from context_store.measure.quality import history
+from context_store.measure.resolution import resolution_scorecard
+from context_store.measure.resolution_report import resolution_figure, resolution_html, resolution_tiles
 from context_store.store.context_store import ContextStore
 from context_store.store.models import EvaluationRun, PromotionDecision, RetrievalTrace, StaffAnswer, VersionLag
 
@@ -125,13 +127,8 @@ def build_report(store: ContextStore, *, days: float = 30.0, now: datetime | Non
                            "live": d.live_fingerprint, "reason": d.reason} for d in decisions],
         },
         "freshness": {
-            "company_lag_p50_s": fresh.lag["company"].p50_s, "company_lag_p95_s": fresh.lag["company"].p95_s,
-            "user_lag_p95_s": fresh.lag["user"].p95_s, "versions_measured": fresh.lag["company"].count + fresh.lag["user"].count,
-            "unindexed_changes": fresh.unindexed.count, "users_past_max_age": len(fresh.users.stale),
-            "sla_seconds": store.settings.freshness_sla_seconds,
-            "stale_hit_rate": fresh.stale.rate, "served_results": fresh.stale.served, "stale_hits": fresh.stale.stale,
-            "stale_hit_rate_max": store.settings.stale_hit_rate_max, "stale_hits_capped": fresh.stale.capped,
-            "responses_read": fresh.stale.traces,
+            **fresh.headline(),
+            "sla_seconds": store.settings.freshness_sla_seconds, "stale_hit_rate_max": store.settings.stale_hit_rate_max,
             **_lag_series(store, since),
         },
         "retrieval_quality": {
@@ -143,6 +140,7 @@ def build_report(store: ContextStore, *, days: float = 30.0, now: datetime | Non
                             "latest": {r.set_name: r.metrics for r in routing_runs}},
         "escalations": _escalations(store, since),
         "time_to_knowledge": _time_to_knowledge(store, since),
+        "resolution": resolution_scorecard(store, days=days, now=now),
     }
 
 
@@ -233,7 +231,7 @@ def _ttk_plot(plt: Any, ttk: list[dict[str, Any]]) -> str:
 
 
 def _plots(data: dict[str, Any]) -> dict[str, str]:
-    """The four figures as base64 PNGs, keyed as the page places them."""
+    """The five figures as base64 PNGs, keyed as the page places them."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless: no display, no GUI toolkit
@@ -244,6 +242,7 @@ def _plots(data: dict[str, Any]) -> dict[str, str]:
         "quality": _quality_plot(plt, data["retrieval_quality"]["series"]),
         "escalations": _escalation_plot(plt, data["escalations"]),
         "ttk": _ttk_plot(plt, data["time_to_knowledge"]["points"]),
+        "resolution": _png(resolution_figure(plt, data["resolution"])),
     }
 
 
@@ -275,9 +274,12 @@ def _tiles(data: dict[str, Any]) -> str:
     tiles = [
         _tile("company_lag_p95_s", "company lag p95", _fmt(f["company_lag_p95_s"], " s", 1)),
         _tile("unindexed_changes", "changes not yet retrievable", _fmt(f["unindexed_changes"])),
-        _tile("stale_hit_rate", "served results already superseded", _percent(f["stale_hit_rate"], 2)),
+        _tile("unobserved_changes", "source changes nobody observed yet", _fmt(f["unobserved_changes"])),
+        _tile("stale_hit_rate", "served results whose source had changed", _percent(f["stale_hit_rate"], 2)),
+        _tile("stale_exposed_minutes_max", "longest stale exposure of one document", _fmt(f["stale_exposed_minutes_max"], " min", 1)),
         _tile("escalation_rate", "escalation rate", _percent(esc["escalation_rate"], 1)),
         _tile("time_to_knowledge_p50_s", "time to knowledge p50", _fmt(ttk["p50_s"], " s", 1)),
+        *resolution_tiles(data["resolution"], _tile),
     ]
     for name, latest in data["retrieval_quality"]["latest"].items():
         m = latest["metrics"]
@@ -301,6 +303,16 @@ def _worst_html(data: dict[str, Any]) -> str:
                  for w in latest["worst"][:10]],
             )
     return out
+
+
+def _exposure_html(f: dict[str, Any]) -> str:
+    """How long users were served each document's old text after its source changed."""
+    if not f["stale_exposure"]:
+        return ""
+    return "<h3>How long were users exposed?</h3>" + _table(
+        ["document", "stale results", "source changed", "last served stale", "exposed (min)"],
+        [[e["key"], e["hits"], e["changed_at"][:19], e["last_served"][:19], e["exposed_minutes"]] for e in f["stale_exposure"]],
+    )
 
 
 def _pending_html(idx: dict[str, Any]) -> str:
@@ -342,12 +354,15 @@ def render_html(data: dict[str, Any]) -> str:
 serving index <code>{html.escape(idx["serving_fingerprint"])}</code> ({html.escape(idx["model"])}, {html.escape(idx["chunking"])})</p>
 {_pending_html(idx)}
 <div class="tiles">{_tiles(data)}</div>
+{resolution_html(data["resolution"], img("resolution", "task success, first-contact resolution, repeat contact and confidence gap per day"))}
 <h2>How stale is the context?</h2>
 <p>Lag from a source change to being retrievable, per indexed version (SLA {f["sla_seconds"]:g} s).
 p50 {_fmt(f["company_lag_p50_s"], " s", 1)}, p95 {_fmt(f["company_lag_p95_s"], " s", 1)} over {f["versions_measured"]} versions;
 {f["users_past_max_age"]} users' state past its maximum age.
-Of {f["served_results"]} results the API served, {f["stale_hits"]} quoted a version already superseded when served
-(stale-hit rate {_percent(f["stale_hit_rate"], 2)}; allowed {f["stale_hit_rate_max"] * 100:g} %{f"; only the first {f['responses_read']:,} responses measured" if f["stale_hits_capped"] else ""}).</p>
+Of {f["served_results"]} results the API served, {f["stale_hits"]} quoted a version already superseded at its source when served,
+whether or not the pipeline knew yet (stale-hit rate {_percent(f["stale_hit_rate"], 2)}; allowed {f["stale_hit_rate_max"] * 100:g} %{f"; only the first {f['responses_read']:,} responses measured" if f["stale_hits_capped"] else ""}).
+{f["unobserved_changes"]} changes in the sources have not been observed by any watcher or sync yet{f" (the oldest {_fmt(f['unobserved_oldest_age_s'], ' s', 0)} ago)" if f["unobserved_changes"] else ""}.</p>
+{_exposure_html(f)}
 {img("lag", "lag over time")}
 <h2>Is retrieval right?</h2>
 <p>nDCG@10, MRR@10 and — for questions whose answer changed — how often the current answer wins over the superseded one, per golden set and evaluation.</p>

@@ -55,7 +55,7 @@ from context_store.route.policy import RoutingConfig
 from context_store.route.respond import Question, Responder, Response, respond
 from context_store.store.context_store import ContextStore
 
-__all__ = ["RoutingEvalReport", "escalation_scores", "evaluate_routing", "run_routing_eval"]
+__all__ = ["RoutingEvalReport", "answered_right", "decide_all", "escalation_scores", "evaluate_routing", "respond_all", "run_routing_eval"]
 
 
 def escalation_scores(escalated: Iterable[bool], answerable: Iterable[bool]) -> tuple[float, float]:
@@ -158,20 +158,26 @@ def run_routing_eval(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _respond_all(
-    store: ContextStore, embedder: Embedder, queries: list[LabelledQuestion], *, mapping: dict[str, str] | None,
-    k: int, config: RoutingConfig, progress: Any,
+def answered_right(question: LabelledQuestion, top_doc: str | None, mapping: dict[str, str] | None = None) -> bool:
+    """The one label of a labelled question's response: answerable, and its top result one of its
+    ``expected_doc_ids`` (any result when it names none); ``mapping`` turns our doc ids into the ids it uses."""
+    top = (mapping.get(top_doc) if mapping is not None else top_doc) if top_doc is not None else None
+    return bool(question.answerable and top is not None and (not question.expected_doc_ids or top in question.expected_doc_ids))
+
+
+def respond_all(
+    store: ContextStore, embedder: Embedder, queries: list[LabelledQuestion], *, mapping: dict[str, str] | None = None,
+    k: int = 10, config: RoutingConfig | None = None, progress: Any = None,
 ) -> tuple[list[Response], np.ndarray]:
     """Every query through ``respond()`` as the API serves it (nothing routed, logged or traced), and whether
-    answering it is correct."""
+    answering it is correct (``answered_right``)."""
+    config = config or RoutingConfig()
     retriever = Retriever(store, PrefetchedEmbedder(embedder, [q.text for q in queries]))
     responder = Responder(store, retriever, calibrator=load_calibrator(store.settings.home / CALIBRATOR_FILE), routing=config)
     responses, correct = [], []
     for i, q in enumerate(queries):
         response = respond(responder, Question(q.text, k=k), record=False)
-        top_doc = response.result.results[0].doc_id if response.result.results else None
-        top = (mapping.get(top_doc) if mapping is not None else top_doc) if top_doc is not None else None
-        correct.append(q.answerable and top is not None and (not q.expected_doc_ids or top in q.expected_doc_ids))
+        correct.append(answered_right(q, response.result.results[0].doc_id if response.result.results else None, mapping))
         responses.append(response)
         if progress and i % 100 == 0:
             progress(i, len(queries))
@@ -183,7 +189,7 @@ def _signals(response: Response) -> list[Reason]:
     return [r for r in response.decision.reasons if r.code not in (NO_RESULTS, LOW_CONFIDENCE)]
 
 
-def _decide_all(responses: list[Response], confidences: Iterable[float], thresholds: Iterable[float]) -> list[Decision]:
+def decide_all(responses: list[Response], confidences: Iterable[float], thresholds: Iterable[float]) -> list[Decision]:
     """``decide()`` per query with another confidence and threshold, the same results and signals.
 
     A fold whose training part reaches the target precision at no threshold has threshold
@@ -208,7 +214,9 @@ def _served(responses: list[Response], y: np.ndarray, answerable: np.ndarray, th
     served = np.array([r.decision.confidence for r in responses])
     sources = Counter(r.confidence_source for r in responses if r.result.results)
     return {**_summary(served, served, y, _escalated([r.decision for r in responses]), answerable, target=target),
-            "confidence_source": sources.most_common(1)[0][0] if sources else "no results", "threshold": threshold}
+            "confidence_source": sources.most_common(1)[0][0] if sources else "no results",
+            # the threshold it decided with: the calibrator's own when it has one (respond()), else the setting
+            "threshold": responses[0].decision.threshold if responses else threshold}
 
 
 def evaluate_routing(
@@ -231,11 +239,11 @@ def evaluate_routing(
     """
     if not 2 <= folds <= 20:
         raise InvalidRequest(f"folds must be between 2 and 20, got {folds}")
-    responses, y = _respond_all(store, embedder, queries, mapping=mapping, k=k, config=config or RoutingConfig(), progress=progress)
+    responses, y = respond_all(store, embedder, queries, mapping=mapping, k=k, config=config or RoutingConfig(), progress=progress)
     answerable = np.array([q.answerable for q in queries], bool)
     feats = [dict(r.result.features) for r in responses]
     conf, thr = _cross_fit(feats, y.astype(int), folds, seed, target_precision)
-    policy = _decide_all(responses, conf, thr)
+    policy = decide_all(responses, conf, thr)
     raw = np.array([f.get("dense_top", 0.0) for f in feats])
     raw_thr = _raw_thresholds(raw, y.astype(int), folds, seed, target_precision)
     other = np.array([any(r.code != LOW_CONFIDENCE for r in d.reasons) for d in policy], bool)  # e.g. no results, a signal
@@ -247,7 +255,7 @@ def evaluate_routing(
         policy=_summary(conf, conf, y, _escalated(policy), answerable, target=target_precision),
         # the raw cosine read as P(correct) is clipped into [0, 1] for its ECE (it can be negative)
         baseline=_summary(raw, np.clip(raw, 0.0, 1.0), y, (raw < raw_thr) | other, answerable, target=target_precision),
-        uncalibrated_default=_summary(default, default, y, _escalated(_decide_all(responses, default, [api_threshold] * len(responses))),
+        uncalibrated_default=_summary(default, default, y, _escalated(decide_all(responses, default, [api_threshold] * len(responses))),
                                       answerable, target=target_precision),
         served=_served(responses, y, answerable, api_threshold, target_precision),
         escalations_by_reason=_by_reason(policy),

@@ -16,6 +16,12 @@ at 100k rows side by side: 8.1 ms against 22.5 ms exact, recall@10 0.988; an inv
 index probing 30 % of 316 clusters reached recall 0.98 but cost 19.6 ms (many small
 products). Recall against exact search is measured by ``bench/latency.py``
 (``recall_vs_exact``), never assumed.
+
+On CUDA (``device``, from ``embedding.device``) the snapshot's vectors are also copied to the
+GPU and every unmasked search is exact there: one matrix product and a top-k per batch of
+concurrent queries (0.24 ms at 100k x 384 on an H200, against 1.4 ms for numpy on 16
+cores), so no projection is fitted. It ranks as numpy's exact search does, up to float
+rounding and the order of tied scores. Masked searches and ``scores_for`` stay on the CPU copy.
 """
 
 from __future__ import annotations
@@ -29,12 +35,13 @@ from typing import Any
 import numpy as np
 
 from context_store.index.embed.coalesce import Coalescer
+from context_store.index.embed.device import is_cuda
 from context_store.retrieve.first_stage import ProjectedTopK
 from context_store.retrieve.text_index import TermIndex, top_positive
 from context_store.settings import RetrievalConfig
 from context_store.store.vector_index import VectorIndex
 
-__all__ = ["DenseIndex", "Snapshot"]
+__all__ = ["DenseIndex", "Snapshot", "torch_top"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +65,7 @@ class Snapshot:
     first_stage: ProjectedTopK | None = None
     text: TermIndex | None = None  # BM25 over the same rows (``text_index``), when asked for
     headings: TermIndex | None = None  # BM25 over each row's title and heading trail, beside ``text``
+    gpu: Any = None  # on CUDA: ``vectors`` as a torch tensor on the GPU
 
     @property
     def size(self) -> int:
@@ -81,6 +89,7 @@ class DenseIndex:
         refresh_interval: float = 0.2,
         text_index: bool = False,
         reload_wait: float = 0.5,
+        device: str = "cpu",
     ) -> None:
         if ann == "ivf":  # the name of the former in-memory ANN in older configs
             ann = "projected"
@@ -100,7 +109,9 @@ class DenseIndex:
         self._versions: dict[str, int | None] = {}
         self._lock = threading.Lock()
         self.reloads = 0
+        self.device = device  # resolved (cpu | cuda | cuda:N): ``embedding.device`` through ``resolve_device``
         self._first_stage = Coalescer(self._pools, max_batch=16)
+        self._gpu_search = Coalescer(_gpu_tops, max_batch=16)
 
     @classmethod
     def from_config(cls, index: VectorIndex, config: RetrievalConfig, **overrides: Any) -> "DenseIndex":
@@ -159,11 +170,43 @@ class DenseIndex:
             loader.join(self.reload_wait)
         return self._snapshot or snap
 
-    def _reload(self, version: int | None, previous: Snapshot) -> None:
+    def refresh(self, timeout: float) -> bool:
+        """Serve the table's newest version from now on, loading it at once; False if not done within ``timeout``.
+
+        What a caller that just committed rows waits on before it says they are retrievable
+        (a staff answer posted with ``?wait=true``): a search after this returns True sees
+        them — dense and in-memory full-text alike — with no refresh interval or background
+        load in between. A load still running at the timeout finishes in the background.
+        """
+        deadline = time.monotonic() + timeout
+        self.index.refresh()  # the cached handle moves on too, so the periodic look never goes back
+        target = self.table_version()
+        started: threading.Thread | None = None
+        while True:
+            with self._lock:
+                snap = self._snapshot
+                if snap is not None and _holds(snap.version, target):
+                    self._checked_at = time.monotonic()
+                    return True
+                if started is not None and self._loader is None:
+                    return False  # the load this call started failed (logged); the next look retries
+                loader = self._loader
+                if loader is None:
+                    loader = started = self._loader = threading.Thread(
+                        target=self._reload, args=(target, snap), name="dense-index-refresh", daemon=True
+                    )
+                    loader.start()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            loader.join(left)
+
+    def _reload(self, version: int | None, previous: Snapshot | None) -> None:
         try:
             snap = self._load(version, previous=previous)
         except Exception:  # a failed load must not take serving down: the old snapshot stays, the next check retries
-            log.exception("dense index: loading table version %s failed; still serving version %s", version, previous.version)
+            log.exception("dense index: loading table version %s failed; still serving version %s", version,
+                          previous.version if previous else None)
             snap = None
         with self._lock:
             if snap is not None:
@@ -190,7 +233,11 @@ class DenseIndex:
             vectors /= np.where(norms == 0, 1.0, norms)
         meta = {c: arrow.column(c).to_pylist() for c in META_COLUMNS}
         snap = Snapshot(version=version, vectors=vectors, meta=meta, row_of={cid: i for i, cid in enumerate(meta["chunk_id"])})
-        if self.ann == "projected" or (self.ann == "auto" and n >= self.ann_min_rows):
+        if is_cuda(self.device) and n:
+            import torch
+
+            snap.gpu = torch.from_numpy(vectors).to(self.device)
+        elif self.ann == "projected" or (self.ann == "auto" and n >= self.ann_min_rows):
             reuse = previous.projection if previous is not None else None
             if reuse is not None and (reuse.shape[0] != vectors.shape[1] or n > 2 * previous.size):
                 reuse = None  # the corpus changed shape: fit again
@@ -199,7 +246,7 @@ class DenseIndex:
             snap.text = TermIndex(meta["text"], meta["chunk_hash"], previous=previous.text if previous is not None else None)
             snap.headings = TermIndex(meta["heading"], meta["heading"], previous=previous.headings if previous is not None else None)
         log.info("dense index: loaded %d rows of version %s in %.2fs (%s)", n, version, time.perf_counter() - started,
-                 "projected" if snap.projection is not None else "exact")
+                 "projected" if snap.projection is not None else f"exact on {self.device}")
         return snap
 
     # -- search --------------------------------------------------------------------------
@@ -218,6 +265,8 @@ class DenseIndex:
             rows = np.flatnonzero(mask)
             scores = snap.vectors[rows] @ q
             return snap, *_top(rows, scores, k)
+        if snap.gpu is not None:
+            return snap, *self._gpu_search((snap, q, k))
         if snap.projection is None or exact:
             scores = snap.vectors @ q
             return snap, *_top(np.arange(snap.size), scores, k)
@@ -266,6 +315,38 @@ class DenseIndex:
 
     def scores_for(self, snap: Snapshot, vector: np.ndarray, rows: list[int]) -> np.ndarray:
         return snap.vectors[np.asarray(rows, dtype=np.int64)] @ np.asarray(vector, dtype=np.float32)
+
+
+def _gpu_tops(items: list[tuple[Snapshot, np.ndarray, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Exact search for concurrent queries on the GPU: one product and one top-k per snapshot."""
+    out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(items)
+    by_snap: dict[int, list[int]] = {}
+    for i, (snap, _, _) in enumerate(items):
+        by_snap.setdefault(id(snap), []).append(i)
+    for members in by_snap.values():
+        snap = items[members[0]][0]
+        tops = torch_top(snap.gpu, np.stack([items[i][1] for i in members]), max(items[i][2] for i in members))
+        for i, (rows, scores) in zip(members, tops):
+            k = items[i][2]
+            out[i] = (rows[:k], scores[:k])
+    return out  # type: ignore[return-value]
+
+
+def torch_top(matrix: Any, queries: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per query, the top ``k`` rows of ``matrix`` (a torch tensor, any device) by dot product,
+    best first: (row indices, scores) as numpy. The GPU search's arithmetic; tested on the CPU."""
+    import torch
+
+    with torch.inference_mode():
+        q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)).to(matrix.device)
+        scores, rows = torch.topk(matrix @ q.T, min(k, matrix.shape[0]), dim=0)  # (k, queries), sorted
+        scores, rows = scores.T.cpu().numpy(), rows.T.cpu().numpy()
+    return [(rows[j].astype(np.int64), scores[j]) for j in range(len(queries))]
+
+
+def _holds(version: int | None, target: int | None) -> bool:
+    """Whether a snapshot of table ``version`` holds every row of ``target``."""
+    return version == target if version is None or target is None else version >= target
 
 
 def _top(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -21,6 +21,14 @@ It never exceeds 0.8, is 0 below a cosine of 0.45 (all-MiniLM-L6-v2 puts unrelat
 there), and halves when the two best documents are near-ties. With the default threshold
 0.5 an uncalibrated deployment answers only on a clear, strong dense match and escalates
 the rest: fitting a calibrator on your own labelled questions is how to answer more.
+
+**The threshold travels with the calibrator.** ``freshcontext calibrate --outcomes`` (and
+``freshcontext demo``, on the demo's golden set) choose the threshold that reaches a target
+answer precision on the data the calibrator was fitted on and store it in the file
+(``threshold``, ``target_precision``); ``respond()`` then decides with it instead of
+``retrieval.confidence_threshold``. A calibrator without one (``calibrate --beir``, older
+files) leaves the configured threshold in force. The running API reloads the file when it
+changes (``service/state.py``), so a new calibrator and its threshold apply without a restart.
 """
 
 from __future__ import annotations
@@ -79,6 +87,9 @@ class Calibrator:
     heldout_ece: float | None = None
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
     kind: str = "logistic"
+    threshold: float | None = None  # when set, respond() decides with it instead of retrieval.confidence_threshold
+    target_precision: float | None = None  # the answer precision the threshold was chosen for
+    evaluation: dict[str, Any] | None = None  # held-out numbers of the fit that produced it (calibrate --outcomes)
 
     def predict(self, features: dict[str, float]) -> float:
         x = (feature_vector(features) - np.asarray(self.mean)) / np.asarray(self.scale)
@@ -106,6 +117,8 @@ def load_calibrator(path: str | Path) -> Calibrator | None:
         raise ConfigError(f"{source}: not a calibrator written by `freshcontext calibrate` ({exc})") from exc
     if calibrator.features != FEATURES or len(calibrator.coef) != len(FEATURES):
         raise ConfigError(f"{source}: fitted on features {calibrator.features}, this version uses {FEATURES}; run calibrate again")
+    if calibrator.threshold is not None and not 0.0 <= calibrator.threshold <= 1.0:
+        raise ConfigError(f"{source}: threshold {calibrator.threshold} is outside [0, 1]; run calibrate again")
     return calibrator
 
 

@@ -35,6 +35,7 @@ REASON_CODES = (
     "stale_source",
     "stale_user_state",
     "handoff_requested",  # the agent pressed the red button (route.handoff); never raised by decide()
+    "answer_failed",  # a review: an answer's outcome said it failed (route.reviews)
 )
 
 

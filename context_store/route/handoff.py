@@ -26,17 +26,17 @@ from typing import Any
 from sqlmodel import Session, select
 
 from context_store._common import utcnow
-from context_store.errors import InvalidRequest, StoreError, UnknownUser
+from context_store.errors import InvalidRequest, UnknownUser
 from context_store.route.decision import Reason
 from context_store.route.outbox import enqueue
 from context_store.route.policy import RoutingConfig, routing_config
 from context_store.route.questions import ask_view, question_view
-from context_store.route.traces import latest_trace, replay
+from context_store.route.traces import latest_trace, served_context
 from context_store.route.transcript import check_turns, merge_turns
 from context_store.state.user_state import current_snapshot
 from context_store.store.context_store import ContextStore
 from context_store.store.database import lineage_lock
-from context_store.store.models import QuestionAsk, RetrievalTrace, RoutedQuestion, UserRecord
+from context_store.store.models import QuestionAsk, RoutedQuestion, UserRecord
 
 __all__ = ["HANDOFF", "HANDOFF_REQUESTED", "MAX_REASON_CHARS", "HandoffOutcome", "request_handoff"]
 
@@ -80,21 +80,6 @@ def _user_memory(session: Session, user_id: str | None) -> tuple[str | None, lis
     if snapshot is None:
         raise UnknownUser(f"user {user_id!r} has no current state (their snapshot was removed); hand off without user_id")
     return snapshot.version_id, [{"key": f.get("key"), "text": f.get("text")} for f in snapshot.facts or []]
-
-
-def _served_context(store: ContextStore, trace: RetrievalTrace | None) -> list[dict[str, Any]]:
-    """What the conversation's last response served, texts rebuilt from the versioned store.
-
-    A chunk a promotion archived away still names its document version, so the person can look it up.
-    """
-    if trace is None:
-        return []
-    try:
-        served = replay(store, trace.trace_id)["results"]
-    except StoreError:
-        served = [{**r, "text": None} for r in trace.results or []]
-    keys = ("chunk_id", "doc_id", "version_id", "title", "heading", "text", "score", "source_path", "source_changed_at")
-    return [{k: r.get(k) for k in keys} for r in served]
 
 
 def _question_text(turns: list[dict[str, Any]], reason: str) -> str:
@@ -143,7 +128,7 @@ def request_handoff(
     with store.session() as session:
         user_version_id, facts = _user_memory(session, user_id)
         trace = latest_trace(session, conversation_id)
-    context = _served_context(store, trace)
+    context = served_context(store, trace)
     trace_id = trace.trace_id if trace is not None else None
     reasons = [Reason(HANDOFF_REQUESTED, reason, source="agent").as_dict()]
     with store.session() as session:

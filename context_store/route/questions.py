@@ -11,18 +11,21 @@ Lifecycle::
       └────► dismissed
 
 Near-duplicates: a new escalation whose question is close (cosine >= ``group_similarity``)
-to an *open* question joins it as another ``QuestionAsk`` instead of queueing twice; the
-answer then serves every asker, and each one can be looked up.
+to an *open* question of the same kind joins it as another ``QuestionAsk`` instead of
+queueing twice; the answer then serves every asker, and each one can be looked up.
+
+Kinds (``KINDS``): ``escalation`` (the policy sent the question to a person), ``review`` (a
+bot answer that failed afterwards, opened by ``route.outcomes`` with that answer's working
+memory) and ``handoff`` (the agent handed the conversation over). Kinds never group together:
+a review says "this answer failed", an escalation "nobody answered yet".
 """
 
 from __future__ import annotations
 
 import secrets
-import threading
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -36,15 +39,17 @@ from context_store.route.decision import Reason
 from context_store.route.outbox import enqueue
 from context_store.route.policy import RoutingConfig, routing_config
 from context_store.route.redact import redact
-from context_store.route.triggers import from_vector, to_vector
+from context_store.route.grouping import nearest_open, remember_open
+from context_store.route.triggers import to_vector
 from context_store.store.context_store import ContextStore
-from context_store.store.database import in_batches
 from context_store.store.models import QuestionAsk, RoutedQuestion, StaffAnswer
 
 __all__ = [
+    "KINDS",
     "STATUSES",
     "RoutingOutcome",
     "ask_view",
+    "WorkingMemory",
     "assign_question",
     "count_by_status",
     "get_question",
@@ -58,6 +63,7 @@ __all__ = [
 
 STATUSES = ("open", "answered", "closed", "dismissed")
 MAX_LIMIT, MAX_OFFSET = 1000, 1_000_000_000  # paging past these is a caller's mistake (and overflows SQL integers)
+KINDS = ("escalation", "review", "handoff")
 _ALLOWED = {"open": {"answered", "dismissed"}, "answered": {"closed"}, "closed": set(), "dismissed": set()}
 
 
@@ -72,6 +78,24 @@ class RoutingOutcome:
         return {"question_id": self.question_id, "grouped": self.grouped, "similarity": round(self.similarity, 4), "ask_count": self.ask_count}
 
 
+@dataclass
+class WorkingMemory:
+    """What the person answering needs: the question, who asked, the context and the user's facts."""
+
+    text: str
+    user_id: str | None = None
+    user_version_id: str | None = None
+    context: list[dict[str, Any]] = field(default_factory=list)
+    user_state: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, result: RetrievalResult) -> "WorkingMemory":
+        return cls(
+            result.query, result.user_id, result.user_version_id, _hit_memory(result),
+            [{"key": f.key, "text": f.text, "score": round(float(f.score), 4)} for f in result.user_state],
+        )
+
+
 def _hit_memory(result: RetrievalResult) -> list[dict[str, Any]]:
     return [
         {
@@ -83,137 +107,9 @@ def _hit_memory(result: RetrievalResult) -> list[dict[str, Any]]:
     ]
 
 
-class _OpenVectors:
-    """Vectors of open questions, per process, as rows of one matrix that grows in place.
-
-    A question's vector never changes and a question never returns to ``open``, so the set
-    needs three kinds of news, none of which costs a request more than the product with the
-    matrix (~0.1 ms at 3,000 open questions):
-
-    * this process's own new questions: added as they are queued (``add``, amortised O(1));
-    * questions other processes queued: at most every ``REFRESH_S`` the ids created in the
-      last ``SLACK_S`` seconds are read (the slack covers a creation time stamped before its
-      transaction committed), and only unknown ones are fetched;
-    * questions that left ``open``: a nearest one at or above the grouping similarity is
-      re-read before a question joins it, and dropped when closed (its row is zeroed, so it
-      never wins again); every ``FULL_REFRESH_S`` the open ids are read whole, which drops
-      the rest. Re-reading every open id each second cost ~5 ms a request with ~1,200 open
-      questions, and rebuilding the matrix on every escalation grew with the queue too.
-    """
-
-    REFRESH_S = 1.0
-    SLACK_S = 10.0
-    FULL_REFRESH_S = 60.0
-
-    def __init__(self) -> None:
-        self.ids: list[str | None] = []  # row -> question id (None: dropped)
-        self.row_of: dict[str, int] = {}
-        self.matrix = np.zeros((0, 0), dtype=np.float32)  # capacity rows; the first len(ids) are in use
-        self.refreshed_at = -1e18
-        self.full_refresh_at = -1e18
-        self.lock = threading.Lock()
-
-    @property
-    def vectors(self) -> dict[str, np.ndarray]:
-        """Open question id -> vector (for inspection; requests use the matrix)."""
-        with self.lock:
-            return {i: self.matrix[row].copy() for i, row in self.row_of.items()}
-
-    def _refresh(self, session: Session, model: str) -> None:
-        now = time.monotonic()
-        full = now - self.full_refresh_at >= self.FULL_REFRESH_S
-        query = select(RoutedQuestion.question_id).where(RoutedQuestion.status == "open", RoutedQuestion.model == model)
-        if not full:
-            query = query.where(col(RoutedQuestion.created_at) >= utcnow() - timedelta(seconds=self.SLACK_S))
-        ids = set(session.exec(query).all())
-        if full:
-            for gone in [i for i in self.row_of if i not in ids]:  # closed questions leave the cache
-                self._drop(gone)
-            self.full_refresh_at = now
-        missing = sorted(i for i in ids if i not in self.row_of)
-        for part in in_batches(missing, 500):
-            for question_id, blob in session.exec(
-                select(RoutedQuestion.question_id, RoutedQuestion.vector).where(col(RoutedQuestion.question_id).in_(part))
-            ).all():
-                self._add(question_id, from_vector(blob))
-        self.refreshed_at = now
-
-    def _add(self, question_id: str, vector: np.ndarray) -> None:
-        if question_id in self.row_of:
-            return
-        if not self.ids or self.matrix.shape[1] != vector.shape[0]:
-            if self.row_of:
-                return  # another dimension than the open questions of this model: cannot be compared
-            self.ids, self.matrix = [], np.zeros((64, vector.shape[0]), dtype=np.float32)
-        n = len(self.ids)
-        if n == self.matrix.shape[0]:
-            self.matrix = np.concatenate([self.matrix, np.zeros_like(self.matrix)])  # double: amortised O(1)
-        self.matrix[n] = vector
-        self.ids.append(question_id)
-        self.row_of[question_id] = n
-
-    def _drop(self, question_id: str) -> None:
-        row = self.row_of.pop(question_id, None)
-        if row is None:
-            return
-        self.matrix[row] = 0.0  # a zero row scores 0, below any grouping similarity
-        self.ids[row] = None
-        if len(self.row_of) * 2 < len(self.ids) and len(self.ids) > 64:  # mostly dropped rows: compact
-            keep = list(self.row_of.items())
-            self.ids = [i for i, _ in keep]
-            self.matrix = np.concatenate([self.matrix[[r for _, r in keep]], np.zeros((max(64, len(keep)), self.matrix.shape[1]), np.float32)])
-            self.row_of = {i: r for r, i in enumerate(self.ids)}
-
-    def add(self, question_id: str, vector: np.ndarray) -> None:
-        with self.lock:
-            self._add(question_id, np.asarray(vector, dtype=np.float32))
-
-    def drop(self, question_id: str) -> None:
-        with self.lock:
-            self._drop(question_id)
-
-    def nearest(self, session: Session, vector: np.ndarray, model: str) -> tuple[str | None, float]:
-        with self.lock:
-            if time.monotonic() - self.refreshed_at >= self.REFRESH_S:
-                self._refresh(session, model)
-            n = len(self.ids)
-            if not self.row_of or self.matrix.shape[1] != vector.shape[0]:
-                return None, -1.0
-            sims = self.matrix[:n] @ vector
-            i = int(np.argmax(sims))
-            return self.ids[i], float(sims[i])
-
-
-_OPEN: dict[tuple[str, str], _OpenVectors] = {}
-_OPEN_LOCK = threading.Lock()
-
-
-def _open_cache(session: Session, model: str) -> _OpenVectors:
-    key = (str(session.get_bind().url), model)
-    with _OPEN_LOCK:
-        return _OPEN.setdefault(key, _OpenVectors())
-
-
-def _nearest_open(session: Session, vector: np.ndarray, model: str, similarity: float) -> tuple[RoutedQuestion | None, float]:
-    """The open question most similar to ``vector`` if it is at least ``similarity`` close; its row
-    is read afresh (only then), and a question that has left ``open`` since the cache saw it is
-    dropped and the next nearest is tried."""
-    cache = _open_cache(session, model)
-    for _ in range(5):  # more than a few closed in the last second means the cache is stale: refresh
-        question_id, sim = cache.nearest(session, vector, model)
-        if question_id is None or sim < similarity:
-            return None, sim
-        best = session.get(RoutedQuestion, question_id)
-        if best is not None and best.status == "open":
-            return best, sim
-        cache.drop(question_id)  # the next nearest() no longer sees it
-    cache.refreshed_at = cache.full_refresh_at = -1e18
-    return None, -1.0
-
-
 def route_question(
     store: ContextStore,
-    result: RetrievalResult,
+    result: RetrievalResult | WorkingMemory,
     reasons: list[Reason],
     *,
     vector: np.ndarray,
@@ -222,26 +118,26 @@ def route_question(
     trace_id: str | None = None,
     conversation_id: str | None = None,
     transcript: list[dict[str, Any]] | None = None,
+    kind: str = "escalation",
+    review: dict[str, Any] | None = None,
     config: RoutingConfig | None = None,
     now: datetime | None = None,
     session: Session | None = None,
 ) -> RoutingOutcome:
-    """Queue an escalated question (or group it with an open near-duplicate) and its notification.
-
-    ``transcript`` (the conversation's last turns, checked by ``route.transcript``) joins a new
-    question's working memory.
-
-    The question, its ask and its outbox message commit in one transaction (``session``:
-    the caller's), so a question is never queued without its notification or the other way round.
-    """
+    """Queue a question of ``kind`` (or join an open near-duplicate of that kind) and its notification, in one
+    transaction (``session``: the caller's). ``result``: the escalated retrieval, or an earlier one's
+    ``WorkingMemory`` (a review); ``transcript`` (checked by ``route.transcript``) joins a new question's memory."""
+    if kind not in KINDS:
+        raise InvalidRequest(f"question kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    memory = result if isinstance(result, WorkingMemory) else WorkingMemory.of(result)
     config = config or routing_config(store.settings)
     now = now or utcnow()
     vector = np.asarray(vector, dtype=np.float32)
     reason_dicts = [r.as_dict() for r in reasons]
     with store.session(session) as session:
-        best, best_sim = _nearest_open(session, vector, model, config.group_similarity)
+        best, best_sim = nearest_open(session, vector, model, kind, config.group_similarity)
         ask = {
-            "text": result.query, "user_id": result.user_id, "user_version_id": result.user_version_id,
+            "text": memory.text, "user_id": memory.user_id, "user_version_id": memory.user_version_id,
             "conversation_id": conversation_id, "trace_id": trace_id, "reasons": reason_dicts, "asked_at": now,
         }
         if best is not None:
@@ -254,21 +150,18 @@ def route_question(
                         {"question_id": best.question_id, "ask": ask_view(again), "ask_count": best.ask_count}, now=now)
             return RoutingOutcome(best.question_id, True, best_sim, best.ask_count)
         question = {
-            "question_id": "q-" + secrets.token_hex(8), "status": "open", "kind": "escalation", "text": result.query,
-            "user_id": result.user_id, "user_version_id": result.user_version_id, "conversation_id": conversation_id,
-            "trace_id": trace_id, "confidence": confidence, "reasons": reason_dicts, "context": _hit_memory(result),
-            "user_state": [{"key": f.key, "text": f.text, "score": round(float(f.score), 4)} for f in result.user_state],
-            "model": model, "vector": to_vector(vector), "ask_count": 1, "created_at": now, "updated_at": now,
-            "transcript": transcript or None,
+            "question_id": "q-" + secrets.token_hex(8), "status": "open", "kind": kind, "text": memory.text,
+            "user_id": memory.user_id, "user_version_id": memory.user_version_id, "conversation_id": conversation_id,
+            "trace_id": trace_id, "confidence": confidence, "reasons": reason_dicts, "context": memory.context,
+            "user_state": memory.user_state, "model": model, "vector": to_vector(vector), "ask_count": 1,
+            "created_at": now, "updated_at": now, "review": review, "transcript": transcript or None,
         }
         first = {**ask, "question_id": question["question_id"], "similarity": 1.0}
         # Core inserts, as the trace's: this runs on every escalation, and the ORM's unit of
         # work (objects, identity map, a flush between the two rows) cost more than the rows.
         session.execute(insert(RoutedQuestion.__table__), [question])  # type: ignore[attr-defined]
         session.execute(insert(QuestionAsk.__table__), [first])  # type: ignore[attr-defined]
-        # Seen by this process's next escalation at once (others within REFRESH_S); a rollback
-        # leaves an id whose row is missing, which _nearest_open drops when it meets it.
-        _open_cache(session, model).add(question["question_id"], vector)
+        remember_open(session, model, kind, question["question_id"], vector)
         if config.outbound_url:
             view = question_view(RoutedQuestion(**question), [QuestionAsk(**first)], None, redact_patterns=config.redact_patterns)
             enqueue(session, "routed_question.created", config.outbound_url, view, now=now)
@@ -315,6 +208,7 @@ def question_view(
         "answered_at": iso(question.answered_at),
         "closed_at": iso(question.closed_at),
         "resolution_note": question.resolution_note,
+        "review": question.review,
         "answer": None if answer is None else {
             "answer_id": answer.answer_id, "author": answer.author, "text": answer.text, "received_at": iso(answer.received_at),
             "doc_id": answer.doc_id, "source_versions": answer.source_versions, "retrievable_at": iso(answer.retrievable_at),
@@ -340,10 +234,14 @@ def get_question(store: ContextStore, question_id: str) -> dict[str, Any]:
         return question_view(question, asks, answer, redact_patterns=routing_config(store.settings).redact_patterns)
 
 
-def list_questions(store: ContextStore, *, status: str | None = "open", limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
-    """Oldest first, so the queue is worked in order."""
+def list_questions(
+    store: ContextStore, *, status: str | None = "open", kind: str | None = None, limit: int = 100, offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Oldest first, so the queue is worked in order; every kind unless ``kind`` is given."""
     if status is not None and status not in STATUSES:
         raise InvalidRequest(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+    if kind is not None and kind not in KINDS:
+        raise InvalidRequest(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidRequest(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
     if not 0 <= offset <= MAX_OFFSET:
@@ -352,6 +250,8 @@ def list_questions(store: ContextStore, *, status: str | None = "open", limit: i
         query = select(RoutedQuestion).order_by(col(RoutedQuestion.created_at)).offset(offset).limit(limit)
         if status is not None:
             query = query.where(RoutedQuestion.status == status)
+        if kind is not None:
+            query = query.where(RoutedQuestion.kind == kind)
         questions = list(session.exec(query).all())
         ids = [q.question_id for q in questions]
         asks: dict[str, list[QuestionAsk]] = {i: [] for i in ids}

@@ -10,14 +10,21 @@ The whole use case, in the order it runs:
    stale user state (``route.signals``);
 5. decide: the one rule, ``route.decision.decide``;
 6. route: an escalation becomes a routed question carrying its working memory;
-7. trace: the evidence trail of exactly what was served.
+7. trace: the evidence trail of exactly what was served (with the conversation, so outcomes
+   can name it);
+8. derived outcomes: when the user came back about something the bot answered earlier (the
+   repeat-contact trigger), that earlier response gets outcome ``repeat_contact`` and a review
+   (``route.outcomes``).
 
-The routed question, the asked-question log and the trace commit in one transaction, so a
-trace never names a question that was not queued; concurrent requests share that transaction
-(``route.recording``: group commit), and each returns only once it has committed.
-``POST /v1/retrieve``, the MCP tool, ``freshcontext query`` and ``freshcontext eval routing``
-all call this function; the evaluation passes ``record=False`` so nothing is routed, logged
-or traced.
+The threshold is the calibrator's own when it has one (``freshcontext calibrate --outcomes``
+picks it for a target answer precision), else ``retrieval.confidence_threshold``.
+
+The routed question, the asked-question log, the trace and the derived outcomes commit in one
+transaction, so a trace never names a question that was not queued; concurrent requests share
+that transaction (``route.recording``: group commit), and each returns only once it has
+committed. ``POST /v1/retrieve``, the MCP tool, ``freshcontext query`` and ``freshcontext eval
+routing`` all call this function; the evaluation passes ``record=False`` so nothing is routed,
+logged or traced.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from context_store.retrieve.result import RetrievalResult
 from context_store.retrieve.retriever import Retriever
 from context_store.route.confidence import Calibrator, default_confidence
 from context_store.route.decision import Decision, Trigger, decide
+from context_store.route.outcomes import RecordedOutcome, record_repeat_contacts
 from context_store.route.policy import RoutingConfig
 from context_store.route.questions import RoutingOutcome
 from context_store.route.recording import group_commit
@@ -78,6 +86,9 @@ class Responder:
 
     @property
     def threshold(self) -> float:
+        """The calibrator's threshold (chosen with it for a target precision) takes precedence over the setting."""
+        if self.calibrator is not None and self.calibrator.threshold is not None:
+            return self.calibrator.threshold
         return self.store.settings.retrieval.confidence_threshold
 
     def confidence(self, result: RetrievalResult) -> tuple[float, str]:
@@ -100,6 +111,7 @@ class Response:
     trace_id: str | None = None
     routed: RoutingOutcome | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    derived: list[RecordedOutcome] = field(default_factory=list)  # repeat_contact outcomes recorded on earlier answers
 
     def as_dict(self) -> dict[str, Any]:
         """The response body of ``POST /v1/retrieve`` (and of the MCP tool ``retrieve_context``)."""
@@ -170,6 +182,8 @@ def respond(responder: Responder, question: Question, *, record: bool = True, no
             latency_ms=(time.perf_counter() - started) * 1000, client=question.client,
             conversation_id=question.conversation_id, history=history, session=session,
         )
+        if signals.repeats:
+            response.derived = record_repeat_contacts(store, signals.repeats, trace_id=trace_id, now=now, session=session)
         return routed
 
     # One transaction with the concurrent requests' records; returns once it has committed.

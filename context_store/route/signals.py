@@ -9,19 +9,20 @@ question, so a later ask by the same user can be recognised as a repeat contact.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 from sqlmodel import Session
 
+from context_store._common import utcnow
 from context_store.index.embed.protocol import Embedder
 from context_store.retrieve.result import RetrievalResult
 from context_store.route.decision import Reason
 from context_store.route.policy import RoutingConfig, routing_config
 from context_store.route.questions import RoutingOutcome, route_question
-from context_store.route.triggers import escalation_reasons, record_asked
+from context_store.route.triggers import EarlierAsk, escalation_reasons, record_asked, similar_earlier_asks
 from context_store.store.context_store import ContextStore
 
 __all__ = ["RoutingSignals", "routing_signals"]
@@ -47,6 +48,8 @@ class RoutingSignals:
     config: RoutingConfig | None = None
     now: datetime | None = None
     active: bool = True
+    # the earlier questions a repeat contact repeats (empty unless it fired): their answers failed
+    repeats: list[EarlierAsk] = field(default_factory=list)
 
     def follow_up(
         self, decision: str, reasons: list[Any], *, confidence: float | None = None, trace_id: str | None = None,
@@ -87,4 +90,8 @@ def routing_signals(
         return RoutingSignals(store, embedder, result, np.zeros(0, np.float32), [], conversation_id, config, now, active=False)
     vector = embedder.encode([result.query])[0] if vector is None else np.asarray(vector, dtype=np.float32)
     reasons = escalation_reasons(store, embedder, result, query_vector=vector, config=config, now=now, conversation_id=conversation_id)
-    return RoutingSignals(store, embedder, result, vector, reasons, conversation_id, config, now)
+    repeats = []
+    if result.user_id and any(r.code == "repeat_contact" for r in reasons):
+        # only when the trigger fired (rare): which earlier questions, so their answers can be marked failed
+        repeats = similar_earlier_asks(store, embedder.name, result.user_id, vector, config, now or utcnow(), conversation_id)
+    return RoutingSignals(store, embedder, result, vector, reasons, conversation_id, config, now, repeats=repeats)

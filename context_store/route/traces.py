@@ -22,13 +22,13 @@ from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
 from context_store._common import utcnow
-from context_store.errors import NotFound, StoreError
+from context_store.errors import StoreError, UnknownTrace
 from context_store.retrieve.result import RetrievalResult
 from context_store.route.decision import Decision
 from context_store.store.context_store import ContextStore
 from context_store.store.models import ArchivedChunk, ChunkRecord, DocumentVersion, RetrievalTrace, UserSnapshotVersion
 
-__all__ = ["get_trace", "latest_trace", "new_trace_id", "record_trace", "replay", "trace_dict"]
+__all__ = ["get_trace", "latest_trace", "new_trace_id", "record_trace", "replay", "served_context", "trace_dict"]
 
 
 def new_trace_id() -> str:
@@ -105,7 +105,7 @@ def get_trace(store: ContextStore, trace_id: str, *, client: str | None = None) 
     with store.session() as session:
         trace = session.get(RetrievalTrace, trace_id)
     if trace is None or (client is not None and trace.client != client):
-        raise NotFound(f"no trace {trace_id!r} recorded by this key")
+        raise UnknownTrace(f"no trace {trace_id!r} recorded by this key")
     return trace
 
 
@@ -159,3 +159,18 @@ def replay(store: ContextStore, trace_id: str, *, client: str | None = None) -> 
         "verified": all(r["verified"] for r in out),
         "replayed_at": _iso(utcnow()),
     }
+
+
+def served_context(store: ContextStore, trace: RetrievalTrace | None) -> list[dict[str, Any]]:
+    """What a response served, texts rebuilt from the versioned store: the working memory of a hand-off or a review.
+
+    A chunk a promotion archived away still names its document version (its text is ``None``), so the person can look it up.
+    """
+    if trace is None:
+        return []
+    try:
+        served = replay(store, trace.trace_id)["results"]
+    except StoreError:
+        served = [{**r, "text": None} for r in trace.results or []]
+    keys = ("chunk_id", "doc_id", "version_id", "title", "heading", "text", "score", "source_path", "source_changed_at")
+    return [{k: r.get(k) for k in keys} for r in served]

@@ -24,6 +24,7 @@ import functools
 import re
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -41,7 +42,7 @@ from context_store.route.policy import RoutingConfig, routing_config
 from context_store.store.context_store import ContextStore
 from context_store.store.models import AskedQuestion, DocumentVersion, StaffAnswer
 
-__all__ = ["escalation_reasons", "from_vector", "record_asked", "to_vector"]
+__all__ = ["EarlierAsk", "escalation_reasons", "from_vector", "record_asked", "similar_earlier_asks", "to_vector"]
 
 def _reason(code: str, detail: str, score: float | None = None) -> Reason:
     return Reason(code, detail, score, source="routing")
@@ -169,39 +170,63 @@ def _answer_needs_review(store: ContextStore, result: RetrievalResult) -> Reason
     return _reason("staff_answer_needs_review", f"staff answer {doc_id} awaits staff review: {why or 'a source it relied on changed'}")
 
 
-def _repeat_contact(
-    store: ContextStore, embedder: Embedder, user_id: str, vector: np.ndarray, config: RoutingConfig,
-    now: datetime, conversation_id: str | None,
-) -> Reason | None:
+@dataclass(frozen=True)
+class EarlierAsk:
+    """An earlier question of the same user that a new one repeats: what it was, when, and its trace."""
+
+    similarity: float
+    text: str
+    asked_at: datetime
+    trace_id: str | None
+    decision: str | None
+
+
+def similar_earlier_asks(
+    store: ContextStore, model: str, user_id: str, vector: np.ndarray, config: RoutingConfig, now: datetime,
+    conversation_id: str | None,
+) -> list[EarlierAsk]:
+    """The same user's earlier questions within the repeat window that ``vector`` repeats, most similar first.
+
+    Earlier turns of the same conversation are follow-ups, not repeats; escalated questions are
+    left out (a person already has them; grouping joins the new one to the open question). The
+    repeat-contact trigger fires on these, and ``route.outcomes`` marks their answers as failed.
+    """
     since = now - timedelta(hours=config.repeat_window_hours)
     with store.session() as session:
         rows = session.exec(
-            select(AskedQuestion.text, AskedQuestion.vector, AskedQuestion.asked_at, AskedQuestion.conversation_id, AskedQuestion.decision)
-            .where(AskedQuestion.user_id == user_id, AskedQuestion.model == embedder.name, col(AskedQuestion.asked_at) >= since)
+            select(AskedQuestion.text, AskedQuestion.vector, AskedQuestion.asked_at, AskedQuestion.conversation_id,
+                   AskedQuestion.decision, AskedQuestion.trace_id)
+            .where(AskedQuestion.user_id == user_id, AskedQuestion.model == model, col(AskedQuestion.asked_at) >= since)
             .order_by(col(AskedQuestion.asked_at).desc())
             .limit(200)
         ).all()
     similar = []
-    for text, blob, asked_at, conv, decision in rows:
-        if conversation_id is not None and conv == conversation_id:
+    for text, blob, asked_at, conv, decision, trace_id in rows:
+        if (conversation_id is not None and conv == conversation_id) or decision == "escalate":
             continue
-        if decision == "escalate":
-            continue  # a person already has that one (grouping joins it to the open question)
         earlier = from_vector(blob)
         if earlier.shape != vector.shape:
             continue
         sim = float(earlier @ vector)
         if sim >= config.repeat_similarity:
-            similar.append((sim, text, asked_at))
+            similar.append(EarlierAsk(sim, text, asked_at, trace_id, decision))
+    return sorted(similar, key=lambda a: (-a.similarity, a.asked_at))
+
+
+def _repeat_contact(
+    store: ContextStore, embedder: Embedder, user_id: str, vector: np.ndarray, config: RoutingConfig,
+    now: datetime, conversation_id: str | None,
+) -> Reason | None:
+    similar = similar_earlier_asks(store, embedder.name, user_id, vector, config, now, conversation_id)
     if not similar:
         return None
-    sim, text, asked_at = max(similar)
-    hours = (now - asked_at).total_seconds() / 3600
+    best = similar[0]
+    hours = (now - best.asked_at).total_seconds() / 3600
     return _reason(
         "repeat_contact",
         f"user {user_id} asked {len(similar)} similar question(s) in the last {config.repeat_window_hours:g} h; "
-        f"closest {hours:.1f} h ago (similarity {sim:.2f}): {text[:120]!r}",
-        round(sim, 4),
+        f"closest {hours:.1f} h ago (similarity {best.similarity:.2f}): {best.text[:120]!r}",
+        round(best.similarity, 4),
     )
 
 

@@ -1,6 +1,7 @@
 """Steps 1-2 of the data flow: what the sources hold and every version of it. Company documents
 and user snapshots are versioned separately; the change journal records what changed and
-when; inputs that cannot be used are skipped with a reason; ``roots`` says which source
+when; ``observed`` keeps what each sync last saw of each file and finds what changed since
+unseen; inputs that cannot be used are skipped with a reason; ``roots`` says which source
 holds a path.
 """
 
@@ -14,6 +15,7 @@ from context_store.state.documents import (
     sync_company_sources,
 )
 from context_store.state.journal import JournalEntry, append, entry_for_path, latest_id, mark_applied, prune, read_after
+from context_store.state.observed import UnobservedReport, unobserved_changes
 from context_store.state.roots import SourceRoots, source_for
 from context_store.state.skipped_inputs import open_skips
 from context_store.state.user_state import UserSyncReport, sync_user_sources
@@ -22,6 +24,7 @@ __all__ = [
     "CompanySyncReport",
     "JournalEntry",
     "SourceRoots",
+    "UnobservedReport",
     "UserSyncReport",
     "append",
     "current_version_id",
@@ -38,4 +41,5 @@ __all__ = [
     "source_for",
     "sync_company_sources",
     "sync_user_sources",
+    "unobserved_changes",
 ]

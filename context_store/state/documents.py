@@ -21,6 +21,7 @@ from sqlmodel import Session, col, select
 from context_store._common import sha256, utcnow
 from context_store.errors import InputRejected, NotFound, SourceError
 from context_store.settings import Settings, SourceConfig
+from context_store.state.observed import record_observations
 from context_store.state.roots import SourceRoots
 from context_store.state.skipped_inputs import record_skip, resolve_skips
 from context_store.state.sources import SourceFile, as_rejection, parse_company_file, read_source
@@ -156,6 +157,7 @@ def _sync_source(
         report.changed_doc_ids.append(known.doc_id)
     settled.extend(str(root / rel) for rel in gone)
     resolve_skips(session, state_kind="company", paths=settled, now=now)
+    record_observations(session, "company", source, files, only=own, now=now)
 
 
 @dataclass

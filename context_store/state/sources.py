@@ -59,6 +59,7 @@ class SourceFile:
     size: int
     mtime: datetime
     rejected: InputRejected | None = None
+    mtime_ns: int = 0  # exact, for comparing with what a sync observed (state.observed)
 
     @property
     def where(self) -> str:
@@ -159,13 +160,14 @@ def _source_file(source: SourceConfig, root: Path, path: Path) -> SourceFile | N
         rel_path=path.relative_to(root).as_posix(),
         size=st.st_size,
         mtime=datetime.fromtimestamp(st.st_mtime, tz=timezone.utc),
+        mtime_ns=st.st_mtime_ns,
     )
 
 
 def _rejected(source: SourceConfig, root: Path, path: Path, st: os.stat_result, why: InputRejected) -> SourceFile:
     return SourceFile(
         source_name=source.name, root=root, path=path, rel_path=printable_path(path.relative_to(root).as_posix()),
-        size=st.st_size, mtime=datetime.fromtimestamp(st.st_mtime, tz=timezone.utc), rejected=why,
+        size=st.st_size, mtime=datetime.fromtimestamp(st.st_mtime, tz=timezone.utc), mtime_ns=st.st_mtime_ns, rejected=why,
     )
 
 

@@ -14,6 +14,7 @@ from sqlmodel import Session, col, select
 from context_store._common import utcnow
 from context_store.errors import InputRejected, SourceError
 from context_store.state.documents import version_id_for
+from context_store.state.observed import record_observations
 from context_store.state.roots import SourceRoots
 from context_store.state.skipped_inputs import record_skip, resolve_skips
 from context_store.state.sources import USER_SUFFIXES, UserSnapshotInput, as_rejection, read_source, read_user_file
@@ -94,6 +95,7 @@ def sync_user_sources(
                 else:
                     troubled_files.add(str(f.path))
             resolve_skips(session, state_kind="user", paths=clean_files, now=now)
+            record_observations(session, "user", source, files, only=own, now=now)
             for snapshot in latest.values():
                 report.users_seen += 1
                 _apply_snapshot(session, source.name, snapshot, report, now)

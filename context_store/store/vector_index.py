@@ -108,6 +108,12 @@ class VectorIndex:
             storage_options=self.storage_options, read_consistency_interval=max(0.0, read_consistency_interval),
         )
 
+    def refresh(self) -> None:
+        """A reader's cached handles look at the newest table versions now, not after their interval."""
+        for handle in list(self._handles.values()):
+            handle.checkout_latest()
+        self._versions = None
+
     @property
     def db(self) -> Any:
         if self._db is None:

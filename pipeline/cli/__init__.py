@@ -50,15 +50,18 @@ def _register() -> None:
         eval_routing,
         ingest_cmds,
         mcp_cmds,
+        outcomes_cmds,
         promotion_cmds,
         query_cmds,
         report_cmds,
         routing_cmds,
+        run_cmds,
         serve_cmds,
         watch_cmds,
     )
 
-    for module in (ingest_cmds, query_cmds, serve_cmds, eval_cmds, eval_retrieval, calibrate_cmds, watch_cmds, routing_cmds, db_cmds, report_cmds, promotion_cmds, mcp_cmds):
+    for module in (ingest_cmds, query_cmds, serve_cmds, eval_cmds, eval_retrieval, calibrate_cmds, watch_cmds, routing_cmds, db_cmds, report_cmds,
+                   promotion_cmds, mcp_cmds, outcomes_cmds, run_cmds):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -1,4 +1,4 @@
-"""``calibrate``: fit the confidence calibrator on a labelled BEIR set and store it in HOME."""
+"""``calibrate``: fit the confidence calibrator on a labelled BEIR set, or on outcomes (``--outcomes``), and store it in HOME."""
 
 from __future__ import annotations
 
@@ -17,15 +17,28 @@ from pipeline.cli.eval_retrieval import beir_home, load_dataset, retriever_for
 
 
 @click.command()
-@click.option("--beir", "beir_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="BEIR folder with labelled queries.")
+@click.option("--beir", "beir_dir", default=None, type=click.Path(exists=True, file_okay=False, path_type=Path), help="BEIR folder with labelled queries.")
+@click.option("--outcomes", "from_outcomes", is_flag=True, help="Fit on served answers and their outcomes instead (see `outcomes`).")
+@click.option("--since", default=None, help="--outcomes: only answers served at or after this date.")
+@click.option("--target-precision", type=click.FloatRange(0.5, 0.999), default=None,
+              help="--outcomes: the answer precision the stored threshold is chosen for (default: outcomes.target_precision).")
+@click.option("--force", is_flag=True, help="--outcomes: save the new calibrator even when it is worse on held-out answers.")
 @click.option("--k", default=10, show_default=True, type=click.IntRange(1, 100), help='Outcome to predict: "a relevant document is in the top k".')
 @click.option("--mode", type=click.Choice(MODES), default=None, help="Retrieval mode to calibrate (default: HOME's configured mode).")
 @click.option("--work-home", type=click.Path(file_okay=False, path_type=Path), default=None, help="Ingest here and keep it (default: temporary).")
 @click.option("--json", "as_json", is_flag=True, help="Print the fitted calibrator and its held-out error as JSON.")
 @click.pass_context
-def calibrate(ctx: click.Context, beir_dir: Path, k: int, mode: str | None, work_home: Path | None, as_json: bool) -> None:
-    """Fit confidence on a BEIR set (logistic on retrieval features) and save HOME/calibrator.json."""
+def calibrate(ctx: click.Context, beir_dir: Path | None, from_outcomes: bool, since: str | None, target_precision: float | None,
+              force: bool, k: int, mode: str | None, work_home: Path | None, as_json: bool) -> None:
+    """Fit confidence (logistic on retrieval features) on a BEIR set or on outcomes, and save HOME/calibrator.json."""
     home: Path = ctx.obj["home"]
+    if from_outcomes == (beir_dir is not None):
+        raise click.UsageError("give either --beir DIR (a labelled set) or --outcomes (what users got)")
+    if from_outcomes:
+        from pipeline.cli.outcomes_cmds import calibrate_outcomes
+
+        calibrate_outcomes(home, since=since, target_precision=target_precision, force=force, as_json=as_json)
+        return
     try:
         settings = Settings.load(home)
         mode = mode or settings.retrieval.mode

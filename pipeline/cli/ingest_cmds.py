@@ -14,11 +14,11 @@ from typing import Any
 import click
 from sqlmodel import col, func, select
 
-from assets.resources import source_configs_for_dirs
 from context_store._common import utcnow
 from context_store.errors import FreshContextError
 from context_store.index.plan import pending_documents
 from context_store.settings import CONFIG_FILE, Settings
+from context_store.state import unobserved_changes
 from context_store.state.skipped_inputs import open_skips
 from context_store.store.context_store import ContextStore
 from context_store.store.models import Document, DocumentVersion, UserRecord, UserSnapshotVersion
@@ -39,6 +39,8 @@ def _home(ctx: click.Context) -> Path:
 @click.pass_context
 def init(ctx: click.Context, company_dirs: tuple[str, ...], user_dirs: tuple[str, ...], model: str | None, force: bool) -> None:
     """Write HOME/freshcontext.yaml naming the sources to ingest."""
+    from assets.resources import source_configs_for_dirs  # imports Dagster, which `serve` and `watch` never need
+
     home = _home(ctx)
     if (home / CONFIG_FILE).exists() and not force:
         raise click.ClickException(f"{home / CONFIG_FILE} exists; pass --force to overwrite it")
@@ -60,8 +62,10 @@ def demo(ctx: click.Context, demo_dir: Path) -> None:
     """Set up HOME with the bundled demo help centre and users, then ingest.
 
     The first time, it ingests the original articles, then applies demo/company_edits and
-    demo/users_edits and ingests again, so the history shows real versions. Later calls
-    only ingest whatever changed in HOME/sources.
+    demo/users_edits and ingests again, so the history shows real versions, and fits a
+    calibrator on the demo's golden questions (HOME/calibrator.json, unless one exists), so the
+    API answers clear questions and escalates the rest. Later calls only ingest whatever
+    changed in HOME/sources.
     """
     home = _home(ctx)
     company, users, staff = home / "sources" / "company", home / "sources" / "users", home / "sources" / "staff_answers"
@@ -101,6 +105,9 @@ def demo(ctx: click.Context, demo_dir: Path) -> None:
                         else:
                             shutil.copyfile(src, dst)
     _run_ingest(home, progress=True)
+    from pipeline.cli.outcomes_cmds import fit_demo_calibrator
+
+    fit_demo_calibrator(home, demo_dir / "golden" / "questions.jsonl")  # answer the clear questions, escalate the rest
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
@@ -184,6 +191,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     )
     click.echo(f"users: {c['users_current']} current, {c['user_versions']} snapshot versions; {c['user_facts']} facts in LanceDB")
     click.echo(f"pending (changed, not yet indexed): {c['pending_documents']} documents")
+    _echo_unobserved(report["unobserved_changes"], store.settings.freshness_sla_seconds)
     click.echo("last runs:")
     for run in report["last_runs"][:6]:
         click.echo(f"  {run['started_at']}  {run['state_kind']:<7} {run['stage']:<8} {run['status']:<9} via {run['trigger']}")
@@ -196,6 +204,21 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"  missing: {root}")
     for user in stale["stale_users"][:10]:
         click.echo(f"  user {user['user_id']}: snapshot {user['age_hours']:.1f} h old")
+
+
+def _echo_unobserved(unobserved: dict[str, Any], sla_seconds: float) -> None:
+    """Per source: changes no watcher or sync has seen (``state.observed``), and how old the oldest is."""
+    click.echo(f"unobserved changes (no watcher or sync saw them yet): {unobserved['count']}, "
+               f"{unobserved['files_scanned']} files stat-ed in {unobserved['scan_seconds']:.2f} s")
+    for src in unobserved["sources"]:
+        if src["missing_root"]:
+            click.echo(f"  {src['state_kind']} {src['source']}: root missing, not scanned")
+        elif src["count"]:
+            over = " — older than the SLA" if (src["oldest_age_s"] or 0) > sla_seconds else ""
+            click.echo(f"  {src['state_kind']} {src['source']}: {src['changed']} changed, {src['added']} added, "
+                       f"{src['removed']} removed; oldest {src['oldest_age_s']:.0f} s ({src['items'][0]['path']}){over}")
+    if unobserved["count"]:
+        click.echo("  run `freshcontext reconcile` (or keep `freshcontext watch --apply` running) to take them in")
 
 
 def collect_status(store: ContextStore) -> dict[str, Any]:
@@ -235,6 +258,7 @@ def collect_status(store: ContextStore) -> dict[str, Any]:
     ]
     return {
         "counts": counts,
+        "unobserved_changes": unobserved_changes(store, now=now).as_dict(),
         "last_runs": runs,
         "skipped": skipped,
         "stale": {"missing_roots": missing_roots, "stale_users": sorted(stale_users, key=lambda u: -u["age_hours"])},

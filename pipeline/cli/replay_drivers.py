@@ -13,7 +13,9 @@ watching its own copy of the folder with the watchdog observer:
 - **dagster, as deployed** (:class:`DaemonDriver`): ``freshcontext watch`` and
   ``dagster-daemon run`` as their own processes; nothing is estimated.
 
-Each implements ``context_store.measure.replay.ReplayDriver``.
+Each implements ``context_store.measure.replay.ReplayDriver``. Dagster and the pipeline's
+definitions are imported by the Dagster drivers alone, so the warm path replays where Dagster
+is not installed, as on a GPU server (``bench/gpu_check.sh``).
 """
 
 from __future__ import annotations
@@ -29,9 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-import dagster as dg
 
-from assets.resources import StoreResource
 from context_store.index.embed.model_files import MODELS_DIR_ENV
 from context_store.index.embed.onnx_backend import OnnxEncoder
 from context_store.index.embed.protocol import Embedder
@@ -42,10 +42,6 @@ from context_store.settings import Settings
 from context_store.state import journal
 from context_store.store.context_store import ContextStore
 from pipeline.cadence import Cadence
-from pipeline.definitions import INGEST_ASSETS, INGEST_CHECKS, LEARNING_ASSETS, LEARNING_CHECKS
-from pipeline.jobs import company_refresh_job
-from pipeline.resources import build_resources
-from pipeline.sensors import TAG_RANGE, any_run_going, company_change_sensor
 from pipeline.watcher import SourceWatcher
 
 __all__ = ["SOURCE_NAME", "DaemonDriver", "DagsterDriver", "WarmDriver", "measure_run_launch", "sensor_interval_s"]
@@ -151,6 +147,13 @@ class DagsterDriver:
     name = "dagster"
 
     def __init__(self, base: Path, embedder: Embedder, *, every: int = 1, start: int = 0, model: str | None = None) -> None:
+        import dagster as dg
+
+        from assets.resources import StoreResource
+        from pipeline.definitions import INGEST_ASSETS, INGEST_CHECKS, LEARNING_ASSETS, LEARNING_CHECKS
+        from pipeline.jobs import company_refresh_job
+        from pipeline.resources import build_resources
+
         self.root, self.store = _open_home(base, model)
         self.home = str(self.store.settings.home)
         self.embedder = embedder
@@ -192,6 +195,10 @@ class DagsterDriver:
 
     def tick(self) -> int:
         """One sensor evaluation, and the runs it asks for executed in-process; returns runs."""
+        import dagster as dg
+
+        from pipeline.sensors import TAG_RANGE, company_change_sensor
+
         context = dg.build_sensor_context(cursor=str(self.cursor), instance=self.instance, resources={"store": self.store_resource})
         result = company_change_sensor(context)
         requests = result.run_requests if isinstance(result, dg.SensorResult) else []
@@ -258,9 +265,11 @@ class DaemonDriver:
         self.dagster_home = base / "dagster-home"
         self.logs = base / "logs"
         self._procs: list[subprocess.Popen[bytes]] = []
-        self._instance: dg.DagsterInstance | None = None
+        self._instance: Any = None  # a dagster.DagsterInstance once bootstrapped
 
     def bootstrap(self) -> None:
+        import dagster as dg
+
         ingest(self.store, self.embedder)
         self.dagster_home.mkdir(parents=True, exist_ok=True)
         # as `make run` writes it: the queue drained every second, not every 5 s
@@ -297,6 +306,8 @@ class DaemonDriver:
 
     def _settle(self, timeout: float = 600.0) -> None:
         """Until the journal is applied and no run is going (so the next path is measured on a quiet machine)."""
+        from pipeline.sensors import any_run_going
+
         deadline = time.time() + timeout
         quiet_since: float | None = None
         while time.time() < deadline:

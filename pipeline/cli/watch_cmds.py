@@ -121,7 +121,7 @@ def _age(seconds: float | None) -> str:
 @click.option("--check", is_flag=True, help="Exit with status 1 when a check fails.")
 @click.pass_context
 def freshness_cmd(ctx: click.Context, window_hours: float, as_json: bool, check: bool) -> None:
-    """How stale the context is: lag percentiles, unindexed changes, user-state age, stale hits served."""
+    """How stale the context is: lag percentiles, unindexed and unobserved changes, user-state age, stale hits served."""
     store = _store(ctx)
     report = freshness_report(store, window_hours=window_hours)
     outcomes = evaluate_checks(
@@ -142,6 +142,13 @@ def freshness_cmd(ctx: click.Context, window_hours: float, as_json: bool, check:
         click.echo(f"  not yet retrievable: {u.count}" + (f", oldest waiting {_age(u.oldest_age_s)}" if u.count else ""))
         for item in u.items[:5]:
             click.echo(f"    {item.state_kind}: {item.what} (since {item.since:%Y-%m-%d %H:%M:%S}, {item.via})")
+        un = report.unobserved
+        click.echo(f"  unobserved changes (no watcher or sync saw them): {un.count}"
+                   + (f", oldest {_age(un.oldest_age_s)}" if un.count else "") + f" ({un.files} files stat-ed in {un.seconds:.2f} s)")
+        for src in un.sources:
+            if src.count:
+                click.echo(f"    {src.state_kind} {src.source_name}: {src.changed} changed, {src.added} added, {src.removed} removed; "
+                           f"oldest {_age(src.oldest_age_s)} ({src.items[0].path})")
         click.echo(f"  user snapshots past {report.users.max_age_hours:g} h: {len(report.users.stale)} of {report.users.current}")
         click.echo(f"  journal: {report.journal_rows} rows, {report.journal_unapplied} not applied")
         st = report.stale
@@ -151,7 +158,11 @@ def freshness_cmd(ctx: click.Context, window_hours: float, as_json: bool, check:
             + (", capped" if st.capped else "") + f"; {st.as_of_traces} point-in-time left out)"
         )
         for hit in st.hits[:5]:
-            click.echo(f"    {hit.key} ({hit.version_id}) served {hit.served_at:%Y-%m-%d %H:%M:%S}, superseded {hit.superseded_at:%Y-%m-%d %H:%M:%S}")
+            changed = hit.changed_at or hit.superseded_at
+            click.echo(f"    {hit.key} ({hit.version_id}) served {hit.served_at:%Y-%m-%d %H:%M:%S}, its source changed {changed:%Y-%m-%d %H:%M:%S}, "
+                       f"superseded {hit.superseded_at:%Y-%m-%d %H:%M:%S}")
+        for exposure in st.exposed()[:5]:
+            click.echo(f"    exposed {exposure.minutes:.1f} min: {exposure.key} ({exposure.hits} stale results, last {exposure.last_served:%Y-%m-%d %H:%M:%S})")
         if report.stalest:
             click.echo("  stalest documents:")
             for row in report.stalest:

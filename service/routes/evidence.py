@@ -1,4 +1,4 @@
-"""The evidence trail: what one response served (``/v1/traces``), and every version of a document."""
+"""The evidence trail: what one response served and what came of it (``/v1/traces``), and every version of a document."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 
 from context_store.retrieve import parse_as_of
-from context_store.route import get_trace, replay, trace_dict
+from context_store.route import get_trace, outcomes_for_trace, replay, trace_dict
 from context_store.state import current_version_id, document_versions
 from service.deps import AgentOrStaff, StoreDep
 from service.schemas import DocumentVersionPublic, DocumentVersions
@@ -25,9 +25,8 @@ def trace(
     replay_texts: bool = Query(False, alias="replay", description="Rebuild the served texts from the versioned store and verify their hashes."),
 ) -> dict[str, Any]:
     client = who.name if who.role == "agent" else None  # staff and admin read every trace
-    if replay_texts:
-        return replay(store, trace_id, client=client)
-    return trace_dict(get_trace(store, trace_id, client=client))
+    body = replay(store, trace_id, client=client) if replay_texts else trace_dict(get_trace(store, trace_id, client=client))
+    return {**body, "outcomes": outcomes_for_trace(store, trace_id)}
 
 
 @router.get("/documents/{doc_id:path}/versions", response_model=DocumentVersions, summary="Every version of a document")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from context_store.learn import learning_metrics
 from context_store.route import assign_question, get_question, list_questions, outbox_counts, set_status
-from service.answers import AnswerIn, accept_answer
+from service.answers import WAIT_DEFAULT_S, WAIT_MAX_S, AnswerIn, accept_answer, await_retrievable
 from service.deps import StoreDep, require_staff
 
 __all__ = ["router"]
@@ -36,8 +37,16 @@ def question_get(question_id: str, store: StoreDep) -> dict[str, Any]:
 
 
 @router.post("/questions/{question_id}/answer", summary="Answer a routed question (same stored path as the webhook)")
-def question_answer(question_id: str, body: AnswerIn, request: Request, background: BackgroundTasks) -> dict[str, Any]:
-    return accept_answer(request, background, question_id, body, "api")
+def question_answer(
+    question_id: str, body: AnswerIn, request: Request, background: BackgroundTasks,
+    wait: bool = Query(False, description="Return only once this API can retrieve the answer (bounded by timeout)."),
+    timeout: float = Query(WAIT_DEFAULT_S, gt=0, le=WAIT_MAX_S),
+) -> Any:
+    result = accept_answer(request, None if wait else background, question_id, body, "api")
+    if not wait:
+        return result
+    status, result = await_retrievable(request, result, timeout)  # a sync route: FastAPI runs it in a worker thread
+    return JSONResponse(result, status_code=status)
 
 
 @router.post("/questions/{question_id}/assign", summary="Set or clear the owner of an open question")

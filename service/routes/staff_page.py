@@ -24,7 +24,7 @@ from context_store.errors import FreshContextError
 from context_store.learn import answers_for_review, approve_answer, retire_answer
 from context_store.route import list_questions, set_status
 from context_store.store import close_staff_session, open_staff_session
-from service.answers import AnswerIn, accept_answer, index_later
+from service.answers import WAIT_DEFAULT_S, AnswerIn, accept_answer, await_retrievable, index_later
 from service.auth import ENV_KEYS, digest
 from service.deps import StoreDep, caller, keyring
 from service.errors import ApiError, error_response
@@ -59,13 +59,14 @@ def _signed_in(request: Request) -> bool:
 
 @router.get("/staff", response_class=HTMLResponse)
 def staff_page(
-    request: Request, store: StoreDep, answered: str | None = None, reviewed: str | None = None, error: str | None = None,
+    request: Request, store: StoreDep, answered: str | None = None, retrievable: str | None = None, reviewed: str | None = None,
+    error: str | None = None,
 ) -> Response:
     if not _signed_in(request):
         return RedirectResponse("/staff/login", status_code=303)
     questions = list_questions(store, status="open", limit=200)
     return _render(request, "staff_queue.html", title=f"{len(questions)} open", questions=questions, csrf=_csrf(request),
-                   answered=answered, reviewed=reviewed, error=error, who=caller(request), review=answers_for_review(store))
+                   answered=answered, retrievable=retrievable == "1", reviewed=reviewed, error=error, who=caller(request), review=answers_for_review(store))
 
 
 @router.get("/staff/login", response_class=HTMLResponse)
@@ -129,7 +130,7 @@ def _back(**query: str) -> RedirectResponse:
 
 @router.post("/staff/questions/{question_id}/answer")
 def staff_answer_form(
-    request: Request, question_id: str, background: BackgroundTasks,
+    request: Request, question_id: str,
     answer: str = Form(...), author: str = Form(...), csrf: str = Form(""),
     question: str = Form(""), paraphrases: str = Form(""), scope: str = Form("global"),
 ) -> Response:
@@ -139,12 +140,14 @@ def staff_answer_form(
     try:
         body = AnswerIn(answer=answer, author=author, question=question.strip() or None, scope=scope,  # type: ignore[arg-type]
                         paraphrases=[line for line in paraphrases.splitlines() if line.strip()])
-        accept_answer(request, background, question_id, body, "staff_page")
+        result = accept_answer(request, None, question_id, body, "staff_page")
     except ValidationError as exc:
         return _back(error="; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     except FreshContextError as exc:
         return _back(error=str(exc))
-    return _back(answered=question_id)
+    # the person answering sees whether the next asker gets it now (bounded; indexing goes on after)
+    status, _ = await_retrievable(request, result, WAIT_DEFAULT_S)
+    return _back(answered=question_id, retrievable="1" if status == 200 else "0")
 
 
 @router.post("/staff/answers/{answer_id}/{decision}")

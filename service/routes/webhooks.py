@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 
-from fastapi import APIRouter, BackgroundTasks, Request
+from fastapi import APIRouter, BackgroundTasks, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field, ValidationError
 
 from context_store.route import processed_delivery, verify
-from service.answers import WEBHOOK_PATH, AnswerIn, accept_answer, routing
+from service.answers import WAIT_DEFAULT_S, WAIT_MAX_S, WEBHOOK_PATH, AnswerIn, accept_answer, await_retrievable, routing
 from service.deps import store as serving_store
 from service.errors import ApiError
 
@@ -53,18 +54,27 @@ def _parse(raw: bytes) -> StaffAnswerIn:
 @router.post(
     WEBHOOK_PATH, status_code=200,
     summary="Receive a staff answer (Standard Webhooks signature)",
-    responses={400: {"description": "missing headers, bad timestamp or invalid JSON"}, 401: {"description": "bad signature or stale timestamp"},
+    responses={202: {"description": "?wait=true: stored, but not retrievable within the wait (indexing goes on)"},
+               400: {"description": "missing headers, bad timestamp or invalid JSON"}, 401: {"description": "bad signature or stale timestamp"},
                404: {"description": "unknown question"}, 409: {"description": "replayed webhook-id or already answered"},
                413: {"description": "body too large"}, 422: {"description": "body fields invalid"},
                503: {"description": "no webhook secret or staff source configured"}},
 )
-async def staff_answer_webhook(request: Request, background: BackgroundTasks) -> Response:
+async def staff_answer_webhook(
+    request: Request,
+    background: BackgroundTasks,
+    wait: bool = Query(False, description="Return only once this API can retrieve the answer (bounded by timeout)."),
+    timeout: float = Query(WAIT_DEFAULT_S, gt=0, le=WAIT_MAX_S, description="Seconds ?wait=true waits at most."),
+) -> Response:
     """Body: ``{"question_id", "answer", "author"}`` and what to publish: ``question`` (the question as staff
     wrote or confirmed it; default: the customer's, redacted), ``paraphrases`` and ``scope`` (``global`` or
     ``user``); signed with one of ``routing.webhook_secrets``.
 
-    A replay of a processed ``webhook-id`` gets 409 ``duplicate_delivery`` with the
-    original result; senders should treat it as delivered.
+    200 once the answer is stored; ``retrievable`` says whether a retrieval returns it yet.
+    With ``?wait=true`` the answer is indexed before the response: 200 with ``retrievable:
+    true`` once this API's search can return it, 202 when ``timeout`` ran out first (stored;
+    indexing goes on). A replay of a processed ``webhook-id`` gets 409 ``duplicate_delivery``
+    with the original result; senders should treat it as delivered.
     """
     config = routing(request)
     raw = await _read_body(request, config.max_webhook_body_bytes)
@@ -74,5 +84,10 @@ async def staff_answer_webhook(request: Request, background: BackgroundTasks) ->
         raise ApiError(409, "duplicate_delivery", f"webhook-id {webhook_id} was processed at {seen.received_at.isoformat()}; treat it as delivered",
                        details={"original": seen.response})
     data = _parse(raw)
-    result = accept_answer(request, background, data.question_id, data, "webhook", webhook_id, hashlib.sha256(raw).hexdigest())
-    return JSONResponse(result, status_code=200)
+    result = accept_answer(
+        request, None if wait else background, data.question_id, data, "webhook", webhook_id, hashlib.sha256(raw).hexdigest()
+    )
+    status = 200
+    if wait:
+        status, result = await run_in_threadpool(await_retrievable, request, result, timeout)
+    return JSONResponse(result, status_code=status)

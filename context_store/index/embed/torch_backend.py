@@ -2,6 +2,9 @@
 
 A CLI call that has nothing to embed never pays for loading it; on the CPU the intra-op
 threads shrink to one when the machine is overloaded (``model_files.threads_for_load``).
+On CUDA the model stays in fp32 (TF32 off, torch's default): its vectors then match the
+CPU's, so one (chunk hash, model) cache and one index serve both. fp16 was measured on an
+H200 not faster for this small model, with long tails (DESIGN.md), so it is not offered.
 """
 
 from __future__ import annotations
@@ -51,6 +54,10 @@ class SentenceTransformerEmbedder:
                 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
                 from sentence_transformers import SentenceTransformer
 
+                if self.device != "cpu":
+                    import torch
+
+                    torch.set_float32_matmul_precision("highest")  # no TF32: CPU and GPU vectors must agree
                 _MODELS[key] = SentenceTransformer(resolve_model_path(self.name), device=self.device)
             return _MODELS[key]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from context_store.store.models.conversation import (
     AskedQuestion,
     OutboxMessage,
+    Outcome,
     QuestionAsk,
     RetrievalTrace,
     RoutedQuestion,
@@ -37,6 +38,7 @@ from context_store.store.models.operations import (
     IngestRun,
     LineageLock,
     PromotionDecision,
+    SourceObservation,
     VersionLag,
 )
 
@@ -53,11 +55,13 @@ __all__ = [
     "IngestRun",
     "LineageLock",
     "OutboxMessage",
+    "Outcome",
     "PromotionDecision",
     "QuestionAsk",
     "RetrievalTrace",
     "RoutedQuestion",
     "SkippedInput",
+    "SourceObservation",
     "StaffAnswer",
     "StaffSession",
     "UserRecord",

@@ -1,6 +1,6 @@
 """The conversation with agents and staff: questions assessed, questions routed to people and
-each ask of them, staff answers, webhook deliveries, the outbox, retrieval traces, and the
-staff page's sign-ins."""
+each ask of them, staff answers, webhook deliveries, the outbox, retrieval traces and their
+outcomes, and the staff page's sign-ins."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from context_store.store.models._columns import _json, _ts
 __all__ = [
     "AskedQuestion",
     "OutboxMessage",
+    "Outcome",
     "QuestionAsk",
     "RetrievalTrace",
     "RoutedQuestion",
@@ -43,7 +44,7 @@ class AskedQuestion(SQLModel, table=True):
     top_doc_id: Optional[str] = None
     top_kind: Optional[str] = None
     question_id: Optional[str] = Field(default=None, index=True)
-    trace_id: Optional[str] = None
+    trace_id: Optional[str] = Field(default=None, index=True)  # a review finds its answer's question vector here
 
 
 class RoutedQuestion(SQLModel, table=True):
@@ -57,7 +58,8 @@ class RoutedQuestion(SQLModel, table=True):
 
     question_id: str = Field(primary_key=True)
     status: str = Field(default="open", index=True)
-    # escalation: respond() decided a person should answer; handoff: the agent pressed the red button
+    # escalation: respond() decided a person should answer; handoff: the agent pressed the red button;
+    # review: a bot answer whose outcome said it failed (route.reviews)
     kind: str = Field(default="escalation", index=True)
     text: str
     user_id: Optional[str] = Field(default=None, index=True)
@@ -78,6 +80,8 @@ class RoutedQuestion(SQLModel, table=True):
     closed_at: Optional[datetime] = _ts(default=None)
     resolution_note: Optional[str] = None
     transcript: Optional[list] = _json(default=None)  # the conversation's turns [{role, text, at}], shown to staff
+    # a review's account of the failed answer: trace, when and how sure it answered, what came back and when
+    review: Optional[dict] = _json(default=None)
 
 
 class QuestionAsk(SQLModel, table=True):
@@ -197,6 +201,35 @@ class RetrievalTrace(SQLModel, table=True):
     client: Optional[str] = None  # the name of the caller's API key (an agent reads only its own traces), never the key
     conversation_id: Optional[str] = Field(default=None, index=True)  # a handoff finds its conversation's last response
     history: Optional[list] = _json(default=None)  # the turns the agent sent with the question [{role, text, at}]
+    # the review a failed outcome opened for this answer; set once (route.reviews claims it with a conditional UPDATE)
+    review_question_id: Optional[str] = None
+
+
+class Outcome(SQLModel, table=True):
+    """What happened after a response: reported by the agent platform or derived (a repeat contact).
+
+    ``event_id`` is the sender's idempotency key: a repeat stores nothing and returns the
+    first result (``body_sha256`` tells a true repeat from a reuse of the id for other content).
+    """
+
+    __tablename__ = "outcomes"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    event_id: str = Field(unique=True)
+    trace_id: str = Field(foreign_key="retrieval_traces.trace_id", index=True)
+    conversation_id: Optional[str] = None
+    user_id: Optional[str] = None
+    outcome: str = Field(index=True)  # resolved | unresolved | reopened | escalated_by_user | abandoned | repeat_contact
+    source: str = "platform"  # platform | derived
+    csat: Optional[int] = None
+    thumbs: Optional[str] = None  # up | down
+    note: Optional[str] = None
+    at: datetime = _ts(index=True, nullable=False)
+    recorded_at: datetime = _ts(default_factory=utcnow)
+    body_sha256: str
+    client: Optional[str] = None
+    detail: Optional[dict] = _json(default=None)  # derived outcomes: the later trace, similarity
+    review_question_id: Optional[str] = None  # the review this outcome opened, if it did
 
 
 class StaffSession(SQLModel, table=True):

@@ -1,12 +1,12 @@
-"""How the store is run: ingest runs, lineage locks, the change journal, per-version lag
-timelines, evaluation history, which index deployment serves, and promotion decisions."""
+"""How the store is run: ingest runs, lineage locks, the change journal, what the pipeline last
+saw of each source file, per-version lag timelines, evaluation history, which index deployment serves, and promotion decisions."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Optional
 
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, BigInteger, Column
 from sqlmodel import Field, SQLModel
 
 from context_store._common import utcnow
@@ -19,6 +19,7 @@ __all__ = [
     "IngestRun",
     "LineageLock",
     "PromotionDecision",
+    "SourceObservation",
     "VersionLag",
 ]
 
@@ -77,6 +78,24 @@ class ChangeEvent(SQLModel, table=True):
     fingerprint: str = Field(unique=True)
     applied_at: Optional[datetime] = _ts(default=None, index=True)
     applied_by: Optional[str] = None  # warm | dagster | reconcile
+
+
+class SourceObservation(SQLModel, table=True):
+    """The state (mtime, size) of one source file when a sync last read it.
+
+    A file whose ``stat`` differs from this row, a file with no row, and a row whose file is
+    gone are changes the pipeline has not observed (``state.observed.unobserved_changes``):
+    a stat per file finds them, no hashing. Rows are written by the syncs alone.
+    """
+
+    __tablename__ = "source_observations"
+
+    path: str = Field(primary_key=True)  # as the sync lists it: <root as configured>/<path inside>
+    state_kind: str  # company | user
+    source_name: str = Field(index=True)
+    mtime_ns: int = Field(sa_column=Column(BigInteger, nullable=False))
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    observed_at: datetime = _ts()
 
 
 class VersionLag(SQLModel, table=True):
