@@ -20,6 +20,7 @@ from context_store.route.decision import Reason
 from context_store.state.documents import sync_company_sources
 from context_store.store.context_store import ContextStore
 from service.app import create_app
+from service.schemas import RetrieveResponse
 from tests.conftest import REFUNDS_V1
 
 KEY = {"X-API-Key": "test-key"}
@@ -75,6 +76,11 @@ def test_retrieve_shape_citations_and_trace(client: TestClient) -> None:
     assert trace["model"] == "hashing-test-embedder" and trace["table_versions"]["company_chunks"] is not None
     assert trace["threshold"] == 0.5 and trace["decision"] == body["decision"]
     assert all(x["content_hash"] and x["chunk_hash"] for x in trace["results"])
+    # The handler serialises the body itself: it must be exactly what the OpenAPI schema documents.
+    escalated = post(client, {"query": "I want to talk to a human about my refund", "user_id": "u-2"}).json()
+    assert escalated["routed_question"]["question_id"].startswith("q-")
+    for served in (body, escalated):
+        assert RetrieveResponse.model_validate(served).model_dump(mode="json") == served
 
 
 def test_edited_document_never_returns_old_text_and_as_of_does(client: TestClient, api_store: ContextStore, sources: dict[str, Path]) -> None:

@@ -275,3 +275,20 @@ def test_concurrent_projected_searches_share_a_first_stage_and_match_one_at_a_ti
     with ThreadPoolExecutor(8) as pool:
         together = list(pool.map(lambda q: dense.search(q, 10)[1].tolist(), queries))
     assert together == alone
+
+
+def test_first_stage_onnx_and_numpy_pick_the_same_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    from context_store.retrieve import first_stage
+
+    rng = np.random.default_rng(9)
+    vectors = rng.normal(size=(5000, 32)).astype(np.float32)
+    projection = np.linalg.qr(rng.normal(size=(32, 8)))[0].astype(np.float32)
+    queries = rng.normal(size=(3, 32)).astype(np.float32)
+    fast = first_stage.ProjectedTopK(projection, (vectors @ projection).T)
+    monkeypatch.setattr(first_stage, "_session", lambda *_: (_ for _ in ()).throw(ImportError("no onnx")))
+    slow = first_stage.ProjectedTopK(projection, (vectors @ projection).T)
+    assert (fast.engine, slow.engine) == ("onnxruntime", "numpy")
+    exact = np.argsort(-(queries @ projection) @ (vectors @ projection).T, axis=1)[:, :50]
+    for rows in (fast.top(queries, 50), slow.top(queries, 50)):
+        assert rows.shape == (3, 50) and [set(r.tolist()) for r in rows] == [set(r.tolist()) for r in exact]
+    assert fast.top(queries[:1], 10_000).shape == (1, 5000)  # a pool past the table is every row

@@ -124,7 +124,7 @@ def test_grouping_sees_other_processes_questions_and_skips_closed_ones(kb: Conte
     ``open`` meanwhile is skipped for the next nearest open one, not ignored."""
     from sqlalchemy import text as sql
 
-    from context_store.route import questions
+    from context_store.route import grouping
 
     lamp = "Can I get a refund for a lamp I bought 40 days ago?"
     first = _route(kb, fake_embedder, lamp)
@@ -137,7 +137,7 @@ def test_grouping_sees_other_processes_questions_and_skips_closed_ones(kb: Conte
             "updated_at, ask_count) SELECT :id, 'open', text, reasons, context, user_state, model, vector, created_at, updated_at, 1 "
             "FROM routed_questions WHERE question_id = :src"), {"id": twin, "src": first.question_id})
         conn.execute(sql("UPDATE routed_questions SET status = 'dismissed' WHERE question_id = :id"), {"id": first.question_id})
-    cache = questions._OPEN[(str(kb.engine.url), fake_embedder.name, "escalation")]  # one cache per kind (issue 15)
+    cache = grouping._OPEN[(str(kb.engine.url), fake_embedder.name, "escalation")]  # one cache per kind (issue 15)
     assert twin not in cache.vectors
     # The cached nearest (first) was dismissed behind the cache's back: skipped, not grouped with.
     # The twin is unknown until the refresh, so this ask queues a new question...
@@ -145,10 +145,36 @@ def test_grouping_sees_other_processes_questions_and_skips_closed_ones(kb: Conte
     fresh = _route(kb, fake_embedder, lamp)
     assert not fresh.grouped and first.question_id not in cache.vectors
     # ...and after the refresh interval the twin (and the fresh one) are both candidates.
-    cache.refreshed_at -= questions._OpenVectors.REFRESH_S
+    cache.refreshed_at -= grouping._OpenVectors.REFRESH_S
     again = _route(kb, fake_embedder, lamp)
     assert again.grouped and again.question_id in (twin, fresh.question_id)
     assert twin in cache.vectors and second.question_id in cache.vectors
+
+
+def test_open_question_matrix_grows_drops_and_compacts_in_place() -> None:
+    """The per-process matrix of open questions: rows added one at a time, dropped ones never
+    win again, and compacting keeps every open question findable."""
+    import numpy as np
+
+    from context_store.route.grouping import _OpenVectors
+
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(300, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    cache = _OpenVectors()
+    cache.refreshed_at = float("inf")  # no SQL in this test
+    for i, v in enumerate(vectors):
+        cache.add(f"q{i}", v)
+    assert cache.nearest(None, vectors[7], "m", "escalation") == ("q7", pytest.approx(1.0))  # type: ignore[arg-type]
+    for i in range(0, 300, 3):
+        cache.drop(f"q{i}")
+    assert cache.nearest(None, vectors[9], "m", "escalation")[0] != "q9"  # type: ignore[arg-type]
+    for i in range(151, 300):
+        cache.drop(f"q{i}")
+    assert len(cache.ids) < 300  # compacted
+    kept = [i for i in range(1, 151) if i % 3]
+    assert all(cache.nearest(None, vectors[i], "m", "escalation")[0] == f"q{i}" for i in kept)  # type: ignore[arg-type]
+    assert set(cache.vectors) == {f"q{i}" for i in kept}
 
 
 def test_routed_question_memory_grouping_and_lifecycle(kb: ContextStore, fake_embedder: HashingEmbedder) -> None:

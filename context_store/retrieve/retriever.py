@@ -85,6 +85,13 @@ class _Rows(dict):  # type: ignore[type-arg]
             return snap.meta["doc_id"][i]
         return self[cid]["doc_id"]
 
+    def version_of(self, cid: str) -> str:
+        """The chunk's version id, without building its row."""
+        if cid in self.refs and not dict.__contains__(self, cid):
+            snap, i = self.refs[cid]
+            return snap.meta["version_id"][i]
+        return self[cid]["version_id"]
+
 
 def _fill_text_scores(cands: dict[str, Candidate], rows: _Rows, snap: Any, full: np.ndarray) -> None:
     """BM25 for dense candidates below the text top ``n`` (learned fusion weighs every candidate's
@@ -201,6 +208,7 @@ class Retriever:
             snap = self._dense_hits(result, vector, filters, n, rows, cands)
         if result.mode != "vector":
             hits, full = self._text_hits(result.query, n, filters, snap)
+            text_only: list[tuple[Candidate, Any]] = []
             for rank, (cid, score, vec, source) in enumerate(hits, 1):
                 cand = cands.get(cid)
                 if cand is None:
@@ -208,13 +216,18 @@ class Retriever:
                     rows.put(cid, source)
                 cand.text_score, cand.text_rank = score, rank
                 if cand.vector_score is None and result.mode != "text":
-                    # Score the text-only candidate on the dense side too (fusion needs both).
-                    v = np.asarray(vec, dtype=np.float32)
-                    cand.vector_score = float(v @ vector / (np.linalg.norm(v) or 1.0))
+                    text_only.append((cand, vec))
+            if text_only:  # score the text-only candidates on the dense side too (fusion needs both), in one product
+                matrix = np.asarray([v for _, v in text_only], dtype=np.float32)
+                norms = np.linalg.norm(matrix, axis=1)
+                for (cand, _), cosine in zip(text_only, (matrix @ vector / np.where(norms == 0, 1.0, norms)).tolist()):
+                    cand.vector_score = cosine
             if full is not None and result.mode == "hybrid":
                 _fill_text_scores(cands, rows, *full)
-        result.table_versions = index.versions()
-        if snap is not None:  # what this request actually read
+        # What this request read; the dense index looked the versions up at most one refresh
+        # interval ago, so no request waits for LanceDB's answer.
+        result.table_versions = self.dense.table_versions() if self.dense is not None else index.versions()
+        if snap is not None:
             result.table_versions[index.company_table_name] = snap.version
         return list(cands.values()), rows
 
@@ -289,13 +302,13 @@ class Retriever:
             c.score = float(s)
         return sorted(head, key=lambda c: -c.score) + fused[depth:]
 
-    def _serve_current(self, result: RetrievalResult, fused: list[Candidate], rows: dict[str, dict[str, Any]]) -> None:
+    def _serve_current(self, result: RetrievalResult, fused: list[Candidate], rows: _Rows) -> None:
         if self.reranker is not None and fused:
             fused = self._rerank(result.query, fused, rows, max(result.k * 3, 30))
             result.reranked = True
         # Look at a bounded prefix: a few superseded rows may be skipped, not thousands.
         prefix = fused[: max(result.k * 3, result.k + 20)]
-        version_ids = {rows[c.key]["version_id"] for c in prefix}
+        version_ids = {rows.version_of(c.key) for c in prefix}
         current: dict[str, str] = {}
         if version_ids:
             # Core, not the ORM: this runs on every request, and an ORM session and result cost
@@ -303,12 +316,12 @@ class Retriever:
             with self.store.engine.connect() as conn:
                 current = {vid: chash for vid, chash in conn.execute(_CURRENT_VERSIONS, {"ids": list(version_ids)})}
         for c in prefix:
-            row = rows[c.key]
-            if row["version_id"] not in current:
+            version_id = rows.version_of(c.key)
+            if version_id not in current:
                 result.dropped_superseded += 1
                 continue
-            hit = hit_from(row, c)
-            hit.content_hash = current[row["version_id"]]
+            hit = hit_from(rows[c.key], c)  # only served rows become dicts
+            hit.content_hash = current[version_id]
             result.results.append(hit)
             if len(result.results) == result.k:
                 break

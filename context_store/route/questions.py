@@ -23,14 +23,13 @@ a review says "this answer failed", an escalation "nobody answered yet".
 from __future__ import annotations
 
 import secrets
-import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import numpy as np
+from sqlalchemy import insert
 from sqlmodel import Session, col, func, select
 
 from context_store._common import utcnow
@@ -40,7 +39,8 @@ from context_store.route.decision import Reason
 from context_store.route.outbox import enqueue
 from context_store.route.policy import RoutingConfig, routing_config
 from context_store.route.redact import redact
-from context_store.route.triggers import from_vector, to_vector
+from context_store.route.grouping import nearest_open, remember_open
+from context_store.route.triggers import to_vector
 from context_store.store.context_store import ContextStore
 from context_store.store.models import QuestionAsk, RoutedQuestion, StaffAnswer
 
@@ -107,96 +107,6 @@ def _hit_memory(result: RetrievalResult) -> list[dict[str, Any]]:
     ]
 
 
-class _OpenVectors:
-    """Vectors of open questions, per process. A question's vector never changes and a
-    question never returns to ``open``, so the set only needs two kinds of news: questions
-    another process queued (a re-read of the open ids at most every ``REFRESH_S``; this
-    process's own are added as it queues them) and questions that left ``open`` (caught when
-    one is the nearest: its row is re-read, and it is dropped). Reading the open ids on every
-    escalation cost ~5 ms a request with ~1,200 open questions."""
-
-    REFRESH_S = 1.0
-
-    def __init__(self) -> None:
-        self.vectors: dict[str, np.ndarray] = {}
-        self.kept: tuple[str, ...] = ()  # ids whose vector has the current dimension, in matrix order
-        self.matrix = np.zeros((0, 0), dtype=np.float32)
-        self.dirty = True
-        self.refreshed_at = -1e18
-        self.lock = threading.Lock()
-
-    def _refresh(self, session: Session, model: str, kind: str) -> None:
-        ids = session.exec(
-            select(RoutedQuestion.question_id).where(RoutedQuestion.status == "open", RoutedQuestion.model == model,
-                                                     RoutedQuestion.kind == kind)
-        ).all()
-        missing = [i for i in ids if i not in self.vectors]
-        for start in range(0, len(missing), 500):
-            part = missing[start : start + 500]
-            for question_id, blob in session.exec(
-                select(RoutedQuestion.question_id, RoutedQuestion.vector).where(col(RoutedQuestion.question_id).in_(part))
-            ).all():
-                self.vectors[question_id] = from_vector(blob)
-        self.vectors = {i: self.vectors[i] for i in sorted(ids) if i in self.vectors}  # closed questions leave the cache
-        self.dirty = True
-        self.refreshed_at = time.monotonic()
-
-    def _rebuild(self, dim: int) -> None:
-        keep = [i for i, v in self.vectors.items() if v.shape == (dim,)]
-        self.kept = tuple(keep)
-        self.matrix = np.stack([self.vectors[i] for i in keep]) if keep else np.zeros((0, dim), dtype=np.float32)
-        self.dirty = False
-
-    def add(self, question_id: str, vector: np.ndarray) -> None:
-        with self.lock:
-            self.vectors[question_id] = vector
-            self.dirty = True
-
-    def drop(self, question_id: str) -> None:
-        with self.lock:
-            if self.vectors.pop(question_id, None) is not None:
-                self.dirty = True
-
-    def nearest(self, session: Session, vector: np.ndarray, model: str, kind: str) -> tuple[str | None, float]:
-        with self.lock:
-            if time.monotonic() - self.refreshed_at >= self.REFRESH_S:
-                self._refresh(session, model, kind)
-            if self.dirty or self.matrix.shape[1:] != vector.shape:
-                self._rebuild(vector.shape[0])
-            kept, matrix = self.kept, self.matrix
-        if not kept:
-            return None, -1.0
-        sims = matrix @ vector
-        i = int(np.argmax(sims))
-        return kept[i], float(sims[i])
-
-
-_OPEN: dict[tuple[str, str, str], _OpenVectors] = {}
-_OPEN_LOCK = threading.Lock()
-
-
-def _open_cache(session: Session, model: str, kind: str) -> _OpenVectors:
-    key = (str(session.get_bind().url), model, kind)
-    with _OPEN_LOCK:
-        return _OPEN.setdefault(key, _OpenVectors())
-
-
-def _nearest_open(session: Session, vector: np.ndarray, model: str, kind: str) -> tuple[RoutedQuestion | None, float]:
-    """The open question of ``kind`` most similar to ``vector``; its row is read afresh, and a question
-    that has left ``open`` since the cache saw it is dropped and the next nearest is tried."""
-    cache = _open_cache(session, model, kind)
-    for _ in range(5):  # more than a few closed in the last second means the cache is stale: refresh
-        question_id, sim = cache.nearest(session, vector, model, kind)
-        if question_id is None:
-            return None, -1.0
-        best = session.get(RoutedQuestion, question_id)
-        if best is not None and best.status == "open":
-            return best, sim
-        cache.drop(question_id)  # the next nearest() rebuilds without it
-    cache.refreshed_at = -1e18
-    return None, -1.0
-
-
 def route_question(
     store: ContextStore,
     result: RetrievalResult | WorkingMemory,
@@ -225,37 +135,37 @@ def route_question(
     vector = np.asarray(vector, dtype=np.float32)
     reason_dicts = [r.as_dict() for r in reasons]
     with store.session(session) as session:
-        best, best_sim = _nearest_open(session, vector, model, kind)
-        ask = QuestionAsk(
-            question_id="", text=memory.text, user_id=memory.user_id, user_version_id=memory.user_version_id,
-            conversation_id=conversation_id, trace_id=trace_id, reasons=reason_dicts, asked_at=now,
-        )
-        if best is not None and best_sim >= config.group_similarity:
+        best, best_sim = nearest_open(session, vector, model, kind, config.group_similarity)
+        ask = {
+            "text": memory.text, "user_id": memory.user_id, "user_version_id": memory.user_version_id,
+            "conversation_id": conversation_id, "trace_id": trace_id, "reasons": reason_dicts, "asked_at": now,
+        }
+        if best is not None:
             best.ask_count += 1
             best.updated_at = now
-            ask.question_id, ask.similarity = best.question_id, best_sim
-            session.add_all([best, ask])
+            again = QuestionAsk(**ask, question_id=best.question_id, similarity=best_sim)
+            session.add_all([best, again])
             if config.outbound_url:
                 enqueue(session, "routed_question.asked_again", config.outbound_url,
-                        {"question_id": best.question_id, "ask": ask_view(ask), "ask_count": best.ask_count}, now=now)
+                        {"question_id": best.question_id, "ask": ask_view(again), "ask_count": best.ask_count}, now=now)
             return RoutingOutcome(best.question_id, True, best_sim, best.ask_count)
-        question = RoutedQuestion(
-            question_id="q-" + secrets.token_hex(8), status="open", kind=kind, text=memory.text, user_id=memory.user_id,
-            user_version_id=memory.user_version_id, conversation_id=conversation_id, trace_id=trace_id,
-            confidence=confidence, reasons=reason_dicts, context=memory.context, user_state=memory.user_state,
-            model=model, vector=to_vector(vector), created_at=now, updated_at=now, review=review, transcript=transcript or None,
-        )
-        ask.question_id = question.question_id
-        session.add(question)
-        session.flush()
-        session.add(ask)
-        # Seen by this process's next escalation at once (others within REFRESH_S); a rollback
-        # leaves an id whose row is missing, which _nearest_open drops when it meets it.
-        _open_cache(session, model, kind).add(question.question_id, vector)
+        question = {
+            "question_id": "q-" + secrets.token_hex(8), "status": "open", "kind": kind, "text": memory.text,
+            "user_id": memory.user_id, "user_version_id": memory.user_version_id, "conversation_id": conversation_id,
+            "trace_id": trace_id, "confidence": confidence, "reasons": reason_dicts, "context": memory.context,
+            "user_state": memory.user_state, "model": model, "vector": to_vector(vector), "ask_count": 1,
+            "created_at": now, "updated_at": now, "review": review, "transcript": transcript or None,
+        }
+        first = {**ask, "question_id": question["question_id"], "similarity": 1.0}
+        # Core inserts, as the trace's: this runs on every escalation, and the ORM's unit of
+        # work (objects, identity map, a flush between the two rows) cost more than the rows.
+        session.execute(insert(RoutedQuestion.__table__), [question])  # type: ignore[attr-defined]
+        session.execute(insert(QuestionAsk.__table__), [first])  # type: ignore[attr-defined]
+        remember_open(session, model, kind, question["question_id"], vector)
         if config.outbound_url:
-            enqueue(session, "routed_question.created", config.outbound_url,
-                    question_view(question, [ask], None, redact_patterns=config.redact_patterns), now=now)
-        return RoutingOutcome(question.question_id, False, 1.0, 1)
+            view = question_view(RoutedQuestion(**question), [QuestionAsk(**first)], None, redact_patterns=config.redact_patterns)
+            enqueue(session, "routed_question.created", config.outbound_url, view, now=now)
+        return RoutingOutcome(question["question_id"], False, 1.0, 1)
 
 
 def ask_view(ask: QuestionAsk) -> dict[str, Any]:

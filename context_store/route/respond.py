@@ -19,10 +19,12 @@ The whole use case, in the order it runs:
 The threshold is the calibrator's own when it has one (``freshcontext calibrate --outcomes``
 picks it for a target answer precision), else ``retrieval.confidence_threshold``.
 
-The routed question, the asked-question log, the trace and the derived outcomes commit in
-one transaction, so a trace never names a question that was not queued. ``POST /v1/retrieve``, the MCP tool,
-``freshcontext query`` and ``freshcontext eval routing`` all call this function; the
-evaluation passes ``record=False`` so nothing is routed, logged or traced.
+The routed question, the asked-question log, the trace and the derived outcomes commit in one
+transaction, so a trace never names a question that was not queued; concurrent requests share
+that transaction (``route.recording``: group commit), and each returns only once it has
+committed. ``POST /v1/retrieve``, the MCP tool, ``freshcontext query`` and ``freshcontext eval
+routing`` all call this function; the evaluation passes ``record=False`` so nothing is routed,
+logged or traced.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sqlmodel import Session
+
 from context_store.index.embed.protocol import Embedder
 from context_store.retrieve.result import RetrievalResult
 from context_store.retrieve.retriever import Retriever
@@ -42,6 +46,7 @@ from context_store.route.decision import Decision, Trigger, decide
 from context_store.route.outcomes import RecordedOutcome, record_repeat_contacts
 from context_store.route.policy import RoutingConfig
 from context_store.route.questions import RoutingOutcome
+from context_store.route.recording import group_commit
 from context_store.route.signals import routing_signals
 from context_store.route.traces import new_trace_id, record_trace
 from context_store.route.transcript import MAX_HISTORY_TURNS, check_turns
@@ -166,17 +171,21 @@ def respond(responder: Responder, question: Question, *, record: bool = True, no
     response = Response(result, decision, source, store.settings.user_state_max_age_hours)
     if not record:
         return response
-    response.trace_id = new_trace_id()
-    with store.session() as session:
-        response.routed = signals.follow_up(
-            decision.decision, decision.reasons, confidence=confidence, trace_id=response.trace_id, transcript=history,
-            session=session,
+    trace_id = response.trace_id = new_trace_id()
+
+    def write(session: Session) -> RoutingOutcome | None:
+        routed = signals.follow_up(
+            decision.decision, decision.reasons, confidence=confidence, trace_id=trace_id, transcript=history, session=session,
         )
         record_trace(
-            store, result, decision, confidence_source=source, trace_id=response.trace_id,
+            store, result, decision, confidence_source=source, trace_id=trace_id,
             latency_ms=(time.perf_counter() - started) * 1000, client=question.client,
             conversation_id=question.conversation_id, history=history, session=session,
         )
         if signals.repeats:
-            response.derived = record_repeat_contacts(store, signals.repeats, trace_id=response.trace_id, now=now, session=session)
+            response.derived = record_repeat_contacts(store, signals.repeats, trace_id=trace_id, now=now, session=session)
+        return routed
+
+    # One transaction with the concurrent requests' records; returns once it has committed.
+    response.routed = group_commit(store.engine).run(write)
     return response
