@@ -17,7 +17,7 @@ from context_store.state.documents import version_id_for
 from context_store.state.observed import record_observations
 from context_store.state.roots import SourceRoots
 from context_store.state.skipped_inputs import record_skip, resolve_skips
-from context_store.state.sources import USER_SUFFIXES, UserSnapshotInput, as_rejection, read_source, read_user_file
+from context_store.state.sources import USER_SUFFIXES, SourceFile, UserSnapshotInput, as_rejection, read_source, read_user_file
 from context_store.store.context_store import ContextStore
 from context_store.store.database import lineage_lock
 from context_store.store.models import UserRecord, UserSnapshotVersion
@@ -70,19 +70,8 @@ def sync_user_sources(
             clean_files: list[str] = []
             for f in files:
                 report.files_seen += 1
-                try:
-                    if f.path.suffix.lower() not in USER_SUFFIXES:
-                        raise InputRejected(
-                            "unsupported_type", f"{f.where}: user snapshots must be {', '.join(sorted(USER_SUFFIXES))}"
-                        )
-                    limit = settings.max_file_bytes * (1 if f.path.suffix.lower() == ".json" else 100)
-                    items = list(read_user_file(source.name, f.path, read_source(f, limit)))
-                except Exception as exc:  # whatever one file raises is that file's skip; the other files sync
-                    if not isinstance(exc, InputRejected):
-                        log.warning("user file %s could not be parsed; skipped", f.where, exc_info=exc)
-                    items = [(f.where, as_rejection(f.where, exc))]
                 file_ok = True
-                for where, item in items:
+                for where, item in _read_items(f, source.name, settings.max_file_bytes):
                     if isinstance(item, InputRejected):
                         file_ok = False
                         _skip(session, report, source.name, where, item, now)
@@ -105,6 +94,19 @@ def sync_user_sources(
         report.users_seen, report.new, report.changed, report.deleted, report.skipped,
     )
     return report
+
+
+def _read_items(f: SourceFile, source_name: str, max_file_bytes: int) -> list[tuple[str, UserSnapshotInput | InputRejected]]:
+    """The snapshots one file holds, or its rejection: whatever one file raises is that file's skip."""
+    try:
+        if f.path.suffix.lower() not in USER_SUFFIXES:
+            raise InputRejected("unsupported_type", f"{f.where}: user snapshots must be {', '.join(sorted(USER_SUFFIXES))}")
+        limit = max_file_bytes * (1 if f.path.suffix.lower() == ".json" else 100)  # a JSON Lines file holds many users
+        return list(read_user_file(source_name, f.path, read_source(f, limit)))
+    except Exception as exc:
+        if not isinstance(exc, InputRejected):
+            log.warning("user file %s could not be parsed; skipped", f.where, exc_info=exc)
+        return [(f.where, as_rejection(f.where, exc))]
 
 
 def _skip(session: Session, report: UserSyncReport, source: str, where: str, exc: InputRejected, now: datetime) -> None:
