@@ -124,7 +124,7 @@ run() {
     imports_check || { say "the packages do not import together here: see above"; exit 4; }
     say "LanceDB in, imports checked at $SECONDS s; device $DEVICE; deadline in $((DEADLINE - SECONDS)) s"
     # Most telling first: a step that would run past the deadline is cut, and the ones after it skipped.
-    step device_tests 60 - "$PY" -m pytest -q -p no:cacheprovider "$REPO/tests/test_device.py"
+    step device_tests 60 - "$PY" -m pytest -q -p no:cacheprovider "$REPO/tests/context_store/index/test_device.py"
     step latency 170 latency.json "$PY" "$REPO/bench/latency.py" --device "$DEVICE" --chunks "$CHUNKS" --real "$REAL" \
         --clients "$CLIENTS" --seconds "$RUN_SECONDS" --warmup 3 --workers "$WORKERS" --no-http-floor \
         --data "$CACHE/data" --cache "$CACHE/latency" --json

@@ -5,7 +5,7 @@
 
 With real texts (StackFAQ questions, Plausible help-centre paragraphs and whole articles):
 the device's vectors against the CPU's (``parity_vs_cpu_torch``: the least cosine, >= 0.9999
-wanted, so an index built on one serves on the other; tests/test_device.py checks the ONNX
+wanted, so an index built on one serves on the other; tests/context_store/index/test_device.py checks the ONNX
 export against the device too); one question encoded (p50/p95), eight at once, chunks
 embedded per second in batches of 128; exact search over 100,000 x 384 vectors for one and
 eight queries, torch on the device against numpy (the product and top-k ``dense_index``

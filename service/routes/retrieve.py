@@ -28,5 +28,5 @@ def retrieve(body: RetrieveRequest, request: Request, serving: ServingDep, who: 
     # Serialised once, here, as pydantic would (datetimes in ISO 8601): returned as a dict,
     # FastAPI validates it against RetrieveResponse and serialises it in a second hop to the
     # thread pool, on every request. RetrieveResponse still documents the body (OpenAPI), and
-    # tests/test_api.py checks that the body validates against it with no key left over.
+    # tests/service/test_api.py checks that the body validates against it with no key left over.
     return Response(to_json(response.as_dict()), media_type="application/json")

@@ -27,7 +27,7 @@ from context_store.retrieve.dense_index import DenseIndex, _top, torch_top
 from context_store.settings import EMBEDDING_DEVICE_ENV, EmbeddingConfig, Settings
 from context_store.store.vector_index import VectorIndex, company_schema
 from tests.conftest import REPO
-from tests.test_onnx_encoder import CHUNKS
+from tests.context_store.index.test_onnx_encoder import CHUNKS
 
 QUESTIONS = ["how do I get a refund for a damaged parcel", "Change the email address on my account", "can I pay by invoice?",
              "Where is my parcel?", "strikethrough text in github markdown", "delete my account and all my data"]
