@@ -9,12 +9,11 @@ import dagster as dg
 from assets.ingestion import company_chunk_index, user_state_index
 from assets.metadata import md_table
 from assets.resources import StoreResource
-from context_store.measure.backlog import reconciliation_diff
-from context_store.measure.freshness import FreshnessReport, evaluate_checks
-from context_store.measure.freshness import freshness_report as build_freshness_report
-from context_store.state.journal import mark_applied
-from context_store.state.journal import prune as prune_journal
-from context_store.store.context_store import ContextStore
+from context_store.measure import FreshnessReport, evaluate_checks, reconciliation_diff
+from context_store.measure import freshness_report as build_freshness_report
+from context_store.state import mark_applied
+from context_store.state import prune as prune_journal
+from context_store.store import ContextStore
 
 __all__ = [
     "FRESHNESS_AUTOMATION",

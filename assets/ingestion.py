@@ -7,10 +7,9 @@ import dagster as dg
 
 from assets.metadata import md_table, skipped_table
 from assets.resources import EmbedderResource, StoreResource
-from context_store.index.drift import index_drift
-from context_store.index.ingest import index_state, sync_state
+from context_store.index import index_drift, index_state, sync_state
 from context_store.settings import DEFAULT_MODEL, ChunkingConfig
-from context_store.store.vector_index import COMPANY_TABLE, USER_TABLE
+from context_store.store import COMPANY_TABLE, USER_TABLE
 
 __all__ = [
     "INDEX_CODE_VERSION",

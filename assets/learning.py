@@ -7,9 +7,8 @@ from sqlmodel import select
 from assets.ingestion import company_chunk_index
 from assets.metadata import md_table
 from assets.resources import StoreResource
-from context_store.learn.answers import write_pending_answer_files
-from context_store.learn.review import flag_superseded_answers, learning_metrics, mark_retrievable
-from context_store.store.models import StaffAnswer
+from context_store.learn import flag_superseded_answers, learning_metrics, mark_retrievable, write_pending_answer_files
+from context_store.store import StaffAnswer
 
 __all__ = ["staff_answer_review", "staff_answers_current"]
 

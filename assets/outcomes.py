@@ -20,10 +20,17 @@ import dagster as dg
 from assets.metadata import md_table, metric_value
 from assets.resources import StoreResource
 from context_store.errors import TooFewOutcomes
-from context_store.measure.checks import CheckOutcome
-from context_store.measure.outcome_calibration import CANDIDATE_FILE, calibrate_from_outcomes, promote_candidate
-from context_store.measure.quality import record_evaluation
-from context_store.measure.resolution import CHECK_NAMES, RATE_KEYS, resolution_checks, resolution_scorecard
+from context_store.measure import (
+    CANDIDATE_FILE,
+    CHECK_NAMES,
+    RATE_KEYS,
+    CheckOutcome,
+    calibrate_from_outcomes,
+    promote_candidate,
+    record_evaluation,
+    resolution_checks,
+    resolution_scorecard,
+)
 
 __all__ = ["outcome_calibration", "outcome_calibrator", "resolution_scorecard_asset"]
 

@@ -13,21 +13,25 @@ from assets.ingestion import company_chunk_index, user_state_index
 from assets.learning import staff_answer_review
 from assets.metadata import md_table, metric_value
 from assets.resources import EmbedderResource, StoreResource
-from context_store.index.candidate import build_candidate
-from context_store.learn.review import learning_metrics
-from context_store.measure.checks import CheckOutcome
-from context_store.measure.gate import evaluate_gate, gate_is_current, last_gate, pending_change, promote
-from context_store.measure.quality import (
+from context_store.index import build_candidate
+from context_store.learn import learning_metrics
+from context_store.measure import (
+    CheckOutcome,
     baselines,
+    evaluate_gate,
     evaluate_retrieval_quality,
     evaluate_routing_quality,
+    gate_is_current,
+    last_gate,
     learning_checks,
+    pending_change,
+    promote,
     record_evaluation,
+    resolution_scorecard,
     retrieval_checks,
     routing_checks,
     store_retrieval_quality,
 )
-from context_store.measure.resolution import resolution_scorecard
 
 __all__ = ["QUALITY_AUTOMATION", "index_candidate", "index_promotion", "learning_report", "retrieval_quality", "routing_quality"]
 

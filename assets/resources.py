@@ -8,10 +8,9 @@ from typing import Any
 import dagster as dg
 from pydantic import PrivateAttr
 
-from context_store.index.embed.factory import build_embedder
-from context_store.index.embed.protocol import Embedder
+from context_store.index import Embedder, build_embedder
 from context_store.settings import EmbeddingConfig, Settings
-from context_store.store.context_store import ContextStore
+from context_store.store import ContextStore
 
 __all__ = ["EmbedderResource", "StoreResource", "source_configs_for_dirs"]
 

@@ -23,7 +23,7 @@ import dagster as dg
 
 from assets.freshness import freshness_report
 from assets.resources import StoreResource
-from context_store.measure.gate import decision_since_promotion, measured_since_promotion, pending_change
+from context_store.measure import decision_since_promotion, measured_since_promotion, pending_change
 from context_store.state import journal
 from pipeline.cadence import Cadence
 from pipeline.jobs import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from context_store.index.ingest import ApplyResult
+from context_store.index import ApplyResult
 
 __all__ = ["dagster_reporter"]
 

@@ -39,10 +39,8 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from context_store.settings import SourceConfig
-from context_store.state import journal
-from context_store.state.journal import JournalEntry
-from context_store.state.roots import source_for
-from context_store.store.context_store import ContextStore
+from context_store.state import JournalEntry, journal, source_for
+from context_store.store import ContextStore
 
 __all__ = ["NETWORK_FILESYSTEMS", "SourceWatcher", "filesystem_type", "observer_mode_for"]
 

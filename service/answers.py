@@ -21,8 +21,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 
 from context_store.errors import FreshContextError, QuestionConflict
-from context_store.index import WarmApplier
-from context_store.index.embed import Embedder, build_embedder
+from context_store.index import Embedder, WarmApplier, build_embedder
 from context_store.learn import answer_applier, store_answer, submit_and_wait, submit_answers, write_answer_file
 from context_store.route import RoutingConfig, routing_config
 from service.deps import store as serving_store

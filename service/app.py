@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from context_store.index.embed import Embedder
+from context_store.index import Embedder
 from context_store.route import OutboxWorker, Trigger, routing_config
 from context_store.store import ContextStore
 from service.answers import WEBHOOK_PATH

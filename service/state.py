@@ -28,19 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from context_store.errors import ConfigError
-from context_store.index.embed.device import resolve_device
-from context_store.index.embed.protocol import Embedder
-from context_store.index.embed.query_encoder import build_query_encoder
-from context_store.retrieve import RetrievalResult, Retriever
-from context_store.retrieve.dense_index import DenseIndex
-from context_store.retrieve.reranker import load_reranker
-from context_store.route.confidence import CALIBRATOR_FILE, Calibrator, load_calibrator
-from context_store.route.decision import Trigger
-from context_store.route.respond import Responder
+from context_store.index import Embedder, build_query_encoder, resolve_device
+from context_store.retrieve import DenseIndex, RetrievalResult, Retriever, load_reranker
+from context_store.route import CALIBRATOR_FILE, Calibrator, Responder, Trigger, load_calibrator
 from context_store.settings import EmbeddingConfig, RetrievalConfig
-from context_store.store.context_store import ContextStore
-from context_store.store.serving import DeploymentWatch
-from context_store.store.vector_index import VectorIndex
+from context_store.store import ContextStore, DeploymentWatch, VectorIndex
 
 __all__ = ["CalibratorWatch", "EncoderFactory", "ServiceState", "Serving"]
 

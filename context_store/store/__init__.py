@@ -2,6 +2,7 @@
 deployments, the run log. No domain rules: the layers above decide what the rows mean.
 """
 
+from context_store._common import as_utc, utcnow
 from context_store.store.context_store import ContextStore
 from context_store.store.database import (
     SQL_PARAMS,
@@ -46,6 +47,7 @@ __all__ = [
     "UserRecord",
     "UserSnapshotVersion",
     "VectorIndex",
+    "as_utc",
     "close_staff_session",
     "downgrade",
     "find_staff_session",
@@ -60,4 +62,5 @@ __all__ = [
     "schema_drift",
     "schema_revision",
     "track_run",
+    "utcnow",
 ]

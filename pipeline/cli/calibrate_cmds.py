@@ -8,10 +8,9 @@ from pathlib import Path
 import click
 
 from context_store.errors import FreshContextError
-from context_store.measure.ir_metrics import expected_calibration_error
-from context_store.measure.retrieval_eval import crossfit_ece, run_queries
-from context_store.retrieve.retriever import MODES
-from context_store.route.confidence import CALIBRATOR_FILE, fit_calibrator
+from context_store.measure import crossfit_ece, expected_calibration_error, run_queries
+from context_store.retrieve import MODES
+from context_store.route import CALIBRATOR_FILE, fit_calibrator
 from context_store.settings import Settings
 from pipeline.cli.eval_retrieval import beir_home, load_dataset, retriever_for
 

@@ -7,7 +7,7 @@ import sys
 import click
 
 from context_store.settings import Settings
-from context_store.store.database import (
+from context_store.store import (
     downgrade,
     get_engine,
     head_revision,

@@ -20,10 +20,8 @@ from typing import Any
 
 import click
 
-from context_store.index.embed.factory import build_embedder
-from context_store.index.embed.fake import HashingEmbedder
-from context_store.index.embed.protocol import Embedder
-from context_store.measure.replay import History, run_replay
+from context_store.index import Embedder, HashingEmbedder, build_embedder
+from context_store.measure import History, run_replay
 from context_store.settings import Settings
 from pipeline.cli.eval_cmds import eval_group
 from pipeline.cli.replay_drivers import (

@@ -17,14 +17,12 @@ from typing import Any
 import click
 
 from context_store.errors import FreshContextError
-from context_store.index.embed.query_encoder import build_query_encoder
-from context_store.measure.beir import BeirDataset, load_beir, write_corpus
-from context_store.measure.retrieval_eval import evaluate_retrieval
-from context_store.retrieve.dense_index import DenseIndex
-from context_store.retrieve.retriever import MODES, Retriever
-from context_store.route.confidence import CALIBRATOR_FILE, load_calibrator
+from context_store.index import build_query_encoder
+from context_store.measure import BeirDataset, evaluate_retrieval, load_beir, write_corpus
+from context_store.retrieve import MODES, DenseIndex, Retriever
+from context_store.route import CALIBRATOR_FILE, load_calibrator
 from context_store.settings import Settings
-from context_store.store.context_store import ContextStore
+from context_store.store import ContextStore
 from pipeline.cli.eval_cmds import eval_group
 
 __all__ = ["beir_home", "load_dataset", "retriever_for"]

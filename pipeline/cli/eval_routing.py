@@ -25,8 +25,8 @@ KEYS = ("escalation_precision", "escalation_recall", "coverage_at_90", "coverage
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def routing(kb_dir: Path, queries_path: Path, work_dir: Path | None, folds: int, target_precision: float, k: int, seed: int, as_json: bool) -> None:
     """Escalation precision/recall, coverage at 90/95 % precision, AURC and ECE, against a raw top-score threshold."""
-    from context_store.index.embed.torch_backend import SentenceTransformerEmbedder
-    from context_store.measure.routing_eval import run_routing_eval
+    from context_store.index import SentenceTransformerEmbedder
+    from context_store.measure import run_routing_eval
 
     def progress(done: int, total: int) -> None:
         if not as_json and sys.stderr.isatty():
@@ -64,7 +64,7 @@ def routing(kb_dir: Path, queries_path: Path, work_dir: Path | None, folds: int,
 @click.option("--seed", default=7, show_default=True, type=int)
 def clinc150(src: Path, out: Path, kb_domains: int, examples_per_intent: int, queries_per_intent: int, oos_queries: int, seed: int) -> None:
     """Build a routing evaluation set (BEIR KB + labelled queries) from CLINC150."""
-    from context_store.measure.routing_sets import convert_clinc150
+    from context_store.measure import convert_clinc150
 
     try:
         summary = convert_clinc150(src, out, kb_domains=kb_domains, examples_per_intent=examples_per_intent,

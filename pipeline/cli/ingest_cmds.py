@@ -14,15 +14,11 @@ from typing import Any
 import click
 from sqlmodel import col, func, select
 
-from context_store._common import utcnow
 from context_store.errors import FreshContextError
-from context_store.index.plan import pending_documents
+from context_store.index import pending_documents
 from context_store.settings import CONFIG_FILE, Settings
-from context_store.state import unobserved_changes
-from context_store.state.skipped_inputs import open_skips
-from context_store.store.context_store import ContextStore
-from context_store.store.models import Document, DocumentVersion, UserRecord, UserSnapshotVersion
-from context_store.store.runs import last_runs
+from context_store.state import open_skips, unobserved_changes
+from context_store.store import ContextStore, Document, DocumentVersion, UserRecord, UserSnapshotVersion, last_runs, utcnow
 
 REPO_DEMO = Path(__file__).resolve().parents[2] / "demo"
 

@@ -94,7 +94,7 @@ COMMANDS = [outcomes]
 
 def calibrate_outcomes(home: Path, *, since: str | None, target_precision: float | None, force: bool, as_json: bool) -> None:
     """``calibrate --outcomes``: fit on outcomes, show old and new side by side, save when at least as good (or ``force``)."""
-    from context_store.measure.outcome_calibration import calibrate_from_outcomes
+    from context_store.measure import calibrate_from_outcomes
     from context_store.route import CALIBRATOR_FILE
 
     try:
@@ -124,9 +124,8 @@ def calibrate_outcomes(home: Path, *, since: str | None, target_precision: float
 
 def fit_demo_calibrator(home: Path, golden: Path) -> None:
     """``demo``: a first calibrator from the demo's own golden set, unless HOME has one (it may come from outcomes)."""
-    from context_store.index.embed.factory import build_embedder
-    from context_store.measure.question_calibration import calibrate_on_questions
-    from context_store.measure.questions import load_questions
+    from context_store.index import build_embedder
+    from context_store.measure import calibrate_on_questions, load_questions
     from context_store.route import CALIBRATOR_FILE
 
     if (home / CALIBRATOR_FILE).exists():

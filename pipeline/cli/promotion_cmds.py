@@ -7,9 +7,9 @@ import json
 import click
 
 from context_store.errors import FreshContextError
-from context_store.index.embed.factory import build_embedder
-from context_store.measure.gate import pending_change, run_gate
-from context_store.store.context_store import ContextStore
+from context_store.index import build_embedder
+from context_store.measure import pending_change, run_gate
+from context_store.store import ContextStore
 
 
 @click.command()

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from context_store.errors import FreshContextError
-from context_store.index.embed import build_embedder
+from context_store.index import build_embedder
 from context_store.retrieve import MODES, Retriever
 from context_store.route import CALIBRATOR_FILE, Question, Responder, Response, load_calibrator, respond
 from context_store.store import ContextStore

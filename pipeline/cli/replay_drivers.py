@@ -32,15 +32,11 @@ from typing import Any
 
 import click
 
-from context_store.index.embed.model_files import MODELS_DIR_ENV
-from context_store.index.embed.onnx_backend import OnnxEncoder
-from context_store.index.embed.protocol import Embedder
-from context_store.index.ingest import ingest
-from context_store.index.warm import WarmApplier
-from context_store.measure.replay import FileWrite, rounded_percentile
+from context_store.index import MODELS_DIR_ENV, Embedder, OnnxEncoder, WarmApplier, ingest
+from context_store.measure import FileWrite, rounded_percentile
 from context_store.settings import Settings
 from context_store.state import journal
-from context_store.store.context_store import ContextStore
+from context_store.store import ContextStore
 from pipeline.cadence import Cadence
 from pipeline.watcher import SourceWatcher
 

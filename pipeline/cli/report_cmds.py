@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from context_store.errors import FreshContextError
-from context_store.measure.report import build_report, render_html
-from context_store.store.context_store import ContextStore
+from context_store.measure import build_report, render_html
+from context_store.store import ContextStore
 
 
 @click.command()

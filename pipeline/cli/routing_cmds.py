@@ -8,7 +8,7 @@ import time
 import click
 
 from context_store.errors import FreshContextError
-from context_store.store.context_store import ContextStore
+from context_store.store import ContextStore
 
 
 def _store(ctx: click.Context) -> ContextStore:
@@ -29,7 +29,7 @@ def questions() -> None:
 @click.pass_context
 def list_cmd(ctx: click.Context, status: str, as_json: bool) -> None:
     """Routed questions, oldest first."""
-    from context_store.route.questions import list_questions
+    from context_store.route import list_questions
 
     rows = list_questions(_store(ctx), status=None if status == "all" else status, limit=1000)
     if as_json:
@@ -45,7 +45,7 @@ def list_cmd(ctx: click.Context, status: str, as_json: bool) -> None:
 @click.pass_context
 def show(ctx: click.Context, question_id: str) -> None:
     """One question's working memory as JSON."""
-    from context_store.route.questions import get_question
+    from context_store.route import get_question
 
     try:
         click.echo(json.dumps(get_question(_store(ctx), question_id), indent=2))
@@ -61,7 +61,7 @@ def show(ctx: click.Context, question_id: str) -> None:
 @click.pass_context
 def answer(ctx: click.Context, question_id: str, text: str, author: str, no_index: bool) -> None:
     """Answer a routed question: stored, written into the staff source, indexed."""
-    from context_store.learn.answers import index_answers, store_answer, write_answer_file
+    from context_store.learn import index_answers, store_answer, write_answer_file
 
     store = _store(ctx)
     try:
@@ -71,7 +71,7 @@ def answer(ctx: click.Context, question_id: str, text: str, author: str, no_inde
         raise click.ClickException(str(exc)) from exc
     click.echo(f"stored {stored.answer_id}; wrote {path}")
     if not no_index:
-        from context_store.index.embed.factory import build_embedder
+        from context_store.index import build_embedder
 
         report = index_answers(store, build_embedder(store.settings.embedding, store.settings.home), [path])
         click.echo(f"indexed in {report.seconds:.2f} s; retrievable: {', '.join(report.retrievable) or 'not yet'}")
@@ -83,7 +83,7 @@ def answer(ctx: click.Context, question_id: str, text: str, author: str, no_inde
 @click.pass_context
 def dismiss(ctx: click.Context, question_id: str, note: str | None) -> None:
     """Dismiss an open question without an answer."""
-    from context_store.route.questions import set_status
+    from context_store.route import set_status
 
     try:
         set_status(_store(ctx), question_id, "dismissed", note=note)
@@ -96,8 +96,7 @@ def dismiss(ctx: click.Context, question_id: str, note: str | None) -> None:
 @click.pass_context
 def outbox(ctx: click.Context, loop_seconds: float | None) -> None:
     """Deliver due outbound notifications (the API process does this itself when it runs)."""
-    from context_store.route.outbox import deliver_due, outbox_counts
-    from context_store.route.policy import routing_config
+    from context_store.route import deliver_due, outbox_counts, routing_config
 
     store = _store(ctx)
     config = routing_config(store.settings)
@@ -116,7 +115,7 @@ def outbox(ctx: click.Context, loop_seconds: float | None) -> None:
 @click.pass_context
 def learning(ctx: click.Context, as_json: bool) -> None:
     """Time to knowledge, reuse without a person, escalation rate, open questions by age, stale answers."""
-    from context_store.learn.review import flag_superseded_answers, learning_metrics
+    from context_store.learn import flag_superseded_answers, learning_metrics
 
     store = _store(ctx)
     flag_superseded_answers(store)
@@ -131,7 +130,7 @@ def learning(ctx: click.Context, as_json: bool) -> None:
 @click.command(name="webhook-secret")
 def webhook_secret() -> None:
     """Print a new whsec_ secret for routing.webhook_secrets / outbound_secrets."""
-    from context_store.route.webhooks import generate_secret
+    from context_store.route import generate_secret
 
     click.echo(generate_secret())
 

@@ -11,9 +11,9 @@ from typing import Any
 import click
 
 from context_store.errors import FreshContextError
-from context_store.index.ingest import ApplyResult
-from context_store.measure.freshness import evaluate_checks, freshness_report
-from context_store.store.context_store import ContextStore
+from context_store.index import ApplyResult
+from context_store.measure import evaluate_checks, freshness_report
+from context_store.store import ContextStore
 
 __all__ = ["COMMANDS"]
 
@@ -55,7 +55,7 @@ def watch(
     with --apply this process versions, embeds and indexes each change within seconds, and
     the runs are recorded in the same tables (and reported to Dagster when DAGSTER_HOME is set).
     """
-    from context_store.index.warm import WarmApplier
+    from context_store.index import WarmApplier
     from pipeline.warm_report import dagster_reporter
     from pipeline.watcher import SourceWatcher
 
@@ -73,7 +73,7 @@ def watch(
     for root in sorted(watcher.missing_roots):
         click.echo(f"NOT watching {root}: missing or unmounted (its documents are kept); retrying", err=True)
     if apply_changes:
-        from context_store.index.embed.factory import build_embedder
+        from context_store.index import build_embedder
 
         embedder = build_embedder(store.settings.embedding, store.settings.home)
         click.echo(f"loading {embedder.name} once for the warm path…", err=True)

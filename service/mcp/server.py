@@ -27,11 +27,11 @@ from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
-from context_store._common import as_utc, utcnow
 from context_store.errors import FreshContextError, NotFound
 from context_store.retrieve import parse_as_of
 from context_store.route import Question, Response, request_handoff, respond
 from context_store.state import document_versions
+from context_store.store import as_utc, utcnow
 from service.errors import status_and_code
 from service.mcp.auth import Caller, CallerGate, caller_of
 from service.mcp.watch import DocumentWatch
