@@ -36,10 +36,10 @@ from context_store._common import utcnow
 from context_store.errors import InvalidRequest, QuestionConflict, UnknownQuestion
 from context_store.retrieve.result import RetrievalResult
 from context_store.route.decision import Reason
+from context_store.route.grouping import nearest_open, remember_open
 from context_store.route.outbox import enqueue
 from context_store.route.policy import RoutingConfig, routing_config
 from context_store.route.redact import redact
-from context_store.route.grouping import nearest_open, remember_open
 from context_store.route.triggers import to_vector
 from context_store.store.context_store import ContextStore
 from context_store.store.models import QuestionAsk, RoutedQuestion, StaffAnswer
