@@ -45,7 +45,7 @@ class Analyzer:
     """Text to term ids; the vocabulary and the stems it has computed are kept between builds."""
 
     def __init__(self) -> None:
-        self._stemmer = snowballstemmer.stemmer("english")
+        self._stemmers = threading.local()  # a snowball stemmer keeps its word in itself: one per thread
         self._term_of_word: dict[str, int] = {}  # surface word -> term id (-1: dropped)
         self._term_of_stem: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -54,12 +54,18 @@ class Analyzer:
     def vocabulary_size(self) -> int:
         return len(self._term_of_stem)
 
+    def _stem(self, word: str) -> str:
+        stemmer = getattr(self._stemmers, "stemmer", None)
+        if stemmer is None:
+            stemmer = self._stemmers.stemmer = snowballstemmer.stemmer("english")
+        return stemmer.stemWord(word)
+
     def _learn(self, word: str) -> int:
         folded = unicodedata.normalize("NFKD", word).encode("ascii", "ignore").decode() or word
         if len(folded) > MAX_TOKEN_CHARS or folded in STOP_WORDS:
             term = -1
         else:
-            stem = self._stemmer.stemWord(folded)
+            stem = self._stem(folded)
             term = self._term_of_stem.setdefault(stem, len(self._term_of_stem))
         self._term_of_word[word] = term
         return term
@@ -73,7 +79,7 @@ class Analyzer:
             if term is None:
                 if not learn:
                     folded = unicodedata.normalize("NFKD", word).encode("ascii", "ignore").decode() or word
-                    term = -1 if folded in STOP_WORDS else self._term_of_stem.get(self._stemmer.stemWord(folded), -1)
+                    term = -1 if folded in STOP_WORDS else self._term_of_stem.get(self._stem(folded), -1)
                 else:
                     with self._lock:
                         term = self._learn(word)

@@ -72,3 +72,37 @@ def test_scores_cover_every_row_and_a_heading_field_reorders_by_title() -> None:
     boosted = scores + 2.0 * headings.scores("refunds policy")
     assert list(top_positive(boosted, 10)[0]) == [0, 1]
     assert list(top_positive(boosted, 10, mask=np.array([False, True, True]))[0]) == [1]
+
+
+def test_queries_from_many_threads_stem_as_one_thread_does() -> None:
+    """The serving workers' threads analyse queries at once; a snowball stemmer keeps the word it
+    works on in itself, so one shared stemmer raised IndexError (a 500) or stemmed wrongly under load."""
+    import sys
+    import threading
+
+    words = [f"{stem}{suffix}" for stem in ("connect", "relat", "generaliz", "operat", "condition", "argu", "happi")
+             for suffix in ("ing", "ation", "ations", "ness", "ed", "ingly", "ives", "ional")]
+    reference = Analyzer()
+    expected = {w: reference._stem(w) for w in words}
+    shared, failures = Analyzer(), []
+
+    def work(offset: int) -> None:
+        try:
+            for i in range(4000):
+                word = words[(i + offset) % len(words)]
+                if shared._stem(word) != expected[word]:
+                    failures.append(word)
+        except Exception as exc:  # the old shared stemmer: IndexError: string index out of range
+            failures.append(repr(exc))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as a loaded server does
+    try:
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not failures, failures[:5]
