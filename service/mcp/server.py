@@ -49,7 +49,9 @@ version_id of every passage you use, e.g. [company/refunds.md@v-1a2b3c]: version
 an answer is checked later. If its decision is "escalate", do not answer from those passages: the question has
 been routed to staff already; tell the user a person will follow up, or call request_human when they need a
 person now. Call request_human whenever the user asks for a person, is distressed, or the topic is a dispute,
-fraud, legal or financial hardship, and send the whole conversation so nobody asks the user to repeat it."""
+fraud, legal or financial hardship, and send the whole conversation so nobody asks the user to repeat it.
+When you learn how the conversation ended (resolved, unresolved, reopened, the user asked for a person, or left),
+call report_outcome with the trace_id of the response you answered from: that is how answers are judged."""
 
 RETRIEVE = """Current company knowledge (and one user's current state) for a customer question, with a decision.
 Returns cited passages (doc_id, version_id, title, age_seconds, score), the user's facts with their snapshot
