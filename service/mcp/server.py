@@ -208,8 +208,8 @@ def _tools(server: MCPServer[Any], service: ServiceState, gate: CallerGate, on_r
 
 
 def _report_tool(server: MCPServer[Any], service: ServiceState, gate: CallerGate, on_outcome: Callable[[RecordedOutcome], None] | None) -> None:
-    # stores an outcome (maybe a review); a repeat with the same event_id stores nothing
-    annotations = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+    # Stores an outcome (maybe a review). Not idempotent by arguments alone: without an event_id each call is new.
+    annotations = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
 
     # Types only, as POST /v1/outcomes's body: outcome, csat, thumbs and at are checked by record_outcome, so a bad
     # value gets the HTTP API's own code and message (invalid_outcome, invalid_csat, outcome_in_future, ...).
@@ -232,7 +232,7 @@ def _report_tool(server: MCPServer[Any], service: ServiceState, gate: CallerGate
             conversation_id=conversation_id, csat=csat, thumbs=thumbs, note=note, at=at, client=client,
         )
         with _tool_errors():
-            recorded = record_outcome(service.store, report, own_traces_only=role != "admin")
+            recorded = record_outcome(service.store, report, own_traces_only=role != "admin")  # as POST /v1/outcomes
         if on_outcome is not None and not recorded.duplicate:
             on_outcome(recorded)
         return OutcomePublic.model_validate(recorded.as_dict())
