@@ -80,7 +80,8 @@ def test_an_outcome_reported_over_mcp_is_on_the_trace_once(base_url: str) -> Non
     assert not stored["duplicate"] and stored["review_question_id"] is None
     assert again.structured_content == {**stored, "duplicate": True}  # the first result; nothing stored twice
     listed = httpx.get(f"{base_url}/v1/traces/{trace}", headers={"X-API-Key": AGENT}).json()["outcomes"]
-    assert [(o["event_id"], o["outcome"], o["csat"], o["thumbs"], o["client"]) for o in listed] == [("evt-1", "resolved", 5, "up", "bot")]
+    assert [(o["event_id"], o["outcome"], o["csat"], o["thumbs"], o["client"]) for o in listed] == [
+        ("evt-1", "resolved", 5, "up", "bot")]
     metrics = httpx.get(f"{base_url}/metrics", headers={"X-API-Key": ADMIN}).text
     assert 'freshcontext_outcomes_total{outcome="resolved",source="platform"} 1.0' in metrics  # counted once, as over HTTP
 

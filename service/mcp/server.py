@@ -207,7 +207,9 @@ def _tools(server: MCPServer[Any], service: ServiceState, gate: CallerGate, on_r
         return HandoffResponse.model_validate(outcome.as_dict())
 
 
-def _report_tool(server: MCPServer[Any], service: ServiceState, gate: CallerGate, on_outcome: Callable[[RecordedOutcome], None] | None) -> None:
+def _report_tool(
+    server: MCPServer[Any], service: ServiceState, gate: CallerGate, on_outcome: Callable[[RecordedOutcome], None] | None,
+) -> None:
     # Stores an outcome (maybe a review). Not idempotent by arguments alone: without an event_id each call is new.
     annotations = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
 

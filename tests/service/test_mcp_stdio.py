@@ -63,7 +63,8 @@ def test_a_local_agent_lists_retrieves_hands_off_and_hears_of_an_edit(home: Path
                 with anyio.fail_after(20):
                     event = await anext(aiter(sub))
             current = json.loads((await client.read_resource(URI)).contents[0].text)
-            return {"tools": tools, "retrieved": retrieved, "reported": reported, "handed": handed, "event": event, "current": current}
+            return {"tools": tools, "retrieved": retrieved, "reported": reported, "handed": handed, "event": event,
+                    "current": current}
 
     out = anyio.run(go)
     assert out["tools"] == ["get_document", "report_outcome", "request_human", "retrieve_context"]
