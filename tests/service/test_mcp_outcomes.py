@@ -11,11 +11,11 @@ import httpx
 import jsonschema
 import pytest
 
-from context_store._common import utcnow
 from context_store.index.embed.fake import HashingEmbedder
 from context_store.index.ingest import ingest
+from context_store.store import utcnow
 from context_store.store.context_store import ContextStore
-from tests.test_mcp_http import run, served, session
+from tests.service.test_mcp_http import run, served, session
 
 AGENT, OTHER, ADMIN = "agent-key", "other-agent-key", "admin-key"
 API_KEYS = [{"name": "bot", "key": AGENT, "role": "agent"}, {"name": "other-bot", "key": OTHER, "role": "agent"},
