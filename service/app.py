@@ -85,7 +85,8 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     config = mcp_config(store.settings)
-    mcp = build_server(service, notify_interval=config.notify_interval_seconds, on_response=app.state.metrics.record_response)
+    mcp = build_server(service, notify_interval=config.notify_interval_seconds, on_response=app.state.metrics.record_response,
+                       on_outcome=app.state.metrics.record_outcome)
     app.state.mcp = McpHttp(app, mcp, app.state.keys, config)
     mount_docs(app)
 

@@ -20,7 +20,7 @@ __all__ = ["COMMANDS"]
 @click.option("--stdio", "stdio", is_flag=True, help="Serve over stdin/stdout (how a local agent starts an MCP server).")
 @click.pass_context
 def mcp(ctx: click.Context, stdio: bool) -> None:
-    """Serve retrieve_context, get_document and request_human to an agent over MCP (stdio).
+    """Serve retrieve_context, get_document, request_human and report_outcome to an agent over MCP (stdio).
 
     \b
     The key: FRESHCONTEXT_API_KEY=<one of the home's api_keys>. Over HTTP, run

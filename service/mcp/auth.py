@@ -41,9 +41,11 @@ TOOL_ROLES = ("agent",)  # the tools are the agent's surface (retrieve, document
 
 @dataclass(frozen=True)
 class Caller:
-    """An authenticated caller: its key's name (never the key), kept with traces (an agent reads only its own)."""
+    """An authenticated caller: its key's name (never the key), kept with traces, and its role: an ``agent``
+    reads and reports on only the responses its own key recorded, an ``admin`` on any (as over HTTP)."""
 
     client: str
+    role: str
 
 
 def _refusal(message: str, code: str = "unauthorized", status: int = 401) -> dict[str, Any]:
@@ -73,7 +75,7 @@ class KeyGuard:
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             return
-        scope.setdefault("state", {})[_STATE_KEY] = Caller(who.name)
+        scope.setdefault("state", {})[_STATE_KEY] = Caller(who.name, who.role)
         await self.app(scope, receive, send)
 
 
@@ -90,7 +92,7 @@ def stdio_caller(keys: KeyRing, key: str | None) -> Caller | str:
     who = keys.resolve(key)
     if who is None:
         return f"invalid API key in {ENV_KEY}"
-    return Caller(who.name) if who.may(*TOOL_ROLES) else _wrong_role(who)
+    return Caller(who.name, who.role) if who.may(*TOOL_ROLES) else _wrong_role(who)
 
 
 def caller_of(request: Any, stdio: Caller | str | None) -> Caller | str:

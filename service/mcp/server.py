@@ -4,17 +4,20 @@ Tools (each with an output schema; the structured result is what an agent should
 
 * ``retrieve_context``: exactly the ``POST /v1/retrieve`` body, through the same ``respond()``;
 * ``get_document``: one document's text and version, now or as it was at a time;
-* ``request_human``: the red button (``POST /v1/handoff``'s ``request_handoff()``).
+* ``request_human``: the red button (``POST /v1/handoff``'s ``request_handoff()``);
+* ``report_outcome``: what happened after a response (``POST /v1/outcomes``'s ``record_outcome()``).
 
 Resource: ``freshcontext://documents/{doc_id}`` (the current text, version id, valid_from and
 age), with ``notifications/resources/updated`` to its subscribers when it changes
 (``service.mcp.watch``). Every message passes ``CallerGate`` first (``service.mcp.auth``).
-The core's errors reach the agent as tool errors carrying the HTTP API's error code.
+The core's errors reach the agent as tool errors carrying the HTTP API's error code and message.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,13 +32,13 @@ from pydantic import Field
 
 from context_store.errors import FreshContextError, NotFound
 from context_store.retrieve import parse_as_of
-from context_store.route import Question, Response, request_handoff, respond
+from context_store.route import OutcomeReport, Question, RecordedOutcome, Response, record_outcome, request_handoff, respond
 from context_store.state import document_versions
 from context_store.store import as_utc, utcnow
-from service.errors import status_and_code
+from service.errors import error_response
 from service.mcp.auth import Caller, CallerGate, caller_of
 from service.mcp.watch import DocumentWatch
-from service.schemas import DocumentPublic, HandoffResponse, RetrieveResponse, Turn
+from service.schemas import DocumentPublic, HandoffResponse, OutcomePublic, RetrieveResponse, Turn
 from service.state import ServiceState
 
 __all__ = ["INSTRUCTIONS", "FreshContextMcp", "build_server", "read_document"]
@@ -46,7 +49,9 @@ version_id of every passage you use, e.g. [company/refunds.md@v-1a2b3c]: version
 an answer is checked later. If its decision is "escalate", do not answer from those passages: the question has
 been routed to staff already; tell the user a person will follow up, or call request_human when they need a
 person now. Call request_human whenever the user asks for a person, is distressed, or the topic is a dispute,
-fraud, legal or financial hardship, and send the whole conversation so nobody asks the user to repeat it."""
+fraud, legal or financial hardship, and send the whole conversation so nobody asks the user to repeat it.
+When you learn how the conversation ended (resolved, unresolved, reopened, the user asked for a person, or left),
+call report_outcome with the trace_id of the response you answered from: that is how answers are judged."""
 
 RETRIEVE = """Current company knowledge (and one user's current state) for a customer question, with a decision.
 Returns cited passages (doc_id, version_id, title, age_seconds, score), the user's facts with their snapshot
@@ -67,6 +72,17 @@ transcript, oldest first (at most 200 turns and 100,000 characters), so the user
 person also sees the user's current state and what your last retrieve_context call served. A second call in the
 same conversation joins the open hand-off. Returns the routed question; tell the user a person will take over."""
 
+REPORT_OUTCOME = """Report what happened after a response, once you know: this is how freshcontext learns which answers worked.
+Name the response by trace_id (from retrieve_context; preferred) or conversation_id (its latest response).
+outcome is one of: resolved (the user got what they needed), unresolved (they did not), reopened (a case
+thought resolved came back), escalated_by_user (the user asked for a person; call request_human too if they need
+one now), abandoned (the user left without an answer). Add csat (1-5) or thumbs (up|down) when the user gave them.
+A failed bot answer (unresolved, reopened, thumbs down, csat <= 2) opens a review for staff.
+Idempotent by event_id: a repeat with the same event_id stores nothing and returns the first result with
+duplicate: true. Without event_id a new one is generated (returned as event_id), so each such call is a new
+outcome: to retry safely, repeat the call with the event_id the first one returned or pass your own.
+An agent key reports only on responses it retrieved itself."""
+
 
 @contextmanager
 def _tool_errors() -> Iterator[None]:
@@ -74,8 +90,9 @@ def _tool_errors() -> Iterator[None]:
     try:
         yield
     except FreshContextError as exc:
-        status, code = status_and_code(exc)
-        raise ToolError(f"{code} ({status}): {exc}") from exc
+        response = error_response(exc)  # the one table, and the very message the HTTP API answers with
+        error = json.loads(bytes(response.body))["error"]
+        raise ToolError(f"{error['code']} ({response.status_code}): {error['message']}") from exc
 
 
 def read_document(service: ServiceState, doc_id: str, as_of: str | datetime | None = None) -> DocumentPublic:
@@ -121,9 +138,11 @@ def build_server(
     stdio_caller: Caller | str | None = None,
     notify_interval: float = 1.0,
     on_response: Callable[[Response], None] | None = None,
+    on_outcome: Callable[[RecordedOutcome], None] | None = None,
 ) -> FreshContextMcp:
     """The MCP server over one API process's serving state; ``stdio_caller`` is who a stdio connection is
-    (``auth.stdio_caller``); ``on_response`` sees each ``retrieve_context`` response (the API's metrics)."""
+    (``auth.stdio_caller``); ``on_response`` sees each ``retrieve_context`` response and ``on_outcome`` each
+    newly stored outcome (the API's metrics)."""
     bus = InMemorySubscriptionBus()
     gate = CallerGate(stdio_caller)
     watch = DocumentWatch(lambda: service.store, bus, notify_interval)
@@ -134,6 +153,7 @@ def build_server(
         )
     watch.install(server)
     _tools(server, service, gate, on_response)
+    _report_tool(server, service, gate, on_outcome)
     _resources(server, service)
     return FreshContextMcp(server, gate, watch)
 
@@ -185,6 +205,39 @@ def _tools(server: MCPServer[Any], service: ServiceState, gate: CallerGate, on_r
                 transcript=[t.model_dump() for t in transcript],
             )
         return HandoffResponse.model_validate(outcome.as_dict())
+
+
+def _report_tool(
+    server: MCPServer[Any], service: ServiceState, gate: CallerGate, on_outcome: Callable[[RecordedOutcome], None] | None,
+) -> None:
+    # Stores an outcome (maybe a review). Not idempotent by arguments alone: without an event_id each call is new.
+    annotations = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
+
+    # Types only, as POST /v1/outcomes's body: outcome, csat, thumbs and at are checked by record_outcome, so a bad
+    # value gets the HTTP API's own code and message (invalid_outcome, invalid_csat, outcome_in_future, ...).
+    @server.tool(description=REPORT_OUTCOME, annotations=annotations)
+    def report_outcome(
+        outcome: Annotated[str, Field(description="resolved | unresolved | reopened | escalated_by_user | abandoned")],
+        ctx: Context,
+        trace_id: Annotated[str | None, Field(description="The response it is about: retrieve_context's trace_id.")] = None,
+        conversation_id: Annotated[str | None, Field(description="Or the conversation: its latest response at `at`.")] = None,
+        csat: Annotated[int | None, Field(description="Customer satisfaction, 1-5.")] = None,
+        thumbs: Annotated[str | None, Field(description="up | down")] = None,
+        note: Annotated[str | None, Field(description="A short note for staff.")] = None,
+        event_id: Annotated[str | None, Field(description="Your idempotency key (default: a new one, returned).")] = None,
+        at: Annotated[str | None, Field(description="ISO-8601 time it happened (default: now); not in the future.")] = None,
+    ) -> OutcomePublic:
+        caller = caller_of(ctx.request_context.request, gate.stdio)
+        client, role = (caller.client, caller.role) if isinstance(caller, Caller) else (None, None)
+        report = OutcomeReport(
+            event_id=event_id if event_id is not None else f"mcp-{uuid.uuid4().hex}", outcome=outcome, trace_id=trace_id,
+            conversation_id=conversation_id, csat=csat, thumbs=thumbs, note=note, at=at, client=client,
+        )
+        with _tool_errors():
+            recorded = record_outcome(service.store, report, own_traces_only=role != "admin")  # as POST /v1/outcomes
+        if on_outcome is not None and not recorded.duplicate:
+            on_outcome(recorded)
+        return OutcomePublic.model_validate(recorded.as_dict())
 
 
 def _resources(server: MCPServer[Any], service: ServiceState) -> None:

@@ -52,11 +52,15 @@ def mcp_store(sources: dict[str, Path]) -> ContextStore:
 
 @pytest.fixture
 def base_url(mcp_store: ContextStore) -> Iterator[str]:
-    """The whole API under uvicorn on a free port, in a thread of this process."""
+    yield from served(mcp_store)
+
+
+def served(store: ContextStore) -> Iterator[str]:
+    """The whole API under uvicorn on a free port, in a thread of this process (a fixture's body)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(store=mcp_store, embedder=HashingEmbedder()), host="127.0.0.1",
+    server = uvicorn.Server(uvicorn.Config(create_app(store=store, embedder=HashingEmbedder()), host="127.0.0.1",
                                            port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -110,7 +114,7 @@ def test_an_agent_key_lists_and_calls_tools_with_schemas(base_url: str) -> None:
             return tools, results
 
     tools, results = run(go)
-    assert set(tools) == {"retrieve_context", "get_document", "request_human"}
+    assert set(tools) == {"retrieve_context", "get_document", "request_human", "report_outcome"}
     assert "version_id" in tools["retrieve_context"].description and "escalate" in tools["retrieve_context"].description
     for name, result in results.items():
         assert not result.is_error, result.content

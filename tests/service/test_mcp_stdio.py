@@ -53,6 +53,8 @@ def test_a_local_agent_lists_retrieves_hands_off_and_hears_of_an_edit(home: Path
             tools = sorted(t.name for t in (await client.list_tools()).tools)
             retrieved = await client.call_tool("retrieve_context", {"query": "how long do I have to ask for a refund", "user_id": "u-1",
                                                                     "conversation_id": "c-1"})
+            reported = await client.call_tool("report_outcome", {"trace_id": retrieved.structured_content["trace_id"],
+                                                                 "outcome": "escalated_by_user", "event_id": "evt-stdio-1"})
             handed = await client.call_tool("request_human", {"conversation_id": "c-1", "reason": "wants a person", "user_id": "u-1",
                                                               "transcript": [{"role": "user", "text": "a person please"}]})
             async with client.listen(resource_subscriptions=[URI]) as sub:
@@ -61,12 +63,15 @@ def test_a_local_agent_lists_retrieves_hands_off_and_hears_of_an_edit(home: Path
                 with anyio.fail_after(20):
                     event = await anext(aiter(sub))
             current = json.loads((await client.read_resource(URI)).contents[0].text)
-            return {"tools": tools, "retrieved": retrieved, "handed": handed, "event": event, "current": current}
+            return {"tools": tools, "retrieved": retrieved, "reported": reported, "handed": handed, "event": event,
+                    "current": current}
 
     out = anyio.run(go)
-    assert out["tools"] == ["get_document", "request_human", "retrieve_context"]
+    assert out["tools"] == ["get_document", "report_outcome", "request_human", "retrieve_context"]
     assert not out["retrieved"].is_error and out["retrieved"].structured_content["results"][0]["doc_id"] == "company/refunds.md"
     assert out["retrieved"].structured_content["user"]["snapshot_version_id"]
+    reported = out["reported"].structured_content  # the stdio key's agent reports on its own response
+    assert not out["reported"].is_error and reported["trace_id"] == out["retrieved"].structured_content["trace_id"]
     handed = out["handed"].structured_content
     assert handed["kind"] == "handoff" and handed["trace_id"] == out["retrieved"].structured_content["trace_id"]
     assert out["event"] == ResourceUpdated(uri=URI) and "14 days" in out["current"]["text"]
