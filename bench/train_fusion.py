@@ -6,15 +6,22 @@ Protocol (printed and stored in the weights file's provenance):
    judged query the retriever's own ``hybrid`` candidates (dense and full-text top 100, the
    text ranker weighing the title and heading trail by ``--heading-weight``) and each
    candidate's document are taken, so training sees exactly what serving fuses.
-2. Leave-one-set-out: for each set, the model is fitted on the other sets only and scored
-   on it (nDCG@10 by document). Every set counts equally in the loss (a listwise softmax over
-   each query's candidates, relevant documents' chunks as positives, L2 ``--l2``).
-3. The weights shipped are fitted on all sets with the same recipe.
-4. The gate: the new weights are written only if, on every set, the fitted model's nDCG@10 is
-   at least the current file's (``--force`` to override), so a fusion change goes live only
-   when it is at least as good everywhere.
+2. The recipe: a listwise fit (every set counts equally; a softmax over each query's
+   candidates, relevant documents' chunks as positives, L2 ``--l2``) of ``--features``, the
+   ``--gated`` ones multiplied by the query's coverage gate (``fusion_model``). The gate's
+   centre is chosen from ``GATE_CENTERS`` on the training sets by the goal, not the loss (the
+   loss prefers no gate on every split while the gate is what keeps StackFAQ at dense's level):
+   the highest centre whose fit is at least the best of vector, text and RRF on every training
+   set, else the one with the best worst-set margin (``choose_gate``).
+3. Leave-one-set-out: for each set, the recipe (centre and weights) runs on the other sets
+   only and is scored on it (nDCG@10 by document): ``learned_loso`` and ``loso_gate_center``.
+4. The weights shipped are the recipe run on all sets (``learned_all_sets``).
+5. The gate: the new weights are written only if, on every set, they are at least the current
+   file's nDCG@10 and at least the best of vector, text and RRF (``--force`` overrides and is
+   recorded in the provenance as ``forced_over``), so a fusion change goes live only when it
+   is at least as good everywhere.
 
-    python bench/train_fusion.py [--work DIR] [--features cos_gap,text_ratio] [--write]
+    python bench/train_fusion.py [--work DIR] [--features cos_gap,text_ratio] [--gated text_ratio] [--write [--force]]
 """
 
 from __future__ import annotations
@@ -35,9 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.open_sets import SET_NAMES, open_sets  # noqa: E402
-from context_store.retrieve.evidence import FEATURES, candidate_features  # noqa: E402
+from context_store.retrieve.evidence import candidate_features  # noqa: E402
 from context_store.retrieve.fusion_model import DEFAULT_WEIGHTS, FusionModel, load_fusion_model, text_coverage  # noqa: E402
-
 
 GATE_CENTERS = tuple(round(0.05 * i, 2) for i in range(11))  # coverage 0 (no gate) to 0.5
 PROTOCOL = (
