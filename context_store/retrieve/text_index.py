@@ -60,13 +60,16 @@ class Analyzer:
             stemmer = self._stemmers.stemmer = snowballstemmer.stemmer("english")
         return stemmer.stemWord(word)
 
-    def _learn(self, word: str) -> int:
+    def _index_stem(self, word: str) -> str | None:
+        """The stem a word is indexed under; None for a stop word or an over-long token (never indexed)."""
         folded = unicodedata.normalize("NFKD", word).encode("ascii", "ignore").decode() or word
         if len(folded) > MAX_TOKEN_CHARS or folded in STOP_WORDS:
-            term = -1
-        else:
-            stem = self._stem(folded)
-            term = self._term_of_stem.setdefault(stem, len(self._term_of_stem))
+            return None
+        return self._stem(folded)
+
+    def _learn(self, word: str) -> int:
+        stem = self._index_stem(word)
+        term = -1 if stem is None else self._term_of_stem.setdefault(stem, len(self._term_of_stem))
         self._term_of_word[word] = term
         return term
 
@@ -78,8 +81,8 @@ class Analyzer:
             term = known.get(word)
             if term is None:
                 if not learn:
-                    folded = unicodedata.normalize("NFKD", word).encode("ascii", "ignore").decode() or word
-                    term = -1 if folded in STOP_WORDS else self._term_of_stem.get(self._stem(folded), -1)
+                    stem = self._index_stem(word)
+                    term = -1 if stem is None else self._term_of_stem.get(stem, -1)
                 else:
                     with self._lock:
                         term = self._learn(word)
@@ -95,14 +98,12 @@ class Analyzer:
         for word in _WORD.findall(text.lower()):
             term = self._term_of_word.get(word)
             if term is None:
-                folded = unicodedata.normalize("NFKD", word).encode("ascii", "ignore").decode() or word
-                if len(folded) > MAX_TOKEN_CHARS or folded in STOP_WORDS:
+                stem = self._index_stem(word)
+                if stem is None:
                     continue
-                stem = self._stem(folded)
                 term = self._term_of_stem.get(stem, -1)
                 if term < 0:
                     unknown.add(stem)
-                    continue
             if term >= 0:
                 known.add(term)
         return known, len(unknown)
