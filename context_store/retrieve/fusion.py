@@ -7,8 +7,8 @@ learned fusion (``fusion_model``): a linear model over per-candidate evidence (`
 fitted across every open labelled set and validated on sets it was not fitted on. It replaced
 a hand-set rule (cosine plus 0.06 or 0.4 x normalised BM25 by query length) whose weights were
 chosen on the two sets it was reported on, and which fell below RRF on a held-out set. Its
-text evidence is BM25 over the most the query could score (``text_mass``), so a text match
-counts as far as it covers the query.
+text evidence counts as far as the query's best text match covers the query (the best BM25
+over ``text_mass``, the most the query could score: ``fusion_model``'s coverage gate).
 
 ``bm25_scores`` is a small in-memory BM25 (k1=0.9, b=0.4, as BEIR's baselines) used where
 neither the snapshot's text index nor LanceDB's can answer: point-in-time (``as_of``)
