@@ -6,7 +6,9 @@ then hybrid (the default: learned fusion), vector, text and plain RRF rank every
 in the same run, and hybrid/text/RRF again with the other full-text ranker (in-memory BM25 vs
 LanceDB's FTS index; suffixed ``[lancedb]`` or ``[memory]``). Prints nDCG@10 / Recall@10 /
 Recall@100 / MRR@10 per mode, and the default's margin over the best of vector, text and RRF
-per set (``margin_over_best_other``; the goal is >= 0 on every set). The cross-encoder rerank
+per set (``margin_over_best_other``, ``best_other_mode``; the goal is >= 0 on every set). The
+fusion weights' provenance (``bench/train_fusion.py``) holds the leave-one-set-out figures: the
+ones here are measured with weights fitted on all of these sets. The cross-encoder rerank
 row is reported as skipped unless one is installed locally (none is bundled).
 
     python bench/quality.py [--cache DIR] [--sets a,b] [--max-queries N] [--json]
@@ -70,7 +72,7 @@ def main() -> None:
         report[name] = _one_set(name, directory, work, args)
         report[name]["rerank"] = "skipped: no cross-encoder installed" if not reranker else f"configured: {reranker}"
     fusion = load_fusion_model().provenance
-    summary = {"fusion_weights": {k: fusion.get(k) for k in ("date", "commit", "sets")},
+    summary = {"fusion_weights": {k: fusion.get(k) for k in ("date", "commit", "sets", "gate_center", "protocol")},
                "default_at_least_every_other_mode": all((r["margin_over_best_other"] or 0) >= 0 for r in report.values())}
     if args.json:
         print(json.dumps({"sets": report, **summary}))
@@ -80,7 +82,7 @@ def main() -> None:
         print(f"{'mode':<16} {'nDCG@10':>8} {'R@10':>7} {'R@100':>7} {'MRR@10':>7} {'ms/q':>6}")
         for mode, row in r["by_mode"].items():
             print(f"{mode:<16} {row['ndcg@10']:>8.4f} {row['recall@10']:>7.4f} {row['recall@100']:>7.4f} {row['mrr@10']:>7.4f} {row['ms_per_query']:>6.1f}")
-        print(f"default - best of vector/text/rrf nDCG@10: {r['margin_over_best_other']:+.4f}")
+        print(f"default - best of vector/text/rrf ({r['best_other_mode']}) nDCG@10: {r['margin_over_best_other']:+.4f}")
     print(f"\n{summary}")
 
 

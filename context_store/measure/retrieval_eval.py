@@ -99,7 +99,8 @@ def evaluate_retrieval(
             row.setdefault(name, metrics[name])
         by_mode[mode] = row
     top = by_mode[default_mode]
-    others = [row["ndcg@10"] for mode, row in by_mode.items() if mode != default_mode and mode in ("vector", "text", "rrf")]
+    others = {mode: row["ndcg@10"] for mode, row in by_mode.items() if mode != default_mode and mode in ("vector", "text", "rrf")}
+    best_other = max(others, key=lambda m: others[m]) if others else None
     return {
         "dataset": dataset.name, "mode": default_mode, "k": k, "queries": top["queries"],
         "ndcg@10": top["ndcg@10"], "recall@10": top["recall@10"], "recall@100": top["recall@100"], "mrr@10": top["mrr@10"],
@@ -107,5 +108,6 @@ def evaluate_retrieval(
         "confidence": "calibrator" if calibrator is not None else "conservative default",
         "by_mode": by_mode,
         # the default's nDCG@10 minus the best of its own rankers and RRF (>= 0: the default is worth having)
-        "margin_over_best_other": top["ndcg@10"] - max(others) if others else None,
+        "margin_over_best_other": top["ndcg@10"] - others[best_other] if best_other else None,
+        "best_other_mode": best_other,
     }

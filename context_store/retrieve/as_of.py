@@ -21,7 +21,7 @@ from context_store.index.embed.cache import embed_cached
 from context_store.index.embed.protocol import Embedder
 from context_store.retrieve.features import confidence_features
 from context_store.retrieve.filters import matches
-from context_store.retrieve.fusion import Candidate, bm25_scores, fuse
+from context_store.retrieve.fusion import Candidate, bm25_with_mass, fuse
 from context_store.retrieve.fusion_model import FusionModel
 from context_store.retrieve.result import RetrievalResult, UserFact, hit_from
 from context_store.settings import ChunkingConfig, RetrievalConfig
@@ -76,14 +76,17 @@ def _chunks_of(
     return chunks
 
 
-def _candidates(query: str, mode: str, dense: np.ndarray, texts: list[str], depth: int) -> list[Candidate]:
-    """Candidates keyed by chunk position: the top ``depth`` by cosine and by BM25 (as ``mode`` asks)."""
+def _candidates(query: str, mode: str, dense: np.ndarray, texts: list[str], depth: int) -> tuple[list[Candidate], float | None]:
+    """Candidates keyed by chunk position: the top ``depth`` by cosine and by BM25 (as ``mode`` asks),
+    and the most the query could score in BM25 (None in vector mode)."""
     cands: dict[int, Candidate] = {}
+    mass = None
     if mode != "text":
         for rank, i in enumerate(np.argsort(-dense)[:depth].tolist(), 1):
             cands[i] = Candidate(str(i), vector_score=float(dense[i]), vector_rank=rank)
     if mode != "vector":
-        text = np.asarray(bm25_scores(query, texts))
+        scores, mass = bm25_with_mass(query, texts)
+        text = np.asarray(scores)
         for rank, i in enumerate([i for i in np.argsort(-text)[:depth].tolist() if text[i] > 0], 1):
             cand = cands.setdefault(i, Candidate(str(i), vector_score=float(dense[i])))
             cand.text_score, cand.text_rank = float(text[i]), rank
@@ -91,7 +94,7 @@ def _candidates(query: str, mode: str, dense: np.ndarray, texts: list[str], dept
             for i, cand in cands.items():
                 if cand.text_score is None and text[i] > 0:
                     cand.text_score = float(text[i])
-    return list(cands.values())
+    return list(cands.values()), mass
 
 
 def _row(chunk: ChunkRecord, version: DocumentVersion, doc: Document) -> dict[str, Any]:
@@ -115,8 +118,9 @@ def search_as_of(
     if not chunks:
         return
     dense = np.stack([vectors[c.chunk_hash] for c in chunks]) @ vector
-    cands = _candidates(result.query, result.mode, dense, [c.text for c in chunks], config.candidates)
-    fused = fuse(result.mode, cands, result.query, config, docs=[chunks[int(c.key)].doc_id for c in cands], model=fusion)
+    cands, mass = _candidates(result.query, result.mode, dense, [c.text for c in chunks], config.candidates)
+    docs = [chunks[int(c.key)].doc_id for c in cands]
+    fused = fuse(result.mode, cands, result.query, config, docs=docs, model=fusion, text_mass=mass)
     rows = {}
     for c in fused[: result.k]:
         chunk = chunks[int(c.key)]

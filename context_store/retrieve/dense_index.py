@@ -74,6 +74,16 @@ class Snapshot:
     def row(self, i: int) -> dict[str, Any]:
         return {c: self.meta[c][i] for c in META_COLUMNS}
 
+    def text_mass(self, query: str, *, heading_weight: float = 0.0) -> float | None:
+        """The most ``query`` could score in ``text_scores`` (``TermIndex.query_mass`` of both
+        fields); None when this snapshot keeps no text index."""
+        if self.text is None:
+            return None
+        mass = self.text.query_mass(query)
+        if heading_weight and self.headings is not None:
+            mass += heading_weight * self.headings.query_mass(query)
+        return mass
+
 
 class DenseIndex:
     """Exact or two-stage (projected) search over a snapshot of ``company_chunks``; thread-safe, lazily loaded."""

@@ -6,7 +6,9 @@ because a weak text ranking gets as many votes as a strong one. The default, ``h
 learned fusion (``fusion_model``): a linear model over per-candidate evidence (``evidence``),
 fitted across every open labelled set and validated on sets it was not fitted on. It replaced
 a hand-set rule (cosine plus 0.06 or 0.4 x normalised BM25 by query length) whose weights were
-chosen on the two sets it was reported on, and which fell below RRF on a held-out set.
+chosen on the two sets it was reported on, and which fell below RRF on a held-out set. Its
+text evidence counts as far as the query's best text match covers the query (the best BM25
+over ``text_mass``, the most the query could score: ``fusion_model``'s coverage gate).
 
 ``bm25_scores`` is a small in-memory BM25 (k1=0.9, b=0.4, as BEIR's baselines) used where
 neither the snapshot's text index nor LanceDB's can answer: point-in-time (``as_of``)
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from context_store.retrieve.fusion_model import FusionModel, learned_fusion, load_fusion_model
 from context_store.settings import RetrievalConfig
 
-__all__ = ["Candidate", "bm25_scores", "fuse", "rrf", "tokenize"]
+__all__ = ["Candidate", "bm25_scores", "bm25_with_mass", "fuse", "rrf", "tokenize"]
 
 RRF_K = 60
 
@@ -47,10 +49,11 @@ def rrf(candidates: list[Candidate], k: int = RRF_K) -> list[Candidate]:
 
 def fuse(
     mode: str, candidates: list[Candidate], query: str, config: RetrievalConfig, *,
-    docs: Sequence[str] | None = None, model: FusionModel | None = None,
+    docs: Sequence[str] | None = None, model: FusionModel | None = None, text_mass: float | None = None,
 ) -> list[Candidate]:
     """The candidates ranked as ``mode`` asks (``vector``, ``text``, ``rrf`` or ``hybrid``), best first;
-    ``docs`` holds each candidate's document (hybrid weighs document-level evidence)."""
+    ``docs`` holds each candidate's document (hybrid weighs document-level evidence), ``text_mass`` the
+    most the query could score on the text side (``TermIndex.query_mass``; None: unknown)."""
     if mode == "vector":
         for c in candidates:
             c.score = c.vector_score or 0.0
@@ -61,7 +64,8 @@ def fuse(
         return sorted(candidates, key=lambda c: -c.score)
     if mode == "rrf":
         return rrf(candidates)
-    return learned_fusion(candidates, docs if docs is not None else [c.key for c in candidates], model or load_fusion_model())
+    keys = docs if docs is not None else [c.key for c in candidates]
+    return learned_fusion(candidates, keys, model or load_fusion_model(), text_mass)
 
 
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -75,22 +79,28 @@ def tokenize(text: str) -> list[str]:
 
 
 def bm25_scores(query: str, documents: Sequence[str], *, k1: float = 0.9, b: float = 0.4) -> list[float]:
+    return bm25_with_mass(query, documents, k1=k1, b=b)[0]
+
+
+def bm25_with_mass(query: str, documents: Sequence[str], *, k1: float = 0.9, b: float = 0.4) -> tuple[list[float], float]:
+    """BM25 of ``query`` for each document, and the most it could score (``(k1 + 1) x idf`` summed over
+    its terms; a term no document holds at the rarest idf), as ``TermIndex.query_mass``."""
     tokenized = [tokenize(d) for d in documents]
     n = len(tokenized)
     if n == 0:
-        return []
+        return [], 0.0
     avg = sum(len(t) for t in tokenized) / n or 1.0
     df: Counter[str] = Counter()
     for tokens in tokenized:
         df.update(set(tokens))
     terms = set(tokenize(query))
+    idf = {term: math.log(1 + (n - df[term] + 0.5) / (df[term] + 0.5)) for term in terms}
     scores = []
     for tokens in tokenized:
         tf = Counter(tokens)
         s = 0.0
         for term in terms:
             if tf[term]:
-                idf = math.log(1 + (n - df[term] + 0.5) / (df[term] + 0.5))
-                s += idf * tf[term] * (k1 + 1) / (tf[term] + k1 * (1 - b + b * len(tokens) / avg))
+                s += idf[term] * tf[term] * (k1 + 1) / (tf[term] + k1 * (1 - b + b * len(tokens) / avg))
         scores.append(s)
-    return scores
+    return scores, (k1 + 1) * sum(idf.values())

@@ -10,6 +10,15 @@ heading trail (``heading_weight``), chosen by the same protocol.
 The model scores each candidate chunk as ``sum(weights * (features - mean) / scale)`` over the
 features it names (``evidence.FEATURES``); a candidate's document is what nDCG counts, and
 document-level features let several matching chunks of one document add up.
+
+The query's text coverage gates the ``gated`` features: coverage is the best BM25 over the
+most the query could score (``TermIndex.query_mass``), and the gate ``1 / (1 + exp(-(coverage
+- gate_center) / gate_width))`` lets text evidence count only where the best text match covers
+enough of the query. Normalised by the top score alone, the best match is 1.0 even when it
+shares one common word with a ten-word question; on StackFAQ (paraphrased questions, most of
+their words in no relevant answer) such matches pulled the fused ranking below pure dense
+search. Where the text ranker cannot say how much a query could score (LanceDB's FTS),
+``coverage_prior`` stands in: the median coverage on the training sets.
 """
 
 from __future__ import annotations
@@ -26,9 +35,17 @@ import numpy as np
 from context_store.errors import ConfigError
 from context_store.retrieve.evidence import FEATURES, candidate_features
 
-__all__ = ["DEFAULT_WEIGHTS", "FusionModel", "learned_fusion", "load_fusion_model"]
+__all__ = ["DEFAULT_WEIGHTS", "FusionModel", "learned_fusion", "load_fusion_model", "text_coverage"]
 
 DEFAULT_WEIGHTS = Path(__file__).with_name("fusion_weights.json")
+
+
+def text_coverage(text: np.ndarray, text_mass: float | None, prior: float) -> float:
+    """The best BM25 over the most the query could score (``prior`` when that is unknown; 0 without a match)."""
+    top = float(np.max(text)) if len(text) else 0.0
+    if top <= 0:
+        return 0.0
+    return min(1.0, top / text_mass) if text_mass else prior
 
 
 @dataclass(frozen=True)
@@ -38,24 +55,43 @@ class FusionModel:
     scale: np.ndarray
     weights: np.ndarray
     heading_weight: float = 0.0
+    gated: tuple[str, ...] = ()  # features multiplied by the coverage gate
+    gate_center: float = 0.0
+    gate_width: float = 0.05
+    coverage_prior: float = 1.0  # coverage assumed when the text ranker cannot say how much a query could score
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        unknown = [f for f in self.features if f not in FEATURES]
+        unknown = [f for f in (*self.features, *self.gated) if f not in FEATURES]
         if unknown:
             raise ConfigError(f"fusion model names unknown features {unknown}; known: {', '.join(FEATURES)}")
         if not len(self.features) == len(self.mean) == len(self.scale) == len(self.weights):
             raise ConfigError("fusion model: features, mean, scale and weights must have one entry per feature")
+        if not set(self.gated) <= set(self.features) or self.gate_width <= 0:
+            raise ConfigError("fusion model: gated features must be among its features, and gate_width above 0")
 
-    def score(self, matrix: np.ndarray) -> np.ndarray:
-        """Scores for a ``candidate_features`` matrix (all of ``FEATURES``, one row per candidate)."""
-        cols = [FEATURES.index(f) for f in self.features]
-        return ((matrix[:, cols] - self.mean) / self.scale) @ self.weights
+    def gate(self, coverage: float) -> float:
+        """How far text evidence counts for a query whose best text match covers ``coverage`` of it."""
+        return float(1.0 / (1.0 + np.exp(-(coverage - self.gate_center) / self.gate_width))) if self.gated else 1.0
+
+    def columns(self, matrix: np.ndarray, coverage: float) -> np.ndarray:
+        """The model's features from a ``candidate_features`` matrix, gated ones times the query's gate."""
+        cols = matrix[:, [FEATURES.index(f) for f in self.features]]
+        if self.gated:
+            g = self.gate(coverage)
+            cols = cols * np.array([g if f in self.gated else 1.0 for f in self.features])
+        return cols
+
+    def score(self, matrix: np.ndarray, coverage: float = 1.0) -> np.ndarray:
+        """Scores for a ``candidate_features`` matrix (all of ``FEATURES``, one row per candidate) of one query."""
+        return ((self.columns(matrix, coverage) - self.mean) / self.scale) @ self.weights
 
     def as_json(self) -> dict[str, Any]:
         return {
             "features": list(self.features), "mean": self.mean.tolist(), "scale": self.scale.tolist(),
-            "weights": self.weights.tolist(), "heading_weight": self.heading_weight, "provenance": self.provenance,
+            "weights": self.weights.tolist(), "heading_weight": self.heading_weight, "gated": list(self.gated),
+            "gate_center": self.gate_center, "gate_width": self.gate_width, "coverage_prior": self.coverage_prior,
+            "provenance": self.provenance,
         }
 
     @classmethod
@@ -63,7 +99,9 @@ class FusionModel:
         return cls(
             features=tuple(data["features"]), mean=np.asarray(data["mean"], dtype=np.float64),
             scale=np.asarray(data["scale"], dtype=np.float64), weights=np.asarray(data["weights"], dtype=np.float64),
-            heading_weight=float(data.get("heading_weight", 0.0)), provenance=dict(data.get("provenance") or {}),
+            heading_weight=float(data.get("heading_weight", 0.0)), gated=tuple(data.get("gated") or ()),
+            gate_center=float(data.get("gate_center", 0.0)), gate_width=float(data.get("gate_width", 0.05)),
+            coverage_prior=float(data.get("coverage_prior", 1.0)), provenance=dict(data.get("provenance") or {}),
         )
 
     def save(self, path: Path) -> Path:
@@ -81,14 +119,16 @@ def load_fusion_model(path: str | Path | None = None) -> FusionModel:
         raise ConfigError(f"fusion weights {where} unusable ({exc}); expected JSON with features, mean, scale, weights") from exc
 
 
-def learned_fusion(candidates: list[Any], docs: Sequence[str], model: FusionModel) -> list[Any]:
-    """``candidates`` (``fusion.Candidate``) scored by ``model`` and sorted, best first."""
+def learned_fusion(candidates: list[Any], docs: Sequence[str], model: FusionModel, text_mass: float | None = None) -> list[Any]:
+    """``candidates`` (``fusion.Candidate``) scored by ``model`` and sorted, best first; ``text_mass``:
+    the most the query could score on the text side (``TermIndex.query_mass``), None when unknown."""
     if not candidates:
         return []
     cos = np.array([c.vector_score if c.vector_score is not None else np.nan for c in candidates], dtype=np.float64)
     cos = np.where(np.isnan(cos), np.nanmin(cos) if not np.isnan(cos).all() else 0.0, cos)
     text = np.array([c.text_score or 0.0 for c in candidates], dtype=np.float64)
     _, doc = np.unique(np.asarray(docs, dtype=object).astype(str), return_inverse=True)
-    for c, s in zip(candidates, model.score(candidate_features(cos, text, doc))):
+    coverage = text_coverage(text, text_mass, model.coverage_prior)
+    for c, s in zip(candidates, model.score(candidate_features(cos, text, doc), coverage)):
         c.score = float(s)
     return sorted(candidates, key=lambda c: -c.score)

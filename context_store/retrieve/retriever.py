@@ -183,27 +183,33 @@ class Retriever:
         self._current(result, vector, {}, candidates=max(depth, self.config.candidates))
         return result.results, result.features
 
-    def fusion_inputs(self, query: str, *, depth: int = 100) -> tuple[list[Candidate], list[str]]:
-        """The candidates ``hybrid`` fusion sees for ``query``, unfused, and their documents (training)."""
+    def fusion_inputs(self, query: str, *, depth: int = 100) -> tuple[list[Candidate], list[str], float | None]:
+        """The candidates ``hybrid`` fusion sees for ``query``, unfused, their documents, and the most the
+        query could score on the text side (None: the ranker cannot say) (training)."""
         vector = self.embedder.encode([query])[0]
         result = RetrievalResult(query=query, results=[], mode="hybrid", k=depth)
-        cands, rows = self._candidates(result, vector, {}, max(depth, self.config.candidates))
-        return cands, [rows.doc_id(c.key) for c in cands]
+        cands, rows, mass = self._candidates(result, vector, {}, max(depth, self.config.candidates))
+        return cands, [rows.doc_id(c.key) for c in cands], mass
 
     # -- current state -------------------------------------------------------------------
 
     def _current(self, result: RetrievalResult, vector: np.ndarray, filters: dict[str, list[str]], *, candidates: int | None = None) -> None:
-        cands, rows = self._candidates(result, vector, filters, candidates or max(self.config.candidates, result.k * 2))
-        fused = fuse(result.mode, cands, result.query, self.config, docs=[rows.doc_id(c.key) for c in cands], model=self.fusion)
+        cands, rows, mass = self._candidates(result, vector, filters, candidates or max(self.config.candidates, result.k * 2))
+        docs = [rows.doc_id(c.key) for c in cands]
+        fused = fuse(result.mode, cands, result.query, self.config, docs=docs, model=self.fusion, text_mass=mass)
         result.features = confidence_features(fused, rows, result.mode)
         self._serve_current(result, fused, rows)
 
-    def _candidates(self, result: RetrievalResult, vector: np.ndarray, filters: dict[str, list[str]], n: int) -> tuple[list[Candidate], _Rows]:
-        """The dense and full-text top ``n`` as candidates; the rows they came from; the versions read."""
+    def _candidates(
+        self, result: RetrievalResult, vector: np.ndarray, filters: dict[str, list[str]], n: int
+    ) -> tuple[list[Candidate], _Rows, float | None]:
+        """The dense and full-text top ``n`` as candidates; the rows they came from; the most the query
+        could score on the text side (the in-memory ranker's ``query_mass``; None otherwise); the versions read."""
         rows = _Rows()
         cands: dict[str, Candidate] = {}
         index = self.index
         snap = None
+        mass = None
         if result.mode != "text":
             snap = self._dense_hits(result, vector, filters, n, rows, cands)
         if result.mode != "vector":
@@ -224,12 +230,13 @@ class Retriever:
                     cand.vector_score = cosine
             if full is not None and result.mode == "hybrid":
                 _fill_text_scores(cands, rows, *full)
+                mass = full[0].text_mass(result.query, heading_weight=self.fusion.heading_weight)
         # What this request read; the dense index looked the versions up at most one refresh
         # interval ago, so no request waits for LanceDB's answer.
         result.table_versions = self.dense.table_versions() if self.dense is not None else index.versions()
         if snap is not None:
             result.table_versions[index.company_table_name] = snap.version
-        return list(cands.values()), rows
+        return list(cands.values()), rows, mass
 
     def _dense_hits(
         self, result: RetrievalResult, vector: np.ndarray, filters: dict[str, list[str]], n: int, rows: _Rows, cands: dict[str, Candidate]

@@ -8,8 +8,8 @@ same table version. The analyzer follows LanceDB's default ``FTS()`` configurati
 lower case, ASCII folding, tokens split on anything not a letter or digit and at most 40
 characters, English stop words removed, Snowball English stemming — and the scores are
 BM25 (k1=0.9, b=0.4, as BEIR's baselines and ``fusion.bm25_scores``). Scores are not
-LanceDB's to the decimal; fusion only uses them relative to the query's top score, and the
-quality of every mode is measured by ``bench/quality.py``.
+LanceDB's to the decimal; fusion uses them relative to the most this query could score
+(``query_mass``), and the quality of every mode is measured by ``bench/quality.py``.
 
 Rebuilding for a new table version re-analyses only texts it has not seen (by chunk hash).
 """
@@ -60,13 +60,16 @@ class Analyzer:
             stemmer = self._stemmers.stemmer = snowballstemmer.stemmer("english")
         return stemmer.stemWord(word)
 
-    def _learn(self, word: str) -> int:
+    def _index_stem(self, word: str) -> str | None:
+        """The stem a word is indexed under; None for a stop word or an over-long token (never indexed)."""
         folded = unicodedata.normalize("NFKD", word).encode("ascii", "ignore").decode() or word
         if len(folded) > MAX_TOKEN_CHARS or folded in STOP_WORDS:
-            term = -1
-        else:
-            stem = self._stem(folded)
-            term = self._term_of_stem.setdefault(stem, len(self._term_of_stem))
+            return None
+        return self._stem(folded)
+
+    def _learn(self, word: str) -> int:
+        stem = self._index_stem(word)
+        term = -1 if stem is None else self._term_of_stem.setdefault(stem, len(self._term_of_stem))
         self._term_of_word[word] = term
         return term
 
@@ -78,14 +81,32 @@ class Analyzer:
             term = known.get(word)
             if term is None:
                 if not learn:
-                    folded = unicodedata.normalize("NFKD", word).encode("ascii", "ignore").decode() or word
-                    term = -1 if folded in STOP_WORDS else self._term_of_stem.get(self._stem(folded), -1)
+                    stem = self._index_stem(word)
+                    term = -1 if stem is None else self._term_of_stem.get(stem, -1)
                 else:
                     with self._lock:
                         term = self._learn(word)
             if term >= 0:
                 out.append(term)
         return out
+
+    def query_terms(self, text: str) -> tuple[set[int], int]:
+        """A query's distinct known term ids, and how many distinct content words it has that no
+        indexed text ever held (they count towards what the query asks for, and nothing matches them)."""
+        known: set[int] = set()
+        unknown: set[str] = set()
+        for word in _WORD.findall(text.lower()):
+            term = self._term_of_word.get(word)
+            if term is None:
+                stem = self._index_stem(word)
+                if stem is None:
+                    continue
+                term = self._term_of_stem.get(stem, -1)
+                if term < 0:
+                    unknown.add(stem)
+            if term >= 0:
+                known.add(term)
+        return known, len(unknown)
 
 
 class TermIndex:
@@ -103,6 +124,8 @@ class TermIndex:
     ) -> None:
         self.analyzer = analyzer or (previous.analyzer if previous is not None else Analyzer())
         self.size = len(texts)
+        self.k1 = k1
+        self.idf = np.zeros(0, dtype=np.float32)  # per term id; a term no row holds is as rare as can be
         seen = previous._counts if previous is not None else {}
         counts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         per_row: list[tuple[np.ndarray, np.ndarray]] = []
@@ -130,6 +153,7 @@ class TermIndex:
         weights = tfs * (k1 + 1.0) / (tfs + norm[rows])
         df = np.bincount(terms, minlength=vocab)
         idf = np.log1p((self.size - df + 0.5) / (df + 0.5)).astype(np.float32)
+        self.idf = idf
         order = np.argsort(terms, kind="stable")
         self.rows = rows[order]
         self.weights = (weights * idf[terms])[order].astype(np.float32)
@@ -142,6 +166,15 @@ class TermIndex:
             lo, hi = self.indptr[t], self.indptr[t + 1]
             scores[self.rows[lo:hi]] += self.weights[lo:hi]  # each row appears once per term, so += is exact
         return scores
+
+    def query_mass(self, query: str) -> float:
+        """The most ``query`` could score on any row: ``(k1 + 1) x idf`` summed over its distinct
+        content words (a word no row holds at the rarest idf). A row's BM25 over this is the share
+        of the query it matches: it does not grow with the query's length or the corpus's size."""
+        known, unknown = self.analyzer.query_terms(query)
+        rarest = float(np.log1p((self.size + 0.5) / 0.5))
+        idf = sum(float(self.idf[t]) if t < len(self.idf) else rarest for t in known) + unknown * rarest
+        return (self.k1 + 1.0) * idf
 
     def search(self, query: str, k: int, *, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Rows with a positive BM25 score for ``query``, best first, at most ``k``: (rows, scores)."""

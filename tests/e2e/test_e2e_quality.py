@@ -84,7 +84,9 @@ def test_quality_assets_materialize_on_the_demo(demo_home: Path) -> None:
     assert routing["demo/ece"] <= 0.15 and routing["demo/escalation_recall"] >= 0.5  # measured: 0.074 / 0.80
     assert 0.0 < routing["demo/coverage_at_target"] <= 1.0
     # the policy the API serves (the demo's calibrator and its threshold), judged by routing_ece_under_ceiling
-    assert routing["demo/served_ece"] <= 0.15 and 0.2 <= routing["demo/served_escalation_rate"] <= 0.6  # measured: 0.072 / 0.39
+    # measured (coverage-gated fusion): ECE 0.049, 18 % escalated, 80 % of the unanswerable among them
+    assert routing["demo/served_ece"] <= 0.15 and 0.15 <= routing["demo/served_escalation_rate"] <= 0.6
+    assert routing["demo/served_escalation_recall"] >= 0.75  # escalating less is fine only while it still catches these
     assert "low_confidence" in str(routing["demo/escalations_by_reason"])
     learning = _meta(result, "learning_report")
     assert learning["answers"] == 0 and learning["reasked_answered_without_person"] == 0

@@ -92,6 +92,10 @@ def test_eval_retrieval_and_calibrate_cli(tmp_path: Path, model_home: Path) -> N
     for key in ("ndcg@10", "recall@10", "recall@100", "mrr@10", "ece", "queries", "mode", "by_mode"):
         assert key in report
     assert report["queries"] == 12 and report["mode"] == "hybrid" and set(report["by_mode"]) == {"hybrid", "vector", "text", "rrf"}
+    # the default's margin over the best of its own rankers and RRF, and which one that is
+    best = max(("vector", "text", "rrf"), key=lambda m: report["by_mode"][m]["ndcg@10"])
+    assert report["best_other_mode"] == best
+    assert report["margin_over_best_other"] == pytest.approx(report["ndcg@10"] - report["by_mode"][best]["ndcg@10"])
     # 10 answerable queries over 6 short documents: the model finds nearly all of them first
     assert report["by_mode"]["vector"]["mrr@10"] >= 0.75 and 0 <= report["ece"] <= 1
     assert report["by_mode"]["vector"]["recall@100"] == pytest.approx(1.0)
