@@ -60,7 +60,8 @@ def post(client: TestClient, body: dict[str, Any], headers: dict[str, str] = KEY
 
 
 def test_retrieve_shape_citations_and_trace(client: TestClient) -> None:
-    r = post(client, {"query": "how long is the refund window", "user_id": "u-1", "k": 3})
+    # Every content word is in the corpus: with the toy embedder the text ranker carries the ranking.
+    r = post(client, {"query": "what is the refund window", "user_id": "u-1", "k": 3})
     assert r.status_code == 200, r.text
     body = r.json()
     top = body["results"][0]
