@@ -68,7 +68,7 @@ def test_two_replicas_share_one_store(sources: dict[str, Path], tmp_path: Path) 
                     assert time.monotonic() < deadline, "replica not ready"
                     time.sleep(0.3)
 
-            question = {"query": "How many days do I have to ask for a refund?", "user_id": "u-1", "k": 3}
+            question = {"query": "What is the refund window?", "user_id": "u-1", "k": 3}  # words the toy corpus holds
             a, b = (_ask(client, base, **question) for base in bases)
             assert [(r["doc_id"], r["version_id"]) for r in a["results"]] == [(r["doc_id"], r["version_id"]) for r in b["results"]]
             assert "30 days" in a["results"][0]["text"]
