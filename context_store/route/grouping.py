@@ -63,12 +63,18 @@ class _OpenVectors:
     def _refresh(self, session: Session, model: str, kind: str) -> None:
         now = time.monotonic()
         full = now - self.full_refresh_at >= self.FULL_REFRESH_S
-        query = select(RoutedQuestion.question_id).where(
-            RoutedQuestion.status == "open", RoutedQuestion.model == model, RoutedQuestion.kind == kind
-        )
-        if not full:
-            query = query.where(col(RoutedQuestion.created_at) >= utcnow() - timedelta(seconds=self.SLACK_S))
-        ids = set(session.exec(query).all())
+        if full:
+            ids = set(session.exec(select(RoutedQuestion.question_id).where(
+                RoutedQuestion.status == "open", RoutedQuestion.model == model, RoutedQuestion.kind == kind
+            )).all())
+        else:
+            # Only the creation time in SQL, so the range is read from its index: with the kind's
+            # index SQLite scanned every question row of the kind (4 ms of CPU at 2,600 questions) every second.
+            recent = session.exec(
+                select(RoutedQuestion.question_id, RoutedQuestion.status, RoutedQuestion.model, RoutedQuestion.kind)
+                .where(col(RoutedQuestion.created_at) >= utcnow() - timedelta(seconds=self.SLACK_S))
+            ).all()
+            ids = {i for i, status, m, k in recent if status == "open" and m == model and k == kind}
         if full:
             for gone in [i for i in self.row_of if i not in ids]:  # closed questions leave the cache
                 self._drop(gone)
