@@ -13,7 +13,7 @@ read; these dependencies decide what the caller's role may do:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import anyio
@@ -72,7 +72,7 @@ def caller(request: Request) -> Principal | None:
     return getattr(request.state, "principal", None)
 
 
-def require_role(*roles: str) -> Callable[[Request], Principal]:
+def require_role(*roles: str) -> Callable[[Request], Awaitable[Principal]]:
     """A dependency admitting callers that hold one of ``roles`` (an admin holds all); 401 or 403 otherwise."""
     allowed = " or ".join((*roles, "admin"))
 

@@ -145,7 +145,7 @@ def _open_cache(session: Session, model: str, kind: str) -> _OpenVectors:
 
 _QUESTIONS = RoutedQuestion.__table__  # type: ignore[attr-defined]
 # Joining is one statement that only succeeds on a question still open: no ORM load of the
-# question, no unit of work to flush (together ~0.8 ms of a grouped escalation's CPU).
+# question, no unit of work to flush (~0.8 ms of a request's CPU in bench/latency.py, where most escalations join).
 _JOIN = (
     update(_QUESTIONS)
     .where(_QUESTIONS.c.question_id == bindparam("qid"), _QUESTIONS.c.status == "open")
