@@ -13,9 +13,10 @@ read; these dependencies decide what the caller's role may do:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, Request
 
 from context_store.store import ContextStore
@@ -47,14 +48,19 @@ def service_state(request: Request) -> ServiceState:
     return request.app.state.service
 
 
-def serving(request: Request) -> Serving:
-    """One deployment for the whole request, even if a promotion lands meanwhile."""
-    return service_state(request).serving()
+async def serving(request: Request) -> Serving:
+    """One deployment for the whole request, even if a promotion lands meanwhile.
+
+    Answered on the event loop unless a look for a promotion or a calibrator is due (then in a
+    worker thread: it reads SQL or a file). A sync dependency is a hop to the thread pool and
+    back on every request: a queue put, a thread woken, a wake of the loop, each taking the GIL."""
+    state = service_state(request)
+    return state.settled() or await anyio.to_thread.run_sync(state.serving)
 
 
 def store(request: Request) -> ContextStore:
     """The serving deployment's store (it follows promotions)."""
-    return serving(request).store
+    return service_state(request).serving().store
 
 
 def keyring(request: Request) -> KeyRing:
@@ -66,11 +72,11 @@ def caller(request: Request) -> Principal | None:
     return getattr(request.state, "principal", None)
 
 
-def require_role(*roles: str) -> Callable[[Request], Principal]:
+def require_role(*roles: str) -> Callable[[Request], Awaitable[Principal]]:
     """A dependency admitting callers that hold one of ``roles`` (an admin holds all); 401 or 403 otherwise."""
     allowed = " or ".join((*roles, "admin"))
 
-    def dependency(request: Request) -> Principal:
+    async def dependency(request: Request) -> Principal:  # reads the request only: no hop to the thread pool
         who = caller(request)
         if who is None:
             raise ApiError(401, "unauthorized", refusal(keyring(request), presented_key(request.headers)), CHALLENGE)

@@ -138,6 +138,10 @@ class CalibratorWatch:
             return None  # no calibrator (yet): a file that appears later is a change
         return st.st_mtime_ns, st.st_size
 
+    def due(self) -> bool:
+        """Whether the next ``changed()`` would look (reads the clock only)."""
+        return self._clock() >= self._due
+
     def changed(self) -> bool:
         """True once after the file was written, replaced or removed since the last look."""
         if self._clock() < self._due or not self._lock.acquire(blocking=False):
@@ -199,6 +203,13 @@ class ServiceState:
                 self._begin_switch(promoted)
         if self._calibrator_watch.changed():
             self._reload_calibrator()
+        return self._serving
+
+    def settled(self) -> Serving | None:
+        """What ``serving()`` returns, when it would look at nothing now (no promotion or calibrator
+        look due: no SQL, no file, only the clock read), else ``None``: then call ``serving()``."""
+        if (self._watch is not None and self._watch.due()) or self._calibrator_watch.due():
+            return None
         return self._serving
 
     def _reload_calibrator(self) -> None:

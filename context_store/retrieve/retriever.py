@@ -79,18 +79,14 @@ class _Rows(dict):  # type: ignore[type-arg]
         return dict.__contains__(self, cid) or cid in self.refs
 
     def doc_id(self, cid: str) -> str:
-        """The chunk's document, without building its row."""
-        if cid in self.refs and not dict.__contains__(self, cid):
-            snap, i = self.refs[cid]
-            return snap.meta["doc_id"][i]
-        return self[cid]["doc_id"]
+        """The chunk's document, without building its row (a built row was read from the same meta)."""
+        ref = self.refs.get(cid)
+        return ref[0].meta["doc_id"][ref[1]] if ref is not None else self[cid]["doc_id"]
 
     def version_of(self, cid: str) -> str:
         """The chunk's version id, without building its row."""
-        if cid in self.refs and not dict.__contains__(self, cid):
-            snap, i = self.refs[cid]
-            return snap.meta["version_id"][i]
-        return self[cid]["version_id"]
+        ref = self.refs.get(cid)
+        return ref[0].meta["version_id"][ref[1]] if ref is not None else self[cid]["version_id"]
 
 
 def _fill_text_scores(cands: dict[str, Candidate], rows: _Rows, snap: Any, full: np.ndarray) -> None:

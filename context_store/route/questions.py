@@ -36,7 +36,7 @@ from context_store._common import utcnow
 from context_store.errors import InvalidRequest, QuestionConflict, UnknownQuestion
 from context_store.retrieve.result import RetrievalResult
 from context_store.route.decision import Reason
-from context_store.route.grouping import nearest_open, remember_open
+from context_store.route.grouping import join_nearest_open, remember_open
 from context_store.route.outbox import enqueue
 from context_store.route.policy import RoutingConfig, routing_config
 from context_store.route.redact import redact
@@ -135,20 +135,18 @@ def route_question(
     vector = np.asarray(vector, dtype=np.float32)
     reason_dicts = [r.as_dict() for r in reasons]
     with store.session(session) as session:
-        best, best_sim = nearest_open(session, vector, model, kind, config.group_similarity)
+        best, best_sim, ask_count = join_nearest_open(session, vector, model, kind, config.group_similarity, now)
         ask = {
             "text": memory.text, "user_id": memory.user_id, "user_version_id": memory.user_version_id,
             "conversation_id": conversation_id, "trace_id": trace_id, "reasons": reason_dicts, "asked_at": now,
         }
         if best is not None:
-            best.ask_count += 1
-            best.updated_at = now
-            again = QuestionAsk(**ask, question_id=best.question_id, similarity=best_sim)
-            session.add_all([best, again])
+            again = {**ask, "question_id": best, "similarity": best_sim}
+            session.execute(insert(QuestionAsk.__table__), [again])  # type: ignore[attr-defined]
             if config.outbound_url:
                 enqueue(session, "routed_question.asked_again", config.outbound_url,
-                        {"question_id": best.question_id, "ask": ask_view(again), "ask_count": best.ask_count}, now=now)
-            return RoutingOutcome(best.question_id, True, best_sim, best.ask_count)
+                        {"question_id": best, "ask": ask_view(QuestionAsk(**again)), "ask_count": ask_count}, now=now)
+            return RoutingOutcome(best, True, best_sim, ask_count)
         question = {
             "question_id": "q-" + secrets.token_hex(8), "status": "open", "kind": kind, "text": memory.text,
             "user_id": memory.user_id, "user_version_id": memory.user_version_id, "conversation_id": conversation_id,

@@ -46,6 +46,10 @@ class DeploymentWatch:
         self._due = clock() + interval
         self._lock = threading.Lock()
 
+    def due(self) -> bool:
+        """Whether the next ``changed()`` would look (reads the clock only)."""
+        return self._clock() >= self._due
+
     def changed(self) -> str | None:
         """The newly serving fingerprint when a look is due and it differs from ours, else ``None``."""
         if self._clock() < self._due or not self._lock.acquire(blocking=False):

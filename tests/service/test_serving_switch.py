@@ -82,8 +82,9 @@ def test_the_watch_costs_one_query_per_interval_and_sees_a_promotion(live: Conte
     now = [0.0]
     watch = DeploymentWatch(live.engine, live.deployment.fingerprint, interval=1.0, clock=lambda: now[0])
     assert all(watch.changed() is None for _ in range(1000)) and watch.checks == 0  # within the first interval: no SQL at all
+    assert not watch.due()  # the request's event loop answers serving() itself
     now[0] = 1.0
-    assert watch.changed() is None and watch.checks == 1
+    assert watch.due() and watch.changed() is None and watch.checks == 1 and not watch.due()
     fingerprint = _promote_new_model(sources, golden)
     assert watch.changed() is None and watch.checks == 1  # promoted, but the next look is not due yet
     now[0] = 2.5
@@ -196,3 +197,23 @@ def test_the_real_query_encoder_follows_a_chunker_promotion(sources: dict[str, P
         assert after["top"] == "company/refunds.md"
         assert noticed_and_switched < CHECK_S + 10, noticed_and_switched
         print(f"switch noticed and served in {noticed_and_switched:.2f}s (load {state.last_switch_s}s)")
+
+
+def test_settled_serving_is_answered_without_a_look_and_none_when_a_look_is_due(live: ContextStore) -> None:
+    """``/v1`` dependencies take the serving deployment on the event loop (``settled()``) unless a look
+    for a promotion or a calibrator is due; then ``serving()`` runs in a worker thread and looks."""
+    from service.state import CalibratorWatch
+
+    state = ServiceState(live, embedder=HashingEmbedder())
+    now = [0.0]  # both watches on one fake clock
+    state._watch = DeploymentWatch(live.engine, live.deployment.fingerprint, interval=1.0, clock=lambda: now[0])
+    state._calibrator_watch = CalibratorWatch(live.settings.home / "calibrator.json", interval=2.0, clock=lambda: now[0])
+    assert state.settled() is state.serving()
+    now[0] = 1.0
+    assert state.settled() is None  # a promotion look is due
+    assert state.serving() is not None and state._watch.checks == 1 and state.settled() is state.serving()
+    now[0] = 2.0
+    assert state.settled() is None
+    checks = state._calibrator_watch.checks
+    assert state.serving() is not None and state._calibrator_watch.checks == checks + 1
+    assert state.settled() is state.serving()

@@ -106,3 +106,16 @@ def test_queries_from_many_threads_stem_as_one_thread_does() -> None:
     finally:
         sys.setswitchinterval(interval)
     assert not failures, failures[:5]
+
+
+def test_a_query_word_stemmed_before_its_stem_was_learned_finds_it_after() -> None:
+    """Query words' stems are kept between queries; a stem a later build learns is found for a word
+    stemmed (and missed) before, as an analyzer without the kept stems finds it."""
+    a = Analyzer()
+    a.terms("billing")
+    assert a.terms("cancelled invoices", learn=False) == []  # neither stem is known yet
+    a.terms("cancel the invoice")  # a new table version's text
+    fresh = Analyzer()
+    fresh.terms("billing")
+    fresh.terms("cancel the invoice")
+    assert a.terms("cancelled invoices", learn=False) == fresh.terms("cancelled invoices", learn=False) != []

@@ -425,3 +425,19 @@ def test_warm_path_indexes_only_its_answers_not_an_ingest_backlog(
     with kb.session() as s:
         refunds = s.get(Document, "company/refunds.md")
         assert refunds is not None and refunds.indexed_version_id != refunds.current_version_id  # left to the ingest
+
+
+def test_asks_joined_in_one_transaction_each_count(kb: ContextStore, fake_embedder: HashingEmbedder) -> None:
+    """Group commit writes several requests in one transaction: each join counts its ask (a single
+    UPDATE on an open question, read back), and a question that left ``open`` is never joined."""
+    from context_store.store.database import session_scope
+
+    lamp = "Can I get a refund for a lamp I bought 40 days ago?"
+    first = _route(kb, fake_embedder, lamp)
+    with session_scope(kb.engine) as session:
+        counts = [_route(kb, fake_embedder, lamp, session=session).ask_count for _ in range(2)]
+    assert counts == [2, 3]
+    q = get_question(kb, first.question_id)
+    assert q["ask_count"] == 3 and len(q["asks"]) == 3 and q["updated_at"] > q["created_at"]
+    set_status(kb, first.question_id, "dismissed")
+    assert not _route(kb, fake_embedder, lamp).grouped
