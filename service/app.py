@@ -36,6 +36,14 @@ def _outbox_worker(store: ContextStore) -> OutboxWorker | None:
     )
 
 
+def _mcp(app: FastAPI, service: ServiceState) -> McpHttp:
+    """The MCP server at /mcp: the same keys, and its responses and outcomes counted in this app's metrics."""
+    config = mcp_config(service.store.settings)
+    mcp = build_server(service, notify_interval=config.notify_interval_seconds, on_response=app.state.metrics.record_response,
+                       on_outcome=app.state.metrics.record_outcome)
+    return McpHttp(app, mcp, app.state.keys, config)
+
+
 def create_app(
     home: str | Path | None = None,
     *,
@@ -84,10 +92,7 @@ def create_app(
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
-    config = mcp_config(store.settings)
-    mcp = build_server(service, notify_interval=config.notify_interval_seconds, on_response=app.state.metrics.record_response,
-                       on_outcome=app.state.metrics.record_outcome)
-    app.state.mcp = McpHttp(app, mcp, app.state.keys, config)
+    app.state.mcp = _mcp(app, service)
     mount_docs(app)
 
     def body_limit(path: str) -> int:
