@@ -34,10 +34,23 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["Child", "Supervisor", "descendants"]
+__all__ = ["Child", "Supervisor", "descendants", "stoppable_children"]
 
 PR_SET_CHILD_SUBREAPER = 36
 
+
+
+def stoppable_children() -> None:
+    """Let the children this process starts be stopped by SIGTERM, whatever this process inherited.
+
+    An ignored signal stays ignored across fork and exec: a process started with SIGTERM
+    ignored (a parent's ``trap '' TERM``, a test run in which a library ignored it) passes that
+    on, and ``terminate()`` no longer stops its children. Dagster stops the ``tail`` processes
+    that mirror a run's logs that way and then waits 30 s for each, so a replay's runs hung.
+    Main thread only (as every ``signal.signal``); elsewhere nothing is changed.
+    """
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 @dataclass(frozen=True)
 class Child:

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from context_store.settings import resolve_home
+from pipeline.supervisor import stoppable_children
 
 __all__ = ["main"]
 
@@ -32,6 +33,7 @@ def main(ctx: click.Context, home: Path | None, verbose: int) -> None:
       freshcontext --home ./kb query "how do refunds work" --user u-1001
       freshcontext --home ./kb status
     """
+    stoppable_children()  # Dagster runs, the watcher, dagster dev: each must stop when told to
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     resolved = resolve_home(home)

@@ -38,6 +38,7 @@ from context_store.settings import Settings
 from context_store.state import journal
 from context_store.store import ContextStore
 from pipeline.cadence import Cadence
+from pipeline.supervisor import stoppable_children
 from pipeline.watcher import SourceWatcher
 
 __all__ = ["SOURCE_NAME", "DaemonDriver", "DagsterDriver", "WarmDriver", "measure_run_launch", "sensor_interval_s"]
@@ -150,6 +151,7 @@ class DagsterDriver:
         from pipeline.jobs import company_refresh_job
         from pipeline.resources import build_resources
 
+        stoppable_children()  # its in-process runs stop their log tails with SIGTERM
         self.root, self.store = _open_home(base, model)
         self.home = str(self.store.settings.home)
         self.embedder = embedder

@@ -126,3 +126,23 @@ def test_run_starts_the_api_the_dagster_ui_and_the_warm_path(tmp_path: Path) -> 
     assert children["dagster"][1:3] == ["dev", "-w"] and children["dagster"][-4:] == ["-h", "127.0.0.1", "-p", "3123"]
     assert children["watcher"][-2:] == ["watch", "--apply"] and ["--home", str(tmp_path)] == children["watcher"][3:5]
     assert "watcher" not in {c.name for c in stack(tmp_path, host="h", port=1, dagster_port=2, watch=False)}
+
+
+@pytest.mark.parametrize("restored", [True, False])
+def test_children_stop_on_sigterm_even_when_sigterm_was_inherited_ignored(restored: bool) -> None:
+    """An ignored SIGTERM is inherited across fork and exec: without stoppable_children a child's
+    terminate() does nothing (Dagster's log tails, then 30 s waits each: replays hung in a test run)."""
+    script = (
+        "import subprocess, sys\n"
+        "from pipeline.supervisor import stoppable_children\n"
+        + ("stoppable_children()\n" if restored else "")
+        + "child = subprocess.Popen(['sleep', '30'])\n"
+        "child.terminate()\n"
+        "try:\n"
+        "    print(child.wait(timeout=5))\n"
+        "except subprocess.TimeoutExpired:\n"
+        "    child.kill(); print('still running')\n"
+    )
+    ignore = lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN)  # noqa: E731  (as a parent's trap '' TERM)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, preexec_fn=ignore, timeout=30, cwd=REPO)
+    assert out.stdout.strip() == ("-15" if restored else "still running"), out.stderr
