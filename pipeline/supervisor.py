@@ -43,13 +43,19 @@ PR_SET_CHILD_SUBREAPER = 36
 def stoppable_children() -> None:
     """Let the children this process starts be stopped by SIGTERM, whatever this process inherited.
 
-    An ignored signal stays ignored across fork and exec: a process started with SIGTERM
-    ignored (a parent's ``trap '' TERM``, a test run in which a library ignored it) passes that
-    on, and ``terminate()`` no longer stops its children. Dagster stops the ``tail`` processes
-    that mirror a run's logs that way and then waits 30 s for each, so a replay's runs hung.
-    Main thread only (as every ``signal.signal``); elsewhere nothing is changed.
+    An ignored signal stays ignored across fork and exec, and a shell starts a background job
+    (``cmd &`` with no job control) with SIGINT ignored. Dagster maps SIGTERM to SIGINT's
+    handler whenever it runs a job (``setup_interrupt_handlers``), so such a process comes to
+    ignore SIGTERM too and passes that on: ``terminate()`` no longer stops its children.
+    Dagster stops the ``tail`` processes that mirror a run's logs that way and waits 30 s for
+    each, so a backgrounded test run's replays hung. SIGINT gets Python's own handler back
+    (KeyboardInterrupt) and SIGTERM its default. Main thread only, as every ``signal.signal``.
     """
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 @dataclass(frozen=True)
