@@ -64,13 +64,19 @@ def sources(tmp_path: Path, backend: dict[str, Any]) -> dict[str, Path]:
     return {"company": company, "users": users, "home": home}
 
 
-@pytest.fixture
-def store(sources: dict[str, Path]) -> ContextStore:
+def open_on_sources(sources: dict[str, Path], **settings: Any) -> ContextStore:
+    """The ``sources`` home reading its company and users folders, with ``settings`` on top."""
     return ContextStore.open(
         sources["home"],
         company_sources=[{"name": "company", "path": str(sources["company"])}],
         user_sources=[{"name": "users", "path": str(sources["users"])}],
+        **settings,
     )
+
+
+@pytest.fixture
+def store(sources: dict[str, Path]) -> ContextStore:
+    return open_on_sources(sources)
 
 
 def open_with_staff_answers(sources: dict[str, Path], **settings: Any) -> ContextStore:

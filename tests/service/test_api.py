@@ -21,7 +21,7 @@ from context_store.state.documents import sync_company_sources
 from context_store.store.context_store import ContextStore
 from service.app import create_app
 from service.schemas import RetrieveResponse
-from tests.conftest import REFUNDS_V1
+from tests.conftest import REFUNDS_V1, open_on_sources
 
 KEY = {"X-API-Key": "test-key"}
 ADMIN = {"X-API-Key": "admin-key"}
@@ -38,10 +38,8 @@ def api_store(sources: dict[str, Path]) -> ContextStore:
             "account": {"status": "active", "plan": f"plan-{user}"},
             "orders": [{"order_id": f"ORD-{user}-{n}", "status": "shipped", "carrier": "DHL"} for n in range(i + 1)],
         }))
-    store = ContextStore.open(
-        sources["home"],
-        company_sources=[{"name": "company", "path": str(sources["company"])}],
-        user_sources=[{"name": "users", "path": str(sources["users"])}],
+    store = open_on_sources(
+        sources,
         api_keys=API_KEYS,
         retrieval={"refresh_interval_seconds": 0.0, "confidence_threshold": 0.5},
     )

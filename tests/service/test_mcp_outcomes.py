@@ -15,6 +15,7 @@ from context_store.index.embed.fake import HashingEmbedder
 from context_store.index.ingest import ingest
 from context_store.store import utcnow
 from context_store.store.context_store import ContextStore
+from tests.conftest import open_on_sources
 from tests.service.test_mcp_http import run, served, session
 
 AGENT, OTHER, ADMIN = "agent-key", "other-agent-key", "admin-key"
@@ -26,10 +27,8 @@ SDK = "Error executing tool report_outcome: "  # what the SDK puts before a tool
 
 @pytest.fixture
 def outcome_store(sources: dict[str, Path]) -> ContextStore:
-    store = ContextStore.open(
-        sources["home"],
-        company_sources=[{"name": "company", "path": str(sources["company"])}],
-        user_sources=[{"name": "users", "path": str(sources["users"])}],
+    store = open_on_sources(
+        sources,
         api_keys=API_KEYS,
         user_state_max_age_hours=24 * 3650,  # the fixture's snapshots are old; this file is about outcomes
         retrieval={"refresh_interval_seconds": 0.0, "confidence_threshold": 0.0},  # every plain question is answered

@@ -18,6 +18,7 @@ from context_store.route import OutcomeReport, record_outcome
 from context_store.store.context_store import ContextStore
 from context_store.store.models import Outcome
 from service.app import create_app
+from tests.conftest import open_on_sources
 
 KEY = {"X-API-Key": "test-key"}
 ADMIN = {"X-API-Key": "admin-key"}
@@ -27,10 +28,8 @@ API_KEYS = [{"name": "bot", "key": "test-key", "role": "agent"}, {"name": "other
 
 @pytest.fixture
 def api_store(sources: dict[str, Path]) -> ContextStore:
-    store = ContextStore.open(
-        sources["home"],
-        company_sources=[{"name": "company", "path": str(sources["company"])}],
-        user_sources=[{"name": "users", "path": str(sources["users"])}],
+    store = open_on_sources(
+        sources,
         api_keys=API_KEYS,
         user_state_max_age_hours=24 * 3650,  # the fixture's snapshots are old; this file is about outcomes
         retrieval={"refresh_interval_seconds": 0.0, "confidence_threshold": 0.0},  # every plain question is answered
