@@ -158,11 +158,12 @@ def build_server(
     return FreshContextMcp(server, gate, watch)
 
 
+# A tool that records (a trace, an outcome) and never deletes: the same call twice records twice.
+_RECORDS = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
+
 def _tools(server: MCPServer[Any], service: ServiceState, gate: CallerGate, on_response: Callable[[Response], None] | None) -> None:
     # retrieve_context writes a trace and may route the question: not read-only, never destructive
-    records = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
-
-    @server.tool(description=RETRIEVE, annotations=records)
+    @server.tool(description=RETRIEVE, annotations=_RECORDS)
     def retrieve_context(
         query: Annotated[str, Field(description="The customer's question (1-2000 characters).")],
         ctx: Context,
@@ -211,11 +212,10 @@ def _report_tool(
     server: MCPServer[Any], service: ServiceState, gate: CallerGate, on_outcome: Callable[[RecordedOutcome], None] | None,
 ) -> None:
     # Stores an outcome (maybe a review). Not idempotent by arguments alone: without an event_id each call is new.
-    annotations = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
 
     # Types only, as POST /v1/outcomes's body: outcome, csat, thumbs and at are checked by record_outcome, so a bad
     # value gets the HTTP API's own code and message (invalid_outcome, invalid_csat, outcome_in_future, ...).
-    @server.tool(description=REPORT_OUTCOME, annotations=annotations)
+    @server.tool(description=REPORT_OUTCOME, annotations=_RECORDS)
     def report_outcome(
         outcome: Annotated[str, Field(description="resolved | unresolved | reopened | escalated_by_user | abandoned")],
         ctx: Context,
