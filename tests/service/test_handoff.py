@@ -15,6 +15,7 @@ from context_store.route import MAX_TRANSCRIPT_TURNS, MAX_TURN_CHARS, check_turn
 from context_store.route.transcript import MAX_TRANSCRIPT_CHARS, merge_turns
 from context_store.store.context_store import ContextStore
 from service.app import create_app
+from tests.conftest import open_on_sources
 
 KEY = {"X-API-Key": "test-key"}
 STAFF = {"X-API-Key": "staff-key"}  # the queue is staff's (issue 16 roles)
@@ -27,10 +28,8 @@ TRANSCRIPT = [
 
 @pytest.fixture
 def handoff_store(sources: dict[str, Path]) -> ContextStore:
-    store = ContextStore.open(
-        sources["home"],
-        company_sources=[{"name": "company", "path": str(sources["company"])}],
-        user_sources=[{"name": "users", "path": str(sources["users"])}],
+    store = open_on_sources(
+        sources,
         api_keys=[{"name": "bot", "key": "test-key"}, {"name": "maria", "key": "staff-key", "role": "staff"}],
         retrieval={"refresh_interval_seconds": 0.0, "confidence_threshold": 0.99},  # every retrieval escalates
     )

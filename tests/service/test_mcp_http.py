@@ -27,7 +27,7 @@ from context_store.index.ingest import ingest
 from context_store.state import sync_company_sources
 from context_store.store.context_store import ContextStore
 from service.app import create_app
-from tests.conftest import REFUNDS_V1, raised_inside
+from tests.conftest import REFUNDS_V1, open_on_sources, raised_inside
 
 KEY = "agent-key"
 DOC = "company/refunds.md"
@@ -38,10 +38,8 @@ TURNS = [{"role": "user", "text": "where is my refund?"}, {"role": "agent", "tex
 
 @pytest.fixture
 def mcp_store(sources: dict[str, Path]) -> ContextStore:
-    store = ContextStore.open(
-        sources["home"],
-        company_sources=[{"name": "company", "path": str(sources["company"])}],
-        user_sources=[{"name": "users", "path": str(sources["users"])}],
+    store = open_on_sources(
+        sources,
         api_keys=[KEY, {"name": "maria", "key": "staff-key", "role": "staff"}],  # KEY: a bare key, an agent named by its fingerprint
         retrieval={"refresh_interval_seconds": 0.0, "confidence_threshold": 0.5},
         mcp={"notify_interval_seconds": 0.1, "allowed_hosts": ["127.0.0.1:*", "agents.example.com"]},

@@ -18,7 +18,7 @@ from context_store.index.embed import build_embedder
 from context_store.index.ingest import ingest
 from context_store.state import sync_company_sources
 from context_store.store.context_store import ContextStore
-from tests.conftest import REFUNDS_V1, REPO, raised_inside
+from tests.conftest import REFUNDS_V1, REPO, open_on_sources, raised_inside
 
 pytestmark = pytest.mark.e2e
 KEY = "stdio-agent-key"
@@ -27,12 +27,7 @@ URI = "freshcontext://documents/company/refunds.md"
 
 @pytest.fixture
 def home(sources: dict[str, Path]) -> Path:
-    store = ContextStore.open(
-        sources["home"],
-        company_sources=[{"name": "company", "path": str(sources["company"])}],
-        user_sources=[{"name": "users", "path": str(sources["users"])}],
-        api_keys=[KEY], mcp={"notify_interval_seconds": 0.2},
-    )
+    store = open_on_sources(sources, api_keys=[KEY], mcp={"notify_interval_seconds": 0.2})
     store.settings.save()  # the server process reads the home's freshcontext.yaml
     ingest(store, build_embedder(store.settings.embedding, store.settings.home))
     return sources["home"]

@@ -22,6 +22,7 @@ from pipeline.cli import main
 from pipeline.definitions import FRESHNESS_ASSETS, INGEST_ASSETS, INGEST_CHECKS
 from pipeline.jobs import reconcile_job
 from service.app import create_app
+from tests.conftest import open_on_sources
 
 KEY = {"X-API-Key": "test-key"}
 REFUNDS = "company/refunds.md"
@@ -48,9 +49,9 @@ def _reconcile(store: ContextStore, embedder: HashingEmbedder, instance: dg.Dags
 
 def test_served_before_reconciliation_counts_once_the_pipeline_learns(sources: dict[str, Path]) -> None:
     embedder = HashingEmbedder()
-    store = ContextStore.open(
-        sources["home"], company_sources=[{"name": "company", "path": str(sources["company"])}],
-        user_sources=[{"name": "users", "path": str(sources["users"])}], api_keys=["test-key"],
+    store = open_on_sources(
+        sources,
+        api_keys=["test-key"],
         retrieval={"refresh_interval_seconds": 0.0},
     )
     store.settings.save()

@@ -20,6 +20,7 @@ from context_store.store.context_store import ContextStore
 from context_store.store.models import OutboxMessage, Outcome, RetrievalTrace
 from pipeline.cli import main
 from service.app import create_app
+from tests.conftest import open_on_sources
 
 KEY = {"X-API-Key": "staff-key"}
 
@@ -35,11 +36,10 @@ class _Fixed(Responder):
 
 @pytest.fixture
 def kb(sources: dict[str, Path]) -> ContextStore:
-    store = ContextStore.open(
-        sources["home"],
-        company_sources=[{"name": "company", "path": str(sources["company"])}],
-        user_sources=[{"name": "users", "path": str(sources["users"])}],
-        api_keys=[{"name": "support", "key": "staff-key", "role": "staff"}], user_state_max_age_hours=24 * 3650,
+    store = open_on_sources(
+        sources,
+        api_keys=[{"name": "support", "key": "staff-key", "role": "staff"}],
+        user_state_max_age_hours=24 * 3650,
         routing={"outbound_url": "http://127.0.0.1:9/unused", "outbound_secrets": ["whsec_" + "a" * 32]},
     )
     ingest(store, HashingEmbedder())

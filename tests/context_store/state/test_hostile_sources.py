@@ -26,6 +26,7 @@ from context_store.state.skipped_inputs import open_skips
 from context_store.state.sources import parse_company_file
 from context_store.store.context_store import ContextStore
 from context_store.store.models import Document, DocumentVersion, UserRecord
+from tests.conftest import open_on_sources
 
 LAUGHS = b"""---
 title: Laughs
@@ -98,8 +99,7 @@ def test_links_out_of_a_source_root_are_never_followed_by_the_scan_or_a_named_sy
     sources: dict[str, Path], fake_embedder: HashingEmbedder
 ) -> None:
     config = _secret_home(sources)
-    store = ContextStore.open(sources["home"], company_sources=[{"name": "company", "path": str(sources["company"])}],
-                              user_sources=[{"name": "users", "path": str(sources["users"])}])
+    store = open_on_sources(sources)
     company = sources["company"]
     os.symlink("/etc/passwd", company / "passwd.md")
     os.symlink(config, company / "config.md")
