@@ -1,10 +1,14 @@
 """The watcher: file events → change journal. It only watches; applying is the warm path's job.
 
 A watchdog observer per source root (inotify where the kernel sees changes; polling on
-network and container mounts, where it does not) feeds a debouncer. A path is journaled
-once it has been quiet for ``debounce_s`` and, on inotify, once its writer has closed it:
-an editor's temp-file-and-rename, a burst of modify events, or a copy still in progress
-all become one journal row carrying the file's final state. Dagster sensors read the
+network and container mounts, where it does not) feeds a debouncer. On inotify, a file
+whose writer has closed it (or that was renamed into place) is journaled at once: its
+state is final, and waiting longer only adds lag to every edit. Anything else waits until
+the path has been quiet for ``debounce_s``: a deletion (git and some tools delete, then
+recreate), a copy still in progress (until its close, or ``write_grace_s``), a polled
+root (which sees no close), and more events on a path journaled less than ``debounce_s``
+ago, so a burst of writes is two rows (its first state and its last), not one per write.
+An editor's temp-file-and-rename is one row for the renamed file. Dagster sensors read the
 journal; with ``freshcontext watch --apply`` a :class:`context_store.index.warm.WarmApplier`
 applies it at once in the same long-lived process, with the model loaded a single time.
 
@@ -94,6 +98,10 @@ class _Pending:
     polled: bool = False
     events: int = 0
 
+    def final(self) -> bool:
+        """The last inotify event left the file complete: closed after writing, or renamed into place."""
+        return not (self.writing or self.deleted or self.polled)
+
 
 @dataclass
 class WatchStats:
@@ -132,8 +140,10 @@ class _Handler(FileSystemEventHandler):
 class SourceWatcher:
     """Watch every configured source root and journal what changed.
 
-    ``debounce_s``: quiet time before a path is journaled. ``write_grace_s``: how long to
+    ``debounce_s``: quiet time before a path is journaled, unless inotify saw it closed after
+    writing and it was not journaled within ``debounce_s`` (see the module). ``write_grace_s``: how long to
     wait for the close of a file still open for writing before journaling it anyway.
+    ``burst_gap_s``: events closer together than this are one burst (see :meth:`backlog`).
     """
 
     def __init__(
@@ -145,6 +155,7 @@ class SourceWatcher:
         write_grace_s: float = 5.0,
         poll_interval_s: float = 1.0,
         root_check_s: float = 5.0,
+        burst_gap_s: float = 0.02,
         on_journal: Callable[[int], None] | None = None,
     ) -> None:
         self.store = store
@@ -153,10 +164,14 @@ class SourceWatcher:
         self.write_grace_s = write_grace_s
         self.poll_interval_s = poll_interval_s
         self.root_check_s = root_check_s
+        self.burst_gap_s = burst_gap_s
         self.on_journal = on_journal
         self.stats = WatchStats()
         self._pending: dict[str, _Pending] = {}
         self._journaling = 0  # paths taken off _pending by a flush that has not written them yet
+        self._journaled_at: dict[str, float] = {}  # path -> when a flush last took it, for debounce_s
+        self._last_event = float("-inf")
+        self._noted = threading.Event()  # a path may be due at once: the flush loop need not wait its tick
         self._rescans: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -213,17 +228,24 @@ class SourceWatcher:
     def note(self, path: str, *, deleted: bool = False, writing: bool = False, polled: bool = False) -> None:
         now = time.monotonic()
         with self._lock:
+            self._last_event = now
             self.stats.events += 1
             p = self._pending.get(path)
             if p is None:
                 p = self._pending[path] = _Pending(first=now, last=now)
             p.last, p.deleted, p.writing, p.events = now, deleted, (writing and not deleted), p.events + 1
             p.polled = p.polled or polled
+            if p.final():
+                self._noted.set()
 
     def backlog(self) -> int:
-        """Paths seen changing and not journaled yet (quiet time still running, or being journaled)."""
+        """Paths seen changing and not journaled yet (quiet time still running, or being journaled),
+        plus one while events are still arriving (the last one less than ``burst_gap_s`` ago):
+        a file closed at once is journaled at once, and the rest of its burst (a checkout, a
+        many-file commit) must not find the applier busy with that first file alone."""
         with self._lock:
-            return len(self._pending) + self._journaling
+            arriving = time.monotonic() - self._last_event < self.burst_gap_s
+            return len(self._pending) + self._journaling + arriving
 
     def request_rescan(self, path: str, *, reason: str) -> None:
         held = source_for(self.store.settings, path)
@@ -234,13 +256,19 @@ class SourceWatcher:
 
     def _due(self, now: float) -> tuple[list[tuple[str, _Pending]], list[tuple[str, str, str]]]:
         due: list[tuple[str, _Pending]] = []
+        taken = time.monotonic()
         with self._lock:
+            self._journaled_at = {k: t for k, t in self._journaled_at.items() if taken - t < self.debounce_s}
             for path, p in list(self._pending.items()):
                 idle = now - p.last
-                # a polled file still being written shows up once per poll: wait out one more poll
-                quiet = self.debounce_s + (self.poll_interval_s if p.polled else 0.0)
+                if p.final() and path not in self._journaled_at:
+                    quiet = 0.0  # closed after writing: final now (the leading edge of a burst)
+                else:
+                    # a polled file still being written shows up once per poll: wait out one more poll
+                    quiet = self.debounce_s + (self.poll_interval_s if p.polled else 0.0)
                 if idle >= quiet and (not p.writing or idle >= self.write_grace_s):
                     due.append((path, self._pending.pop(path)))
+                    self._journaled_at[path] = taken
             rescans = [(kind, name, reason) for (kind, name), reason in self._rescans.items()]
             self._rescans.clear()
             self._journaling += len(due)
@@ -306,8 +334,12 @@ class SourceWatcher:
         self._threads.append(thread)
 
     def _flush_loop(self) -> None:
-        while not self._stop.wait(0.05):
-            self.flush()
+        while not self._stop.is_set():
+            # a closed file wakes the loop (it is due at once); quiet windows end within a tick
+            self._noted.wait(0.05)
+            self._noted.clear()
+            if not self._stop.is_set():
+                self.flush()
 
     def _root_loop(self) -> None:
         while not self._stop.wait(self.root_check_s):
@@ -333,6 +365,7 @@ class SourceWatcher:
 
     def stop(self) -> None:
         self._stop.set()
+        self._noted.set()
         for observer in self._observers.values():
             observer.stop()
         for observer in self._observers.values():

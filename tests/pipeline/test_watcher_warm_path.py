@@ -218,7 +218,9 @@ def test_the_watchers_backlog_counts_paths_until_their_rows_are_written(
     store: ContextStore, sources: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: dict[str, int] = {}
-    watcher = SourceWatcher(store, debounce_s=0.0, on_journal=lambda _n: seen.setdefault("on_journal", watcher.backlog()))
+    watcher = SourceWatcher(
+        store, debounce_s=0.0, burst_gap_s=0.0, on_journal=lambda _n: seen.setdefault("on_journal", watcher.backlog())
+    )
     append = journal.append
 
     def spying_append(*args: object, **kwargs: object) -> int:
@@ -231,3 +233,24 @@ def test_the_watchers_backlog_counts_paths_until_their_rows_are_written(
     assert watcher.flush() == 1
     # taken off the pending map but not yet written still counts; once written (when the applier is woken) it does not
     assert seen == {"while_writing": 1, "on_journal": 0} and watcher.backlog() == 0
+
+
+def test_a_closed_file_is_journaled_at_once_and_the_rest_of_its_burst_after_the_quiet_time(
+    store: ContextStore, sources: dict[str, Path]
+) -> None:
+    watcher = SourceWatcher(store, debounce_s=60.0, burst_gap_s=60.0)
+    refunds, shipping = str(sources["company"] / "refunds.md"), str(sources["company"] / "shipping.md")
+    watcher.note(refunds, writing=True)
+    assert watcher.flush() == 0  # still open for writing
+    watcher.note(refunds)  # closed: final, no quiet time to wait
+    assert watcher.flush() == 1
+    assert watcher.backlog() == 1  # events arrived within burst_gap_s: more of the burst may follow
+    watcher.note(refunds, writing=True)
+    with open(refunds, "a", encoding="utf-8") as fh:
+        fh.write("\nRefunds take five days.\n")  # a new state: its row is no duplicate of the first
+    watcher.note(refunds)  # closed again within debounce_s: a burst, held until quiet
+    watcher.note(shipping, deleted=True)  # deletions wait too (git deletes, then recreates)
+    assert watcher.flush() == 0 and watcher.backlog() == 3
+    assert watcher.flush(force=True) == 2
+    quiet = SourceWatcher(store, debounce_s=60.0, burst_gap_s=0.0)
+    assert quiet.backlog() == 0
