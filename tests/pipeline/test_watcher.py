@@ -52,7 +52,7 @@ def test_editor_save_pattern_and_bursts_become_one_row(store: ContextStore, sour
     time.sleep(0.5)
     paths = changed_paths(store)
     assert set(paths) == {str(p.resolve()) for p in (target, company / "billing" / "invoices.md")}
-    # 300 writes are one row unless the machine stalls longer than the quiet window mid-burst
+    # 300 writes are two rows (the first close at once, the rest after the quiet window) unless the machine stalls mid-burst
     assert len(paths) <= 4 and watcher.stats.events > 300
 
 
