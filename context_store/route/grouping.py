@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 
 import numpy as np
 from sqlalchemy import bindparam, update
-from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from context_store._common import utcnow
@@ -146,12 +145,13 @@ def _open_cache(session: Session, model: str, kind: str) -> _OpenVectors:
 _QUESTIONS = RoutedQuestion.__table__  # type: ignore[attr-defined]
 # Joining is one statement that only succeeds on a question still open: no ORM load of the
 # question, no unit of work to flush (~0.8 ms of a request's CPU in bench/latency.py, where most escalations join).
+# RETURNING reads the new count in the same statement (SQLite >= 3.35, PostgreSQL): no second round trip.
 _JOIN = (
     update(_QUESTIONS)
     .where(_QUESTIONS.c.question_id == bindparam("qid"), _QUESTIONS.c.status == "open")
     .values(ask_count=_QUESTIONS.c.ask_count + 1, updated_at=bindparam("at"))
+    .returning(_QUESTIONS.c.ask_count)
 )
-_ASK_COUNT = sa_select(_QUESTIONS.c.ask_count).where(_QUESTIONS.c.question_id == bindparam("qid"))
 
 
 def join_nearest_open(
@@ -166,8 +166,9 @@ def join_nearest_open(
         question_id, sim = cache.nearest(session, vector, model, kind)
         if question_id is None or sim < similarity:
             return None, sim, 0
-        if session.execute(_JOIN, {"qid": question_id, "at": now}).rowcount:  # type: ignore[attr-defined]
-            return question_id, sim, int(session.execute(_ASK_COUNT, {"qid": question_id}).scalar_one())
+        joined = session.execute(_JOIN, {"qid": question_id, "at": now}).first()
+        if joined is not None:
+            return question_id, sim, int(joined[0])
         cache.drop(question_id)  # closed, or gone: the next nearest() no longer sees it
     cache.refreshed_at = cache.full_refresh_at = -1e18
     return None, -1.0, 0
