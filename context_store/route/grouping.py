@@ -13,9 +13,10 @@ from datetime import datetime, timedelta
 
 import numpy as np
 from sqlalchemy import bindparam, update
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
 from context_store._common import utcnow
+from context_store.route.recording import Writes
 from context_store.route.triggers import from_vector
 from context_store.store.database import in_batches
 from context_store.store.models import RoutedQuestion
@@ -59,17 +60,17 @@ class _OpenVectors:
         with self.lock:
             return {i: self.matrix[row].copy() for i, row in self.row_of.items()}
 
-    def _refresh(self, session: Session, model: str, kind: str) -> None:
+    def _refresh(self, writes: Writes, model: str, kind: str) -> None:
         now = time.monotonic()
         full = now - self.full_refresh_at >= self.FULL_REFRESH_S
         if full:
-            ids = set(session.exec(select(RoutedQuestion.question_id).where(
+            ids = set(writes.execute(select(RoutedQuestion.question_id).where(
                 RoutedQuestion.status == "open", RoutedQuestion.model == model, RoutedQuestion.kind == kind
-            )).all())
+            )).scalars().all())
         else:
             # Only the creation time in SQL, so the range is read from its index: with the kind's
             # index SQLite scanned every question row of the kind (4 ms of CPU at 2,600 questions) every second.
-            recent = session.exec(
+            recent = writes.execute(
                 select(RoutedQuestion.question_id, RoutedQuestion.status, RoutedQuestion.model, RoutedQuestion.kind)
                 .where(col(RoutedQuestion.created_at) >= utcnow() - timedelta(seconds=self.SLACK_S))
             ).all()
@@ -80,7 +81,7 @@ class _OpenVectors:
             self.full_refresh_at = now
         missing = sorted(i for i in ids if i not in self.row_of)
         for part in in_batches(missing, 500):
-            for question_id, blob in session.exec(
+            for question_id, blob in writes.execute(
                 select(RoutedQuestion.question_id, RoutedQuestion.vector).where(col(RoutedQuestion.question_id).in_(part))
             ).all():
                 self._add(question_id, from_vector(blob))
@@ -120,10 +121,10 @@ class _OpenVectors:
         with self.lock:
             self._drop(question_id)
 
-    def nearest(self, session: Session, vector: np.ndarray, model: str, kind: str) -> tuple[str | None, float]:
+    def nearest(self, writes: Writes, vector: np.ndarray, model: str, kind: str) -> tuple[str | None, float]:
         with self.lock:
             if time.monotonic() - self.refreshed_at >= self.REFRESH_S:
-                self._refresh(session, model, kind)
+                self._refresh(writes, model, kind)
             n = len(self.ids)
             if not self.row_of or self.matrix.shape[1] != vector.shape[0]:
                 return None, -1.0
@@ -136,8 +137,8 @@ _OPEN: dict[tuple[str, str, str], _OpenVectors] = {}
 _OPEN_LOCK = threading.Lock()
 
 
-def _open_cache(session: Session, model: str, kind: str) -> _OpenVectors:
-    key = (str(session.get_bind().url), model, kind)
+def _open_cache(writes: Writes, model: str, kind: str) -> _OpenVectors:
+    key = (writes.url, model, kind)
     with _OPEN_LOCK:
         return _OPEN.setdefault(key, _OpenVectors())
 
@@ -155,18 +156,18 @@ _JOIN = (
 
 
 def join_nearest_open(
-    session: Session, vector: np.ndarray, model: str, kind: str, similarity: float, now: datetime
+    writes: Writes, vector: np.ndarray, model: str, kind: str, similarity: float, now: datetime
 ) -> tuple[str | None, float, int]:
     """Join the open question of ``kind`` most similar to ``vector`` if it is at least ``similarity``
     close: (its id, the similarity, its ask count with this ask), in the caller's transaction;
     (None, the best similarity, 0) when none is close enough. A question that has left ``open``
     since the cache saw it is dropped and the next nearest is tried."""
-    cache = _open_cache(session, model, kind)
+    cache = _open_cache(writes, model, kind)
     for _ in range(5):  # more than a few closed in the last second means the cache is stale: refresh
-        question_id, sim = cache.nearest(session, vector, model, kind)
+        question_id, sim = cache.nearest(writes, vector, model, kind)
         if question_id is None or sim < similarity:
             return None, sim, 0
-        joined = session.execute(_JOIN, {"qid": question_id, "at": now}).first()
+        joined = writes.execute(_JOIN, {"qid": question_id, "at": now}).first()
         if joined is not None:
             return question_id, sim, int(joined[0])
         cache.drop(question_id)  # closed, or gone: the next nearest() no longer sees it
@@ -174,7 +175,7 @@ def join_nearest_open(
     return None, -1.0, 0
 
 
-def remember_open(session: Session, model: str, kind: str, question_id: str, vector: np.ndarray) -> None:
+def remember_open(writes: Writes, model: str, kind: str, question_id: str, vector: np.ndarray) -> None:
     """A question this process just queued: seen by its next escalation at once (others' within
     ``REFRESH_S``); a rollback leaves an id whose row is missing, which ``nearest_open`` drops."""
-    _open_cache(session, model, kind).add(question_id, vector)
+    _open_cache(writes, model, kind).add(question_id, vector)

@@ -29,7 +29,6 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import insert
 from sqlmodel import Session, col, func, select
 
 from context_store._common import utcnow
@@ -39,6 +38,7 @@ from context_store.route.decision import Reason
 from context_store.route.grouping import join_nearest_open, remember_open
 from context_store.route.outbox import enqueue
 from context_store.route.policy import RoutingConfig, routing_config
+from context_store.route.recording import Writes, writes_scope
 from context_store.route.redact import redact
 from context_store.route.triggers import to_vector
 from context_store.store.context_store import ContextStore
@@ -64,6 +64,8 @@ __all__ = [
 STATUSES = ("open", "answered", "closed", "dismissed")
 MAX_LIMIT, MAX_OFFSET = 1000, 1_000_000_000  # paging past these is a caller's mistake (and overflows SQL integers)
 KINDS = ("escalation", "review", "handoff")
+_QUESTIONS = RoutedQuestion.__table__  # type: ignore[attr-defined]
+_ASKS = QuestionAsk.__table__  # type: ignore[attr-defined]
 _ALLOWED = {"open": {"answered", "dismissed"}, "answered": {"closed"}, "closed": set(), "dismissed": set()}
 
 
@@ -122,7 +124,7 @@ def route_question(
     review: dict[str, Any] | None = None,
     config: RoutingConfig | None = None,
     now: datetime | None = None,
-    session: Session | None = None,
+    session: Session | Writes | None = None,
 ) -> RoutingOutcome:
     """Queue a question of ``kind`` (or join an open near-duplicate of that kind) and its notification, in one
     transaction (``session``: the caller's). ``result``: the escalated retrieval, or an earlier one's
@@ -134,17 +136,17 @@ def route_question(
     now = now or utcnow()
     vector = np.asarray(vector, dtype=np.float32)
     reason_dicts = [r.as_dict() for r in reasons]
-    with store.session(session) as session:
-        best, best_sim, ask_count = join_nearest_open(session, vector, model, kind, config.group_similarity, now)
+    with writes_scope(store.engine, session) as writes:
+        best, best_sim, ask_count = join_nearest_open(writes, vector, model, kind, config.group_similarity, now)
         ask = {
             "text": memory.text, "user_id": memory.user_id, "user_version_id": memory.user_version_id,
             "conversation_id": conversation_id, "trace_id": trace_id, "reasons": reason_dicts, "asked_at": now,
         }
         if best is not None:
             again = {**ask, "question_id": best, "similarity": best_sim}
-            session.execute(insert(QuestionAsk.__table__), [again])  # type: ignore[attr-defined]
+            writes.add(_ASKS, again)
             if config.outbound_url:
-                enqueue(session, "routed_question.asked_again", config.outbound_url,
+                enqueue(writes.session(), "routed_question.asked_again", config.outbound_url,
                         {"question_id": best, "ask": ask_view(QuestionAsk(**again)), "ask_count": ask_count}, now=now)
             return RoutingOutcome(best, True, best_sim, ask_count)
         question = {
@@ -155,14 +157,14 @@ def route_question(
             "created_at": now, "updated_at": now, "review": review, "transcript": transcript or None,
         }
         first = {**ask, "question_id": question["question_id"], "similarity": 1.0}
-        # Core inserts, as the trace's: this runs on every escalation, and the ORM's unit of
+        # Core rows, as the trace's: this runs on every escalation, and the ORM's unit of
         # work (objects, identity map, a flush between the two rows) cost more than the rows.
-        session.execute(insert(RoutedQuestion.__table__), [question])  # type: ignore[attr-defined]
-        session.execute(insert(QuestionAsk.__table__), [first])  # type: ignore[attr-defined]
-        remember_open(session, model, kind, question["question_id"], vector)
+        writes.add(_QUESTIONS, question)
+        writes.add(_ASKS, first)
+        remember_open(writes, model, kind, question["question_id"], vector)
         if config.outbound_url:
             view = question_view(RoutedQuestion(**question), [QuestionAsk(**first)], None, redact_patterns=config.redact_patterns)
-            enqueue(session, "routed_question.created", config.outbound_url, view, now=now)
+            enqueue(writes.session(), "routed_question.created", config.outbound_url, view, now=now)
         return RoutingOutcome(question["question_id"], False, 1.0, 1)
 
 

@@ -36,8 +36,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import Session
-
 from context_store.index.embed.protocol import Embedder
 from context_store.retrieve.result import RetrievalResult
 from context_store.retrieve.retriever import Retriever
@@ -46,7 +44,7 @@ from context_store.route.decision import Decision, Trigger, decide
 from context_store.route.outcomes import RecordedOutcome, record_repeat_contacts
 from context_store.route.policy import RoutingConfig
 from context_store.route.questions import RoutingOutcome
-from context_store.route.recording import group_commit
+from context_store.route.recording import Writes, group_commit
 from context_store.route.signals import routing_signals
 from context_store.route.traces import new_trace_id, record_trace
 from context_store.route.transcript import MAX_HISTORY_TURNS, check_turns
@@ -173,17 +171,17 @@ def respond(responder: Responder, question: Question, *, record: bool = True, no
         return response
     trace_id = response.trace_id = new_trace_id()
 
-    def write(session: Session) -> RoutingOutcome | None:
+    def write(writes: Writes) -> RoutingOutcome | None:
         routed = signals.follow_up(
-            decision.decision, decision.reasons, confidence=confidence, trace_id=trace_id, transcript=history, session=session,
+            decision.decision, decision.reasons, confidence=confidence, trace_id=trace_id, transcript=history, session=writes,
         )
         record_trace(
             store, result, decision, confidence_source=source, trace_id=trace_id,
             latency_ms=(time.perf_counter() - started) * 1000, client=question.client,
-            conversation_id=question.conversation_id, history=history, session=session,
+            conversation_id=question.conversation_id, history=history, session=writes,
         )
-        if signals.repeats:
-            response.derived = record_repeat_contacts(store, signals.repeats, trace_id=trace_id, now=now, session=session)
+        if signals.repeats:  # rare (a user id and a repeat): the ORM's reads and review, in the same transaction
+            response.derived = record_repeat_contacts(store, signals.repeats, trace_id=trace_id, now=now, session=writes.session())
         return routed
 
     # One transaction with the concurrent requests' records; returns once it has committed.

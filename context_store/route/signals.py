@@ -22,6 +22,7 @@ from context_store.retrieve.result import RetrievalResult
 from context_store.route.decision import Reason
 from context_store.route.policy import RoutingConfig, routing_config
 from context_store.route.questions import RoutingOutcome, route_question
+from context_store.route.recording import Writes
 from context_store.route.triggers import EarlierAsk, escalation_reasons, record_asked, similar_earlier_asks
 from context_store.store.context_store import ContextStore
 
@@ -53,7 +54,7 @@ class RoutingSignals:
 
     def follow_up(
         self, decision: str, reasons: list[Any], *, confidence: float | None = None, trace_id: str | None = None,
-        transcript: list[dict[str, Any]] | None = None, session: Session | None = None,
+        transcript: list[dict[str, Any]] | None = None, session: Session | Writes | None = None,
     ) -> RoutingOutcome | None:
         """Route an escalation (with its working memory, ``transcript`` included) and log the question;
         returns the routed question. With ``session`` both writes join the caller's transaction."""

@@ -18,17 +18,20 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
 from context_store._common import utcnow
 from context_store.errors import StoreError, UnknownTrace
 from context_store.retrieve.result import RetrievalResult
 from context_store.route.decision import Decision
+from context_store.route.recording import Writes, writes_scope
 from context_store.store.context_store import ContextStore
 from context_store.store.models import ArchivedChunk, ChunkRecord, DocumentVersion, RetrievalTrace, UserSnapshotVersion
 
 __all__ = ["get_trace", "latest_trace", "new_trace_id", "record_trace", "replay", "served_context", "trace_dict"]
+
+
+_TRACES = RetrievalTrace.__table__  # type: ignore[attr-defined]
 
 
 def new_trace_id() -> str:
@@ -50,7 +53,7 @@ def record_trace(
     client: str | None = None,
     conversation_id: str | None = None,
     history: list[dict[str, Any]] | None = None,
-    session: Session | None = None,
+    session: Session | Writes | None = None,
 ) -> str:
     """Store the evidence trail of one response (in the caller's transaction when ``session`` is given).
 
@@ -91,12 +94,9 @@ def record_trace(
         "conversation_id": conversation_id,
         "history": history or None,
     }
-    # Core insert: one statement, no ORM identity map; this runs on every request.
-    if session is not None:
-        session.execute(insert(RetrievalTrace.__table__), [row])  # type: ignore[attr-defined]
-    else:
-        with store.engine.begin() as conn:
-            conn.execute(insert(RetrievalTrace.__table__), [row])  # type: ignore[attr-defined]
+    # A Core row, no ORM identity map: this runs on every request (``respond()`` writes a batch's traces in one statement).
+    with writes_scope(store.engine, session) as writes:
+        writes.add(_TRACES, row)
     return trace_id
 
 

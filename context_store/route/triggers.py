@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import bindparam, or_
-from sqlalchemy import insert as sa_insert
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -39,6 +38,7 @@ from context_store.index.embed.protocol import Embedder
 from context_store.retrieve.result import RetrievalResult
 from context_store.route.decision import Reason
 from context_store.route.policy import RoutingConfig, routing_config
+from context_store.route.recording import Writes, writes_scope
 from context_store.store.context_store import ContextStore
 from context_store.store.models import AskedQuestion, DocumentVersion, StaffAnswer
 
@@ -316,7 +316,7 @@ def record_asked(
     trace_id: str | None = None,
     conversation_id: str | None = None,
     now: datetime | None = None,
-    session: Session | None = None,
+    session: Session | Writes | None = None,
 ) -> None:
     """Log an assessed question after the policy ran (so it never matches itself as a repeat)."""
     top = result.results[0] if result.results else None
@@ -326,6 +326,6 @@ def record_asked(
         "reasons": [r.code for r in reasons or []], "top_doc_id": top.doc_id if top else None,
         "top_kind": top.kind if top else None, "question_id": question_id, "trace_id": trace_id,
     }
-    # Core insert, as the trace's: one statement on every request, no ORM unit of work.
-    with store.session(session) as session:
-        session.execute(sa_insert(AskedQuestion.__table__), [row])  # type: ignore[attr-defined]
+    # A Core row, as the trace's: no ORM unit of work on every request.
+    with writes_scope(store.engine, session) as writes:
+        writes.add(AskedQuestion.__table__, row)  # type: ignore[attr-defined]

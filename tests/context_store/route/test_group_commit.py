@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from sqlmodel import Session
 
-from context_store.route.recording import GroupCommit
+from context_store.route.recording import GroupCommit, Writes
 from context_store.store.database import get_engine
 
 
@@ -24,12 +23,12 @@ def test_concurrent_units_share_transactions_and_fail_alone(tmp_path: Path) -> N
     gate = threading.Event()
 
     def unit(name: str):  # type: ignore[no-untyped-def]
-        def work(session: Session) -> str:
+        def work(writes: Writes) -> str:
             if name == "first":
                 gate.wait(5)  # hold the first transaction open so the others queue behind it
             if name == "bad":
                 raise ValueError("bad unit")
-            session.execute(text("INSERT INTO items VALUES (:n)"), {"n": name})
+            writes.execute(text("INSERT INTO items VALUES (:n)"), {"n": name})
             return name.upper()
         return work
 
@@ -59,4 +58,4 @@ def test_concurrent_units_share_transactions_and_fail_alone(tmp_path: Path) -> N
 def test_a_lone_unit_raises_as_it_is(tmp_path: Path) -> None:
     writer = GroupCommit(get_engine(f"sqlite:///{tmp_path / 'db.sqlite'}"))
     with pytest.raises(KeyError):
-        writer.run(lambda session: {}["missing"])
+        writer.run(lambda writes: {}["missing"])
