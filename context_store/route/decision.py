@@ -16,7 +16,7 @@ strings; ``detail`` says what a person reading the trace needs to know.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 __all__ = ["ANSWER", "ESCALATE", "LOW_CONFIDENCE", "NO_RESULTS", "REASON_CODES", "Decision", "Reason", "Trigger", "decide"]
@@ -49,7 +49,8 @@ class Reason:
     source: str = "retrieval"  # which component raised it (retrieval, routing, ...)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # by hand: dataclasses.asdict deep-copies field by field, and this runs several times a response
+        return {"code": self.code, "detail": self.detail, "score": self.score, "source": self.source}
 
 
 @dataclass

@@ -131,15 +131,15 @@ def route_question(
     ``WorkingMemory`` (a review); ``transcript`` (checked by ``route.transcript``) joins a new question's memory."""
     if kind not in KINDS:
         raise InvalidRequest(f"question kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    memory = result if isinstance(result, WorkingMemory) else WorkingMemory.of(result)
     config = config or routing_config(store.settings)
     now = now or utcnow()
     vector = np.asarray(vector, dtype=np.float32)
     reason_dicts = [r.as_dict() for r in reasons]
+    text = result.text if isinstance(result, WorkingMemory) else result.query
     with writes_scope(store.engine, session) as writes:
         best, best_sim, ask_count = join_nearest_open(writes, vector, model, kind, config.group_similarity, now)
         ask = {
-            "text": memory.text, "user_id": memory.user_id, "user_version_id": memory.user_version_id,
+            "text": text, "user_id": result.user_id, "user_version_id": result.user_version_id,
             "conversation_id": conversation_id, "trace_id": trace_id, "reasons": reason_dicts, "asked_at": now,
         }
         if best is not None:
@@ -149,16 +149,18 @@ def route_question(
                 enqueue(writes.session(), "routed_question.asked_again", config.outbound_url,
                         {"question_id": best, "ask": ask_view(QuestionAsk(**again)), "ask_count": ask_count}, now=now)
             return RoutingOutcome(best, True, best_sim, ask_count)
+        # Only a new question carries the working memory: most escalations join one (no context copied for them).
+        memory = result if isinstance(result, WorkingMemory) else WorkingMemory.of(result)
         question = {
-            "question_id": "q-" + secrets.token_hex(8), "status": "open", "kind": kind, "text": memory.text,
+            "question_id": "q-" + secrets.token_hex(8), "status": "open", "kind": kind, "text": text,
             "user_id": memory.user_id, "user_version_id": memory.user_version_id, "conversation_id": conversation_id,
             "trace_id": trace_id, "confidence": confidence, "reasons": reason_dicts, "context": memory.context,
             "user_state": memory.user_state, "model": model, "vector": to_vector(vector), "ask_count": 1,
             "created_at": now, "updated_at": now, "review": review, "transcript": transcript or None,
         }
         first = {**ask, "question_id": question["question_id"], "similarity": 1.0}
-        # Core rows, as the trace's: this runs on every escalation, and the ORM's unit of
-        # work (objects, identity map, a flush between the two rows) cost more than the rows.
+        # Core rows, as the trace's: this runs on every escalation, and the ORM's unit of work
+        # (objects, identity map, a flush between the two rows) cost more than the rows.
         writes.add(_QUESTIONS, question)
         writes.add(_ASKS, first)
         remember_open(writes, model, kind, question["question_id"], vector)
