@@ -29,6 +29,7 @@ logged or traced.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from context_store.retrieve.retriever import Retriever
 from context_store.route.confidence import Calibrator, default_confidence
 from context_store.route.decision import Decision, Trigger, decide
 from context_store.route.outcomes import RecordedOutcome, record_repeat_contacts
-from context_store.route.policy import RoutingConfig
+from context_store.route.policy import RoutingConfig, routing_config
 from context_store.route.questions import RoutingOutcome
 from context_store.route.recording import Writes, group_commit
 from context_store.route.signals import routing_signals
@@ -81,6 +82,12 @@ class Responder:
     @property
     def embedder(self) -> Embedder:
         return self.retriever.embedder
+
+    @functools.cached_property
+    def policy(self) -> RoutingConfig:
+        """``routing``, or the store's ``routing:`` settings (and their environment overrides) read once: a
+        responder lives as long as its deployment's settings, and validating them cost ~0.04 ms a request."""
+        return self.routing or routing_config(self.store.settings)
 
     @property
     def threshold(self) -> float:
@@ -164,7 +171,7 @@ def respond(responder: Responder, question: Question, *, record: bool = True, no
     confidence, source = responder.confidence(result)
     extra = [trigger(result, confidence) for trigger in responder.triggers]
     signals = routing_signals(store, responder.embedder, result, conversation_id=question.conversation_id,
-                              config=responder.routing, now=now)
+                              config=responder.policy, now=now)
     decision = decide(result, confidence, responder.threshold, extra_reasons=[*extra, *signals.reasons])
     response = Response(result, decision, source, store.settings.user_state_max_age_hours)
     if not record:
