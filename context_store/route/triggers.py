@@ -70,13 +70,20 @@ def _example_matrix(embedder: Embedder, examples: list[str]) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=256)
-def _phrase_patterns(phrases: tuple[str, ...]) -> tuple[tuple[str, re.Pattern[str]], ...]:
-    return tuple((p, re.compile(r"(?<![a-z0-9])" + re.escape(p.lower()) + r"(?![a-z0-9])")) for p in phrases)
+def _phrase_patterns(phrases: tuple[str, ...]) -> tuple[re.Pattern[str] | None, tuple[tuple[str, re.Pattern[str]], ...]]:
+    """One pattern for any of the phrases (most questions match none: one search per list, not one per
+    phrase), and each phrase's own, to name the first of the list that matches as before."""
+    words = [re.escape(p.lower()) for p in phrases]
+    anyone = re.compile(r"(?<![a-z0-9])(?:" + "|".join(words) + r")(?![a-z0-9])") if words else None
+    return anyone, tuple((p, re.compile(r"(?<![a-z0-9])" + w + r"(?![a-z0-9])")) for p, w in zip(phrases, words))
 
 
 def _phrase_hit(text: str, phrases: list[str]) -> str | None:
     lowered = text.lower().replace("\u2019", "'")  # typographic apostrophes: can’t == can't
-    for phrase, pattern in _phrase_patterns(tuple(phrases)):
+    anyone, each = _phrase_patterns(tuple(phrases))
+    if anyone is None or not anyone.search(lowered):
+        return None
+    for phrase, pattern in each:
         if pattern.search(lowered):
             return phrase
     return None
