@@ -441,3 +441,13 @@ def test_asks_joined_in_one_transaction_each_count(kb: ContextStore, fake_embedd
     assert q["ask_count"] == 3 and len(q["asks"]) == 3 and q["updated_at"] > q["created_at"]
     set_status(kb, first.question_id, "dismissed")
     assert not _route(kb, fake_embedder, lamp).grouped
+
+
+def test_a_phrase_hit_names_the_first_phrase_of_the_list_that_matches() -> None:
+    from context_store.route.triggers import _phrase_hit
+
+    phrases = ["speak to a human", "human", "agent"]
+    assert _phrase_hit("Agent please, I want to speak to a human", phrases) == "speak to a human"  # list order, not text order
+    assert _phrase_hit("an agentless setup", phrases) is None  # word boundaries hold for the combined search too
+    assert _phrase_hit("can’t reach an agent", ["can't reach"]) == "can't reach"
+    assert _phrase_hit("anything", []) is None
