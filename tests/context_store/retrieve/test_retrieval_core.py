@@ -314,11 +314,33 @@ def test_first_stage_onnx_and_numpy_pick_the_same_pool(monkeypatch: pytest.Monke
     vectors = rng.normal(size=(5000, 32)).astype(np.float32)
     projection = np.linalg.qr(rng.normal(size=(32, 8)))[0].astype(np.float32)
     queries = rng.normal(size=(3, 32)).astype(np.float32)
-    fast = first_stage.ProjectedTopK(projection, (vectors @ projection).T)
+    fast = first_stage.ProjectedTopK(projection, (vectors @ projection).T, int8=False)
     monkeypatch.setattr(first_stage, "_session", lambda *_: (_ for _ in ()).throw(ImportError("no onnx")))
-    slow = first_stage.ProjectedTopK(projection, (vectors @ projection).T)
+    slow = first_stage.ProjectedTopK(projection, (vectors @ projection).T, int8=False)
     assert (fast.engine, slow.engine) == ("onnxruntime", "numpy")
     exact = np.argsort(-(queries @ projection) @ (vectors @ projection).T, axis=1)[:, :50]
     for rows in (fast.top(queries, 50), slow.top(queries, 50)):
         assert rows.shape == (3, 50) and [set(r.tolist()) for r in rows] == [set(r.tolist()) for r in exact]
     assert fast.top(queries[:1], 10_000).shape == (1, 5000)  # a pool past the table is every row
+
+
+def test_int8_first_stage_onnx_and_numpy_agree_and_keep_the_float_pools_best_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """int8 rows: ONNX Runtime's MatMulInteger and numpy's float products of the same integers pick
+    the same pool, whichever queries share the batch, and it holds the float32 pool's best rows."""
+    from context_store.retrieve import first_stage
+
+    rng = np.random.default_rng(9)
+    vectors = rng.normal(size=(5000, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    projection = np.linalg.qr(rng.normal(size=(32, 8)))[0].astype(np.float32)
+    queries = rng.normal(size=(3, 32)).astype(np.float32)
+    fast = first_stage.ProjectedTopK(projection, (vectors @ projection).T)
+    monkeypatch.setattr(first_stage, "_session", lambda *_: (_ for _ in ()).throw(ImportError("no onnx")))
+    slow = first_stage.ProjectedTopK(projection, (vectors @ projection).T)
+    assert (fast.engine, slow.engine, fast.int8) == ("onnxruntime", "numpy", True)
+    pools = [set(r.tolist()) for r in fast.top(queries, 200)]
+    assert pools == [set(r.tolist()) for r in slow.top(queries, 200)]
+    assert [set(fast.top(q[None, :], 200)[0].tolist()) for q in queries] == pools  # alone as in a batch
+    exact = np.argsort(-(queries @ projection) @ (vectors @ projection).T, axis=1)
+    for pool, best in zip(pools, exact):
+        assert set(best[:20].tolist()) <= pool and len(pool & set(best[:200].tolist())) >= 180
