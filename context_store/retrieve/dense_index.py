@@ -37,6 +37,7 @@ import numpy as np
 from context_store.index.embed.coalesce import Coalescer
 from context_store.index.embed.device import is_cuda
 from context_store.retrieve.first_stage import ProjectedTopK
+from context_store.retrieve.pool import codes
 from context_store.retrieve.text_index import TermIndex, top_positive
 from context_store.settings import RetrievalConfig
 from context_store.store.vector_index import VectorIndex
@@ -66,6 +67,7 @@ class Snapshot:
     text: TermIndex | None = None  # BM25 over the same rows (``text_index``), when asked for
     headings: TermIndex | None = None  # BM25 over each row's title and heading trail, beside ``text``
     gpu: Any = None  # on CUDA: ``vectors`` as a torch tensor on the GPU
+    doc_codes: np.ndarray | None = None  # one int64 code per document (``pool.codes``): fusion groups by it
 
     @property
     def size(self) -> int:
@@ -242,7 +244,8 @@ class DenseIndex:
         if n:
             vectors /= np.where(norms == 0, 1.0, norms)
         meta = {c: arrow.column(c).to_pylist() for c in META_COLUMNS}
-        snap = Snapshot(version=version, vectors=vectors, meta=meta, row_of={cid: i for i, cid in enumerate(meta["chunk_id"])})
+        snap = Snapshot(version=version, vectors=vectors, meta=meta, row_of={cid: i for i, cid in enumerate(meta["chunk_id"])},
+                        doc_codes=codes(meta["doc_id"]))
         if is_cuda(self.device) and n:
             import torch
 
@@ -261,13 +264,16 @@ class DenseIndex:
 
     # -- search --------------------------------------------------------------------------
 
-    def search(self, vector: np.ndarray, k: int, *, mask: np.ndarray | None = None, exact: bool = False) -> tuple[Snapshot, np.ndarray, np.ndarray]:
+    def search(
+        self, vector: np.ndarray, k: int, *, mask: np.ndarray | None = None, exact: bool = False, snap: Snapshot | None = None
+    ) -> tuple[Snapshot, np.ndarray, np.ndarray]:
         """Top ``k`` rows by cosine: (snapshot, row indices, scores), best first.
 
         ``mask`` (bool per row) restricts the search; masked searches are always exact so a
-        rare filter cannot be starved by the clusters probed.
+        rare filter cannot be starved by the clusters probed. ``snap``: search this snapshot
+        (one a request already holds), not the current one.
         """
-        snap = self.snapshot()
+        snap = snap if snap is not None else self.snapshot()
         if snap.size == 0 or k <= 0:
             return snap, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         q = np.asarray(vector, dtype=np.float32)
@@ -301,10 +307,10 @@ class DenseIndex:
                 out[i] = row
         return out  # type: ignore[return-value]
 
-    def text_scores(self, query: str, *, heading_weight: float = 0.0) -> tuple[Snapshot, np.ndarray] | None:
-        """BM25 of every snapshot row, plus ``heading_weight`` x BM25 of its title and heading trail
-        (the heading field); None when this index keeps no text index."""
-        snap = self.snapshot()
+    def text_scores(self, query: str, *, heading_weight: float = 0.0, snap: Snapshot | None = None) -> tuple[Snapshot, np.ndarray] | None:
+        """BM25 of every snapshot row (of ``snap``, else the current one), plus ``heading_weight`` x BM25
+        of its title and heading trail (the heading field); None when this index keeps no text index."""
+        snap = snap if snap is not None else self.snapshot()
         if snap.text is None:
             return None
         scores = snap.text.scores(query)

@@ -40,10 +40,9 @@ def _rank(x: np.ndarray) -> np.ndarray:
     return r
 
 
-def _by_doc(values: np.ndarray, doc: np.ndarray, reduce: np.ufunc) -> np.ndarray:
-    """Per candidate, ``reduce`` of ``values`` over the candidates of its document."""
-    groups, inverse = np.unique(doc, return_inverse=True)
-    out = np.full(len(groups), -np.inf if reduce is np.maximum else 0.0)
+def _by_doc(values: np.ndarray, inverse: np.ndarray, groups: int, reduce: np.ufunc) -> np.ndarray:
+    """Per candidate, ``reduce`` of ``values`` over the candidates of its document (``inverse``: its group)."""
+    out = np.full(groups, -np.inf if reduce is np.maximum else 0.0)
     reduce.at(out, inverse, values)
     return out[inverse]
 
@@ -61,18 +60,20 @@ def candidate_features(cos: np.ndarray, text: np.ndarray, doc: np.ndarray) -> np
     dense_rank = _rank(cos)
     text_rank = np.where(text > 0, _rank(text), np.count_nonzero(text > 0) + 1)
     gap = cos - top_cos
-    doc_best = _by_doc(cos, doc, np.maximum)
-    doc_soft = _SMOOTH * np.log(_by_doc(np.exp((cos - doc_best) / _SMOOTH), doc, np.add))
+    # one grouping for every document-level column (np.unique sorts: once, not six times)
+    _, first, inverse = np.unique(doc, return_index=True, return_inverse=True)
+    groups = len(first)
+    doc_best = _by_doc(cos, inverse, groups, np.maximum)
+    doc_soft = _SMOOTH * np.log(_by_doc(np.exp((cos - doc_best) / _SMOOTH), inverse, groups, np.add))
     ordered = np.sort(text)[::-1]
     peak = (1.0 - ordered[min(9, n - 1)] / top_text) if top_text > 0 else 0.0
-    _, first = np.unique(doc, return_index=True)
     best_docs = np.sort(doc_best[first])[::-1]
     margin = best_docs[0] - best_docs[1] if len(best_docs) > 1 else 0.0
     rrf = 60.0 / (60.0 + dense_rank) + np.where(text > 0, 60.0 / (60.0 + text_rank), 0.0)
     columns = [
         cos, gap, -np.log2(dense_rank), text_ratio, -np.log2(text_rank),
-        doc_best - top_cos, doc_soft, _by_doc(text_ratio, doc, np.maximum), np.log1p(_by_doc(text_ratio, doc, np.add)),
-        np.log1p(_by_doc(np.ones(n), doc, np.add)), rrf,
+        doc_best - top_cos, doc_soft, _by_doc(text_ratio, inverse, groups, np.maximum),
+        np.log1p(_by_doc(text_ratio, inverse, groups, np.add)), np.log1p(_by_doc(np.ones(n), inverse, groups, np.add)), rrf,
         ((dense_rank <= 10) & (text_rank <= 10)).astype(np.float64), text_ratio * peak, gap * margin,
     ]
     return np.column_stack(columns)

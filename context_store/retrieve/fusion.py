@@ -21,51 +21,58 @@ import math
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from context_store.retrieve.fusion_model import FusionModel, learned_fusion, load_fusion_model
+import numpy as np
+
+from context_store.retrieve.fusion_model import FusionModel, learned_scores, load_fusion_model
+from context_store.retrieve.pool import Candidate, Pool
 from context_store.settings import RetrievalConfig
 
-__all__ = ["Candidate", "bm25_scores", "bm25_with_mass", "fuse", "rrf", "tokenize"]
+__all__ = ["Candidate", "bm25_scores", "bm25_with_mass", "fuse", "rank", "rrf", "tokenize"]
 
 RRF_K = 60
 
 
-@dataclass
-class Candidate:
-    key: str  # chunk id
-    vector_score: float | None = None  # cosine similarity
-    text_score: float | None = None  # BM25 (None: not in the text ranking)
-    vector_rank: int | None = None  # 1-based
-    text_rank: int | None = None
-    score: float = 0.0
+def _rrf_scores(pool: Pool, k: int = RRF_K) -> np.ndarray:
+    # a missing rank adds 0.0, so each sum is the one Python's sum() of the present terms gives
+    return (np.where(pool.vector_rank > 0, 1.0 / (k + pool.vector_rank), 0.0)
+            + np.where(pool.text_rank > 0, 1.0 / (k + pool.text_rank), 0.0))
+
+
+def rank(mode: str, pool: Pool, *, model: FusionModel | None = None, text_mass: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The pool ranked as ``mode`` asks (``vector``, ``text``, ``rrf`` or ``hybrid``): candidate positions
+    best first (ties keep the pool's order), and every candidate's score. ``text_mass``: the most the
+    query could score on the text side (``TermIndex.query_mass``; None: unknown)."""
+    if mode == "vector":
+        scores = np.nan_to_num(pool.cos, nan=0.0)
+    elif mode == "text":
+        scores = np.nan_to_num(pool.text, nan=0.0)
+    elif mode == "rrf":
+        scores = _rrf_scores(pool)
+    else:
+        scores = learned_scores(pool, model or load_fusion_model(), text_mass)
+    return np.argsort(-scores, kind="stable"), scores
+
+
+def _ranked(candidates: list[Candidate], order: np.ndarray, scores: np.ndarray) -> list[Candidate]:
+    for c, s in zip(candidates, scores.tolist()):
+        c.score = s
+    return [candidates[i] for i in order.tolist()]
 
 
 def rrf(candidates: list[Candidate], k: int = RRF_K) -> list[Candidate]:
-    for c in candidates:
-        c.score = sum(1.0 / (k + r) for r in (c.vector_rank, c.text_rank) if r is not None)
-    return sorted(candidates, key=lambda c: -c.score)
+    scores = _rrf_scores(Pool.of(candidates, [c.key for c in candidates]), k)
+    return _ranked(candidates, np.argsort(-scores, kind="stable"), scores)
 
 
 def fuse(
     mode: str, candidates: list[Candidate], query: str, config: RetrievalConfig, *,
     docs: Sequence[str] | None = None, model: FusionModel | None = None, text_mass: float | None = None,
 ) -> list[Candidate]:
-    """The candidates ranked as ``mode`` asks (``vector``, ``text``, ``rrf`` or ``hybrid``), best first;
-    ``docs`` holds each candidate's document (hybrid weighs document-level evidence), ``text_mass`` the
-    most the query could score on the text side (``TermIndex.query_mass``; None: unknown)."""
-    if mode == "vector":
-        for c in candidates:
-            c.score = c.vector_score or 0.0
-        return sorted(candidates, key=lambda c: -c.score)
-    if mode == "text":
-        for c in candidates:
-            c.score = c.text_score or 0.0
-        return sorted(candidates, key=lambda c: -c.score)
-    if mode == "rrf":
-        return rrf(candidates)
-    keys = docs if docs is not None else [c.key for c in candidates]
-    return learned_fusion(candidates, keys, model or load_fusion_model(), text_mass)
+    """``rank`` for a list of candidates (their ``score`` set), best first; ``docs`` holds each
+    candidate's document (hybrid weighs document-level evidence)."""
+    pool = Pool.of(candidates, docs if docs is not None else [c.key for c in candidates])
+    return _ranked(candidates, *rank(mode, pool, model=model, text_mass=text_mass))
 
 
 _TOKEN = re.compile(r"[a-z0-9]+")

@@ -34,8 +34,9 @@ import numpy as np
 
 from context_store.errors import ConfigError
 from context_store.retrieve.evidence import FEATURES, candidate_features
+from context_store.retrieve.pool import Pool
 
-__all__ = ["DEFAULT_WEIGHTS", "FusionModel", "learned_fusion", "load_fusion_model", "text_coverage"]
+__all__ = ["DEFAULT_WEIGHTS", "FusionModel", "learned_fusion", "learned_scores", "load_fusion_model", "text_coverage"]
 
 DEFAULT_WEIGHTS = Path(__file__).with_name("fusion_weights.json")
 
@@ -119,16 +120,23 @@ def load_fusion_model(path: str | Path | None = None) -> FusionModel:
         raise ConfigError(f"fusion weights {where} unusable ({exc}); expected JSON with features, mean, scale, weights") from exc
 
 
-def learned_fusion(candidates: list[Any], docs: Sequence[str], model: FusionModel, text_mass: float | None = None) -> list[Any]:
-    """``candidates`` (``fusion.Candidate``) scored by ``model`` and sorted, best first; ``text_mass``:
-    the most the query could score on the text side (``TermIndex.query_mass``), None when unknown."""
-    if not candidates:
-        return []
-    cos = np.array([c.vector_score if c.vector_score is not None else np.nan for c in candidates], dtype=np.float64)
-    cos = np.where(np.isnan(cos), np.nanmin(cos) if not np.isnan(cos).all() else 0.0, cos)
-    text = np.array([c.text_score or 0.0 for c in candidates], dtype=np.float64)
-    _, doc = np.unique(np.asarray(docs, dtype=object).astype(str), return_inverse=True)
+def learned_scores(pool: Pool, model: FusionModel, text_mass: float | None = None) -> np.ndarray:
+    """``model``'s score of each candidate of ``pool``; ``text_mass``: the most the query could score
+    on the text side (``TermIndex.query_mass``), None when unknown."""
+    if not len(pool):
+        return np.zeros(0)
+    cos = pool.cos
+    missing = np.isnan(cos)
+    if missing.any():  # a candidate the dense side did not score counts as the worst one it did
+        cos = np.where(missing, np.nanmin(cos) if not missing.all() else 0.0, cos)
+    text = np.nan_to_num(pool.text, nan=0.0)
     coverage = text_coverage(text, text_mass, model.coverage_prior)
-    for c, s in zip(candidates, model.score(candidate_features(cos, text, doc), coverage)):
-        c.score = float(s)
-    return sorted(candidates, key=lambda c: -c.score)
+    return model.score(candidate_features(cos, text, pool.doc), coverage)
+
+
+def learned_fusion(candidates: list[Any], docs: Sequence[str], model: FusionModel, text_mass: float | None = None) -> list[Any]:
+    """``candidates`` (``fusion.Candidate``) scored by ``model`` and sorted, best first (``learned_scores``)."""
+    scores = learned_scores(Pool.of(candidates, docs), model, text_mass)
+    for c, s in zip(candidates, scores.tolist()):
+        c.score = s
+    return [candidates[i] for i in np.argsort(-scores, kind="stable").tolist()]

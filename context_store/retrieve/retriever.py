@@ -24,10 +24,11 @@ from context_store.errors import InvalidRequest, UnknownUser
 from context_store.index.embed.protocol import Embedder
 from context_store.retrieve.as_of import facts_at, parse_as_of, search_as_of, user_snapshot_at
 from context_store.retrieve.dense_index import DenseIndex
-from context_store.retrieve.features import confidence_features
+from context_store.retrieve.features import pool_features
 from context_store.retrieve.filters import check_filters, lance_where, row_mask
-from context_store.retrieve.fusion import Candidate, fuse
+from context_store.retrieve.fusion import Candidate, rank
 from context_store.retrieve.fusion_model import FusionModel, load_fusion_model
+from context_store.retrieve.pool import Pool, Ranked, Rows, merge
 from context_store.retrieve.result import Hit, RetrievalResult, UserFact, hit_from
 from context_store.retrieve.text_index import top_positive
 from context_store.settings import RetrievalConfig
@@ -54,49 +55,6 @@ _CURRENT_VERSIONS = (
     .join(Document.__table__, Document.__table__.c.current_version_id == DocumentVersion.__table__.c.version_id)
     .where(DocumentVersion.__table__.c.version_id.in_(bindparam("ids", expanding=True)))
 )
-
-
-class _Rows(dict):  # type: ignore[type-arg]
-    """chunk id -> row. Snapshot rows become dicts only when read: of ~200 candidates a request
-    reads a few dozen, and building every dict cost more than the dense search."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.refs: dict[str, tuple[Any, int]] = {}
-
-    def put(self, cid: str, source: Any) -> None:
-        if isinstance(source, tuple):
-            self.refs[cid] = source
-        else:
-            self[cid] = source
-
-    def __missing__(self, cid: str) -> dict[str, Any]:
-        snap, i = self.refs[cid]  # an unknown id raises KeyError, as a dict would
-        row = self[cid] = snap.row(i)
-        return row
-
-    def __contains__(self, cid: object) -> bool:
-        return dict.__contains__(self, cid) or cid in self.refs
-
-    def doc_id(self, cid: str) -> str:
-        """The chunk's document, without building its row (a built row was read from the same meta)."""
-        ref = self.refs.get(cid)
-        return ref[0].meta["doc_id"][ref[1]] if ref is not None else self[cid]["doc_id"]
-
-    def version_of(self, cid: str) -> str:
-        """The chunk's version id, without building its row."""
-        ref = self.refs.get(cid)
-        return ref[0].meta["version_id"][ref[1]] if ref is not None else self[cid]["version_id"]
-
-
-def _fill_text_scores(cands: dict[str, Candidate], rows: _Rows, snap: Any, full: np.ndarray) -> None:
-    """BM25 for dense candidates below the text top ``n`` (learned fusion weighs every candidate's
-    text evidence; the in-memory ranker has scored every row already)."""
-    for cid, cand in cands.items():
-        if cand.text_score is None and cid in snap.row_of:
-            score = float(full[snap.row_of[cid]])
-            if score > 0:
-                cand.text_score = score
 
 
 class Retriever:
@@ -184,81 +142,66 @@ class Retriever:
         query could score on the text side (None: the ranker cannot say) (training)."""
         vector = self.embedder.encode([query])[0]
         result = RetrievalResult(query=query, results=[], mode="hybrid", k=depth)
-        cands, rows, mass = self._candidates(result, vector, {}, max(depth, self.config.candidates))
-        return cands, [rows.doc_id(c.key) for c in cands], mass
+        pool, rows, mass = self._candidates(result, vector, {}, max(depth, self.config.candidates))
+        return [pool.candidate(i) for i in range(len(pool))], [rows.value(i, "doc_id") for i in range(len(pool))], mass
 
     # -- current state -------------------------------------------------------------------
 
     def _current(self, result: RetrievalResult, vector: np.ndarray, filters: dict[str, list[str]], *, candidates: int | None = None) -> None:
-        cands, rows, mass = self._candidates(result, vector, filters, candidates or max(self.config.candidates, result.k * 2))
-        docs = [rows.doc_id(c.key) for c in cands]
-        fused = fuse(result.mode, cands, result.query, self.config, docs=docs, model=self.fusion, text_mass=mass)
-        result.features = confidence_features(fused, rows, result.mode)
-        self._serve_current(result, fused, rows)
+        pool, rows, mass = self._candidates(result, vector, filters, candidates or max(self.config.candidates, result.k * 2))
+        order, scores = rank(result.mode, pool, model=self.fusion, text_mass=mass)
+        top_changed = rows.value(int(order[0]), "source_changed_at") if len(order) else None
+        result.features = pool_features(pool, order, scores, top_changed)
+        self._serve_current(result, pool, order, scores, rows)
 
-    def _candidates(
-        self, result: RetrievalResult, vector: np.ndarray, filters: dict[str, list[str]], n: int
-    ) -> tuple[list[Candidate], _Rows, float | None]:
-        """The dense and full-text top ``n`` as candidates; the rows they came from; the most the query
-        could score on the text side (the in-memory ranker's ``query_mass``; None otherwise); the versions read."""
-        rows = _Rows()
-        cands: dict[str, Candidate] = {}
-        index = self.index
-        snap = None
+    def _candidates(self, result: RetrievalResult, vector: np.ndarray, filters: dict[str, list[str]], n: int) -> tuple[Pool, Rows, float | None]:
+        """The dense and full-text top ``n`` as one pool; where their rows are; the most the query could
+        score on the text side (the in-memory ranker's ``query_mass``; None otherwise).
+
+        Both rankers read one snapshot, taken once here, so row numbers, the filter mask and the
+        reported table version all belong to the same table version."""
+        snap = self.dense.snapshot() if self.dense is not None else None
+        mask = row_mask(filters, snap.meta["kind"], snap.meta["doc_id"]) if snap is not None and filters else None
+        dense = self._dense_hits(result, vector, filters, n, snap, mask) if result.mode != "text" else None
+        text, full = self._text_hits(result.query, n, filters, snap, mask) if result.mode != "vector" else (None, None)
+        pool, rows, text_only = merge(dense, text, snap)
+        if len(text_only) and dense is not None:  # score the text-only candidates on the dense side too (fusion needs both), in one product
+            matrix = rows.vectors(text_only)
+            norms = np.linalg.norm(matrix, axis=1)
+            pool.cos[text_only] = matrix @ vector / np.where(norms == 0, 1.0, norms)
         mass = None
-        if result.mode != "text":
-            snap = self._dense_hits(result, vector, filters, n, rows, cands)
-        if result.mode != "vector":
-            hits, full = self._text_hits(result.query, n, filters, snap)
-            text_only: list[tuple[Candidate, Any]] = []
-            for rank, (cid, score, vec, source) in enumerate(hits, 1):
-                cand = cands.get(cid)
-                if cand is None:
-                    cand = cands[cid] = Candidate(cid)
-                    rows.put(cid, source)
-                cand.text_score, cand.text_rank = score, rank
-                if cand.vector_score is None and result.mode != "text":
-                    text_only.append((cand, vec))
-            if text_only:  # score the text-only candidates on the dense side too (fusion needs both), in one product
-                matrix = np.asarray([v for _, v in text_only], dtype=np.float32)
-                norms = np.linalg.norm(matrix, axis=1)
-                for (cand, _), cosine in zip(text_only, (matrix @ vector / np.where(norms == 0, 1.0, norms)).tolist()):
-                    cand.vector_score = cosine
-            if full is not None and result.mode == "hybrid":
-                _fill_text_scores(cands, rows, *full)
-                mass = full[0].text_mass(result.query, heading_weight=self.fusion.heading_weight)
+        if full is not None and result.mode == "hybrid":
+            # Learned fusion weighs every candidate's text evidence: BM25 of the dense candidates
+            # below the text top ``n`` too (the in-memory ranker has scored every row already).
+            below = np.flatnonzero(np.isnan(pool.text))
+            scored = full[rows.rows[below]].astype(np.float64)
+            pool.text[below] = np.where(scored > 0, scored, np.nan)
+            mass = snap.text_mass(result.query, heading_weight=self.fusion.heading_weight)
         # What this request read; the dense index looked the versions up at most one refresh
         # interval ago, so no request waits for LanceDB's answer.
-        result.table_versions = self.dense.table_versions() if self.dense is not None else index.versions()
+        result.table_versions = self.dense.table_versions() if self.dense is not None else self.index.versions()
         if snap is not None:
-            result.table_versions[index.company_table_name] = snap.version
-        return list(cands.values()), rows, mass
+            result.table_versions[self.index.company_table_name] = snap.version
+        return pool, rows, mass
 
     def _dense_hits(
-        self, result: RetrievalResult, vector: np.ndarray, filters: dict[str, list[str]], n: int, rows: _Rows, cands: dict[str, Candidate]
-    ) -> Any:
-        """Dense top ``n`` into ``cands``; the snapshot searched (None: LanceDB was)."""
-        if self.dense is None:
+        self, result: RetrievalResult, vector: np.ndarray, filters: dict[str, list[str]], n: int, snap: Any, mask: np.ndarray | None
+    ) -> Ranked:
+        """Dense top ``n``, from ``snap`` (LanceDB's when there is no dense index)."""
+        if snap is None:
             index = self.index
-            for rank, row in enumerate(index.vector_search(index.company_table_name, vector, n, where=lance_where(filters)), 1):
-                rows.put(row["chunk_id"], row)
-                cands[row["chunk_id"]] = Candidate(row["chunk_id"], vector_score=1.0 - float(row.get("_distance", 1.0)), vector_rank=rank)
-            return None
-        mask = self._mask(filters) if filters else None
-        snap, idx, scores = self.dense.search(vector, n, mask=mask)
+            found = index.vector_search(index.company_table_name, vector, n, where=lance_where(filters))
+            return Ranked.of_rows(found, [1.0 - float(r.get("_distance", 1.0)) for r in found])
+        assert self.dense is not None
+        _, idx, scores = self.dense.search(vector, n, mask=mask, snap=snap)
         result.dense_snapshot_version = snap.version
-        chunk_ids = snap.meta["chunk_id"]
-        for rank, (i, s) in enumerate(zip(idx.tolist(), scores.tolist()), 1):
-            cid = chunk_ids[i]
-            rows.put(cid, (snap, i))
-            cands[cid] = Candidate(cid, vector_score=float(s), vector_rank=rank)
-        return snap
+        ids = snap.meta["chunk_id"]
+        return Ranked([ids[i] for i in idx.tolist()], scores.astype(np.float64), idx.astype(np.int64))
 
     def _text_hits(
-        self, query: str, n: int, filters: dict[str, list[str]], snap: Any
-    ) -> tuple[list[tuple[str, float, Any, Any]], tuple[Any, np.ndarray] | None]:
-        """Full-text hits as (chunk id, score, vector, row or (snapshot, row number)), and the
-        in-memory ranker's (snapshot, score of every row) when it answered.
+        self, query: str, n: int, filters: dict[str, list[str]], snap: Any, mask: np.ndarray | None
+    ) -> tuple[Ranked, np.ndarray | None]:
+        """Full-text top ``n``, and the in-memory ranker's score of every row of ``snap`` when it answered.
 
         ``text_ranker: memory`` (with a dense snapshot): BM25 over the snapshot's own rows, the
         title and heading trail weighed as a field of their own (``text_index``, ~1-2 ms at 100k
@@ -266,64 +209,63 @@ class Retriever:
         snapshot only ids come from LanceDB (measured at 100k rows: 15 ms for ids against 58 ms
         with text and vectors) and rows the snapshot does not hold yet (a newer table version)
         are fetched whole."""
-        if self.dense is not None and self.config.text_ranker == "memory":
-            found = self.dense.text_scores(query, heading_weight=self.fusion.heading_weight)
+        if snap is not None and self.config.text_ranker == "memory":
+            assert self.dense is not None
+            found = self.dense.text_scores(query, heading_weight=self.fusion.heading_weight, snap=snap)
             if found is not None:
-                tsnap, full = found
-                idx, scores = top_positive(full, n, mask=self._mask(filters) if filters else None)
-                ids = tsnap.meta["chunk_id"]
-                return [(ids[i], float(s), tsnap.vectors[i], (tsnap, i)) for i, s in zip(idx.tolist(), scores.tolist())], (tsnap, full)
+                full = found[1]
+                idx, scores = top_positive(full, n, mask=mask)
+                ids = snap.meta["chunk_id"]
+                return Ranked([ids[i] for i in idx.tolist()], scores.astype(np.float64), idx), full
         index = self.index
         if snap is None:
             found_rows = index.text_search(index.company_table_name, query, n, where=lance_where(filters), columns=[*_ROW_COLUMNS, "vector"])
-            return [(r["chunk_id"], float(r["_score"]), r["vector"], r) for r in found_rows], None
+            return Ranked.of_rows(found_rows, [float(r["_score"]) for r in found_rows]), None
         hits = index.text_search(index.company_table_name, query, n, where=lance_where(filters), columns=["chunk_id"])
         missing = [h["chunk_id"] for h in hits if h["chunk_id"] not in snap.row_of]
         fetched = {}
         if missing:
             where = "chunk_id IN (" + ", ".join(quote(c) for c in missing) + ")"
             fetched = {r["chunk_id"]: r for r in index.rows(index.company_table_name, where, columns=[*_ROW_COLUMNS, "vector"])}
-        out: list[tuple[str, float, Any, Any]] = []
+        out = Ranked([], np.zeros(0), np.zeros(0, dtype=np.int64))
+        scores, rows = [], []
         for h in hits:
             cid = h["chunk_id"]
-            if cid in snap.row_of:
-                i = snap.row_of[cid]
-                out.append((cid, float(h["_score"]), snap.vectors[i], (snap, i)))
-            elif cid in fetched:
-                out.append((cid, float(h["_score"]), fetched[cid]["vector"], fetched[cid]))
+            i = snap.row_of.get(cid, -1)
+            if i < 0 and cid not in fetched:
+                continue
+            if i < 0:
+                out.fetched[len(out.keys)] = fetched[cid]
+            out.keys.append(cid)
+            scores.append(float(h["_score"]))
+            rows.append(i)
+        out.scores, out.rows = np.asarray(scores, dtype=np.float64), np.asarray(rows, dtype=np.int64)
         return out, None
 
-    def _mask(self, filters: dict[str, list[str]]) -> np.ndarray:
-        assert self.dense is not None
-        snap = self.dense.snapshot()
-        return row_mask(filters, snap.meta["kind"], snap.meta["doc_id"])
+    def _rerank(self, query: str, order: np.ndarray, scores: np.ndarray, rows: Rows, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        head = order[:depth]
+        scores = scores.copy()
+        scores[head] = [float(s) for s in self.reranker.score(query, [rows.value(i, "text") for i in head.tolist()])]
+        return np.concatenate([head[np.argsort(-scores[head], kind="stable")], order[depth:]]), scores
 
-    def _rerank(self, query: str, fused: list[Candidate], rows: dict[str, dict[str, Any]], depth: int) -> list[Candidate]:
-        head = fused[:depth]
-        scores = self.reranker.score(query, [rows[c.key]["text"] for c in head])
-        for c, s in zip(head, scores):
-            c.score = float(s)
-        return sorted(head, key=lambda c: -c.score) + fused[depth:]
-
-    def _serve_current(self, result: RetrievalResult, fused: list[Candidate], rows: _Rows) -> None:
-        if self.reranker is not None and fused:
-            fused = self._rerank(result.query, fused, rows, max(result.k * 3, 30))
+    def _serve_current(self, result: RetrievalResult, pool: Pool, order: np.ndarray, scores: np.ndarray, rows: Rows) -> None:
+        if self.reranker is not None and len(order):
+            order, scores = self._rerank(result.query, order, scores, rows, max(result.k * 3, 30))
             result.reranked = True
         # Look at a bounded prefix: a few superseded rows may be skipped, not thousands.
-        prefix = fused[: max(result.k * 3, result.k + 20)]
-        version_ids = {rows.version_of(c.key) for c in prefix}
+        prefix = order[: max(result.k * 3, result.k + 20)].tolist()
+        versions = [rows.value(i, "version_id") for i in prefix]
         current: dict[str, str] = {}
-        if version_ids:
+        if versions:
             # Core, not the ORM: this runs on every request, and an ORM session and result cost
             # ~2 ms of CPU here against ~0.5 ms for the same statement (cached compiled).
             with self.store.engine.connect() as conn:
-                current = {vid: chash for vid, chash in conn.execute(_CURRENT_VERSIONS, {"ids": list(version_ids)})}
-        for c in prefix:
-            version_id = rows.version_of(c.key)
+                current = {vid: chash for vid, chash in conn.execute(_CURRENT_VERSIONS, {"ids": list(set(versions))})}
+        for i, version_id in zip(prefix, versions):
             if version_id not in current:
                 result.dropped_superseded += 1
                 continue
-            hit = hit_from(rows[c.key], c)  # only served rows become dicts
+            hit = hit_from(rows.row(i), pool.candidate(i, scores[i]))  # only served rows become dicts
             hit.content_hash = current[version_id]
             result.results.append(hit)
             if len(result.results) == result.k:
