@@ -33,7 +33,6 @@ class Candidate:
 class Pool:
     """Candidates in the order the rankers found them (dense by rank, then text-only ones by text rank)."""
 
-    keys: list[str]  # chunk ids
     cos: np.ndarray  # float64; nan: not scored on the dense side
     text: np.ndarray  # float64; nan: no text score
     vector_rank: np.ndarray  # int64, 1-based; 0: not in the dense ranking
@@ -41,13 +40,12 @@ class Pool:
     doc: np.ndarray  # int64 document codes: evidence only groups by them, so any one-to-one coding serves
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return len(self.cos)
 
     @classmethod
     def of(cls, candidates: Sequence[Candidate], docs: Sequence[str]) -> Pool:
         """The columns of a list of candidates and their documents."""
         return cls(
-            keys=[c.key for c in candidates],
             cos=np.array([np.nan if c.vector_score is None else c.vector_score for c in candidates], dtype=np.float64),
             text=np.array([np.nan if c.text_score is None else c.text_score for c in candidates], dtype=np.float64),
             vector_rank=np.array([c.vector_rank or 0 for c in candidates], dtype=np.int64),
@@ -55,11 +53,12 @@ class Pool:
             doc=codes(docs),
         )
 
-    def candidate(self, i: int, score: float = 0.0) -> Candidate:
+    def candidate(self, i: int, key: str, score: float = 0.0) -> Candidate:
+        """Candidate ``i`` as an object; ``key``: its chunk id."""
         cos, text = float(self.cos[i]), float(self.text[i])
         vector_rank, text_rank = int(self.vector_rank[i]), int(self.text_rank[i])
         return Candidate(
-            self.keys[i], vector_score=None if cos != cos else cos, text_score=None if text != text else text,
+            key, vector_score=None if cos != cos else cos, text_score=None if text != text else text,
             vector_rank=vector_rank or None, text_rank=text_rank or None, score=float(score),
         )
 
@@ -72,10 +71,15 @@ def codes(values: Sequence[str]) -> np.ndarray:
 
 @dataclass
 class Ranked:
-    """One ranker's answer, best first: chunk ids, scores, and where each row lives (a row number of
-    the request's snapshot; -1: a row LanceDB returned, held in ``fetched`` by position)."""
+    """One ranker's answer, best first: which rows, their scores, and where each row lives (a row
+    number of the request's snapshot; -1: a row LanceDB returned, held in ``fetched`` by position).
 
-    keys: list[str]
+    ``ids`` tell rows apart within one request: the snapshot row number where the row is the
+    snapshot's, else the chunk id (a row LanceDB returned is one the snapshot lacks). Row numbers
+    spare reading ~200 chunk ids out of the snapshot's 100k-string column per request (each a
+    cache miss); only served chunks' ids are read."""
+
+    ids: list[Any]
     scores: np.ndarray  # float64
     rows: np.ndarray  # int64
     fetched: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -121,19 +125,17 @@ class Rows:
 def merge(dense: Ranked | None, text: Ranked | None, snap: Any) -> tuple[Pool, Rows, np.ndarray]:
     """The union of two rankings as a pool (dense candidates first, then text-only ones), where each
     candidate's row lives, and the positions of the text-only candidates (their cosine is still nan)."""
-    keys = list(dense.keys) if dense is not None else []
-    n_dense = len(keys)
-    at = {k: i for i, k in enumerate(keys)}
-    where = np.zeros(len(text.keys) if text is not None else 0, dtype=np.int64)
+    n_dense = len(dense.ids) if dense is not None else 0
+    at = dict(zip(dense.ids, range(n_dense))) if dense is not None else {}
+    where = np.zeros(len(text.ids) if text is not None else 0, dtype=np.int64)
     extra: list[int] = []  # text hits the dense ranking does not hold, by text rank
-    for j, key in enumerate(text.keys if text is not None else ()):
+    for j, key in enumerate(text.ids if text is not None else ()):
         i = at.get(key)
         if i is None:
-            i = at[key] = len(keys)
-            keys.append(key)
+            i = at[key] = n_dense + len(extra)
             extra.append(j)
         where[j] = i
-    size = len(keys)
+    size = n_dense + len(extra)
     cos, text_col = np.full(size, np.nan), np.full(size, np.nan)
     vector_rank, text_rank = np.zeros(size, dtype=np.int64), np.zeros(size, dtype=np.int64)
     rows = np.full(size, -1, dtype=np.int64)
@@ -142,9 +144,9 @@ def merge(dense: Ranked | None, text: Ranked | None, snap: Any) -> tuple[Pool, R
         cos[:n_dense], vector_rank[:n_dense], rows[:n_dense] = dense.scores, np.arange(1, n_dense + 1), dense.rows
         fetched.update(dense.fetched)
     if text is not None:
-        text_col[where], text_rank[where] = text.scores, np.arange(1, len(text.keys) + 1)
+        text_col[where], text_rank[where] = text.scores, np.arange(1, len(text.ids) + 1)
         rows[n_dense:] = text.rows[np.asarray(extra, dtype=np.int64)]
         fetched.update({n_dense + e: text.fetched[j] for e, j in enumerate(extra) if j in text.fetched})
     located = Rows(snap, rows, fetched)
-    pool = Pool(keys, cos, text_col, vector_rank, text_rank, located.doc_codes())
+    pool = Pool(cos, text_col, vector_rank, text_rank, located.doc_codes())
     return pool, located, np.arange(n_dense, size, dtype=np.int64)

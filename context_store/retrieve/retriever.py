@@ -143,7 +143,7 @@ class Retriever:
         vector = self.embedder.encode([query])[0]
         result = RetrievalResult(query=query, results=[], mode="hybrid", k=depth)
         pool, rows, mass = self._candidates(result, vector, {}, max(depth, self.config.candidates))
-        return [pool.candidate(i) for i in range(len(pool))], [rows.value(i, "doc_id") for i in range(len(pool))], mass
+        return [pool.candidate(i, rows.value(i, "chunk_id")) for i in range(len(pool))], [rows.value(i, "doc_id") for i in range(len(pool))], mass
 
     # -- current state -------------------------------------------------------------------
 
@@ -195,8 +195,7 @@ class Retriever:
         assert self.dense is not None
         _, idx, scores = self.dense.search(vector, n, mask=mask, snap=snap)
         result.dense_snapshot_version = snap.version
-        ids = snap.meta["chunk_id"]
-        return Ranked([ids[i] for i in idx.tolist()], scores.astype(np.float64), idx.astype(np.int64))
+        return Ranked(idx.tolist(), scores.astype(np.float64), idx.astype(np.int64))
 
     def _text_hits(
         self, query: str, n: int, filters: dict[str, list[str]], snap: Any, mask: np.ndarray | None
@@ -215,8 +214,7 @@ class Retriever:
             if found is not None:
                 full = found[1]
                 idx, scores = top_positive(full, n, mask=mask)
-                ids = snap.meta["chunk_id"]
-                return Ranked([ids[i] for i in idx.tolist()], scores.astype(np.float64), idx), full
+                return Ranked(idx.tolist(), scores.astype(np.float64), idx), full
         index = self.index
         if snap is None:
             found_rows = index.text_search(index.company_table_name, query, n, where=lance_where(filters), columns=[*_ROW_COLUMNS, "vector"])
@@ -235,8 +233,8 @@ class Retriever:
             if i < 0 and cid not in fetched:
                 continue
             if i < 0:
-                out.fetched[len(out.keys)] = fetched[cid]
-            out.keys.append(cid)
+                out.fetched[len(out.ids)] = fetched[cid]
+            out.ids.append(cid if i < 0 else i)
             scores.append(float(h["_score"]))
             rows.append(i)
         out.scores, out.rows = np.asarray(scores, dtype=np.float64), np.asarray(rows, dtype=np.int64)
@@ -265,7 +263,8 @@ class Retriever:
             if version_id not in current:
                 result.dropped_superseded += 1
                 continue
-            hit = hit_from(rows.row(i), pool.candidate(i, scores[i]))  # only served rows become dicts
+            row = rows.row(i)  # only served rows become dicts
+            hit = hit_from(row, pool.candidate(i, row["chunk_id"], scores[i]))
             hit.content_hash = current[version_id]
             result.results.append(hit)
             if len(result.results) == result.k:
