@@ -344,3 +344,20 @@ def test_int8_first_stage_onnx_and_numpy_agree_and_keep_the_float_pools_best_row
     exact = np.argsort(-(queries @ projection) @ (vectors @ projection).T, axis=1)
     for pool, best in zip(pools, exact):
         assert set(best[:20].tolist()) <= pool and len(pool & set(best[:200].tolist())) >= 180
+
+
+def test_a_lagging_snapshot_serves_no_superseded_chunk_and_fills_k_from_the_rest_of_its_prefix(
+    store: ContextStore, sources: dict[str, Path]
+) -> None:
+    """SQL is asked about the first k candidates first; when they were superseded, the rest of the prefix serves."""
+    ingest(store, HashingEmbedder())
+    dense = DenseIndex(store.index, refresh_interval=3600.0, text_index=True)  # keeps serving its first snapshot
+    retriever = Retriever(store, HashingEmbedder(), dense=dense)
+    before = retriever.retrieve("refund window", k=1)
+    assert [h.doc_id for h in before.results] == ["company/refunds.md"] and before.dropped_superseded == 0
+    (sources["company"] / "refunds.md").write_text("# Refund policy\n\nRefunds now take ninety days.\n")
+    ingest(store, HashingEmbedder())
+    after = retriever.retrieve("refund window", k=1)
+    assert after.dense_snapshot_version == before.dense_snapshot_version  # the snapshot still holds the old refund chunks
+    assert after.dropped_superseded >= 1 and len(after.results) == 1
+    assert after.results[0].doc_id != "company/refunds.md" and after.results[0].content_hash
