@@ -11,6 +11,11 @@ runs queue, and when it finishes the oldest of them runs everything queued in on
 caller ever waits for a batch to fill, so a lone request pays nothing, and under load the
 batch is whatever arrived during the previous call.
 
+A waiting caller blocks on a lock of its own, taken for it when it queues and released by
+whoever finishes its item (or hands it the next batch): one C call each way, where an
+``Event`` costs a ``Condition``, its waiter list and a second lock per call (the hand-off was
+~2 % of an API worker's samples). A caller that runs at once allocates no lock at all.
+
 One bad item fails alone: when a batched call raises, each of its items is run again on its
 own, so a query the tokenizer refuses (an unpaired surrogate, say) fails its own caller and
 every other caller of that batch still gets its result.
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 __all__ = ["Coalescer"]
 
@@ -29,14 +34,17 @@ R = TypeVar("R")
 
 
 class _Slot(Generic[T, R]):
-    __slots__ = ("error", "event", "item", "lead", "result")
+    __slots__ = ("error", "gate", "item", "lead", "result")
 
     def __init__(self, item: T) -> None:
         self.item = item
         self.result: R | None = None
         self.error: BaseException | None = None
         self.lead = False
-        self.event = threading.Event()
+        self.gate: Any = None  # a waiting caller's lock, held until its slot is settled or made lead
+
+    def wake(self) -> None:
+        self.gate.release()
 
 
 class Coalescer(Generic[T, R]):
@@ -57,8 +65,11 @@ class Coalescer(Generic[T, R]):
             self._pending.append(slot)
             lead = not self._busy
             self._busy = True
+            if not lead:  # taken before anyone can see the slot queued, so no release comes first
+                slot.gate = threading.Lock()
+                slot.gate.acquire()
         if not lead:
-            slot.event.wait()
+            slot.gate.acquire()  # until released by whoever settles this slot or hands it the next batch
             if not slot.lead:  # done by another caller's batch
                 if slot.error is not None:
                     raise slot.error
@@ -83,12 +94,12 @@ class Coalescer(Generic[T, R]):
             if self._pending:
                 nxt = self._pending[0]
                 nxt.lead = True
-                nxt.event.set()  # the oldest waiting caller runs the next batch
+                nxt.wake()  # the oldest waiting caller runs the next batch
             else:
                 self._busy = False
         for s in batch:
             if s is not slot:
-                s.event.set()
+                s.wake()
         if slot.error is not None:
             raise slot.error
         return slot.result  # type: ignore[return-value]

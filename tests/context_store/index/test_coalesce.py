@@ -142,3 +142,16 @@ def test_a_wrong_number_of_results_is_an_error_not_a_hang() -> None:
     with pytest.raises(RuntimeError, match="0 results for 1 items"):
         broken(1)
     assert not broken._busy
+
+
+def test_many_callers_each_get_their_own_result_and_none_is_left_waiting() -> None:
+    """The hand-off under churn: callers queue, lead and finish in every order; each returns its own item's result."""
+    def echo(items: list[int]) -> list[int]:
+        time.sleep(0.0002 * (len(items) % 3))  # batches of varied length and duration
+        return [-i for i in items]
+
+    co = Coalescer(echo, max_batch=5)
+    with ThreadPoolExecutor(16) as pool:
+        got = list(pool.map(co, range(3000), timeout=60))
+    assert got == [-i for i in range(3000)] and not co._busy and not co._pending
+    assert co.items == 3000 and co.mean_batch > 1.0
