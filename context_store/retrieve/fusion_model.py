@@ -77,7 +77,9 @@ class FusionModel:
 
     def columns(self, matrix: np.ndarray, coverage: float) -> np.ndarray:
         """The model's features from a ``candidate_features`` matrix, gated ones times the query's gate."""
-        cols = matrix[:, [FEATURES.index(f) for f in self.features]]
+        return self._gated(matrix[:, [FEATURES.index(f) for f in self.features]], coverage)
+
+    def _gated(self, cols: np.ndarray, coverage: float) -> np.ndarray:
         if self.gated:
             g = self.gate(coverage)
             cols = cols * np.array([g if f in self.gated else 1.0 for f in self.features])
@@ -86,6 +88,11 @@ class FusionModel:
     def score(self, matrix: np.ndarray, coverage: float = 1.0) -> np.ndarray:
         """Scores for a ``candidate_features`` matrix (all of ``FEATURES``, one row per candidate) of one query."""
         return ((self.columns(matrix, coverage) - self.mean) / self.scale) @ self.weights
+
+    def score_own(self, cols: np.ndarray, coverage: float = 1.0) -> np.ndarray:
+        """Scores for the model's own feature columns, in ``features`` order
+        (``candidate_features(..., names=model.features)``): what serving computes."""
+        return ((self._gated(cols, coverage) - self.mean) / self.scale) @ self.weights
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -131,7 +138,7 @@ def learned_scores(pool: Pool, model: FusionModel, text_mass: float | None = Non
         cos = np.where(missing, np.nanmin(cos) if not missing.all() else 0.0, cos)
     text = np.nan_to_num(pool.text, nan=0.0)
     coverage = text_coverage(text, text_mass, model.coverage_prior)
-    return model.score(candidate_features(cos, text, pool.doc), coverage)
+    return model.score_own(candidate_features(cos, text, pool.doc, model.features), coverage)
 
 
 def learned_fusion(candidates: list[Any], docs: Sequence[str], model: FusionModel, text_mass: float | None = None) -> list[Any]:

@@ -361,3 +361,17 @@ def test_a_lagging_snapshot_serves_no_superseded_chunk_and_fills_k_from_the_rest
     assert after.dense_snapshot_version == before.dense_snapshot_version  # the snapshot still holds the old refund chunks
     assert after.dropped_superseded >= 1 and len(after.results) == 1
     assert after.results[0].doc_id != "company/refunds.md" and after.results[0].content_hash
+
+
+def test_features_asked_by_name_are_the_full_matrix_columns() -> None:
+    """Serving computes only the features its model names; each is bit for bit the full matrix's column."""
+    rng = np.random.default_rng(11)
+    cos = rng.uniform(0.2, 0.8, 60)
+    text = np.where(rng.random(60) < 0.5, rng.uniform(0.0, 9.0, 60), 0.0)
+    doc = rng.integers(0, 20, 60)
+    full = candidate_features(cos, text, doc)
+    for names in (["cos_gap", "text_ratio"], ["dense_margin_x_gap", "agree", "doc_cos_soft"], list(reversed(FEATURES))):
+        assert np.array_equal(candidate_features(cos, text, doc, names), full[:, [FEATURES.index(n) for n in names]])
+    model = load_fusion_model()
+    own = candidate_features(cos, text, doc, model.features)
+    assert np.array_equal(model.score_own(own, 0.4), model.score(full, 0.4))
