@@ -315,7 +315,9 @@ class DenseIndex:
             return None
         scores = snap.text.scores(query)
         if heading_weight and snap.headings is not None:
-            scores += np.float32(heading_weight) * snap.headings.scores(query)
+            headings = snap.headings.scores(query)
+            headings *= np.float32(heading_weight)  # in place: no third 100k-row array per request
+            scores += headings
         return snap, scores
 
     def text_search(
