@@ -16,8 +16,8 @@ changes no ranking, and a query's pool never depends on which queries share its 
 ``MatMulInteger`` + ``TopK`` on int32 then cost 0.85 / 1.28 / 1.94 ms for 1 / 4 / 8 queries
 against 1.65 / 2.20 / 3.45 ms in float32 (100k x 96, pool 256, one thread, measured side by
 side). Only which rows enter the pool is approximate: the second stage scores the pool
-exactly in float32. Recall@10 against exact search on the 100k bench home: 0.987 with int8
-rows, as with float32 (``bench/latency.py``'s ``recall_vs_exact``).
+exactly in float32. Recall@10 against exact search on the 100k bench home: 0.986 with int8
+rows against 0.987 in float32 (``bench/latency.py``'s ``recall_vs_exact``).
 
 Which rows come back is decided by the same scores either way (the numpy fallback computes
 the same integer products in floating point, exactly); only their order within the pool

@@ -3,9 +3,9 @@
 A request weighs about 200 candidates (the union of the dense and the full-text top ``n``)
 and serves ten. Fusion and the confidence features read every candidate's scores and ranks,
 so they read them as arrays; a ``Candidate`` object is made only for what is served, or for
-callers that hand in a list (point-in-time retrieval, training, tests). Per-candidate
-objects and dictionaries cost ~1.5 ms of a request's CPU at 100k chunks, as much as the
-dense search.
+callers that hand in a list (point-in-time retrieval, training, tests). Building an object
+and a row reference per candidate was ~0.6 ms of a request's CPU at 100k chunks (retrieval
+after encoding measured 3.03 -> 2.47 ms when this replaced it).
 """
 
 from __future__ import annotations
