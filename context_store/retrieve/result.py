@@ -65,6 +65,8 @@ class RetrievalResult:
     features: dict[str, float] = field(default_factory=dict)
     timings_ms: dict[str, float] = field(default_factory=dict)
     reranked: bool = False
+    # the question's embedding, for the routing signals that compare it (None: not embedded, or as_of)
+    query_vector: Any = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -111,7 +111,7 @@ class Retriever:
         if user_id is not None:
             self._check_user(user_id, when)  # before any work: an unknown user is the caller's mistake
         t = time.perf_counter()
-        vector = self.embedder.encode([query])[0]
+        vector = result.query_vector = self.embedder.encode([query])[0]
         result.timings_ms["encode"] = (time.perf_counter() - t) * 1000
         t = time.perf_counter()
         if when is None:

@@ -170,7 +170,7 @@ def respond(responder: Responder, question: Question, *, record: bool = True, no
     )
     confidence, source = responder.confidence(result)
     extra = [trigger(result, confidence) for trigger in responder.triggers]
-    signals = routing_signals(store, responder.embedder, result, conversation_id=question.conversation_id,
+    signals = routing_signals(store, responder.embedder, result, vector=result.query_vector, conversation_id=question.conversation_id,
                               config=responder.policy, now=now)
     decision = decide(result, confidence, responder.threshold, extra_reasons=[*extra, *signals.reasons])
     response = Response(result, decision, source, store.settings.user_state_max_age_hours)

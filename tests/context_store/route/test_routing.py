@@ -303,6 +303,24 @@ def test_respond_decides_routes_and_logs(kb: ContextStore, fake_embedder: Hashin
     assert m["escalation_rate"] == pytest.approx(2 / 3) and m["open_questions_by_age"]["<1h"] == 2
 
 
+class _CountingEmbedder(HashingEmbedder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[str] = []
+
+    def encode(self, texts):  # type: ignore[no-untyped-def]
+        self.texts += list(texts)
+        return super().encode(texts)
+
+
+def test_respond_embeds_the_question_once(kb: ContextStore) -> None:
+    """The routing signals compare the embedding retrieval made; with no query cache, a second
+    encode would run the model twice per request."""
+    emb = _CountingEmbedder()
+    _respond(kb, emb, "Is the Lumora desk lamp dimmable?", 0.2)
+    assert emb.texts.count("Is the Lumora desk lamp dimmable?") == 1
+
+
 class _Endpoint(BaseHTTPRequestHandler):
     fail_first = 2
     received: list[tuple[dict[str, str], bytes]] = []
