@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from context_store.retrieve.fusion_model import FusionModel, learned_scores, load_fusion_model
-from context_store.retrieve.pool import Candidate, Pool
+from context_store.retrieve.pool import Candidate, Pool, sort_scored
 from context_store.settings import RetrievalConfig
 
 __all__ = ["Candidate", "bm25_scores", "bm25_with_mass", "fuse", "rank", "rrf", "tokenize"]
@@ -54,15 +54,8 @@ def rank(mode: str, pool: Pool, *, model: FusionModel | None = None, text_mass: 
     return np.argsort(-scores, kind="stable"), scores
 
 
-def _ranked(candidates: list[Candidate], order: np.ndarray, scores: np.ndarray) -> list[Candidate]:
-    for c, s in zip(candidates, scores.tolist()):
-        c.score = s
-    return [candidates[i] for i in order.tolist()]
-
-
 def rrf(candidates: list[Candidate], k: int = RRF_K) -> list[Candidate]:
-    scores = _rrf_scores(Pool.of(candidates, [c.key for c in candidates]), k)
-    return _ranked(candidates, np.argsort(-scores, kind="stable"), scores)
+    return sort_scored(candidates, _rrf_scores(Pool.of(candidates, [c.key for c in candidates]), k))
 
 
 def fuse(
@@ -72,7 +65,8 @@ def fuse(
     """``rank`` for a list of candidates (their ``score`` set), best first; ``docs`` holds each
     candidate's document (hybrid weighs document-level evidence)."""
     pool = Pool.of(candidates, docs if docs is not None else [c.key for c in candidates])
-    return _ranked(candidates, *rank(mode, pool, model=model, text_mass=text_mass))
+    order, scores = rank(mode, pool, model=model, text_mass=text_mass)
+    return sort_scored(candidates, scores, order)
 
 
 _TOKEN = re.compile(r"[a-z0-9]+")

@@ -34,7 +34,7 @@ import numpy as np
 
 from context_store.errors import ConfigError
 from context_store.retrieve.evidence import FEATURES, candidate_features
-from context_store.retrieve.pool import Pool
+from context_store.retrieve.pool import Pool, sort_scored
 
 __all__ = ["DEFAULT_WEIGHTS", "FusionModel", "learned_fusion", "learned_scores", "load_fusion_model", "text_coverage"]
 
@@ -143,7 +143,4 @@ def learned_scores(pool: Pool, model: FusionModel, text_mass: float | None = Non
 
 def learned_fusion(candidates: list[Any], docs: Sequence[str], model: FusionModel, text_mass: float | None = None) -> list[Any]:
     """``candidates`` (``fusion.Candidate``) scored by ``model`` and sorted, best first (``learned_scores``)."""
-    scores = learned_scores(Pool.of(candidates, docs), model, text_mass)
-    for c, s in zip(candidates, scores.tolist()):
-        c.score = s
-    return [candidates[i] for i in np.argsort(-scores, kind="stable").tolist()]
+    return sort_scored(candidates, learned_scores(Pool.of(candidates, docs), model, text_mass))
