@@ -225,20 +225,21 @@ class Retriever:
         if missing:
             where = "chunk_id IN (" + ", ".join(quote(c) for c in missing) + ")"
             fetched = {r["chunk_id"]: r for r in index.rows(index.company_table_name, where, columns=[*_ROW_COLUMNS, "vector"])}
-        out = Ranked([], np.zeros(0), np.zeros(0, dtype=np.int64))
-        scores, rows = [], []
+        ids: list[Any] = []
+        scores: list[float] = []
+        rows: list[int] = []
+        held: dict[int, dict[str, Any]] = {}  # by position: rows the snapshot lacks, fetched whole
         for h in hits:
             cid = h["chunk_id"]
             i = snap.row_of.get(cid, -1)
-            if i < 0 and cid not in fetched:
-                continue
             if i < 0:
-                out.fetched[len(out.ids)] = fetched[cid]
-            out.ids.append(cid if i < 0 else i)
+                if cid not in fetched:
+                    continue
+                held[len(ids)] = fetched[cid]
+            ids.append(cid if i < 0 else i)
             scores.append(float(h["_score"]))
             rows.append(i)
-        out.scores, out.rows = np.asarray(scores, dtype=np.float64), np.asarray(rows, dtype=np.int64)
-        return out, None
+        return Ranked(ids, np.asarray(scores, dtype=np.float64), np.asarray(rows, dtype=np.int64), held), None
 
     def _rerank(self, query: str, order: np.ndarray, scores: np.ndarray, rows: Rows, depth: int) -> tuple[np.ndarray, np.ndarray]:
         head = order[:depth]
