@@ -9,7 +9,7 @@ from context_store.index.drift import index_drift
 from context_store.index.embed.device import resolve_device
 from context_store.index.embed.factory import build_embedder
 from context_store.index.embed.fake import HashingEmbedder
-from context_store.index.embed.model_files import MODELS_DIR_ENV, threads_for_load
+from context_store.index.embed.model_files import MODELS_DIR_ENV
 from context_store.index.embed.onnx_backend import OnnxEncoder
 from context_store.index.embed.protocol import Embedder
 from context_store.index.embed.query_encoder import build_query_encoder
@@ -47,5 +47,4 @@ __all__ = [
     "pending_documents",
     "resolve_device",
     "sync_state",
-    "threads_for_load",
 ]

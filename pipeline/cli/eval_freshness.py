@@ -13,7 +13,6 @@ same model object, file after file, cheapest first (``lag_warm_floor_*``).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 import click
 
-from context_store.index import Embedder, HashingEmbedder, OnnxEncoder, build_embedder, threads_for_load
+from context_store.index import Embedder, HashingEmbedder, OnnxEncoder, build_embedder
 from context_store.measure import History, run_replay
 from context_store.settings import Settings
 from pipeline.cli.eval_cmds import eval_group
@@ -45,12 +44,12 @@ def _drivers(base: Path, embedder_name: str, *, dagster: bool, dagster_daemon: b
         model = embedder.name
     else:
         embedder = build_embedder(Settings.load(base / "probe-settings").embedding, base / "probe-settings")
-        if isinstance(embedder, OnnxEncoder) and embedder.threads is None:
+        if isinstance(embedder, OnnxEncoder):
             # One thread count for the whole replay. Chosen per call from the load average, the
             # warm path's encode and its floor's, timed seconds apart, can run on 2 and 1 threads
             # when the load crosses 1.5 x cores between them (two runs starting at load 3.1 and
             # 4.7 had every warm encode of a commit 1.5-1.7x slower than the floor's, by chance).
-            embedder.threads = threads_for_load(os.cpu_count() or 1)
+            embedder.pin_threads()
     drivers: list[Any] = [WarmDriver(base / "warm", embedder, model)]
     if dagster and dagster_daemon:
         drivers.append(DaemonDriver(base / "dagster", embedder, model=model))

@@ -119,6 +119,12 @@ class OnnxEncoder:
     def _threads(self) -> int:
         return self.threads or threads_for_load(os.cpu_count() or 1)
 
+    def pin_threads(self) -> int:
+        """Keep the thread count fitted to the load now for every later call (a fitted encoder's
+        calls seconds apart may otherwise run on different counts); returns it."""
+        self.threads = self._threads()
+        return self.threads
+
     def _session(self, threads: int) -> Any:
         with self._lock:
             if threads not in self._sessions:

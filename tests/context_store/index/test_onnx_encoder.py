@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,20 @@ def test_default_chunk_embedder_is_onnx_with_sentence_transformers_vectors(tmp_p
     one_by_one = np.stack([embedder.encode([t])[0] for t in CHUNKS])
     assert np.min(np.sum(one_by_one * vectors, axis=1)) > 0.99999
     assert build_embedder(EmbeddingConfig(), tmp_path) is embedder  # one session per process and export
+
+
+def test_pinned_threads_keep_the_count_fitted_to_the_load_when_pinned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The freshness replay pins them, so the warm path and its floor encode on one thread count."""
+    embedder = build_embedder(EmbeddingConfig(), tmp_path)
+    assert isinstance(embedder, OnnxEncoder) and embedder.threads is None
+    cores = os.cpu_count() or 1
+    if cores == 1:
+        pytest.skip("one core: every fitted count is one, so pinning cannot be told apart")
+    monkeypatch.setattr(os, "getloadavg", lambda: (10.0 * cores, 0.0, 0.0))  # overloaded: one thread
+    assert embedder.pin_threads() == 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))  # quiet again: still one
+    assert embedder._threads() == 1 and embedder.pin_threads() == 1
+    assert embedder.encode(["Gift cards never expire."]).shape == (1, embedder.dim)
 
 
 def test_backend_choice() -> None:
