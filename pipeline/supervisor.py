@@ -39,7 +39,6 @@ __all__ = ["Child", "Supervisor", "descendants", "stoppable_children"]
 PR_SET_CHILD_SUBREAPER = 36
 
 
-
 def stoppable_children() -> None:
     """Let the children this process starts be stopped by SIGTERM, whatever this process inherited.
 
@@ -57,6 +56,7 @@ def stoppable_children() -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
 
 @dataclass(frozen=True)
 class Child:

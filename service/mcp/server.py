@@ -161,6 +161,7 @@ def build_server(
 # A tool that records (a trace, an outcome) and never deletes: the same call twice records twice.
 _RECORDS = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
 
+
 def _tools(server: MCPServer[Any], service: ServiceState, gate: CallerGate, on_response: Callable[[Response], None] | None) -> None:
     # retrieve_context writes a trace and may route the question: not read-only, never destructive
     @server.tool(description=RETRIEVE, annotations=_RECORDS)
