@@ -92,11 +92,12 @@ def test_a_row_that_fails_at_the_batch_end_fails_only_its_own_unit(tmp_path: Pat
     with writes_scope(engine) as writes:
         writes.add(questions, _question("q-taken"))
     writer = GroupCommit(engine)
-    gate = threading.Event()
+    leading, gate = threading.Event(), threading.Event()
 
     def unit(question_id: str):  # type: ignore[no-untyped-def]
         def work(writes: Writes) -> str:
             if question_id == "q-first":
+                leading.set()
                 gate.wait(5)
             writes.add(questions, _question(question_id))  # the duplicate fails at the flush, after every unit ran
             return question_id
@@ -110,9 +111,12 @@ def test_a_row_that_fails_at_the_batch_end_fails_only_its_own_unit(tmp_path: Pat
 
     with ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(call, "q-first")]
-        time.sleep(0.2)
+        assert leading.wait(5)  # q-first commits alone and holds the writer
         futures += [pool.submit(call, q) for q in ("q-a", "q-taken", "q-b")]
-        time.sleep(0.2)
+        deadline = time.monotonic() + 5
+        while len(writer._batch._pending) < 3 and time.monotonic() < deadline:  # the three queue behind it
+            time.sleep(0.001)
+        assert len(writer._batch._pending) == 3  # so the three commit as one batch
         gate.set()
         results = [f.result() for f in futures]
     assert results == ["q-first", "q-a", "duplicate", "q-b"]
