@@ -177,5 +177,5 @@ def join_nearest_open(
 
 def remember_open(writes: Writes, model: str, kind: str, question_id: str, vector: np.ndarray) -> None:
     """A question this process just queued: seen by its next escalation at once (others' within
-    ``REFRESH_S``); a rollback leaves an id whose row is missing, which ``nearest_open`` drops."""
+    ``REFRESH_S``); a rollback leaves an id whose row is missing, which ``join_nearest_open`` drops."""
     _open_cache(writes, model, kind).add(question_id, vector)
