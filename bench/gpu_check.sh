@@ -13,10 +13,12 @@
 #                                      latency benchmark (8 and 32 clients, with its encode floor), the
 #                                      warm-path replay of the last 30 Plausible commits, the whole
 #                                      Plausible ingest (~4.5 min, 5.75 at most)
-#   bench/gpu_check.sh all [options]   here: stage and run in one go, e.g. --device cpu --small
+#   bench/gpu_check.sh all [options]   here: stage and run in one go, e.g. --device cpu --small, after
+#                                      'pack --python 3.11' (the packages built for this machine's Python)
 #
 # options: --device cuda|cpu (cuda)  --small (CPU-sized runs)  --chunks N  --real N  --clients 8,32
 #   --seconds S  --workers N  --commits N  --ingest-limit N  --budget S (run's deadline: 330)
+#   --python X.Y (pack: the Python the packages are for; 3.12, the device's)
 # Results: JSON under $OUT (call 1: micro; call 2: imports, latency, freshness, ingest, micro again, summary)
 # and log.txt. Env: PYTHON (python3), OUT (bench/out/gpu), FC_GPU_CACHE (.gpucache), FC_GPU_FIRST (.gpu1),
 # FC_GPU_SECOND (.gpu2).
@@ -138,7 +140,7 @@ run() {
 }
 
 command=${1:-}; shift || true
-DEVICE=cuda CHUNKS=100000 REAL=20000 CLIENTS=8,32 RUN_SECONDS=10 WORKERS=14 COMMITS=30 INGEST_LIMIT= BUDGET=330 CAP_SCALE=1 MICRO_SMALL=
+PACK_PYTHON=3.12 DEVICE=cuda CHUNKS=100000 REAL=20000 CLIENTS=8,32 RUN_SECONDS=10 WORKERS=14 COMMITS=30 INGEST_LIMIT= BUDGET=330 CAP_SCALE=1 MICRO_SMALL=
 while [ $# -gt 0 ]; do
     case $1 in
         --device) DEVICE=$2; [[ $DEVICE =~ ^(cpu|cuda)$ ]] || { echo "--device is cpu or cuda" >&2; exit 2; }; shift ;;
@@ -151,12 +153,13 @@ while [ $# -gt 0 ]; do
         --commits) COMMITS=$2; shift ;;
         --ingest-limit) INGEST_LIMIT=$2; shift ;;
         --budget) BUDGET=$2; shift ;;
+        --python) PACK_PYTHON=$2; shift ;;
         *) echo "unknown option $1 (see the head of $0)" >&2; exit 2 ;;
     esac
     shift
 done
 case $command in
-    pack) "${PYTHON:-$REPO/.venv/bin/python}" "$REPO/bench/gpu_pack.py" pack ;;
+    pack) "${PYTHON:-$REPO/.venv/bin/python}" "$REPO/bench/gpu_pack.py" pack --python "$PACK_PYTHON" ;;
     stage) stage ;;
     run) run ;;
     all) stage && run ;;
