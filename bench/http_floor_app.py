@@ -8,6 +8,16 @@ work is subtracted from.
 With ``FRESHCONTEXT_FLOOR_HOME`` set, the handler also encodes the query with the encoder
 ``/v1/retrieve`` uses for that home (ONNX, the query cache off): the encode floor. No
 retrieval can serve faster than this, whatever its search and bookkeeping cost.
+
+``FRESHCONTEXT_FLOOR_STAGE`` takes the handler further along ``/v1/retrieve``'s path, with the
+parts the server builds for that home (``service.state.Serving``), to show where its time goes:
+
+* ``encode`` (the default): the encode floor;
+* ``dense``: the encode, then the served dense index's search for the candidates the
+  retriever asks of it (the first ranker of every request);
+* ``retrieve``: ``Retriever.retrieve``: both rankers, fusion and SQL's check that each served
+  version is current. What ``/v1/retrieve`` adds beyond it is routing, the recorded trace
+  and building its response.
 """
 
 from __future__ import annotations
@@ -19,16 +29,27 @@ from typing import Any
 from fastapi import FastAPI, Header, HTTPException
 from pydantic import BaseModel, Field
 
+STAGES = ("encode", "dense", "retrieve")
 app = FastAPI()
 _ENCODER: Any = None
+_STAGE = os.environ.get("FRESHCONTEXT_FLOOR_STAGE", "encode")
+if _STAGE not in STAGES:
+    raise SystemExit(f"FRESHCONTEXT_FLOOR_STAGE is one of {', '.join(STAGES)}, not {_STAGE!r}")
+if _STAGE != "encode" and not os.environ.get("FRESHCONTEXT_FLOOR_HOME"):
+    raise SystemExit(f"FRESHCONTEXT_FLOOR_STAGE={_STAGE} needs FRESHCONTEXT_FLOOR_HOME (the home whose index it searches)")
 if os.environ.get("FRESHCONTEXT_FLOOR_HOME"):
     from context_store.index.embed.query_encoder import build_query_encoder
     from context_store.store.context_store import ContextStore
+    from service.state import Serving
 
     _home = Path(os.environ["FRESHCONTEXT_FLOOR_HOME"])
-    _settings = ContextStore.open(_home).settings
-    _ENCODER = build_query_encoder(_settings.embedding, _settings.retrieval.query_encoder, _home, cache_size=0)
+    _store = ContextStore.open(_home)
+    _config = _store.settings.retrieval
+    _ENCODER = build_query_encoder(_store.settings.embedding, _config.query_encoder, _home, cache_size=0)
     _ENCODER.encode(["warm up"])
+    if _STAGE != "encode":
+        _SERVING = Serving(_store, config=_config, triggers=[], encoder=lambda: _ENCODER, calibrator=None, reranker=None)
+        _SERVING.warm_up()  # the dense snapshot, loaded before the first request as the server does
 _RESULT = {
     "doc_id": "bench/doc-000000.md", "version_id": "v-bench-000000", "chunk_id": "bench/doc-000000.md#0", "title": "Bench document 0",
     "text": "x" * 600, "score": 0.5, "source_path": "/bench/bench/doc-000000.md", "source_changed_at": "2026-11-28T00:00:00+00:00",
@@ -45,6 +66,10 @@ class Body(BaseModel):
 def retrieve(body: Body, x_api_key: str | None = Header(None)) -> dict[str, Any]:
     if not x_api_key:
         raise HTTPException(401)
-    if _ENCODER is not None:
+    if _STAGE == "encode" and _ENCODER is not None:
         _ENCODER.encode([body.query])
+    elif _STAGE == "dense":
+        _SERVING.dense.search(_ENCODER.encode([body.query])[0], max(_config.candidates, body.k * 2))
+    elif _STAGE == "retrieve":
+        _SERVING.retriever.retrieve(body.query, k=body.k)
     return {"results": [_RESULT] * body.k, "confidence": 0.5, "decision": "answer", "reasons": [], "trace_id": "tr-0", "timings_ms": {}}

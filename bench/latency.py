@@ -15,6 +15,9 @@ One run, side by side:
 * the same clients against a no-op app on the same server stack (the HTTP floor), and
   against that app encoding each query and nothing else (the encode floor: no retrieval
   with this model on this machine can serve faster);
+* with ``--stage-floors``, against that app going on along /v1/retrieve's path: to the dense
+  search, then to the whole retrieval (both rankers, fusion, SQL's currency check), so the
+  ratios show what each stage costs and what routing and the recorded trace add after it;
 * in this process: recall@10 of the served dense index (two-stage when the table is large)
   against exact search, and the time of a bare exact numpy search (the floor).
 
@@ -22,7 +25,7 @@ One run, side by side:
 (``embedding.device``, passed to every process as ``FRESHCONTEXT_EMBEDDING_DEVICE``);
 ``--clients 8,32`` measures each client count against the same server and floors.
 
-    python bench/latency.py [--chunks 100000] [--clients 8[,32]] [--seconds 30] [--workers 2] [--device auto|cpu|cuda] [--json]
+    python bench/latency.py [--chunks 100000] [--clients 8[,32]] [--seconds 30] [--workers 2] [--device auto|cpu|cuda] [--stage-floors] [--json]
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -157,24 +161,29 @@ def start_server(home: Path, port: int, workers: int) -> subprocess.Popen:
         [sys.executable, "-m", "pipeline.cli", "--home", str(home), "serve", "--port", str(port), "--workers", str(workers)],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=open(home / "serve.log", "w"),
     )
-    deadline = time.time() + 600
+    wait_for_workers(proc, home / "serve.log", workers, port, "/readyz")
+    return proc
+
+
+def wait_for_workers(proc: subprocess.Popen, log: Path, workers: int, port: int, probe: str, timeout: float = 600) -> None:
+    """Until every one of ``workers`` uvicorn workers has logged its startup (after loading its model
+    and snapshot) and ``probe`` answers 200: a worker still loading accepts no connection, so the
+    clients' keep-alive connections would all go to the first one ready and stay there for the whole run."""
+    deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"server exited; see {home / 'serve.log'}")
-        # Every worker warmed up (it logs this after loading its model and snapshot): a worker
-        # still loading accepts no connection, so the clients' keep-alive connections would all
-        # go to the first one ready and stay there for the whole run.
-        started = (home / "serve.log").read_text().count("Application startup complete.")
+            raise SystemExit(f"server exited; see {log}")
+        started = log.read_text().count("Application startup complete.")
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-            conn.request("GET", "/readyz")
+            conn.request("GET", probe)
             if conn.getresponse().status == 200 and started >= workers:
-                return proc
+                return
         except OSError:
             pass
         time.sleep(0.5)
     proc.kill()
-    raise SystemExit("server not ready in 600 s")
+    raise SystemExit(f"server not ready in {timeout:.0f} s; see {log}")
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -256,35 +265,29 @@ def load(port: int, questions: list[str], clients: int, seconds: float, warmup: 
 
 
 def http_floor(questions: list[str], clients: list[int], seconds: float, warmup: float, workers: int, *,
-               encode_home: Path | None = None) -> dict[int, dict[str, object]]:
+               home: Path | None = None, stage: str = "encode") -> dict[int, dict[str, object]]:
     """The same clients against the same server stack doing no retrieval (bench/http_floor_app.py);
-    with ``encode_home``, doing nothing but encode each query as /v1/retrieve would (the encode floor).
+    with ``home``, doing nothing but encode each query as /v1/retrieve would (the encode floor), or
+    going on to a later ``stage`` of its path (``dense``, ``retrieve``: a stage floor).
     One app serves every client count in turn."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": python_path(), "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    if encode_home is not None:
-        env["FRESHCONTEXT_FLOOR_HOME"] = str(encode_home)
+    env = {**os.environ, "PYTHONPATH": python_path(), "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+           "FRESHCONTEXT_FLOOR_STAGE": stage}
+    if home is not None:
+        env["FRESHCONTEXT_FLOOR_HOME"] = str(home)
+    log = Path(tempfile.mkstemp(prefix="http-floor-", suffix=".log")[1])
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "bench.http_floor_app:app", "--port", str(port), "--workers", str(workers),
-         "--log-level", "warning", "--no-access-log"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "uvicorn", "bench.http_floor_app:app", "--port", str(port), "--workers", str(workers), "--no-access-log"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w"),
     )
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                conn.request("GET", "/docs")
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                time.sleep(0.2)
-        time.sleep(1.0 if encode_home is None else 10.0)  # every worker up (and its encoder loaded)
+        wait_for_workers(proc, log, workers, port, "/docs")
         outs = {n: load(port, questions, n, seconds, warmup, server_pid=proc.pid) for n in clients}
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    name = "http_floor" if encode_home is None else "encode_floor"
+    log.unlink()  # kept when the app failed: the error names it
+    name = "http_floor" if home is None else f"{stage}_floor"
     return {n: {f"{name}_p50_ms": out["p50_ms"], f"{name}_p95_ms": out["p95_ms"], f"{name}_rps": out["rps"],
                 f"{name}_cpu_ms_per_request": out["server_cpu_ms_per_request"]} for n, out in outs.items()}
 
@@ -347,6 +350,9 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "freshcontext-bench-latency")
     parser.add_argument("--no-http-floor", action="store_true", help="skip serving the same load from a no-op app")
     parser.add_argument("--no-encode-floor", action="store_true", help="skip serving the same load from an app that only encodes the query")
+    parser.add_argument("--stage-floors", action="store_true",
+                        help="also serve the same load from that app going on to the dense search, then to the whole retrieval "
+                             "(rankers, fusion, the SQL currency check): where /v1/retrieve's time goes, side by side")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if not (args.data / "stackfaq").is_dir():
@@ -373,8 +379,9 @@ def main() -> None:
     if not args.no_http_floor:
         for n, out in http_floor(questions, clients, args.seconds, args.warmup, args.workers).items():
             floors[n].update(out)
-    if not args.no_encode_floor:
-        for n, out in http_floor(questions, clients, args.seconds, args.warmup, args.workers, encode_home=home).items():
+    stages = [*([] if args.no_encode_floor else ["encode"]), *(["dense", "retrieve"] if args.stage_floors else [])]
+    for stage in stages:
+        for n, out in http_floor(questions, clients, args.seconds, args.warmup, args.workers, home=home, stage=stage).items():
             floors[n].update(out)
     load_avg = os.getloadavg()[0]
     common = {
@@ -387,6 +394,10 @@ def main() -> None:
         if "encode_floor_rps" in run and run["p95_ms"] is not None:  # issue 18's goals: >= 0.8 and <= 1.5
             run["rps_vs_encode_floor"] = run["rps"] / run["encode_floor_rps"]
             run["p95_vs_encode_floor"] = run["p95_ms"] / run["encode_floor_p95_ms"]
+            for stage in ("dense", "retrieve"):  # the most /v1/retrieve could reach doing only that much
+                if f"{stage}_floor_rps" in run:
+                    run[f"{stage}_floor_rps_vs_encode_floor"] = run[f"{stage}_floor_rps"] / run["encode_floor_rps"]
+                    run[f"{stage}_floor_p95_vs_encode_floor"] = run[f"{stage}_floor_p95_ms"] / run["encode_floor_p95_ms"]
     if args.json:
         print(json.dumps({**common, **runs[clients[0]]} if len(clients) == 1 else {**common, "by_clients": runs}))
         return
@@ -416,6 +427,13 @@ def _print_run(run: dict[str, Any]) -> None:
     if "encode_floor_rps" in run:
         print(f"  same clients on that app encoding each query and nothing else (the encode floor): p50 {run['encode_floor_p50_ms']:.1f} ms  "
               f"p95 {run['encode_floor_p95_ms']:.1f} ms  {run['encode_floor_rps']:.1f} req/s")
+    for stage, what in (("dense", "then searching the dense index"), ("retrieve", "then retrieving (rankers, fusion, SQL's currency check)")):
+        floor = f"{stage}_floor"
+        if f"{floor}_rps" in run:
+            print(f"  that app encoding {what}: p50 {run[f'{floor}_p50_ms']:.1f} ms  p95 {run[f'{floor}_p95_ms']:.1f} ms  "
+                  f"{run[f'{floor}_rps']:.1f} req/s  CPU {run[f'{floor}_cpu_ms_per_request']:.2f} ms/req")
+        if f"{floor}_rps_vs_encode_floor" in run:
+            print(f"    {run[f'{floor}_rps_vs_encode_floor']:.2f}x the encode floor's req/s, {run[f'{floor}_p95_vs_encode_floor']:.2f}x its p95")
     if "rps_vs_encode_floor" in run:
         print(f"  /v1/retrieve against the encode floor: {run['rps_vs_encode_floor']:.2f}x its req/s (goal >= 0.8), "
               f"{run['p95_vs_encode_floor']:.2f}x its p95 (goal <= 1.5)")
