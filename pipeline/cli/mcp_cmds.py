@@ -32,11 +32,11 @@ def mcp(ctx: click.Context, stdio: bool) -> None:
 
     from context_store.store import ContextStore
     from service.auth import KeyRing
+    from service.compute import one_compute_thread
     from service.mcp import ENV_KEY, build_server, mcp_config, run_stdio, stdio_caller
     from service.state import ServiceState
 
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")  # one agent, one query at a time: as `serve` does per worker
+    one_compute_thread()  # one agent, one query at a time: as `serve` does per worker
     # stdout is the protocol's: anything printed while the model loads would corrupt it
     with contextlib.redirect_stdout(sys.stderr):
         store = ContextStore.open(ctx.obj["home"])

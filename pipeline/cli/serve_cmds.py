@@ -18,10 +18,11 @@ def serve(ctx: click.Context, host: str, port: int, workers: int) -> None:
     """Serve the retrieval API (OpenAPI docs at /docs; every /v1 call needs an API key)."""
     import uvicorn
 
+    from service.compute import one_compute_thread
+
     # One compute thread per worker: measured, two torch threads per query under concurrent
     # load made encoding several times slower. Set before the workers import numpy/torch.
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
+    one_compute_thread()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     metrics_dir = None
