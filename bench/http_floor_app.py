@@ -69,7 +69,7 @@ def retrieve(body: Body, x_api_key: str | None = Header(None)) -> dict[str, Any]
     if _STAGE == "encode" and _ENCODER is not None:
         _ENCODER.encode([body.query])
     elif _STAGE == "dense":
-        _SERVING.dense.search(_ENCODER.encode([body.query])[0], max(_config.candidates, body.k * 2))
+        _SERVING.dense.search(_ENCODER.encode([body.query])[0], _SERVING.retriever.candidate_count(body.k))
     elif _STAGE == "retrieve":
         _SERVING.retriever.retrieve(body.query, k=body.k)
     return {"results": [_RESULT] * body.k, "confidence": 0.5, "decision": "answer", "reasons": [], "trace_id": "tr-0", "timings_ms": {}}

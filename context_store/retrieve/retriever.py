@@ -148,11 +148,15 @@ class Retriever:
     # -- current state -------------------------------------------------------------------
 
     def _current(self, result: RetrievalResult, vector: np.ndarray, filters: dict[str, list[str]], *, candidates: int | None = None) -> None:
-        pool, rows, mass = self._candidates(result, vector, filters, candidates or max(self.config.candidates, result.k * 2))
+        pool, rows, mass = self._candidates(result, vector, filters, candidates or self.candidate_count(result.k))
         order, scores = rank(result.mode, pool, model=self.fusion, text_mass=mass)
         top_changed = rows.value(int(order[0]), "source_changed_at") if len(order) else None
         result.features = pool_features(pool, order, scores, top_changed)
         self._serve_current(result, pool, order, scores, rows)
+
+    def candidate_count(self, k: int) -> int:
+        """How many candidates each ranker is asked for when ``k`` results are served."""
+        return max(self.config.candidates, k * 2)
 
     def _candidates(self, result: RetrievalResult, vector: np.ndarray, filters: dict[str, list[str]], n: int) -> tuple[Pool, Rows, float | None]:
         """The dense and full-text top ``n`` as one pool; where their rows are; the most the query could
