@@ -58,11 +58,15 @@ import numpy as np  # noqa: E402
 KEY = "bench-key"
 
 
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh]
+
+
 def real_texts(limit: int, data: Path = DATA) -> tuple[list[str], list[str]]:
     """(corpus texts, held-out questions) from the shared open data."""
     texts: list[str] = []
-    for line in (data / "stackfaq" / "corpus.jsonl").open():
-        row = json.loads(line)
+    for row in _jsonl(data / "stackfaq" / "corpus.jsonl"):
         texts.append(f"{row['title']}\n{row['text']}"[:1000])
     with gzip.open(data / "plausible_docs_history" / "blobs.jsonl.gz", "rt") as fh:
         seen: set[str] = set()
@@ -72,10 +76,10 @@ def real_texts(limit: int, data: Path = DATA) -> tuple[list[str], list[str]]:
                 if 80 <= len(para) <= 1000 and para not in seen:
                     seen.add(para)
                     texts.append(para)
-    clinc = [json.loads(line) for line in (data / "clinc150" / "clinc150_full.jsonl").open()]
+    clinc = _jsonl(data / "clinc150" / "clinc150_full.jsonl")
     questions = [r["text"] for r in clinc if r["split"] == "test"]
     texts += [r["text"] for r in clinc if r["split"] != "test"]
-    questions += [json.loads(line)["text"] for line in (data / "stackfaq" / "queries.jsonl").open()]
+    questions += [row["text"] for row in _jsonl(data / "stackfaq" / "queries.jsonl")]
     rng = random.Random(7)
     rng.shuffle(texts)
     rng.shuffle(questions)
@@ -155,11 +159,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def spawn_logged(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """``command`` run from the repository with its stderr in ``log``; the child holds the log open, not us."""
+    with log.open("w") as stderr:
+        return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+
+
 def start_server(home: Path, port: int, workers: int) -> subprocess.Popen:
     env = {**os.environ, "FRESHCONTEXT_API_KEYS": KEY, "PYTHONPATH": python_path()}
-    proc = subprocess.Popen(
+    proc = spawn_logged(
         [sys.executable, "-m", "pipeline.cli", "--home", str(home), "serve", "--port", str(port), "--workers", str(workers)],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=open(home / "serve.log", "w"),
+        env, home / "serve.log",
     )
     wait_for_workers(proc, home / "serve.log", workers, port, "/readyz")
     return proc
@@ -174,13 +184,15 @@ def wait_for_workers(proc: subprocess.Popen, log: Path, workers: int, port: int,
         if proc.poll() is not None:
             raise SystemExit(f"server exited; see {log}")
         started = log.read_text().count("Application startup complete.")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
             conn.request("GET", probe)
             if conn.getresponse().status == 200 and started >= workers:
                 return
         except OSError:
             pass
+        finally:
+            conn.close()
         time.sleep(0.5)
     proc.kill()
     raise SystemExit(f"server not ready in {timeout:.0f} s; see {log}")
@@ -230,6 +242,7 @@ def load(port: int, questions: list[str], clients: int, seconds: float, warmup: 
                 data = resp.read()
             except (OSError, http.client.HTTPException) as exc:
                 errors.append(repr(exc))
+                conn.close()
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
                 continue
             took = time.perf_counter() - t
@@ -242,6 +255,7 @@ def load(port: int, questions: list[str], clients: int, seconds: float, warmup: 
                     timings = json.loads(data)["timings_ms"]
                     for k in server:
                         server[k].append(timings.get(k, 0.0))
+        conn.close()
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for t in threads:
@@ -276,9 +290,9 @@ def http_floor(questions: list[str], clients: list[int], seconds: float, warmup:
     if home is not None:
         env["FRESHCONTEXT_FLOOR_HOME"] = str(home)
     log = Path(tempfile.mkstemp(prefix="http-floor-", suffix=".log")[1])
-    proc = subprocess.Popen(
+    proc = spawn_logged(
         [sys.executable, "-m", "uvicorn", "bench.http_floor_app:app", "--port", str(port), "--workers", str(workers), "--no-access-log"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w"),
+        env, log,
     )
     try:
         wait_for_workers(proc, log, workers, port, "/docs")
