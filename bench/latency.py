@@ -119,7 +119,7 @@ def build_home(home: Path, chunks: int, real: int, data: Path, device: str) -> d
     all_vectors = np.vstack([vectors, mix.astype(np.float32)])
     all_texts = texts + [f"{texts[i]}\n{texts[j]}"[:1200] for i, j in zip(a.tolist(), b.tolist())]
     home.mkdir(parents=True, exist_ok=True)
-    (home / "freshcontext.yaml").write_text(f"api_keys: [{KEY}]\n")  # everything else: the shipped defaults
+    (home / "freshcontext.yaml").write_text(f"api_keys: [{{name: bench, key: {KEY}, role: agent}}]\n")  # everything else: the shipped defaults
     store = ContextStore.open(home)
     now = datetime.now(timezone.utc)
     per_doc = 10
@@ -166,7 +166,7 @@ def spawn_logged(command: list[str], env: dict[str, str], log: Path) -> subproce
 
 
 def start_server(home: Path, port: int, workers: int) -> subprocess.Popen:
-    env = {**os.environ, "FRESHCONTEXT_API_KEYS": KEY, "PYTHONPATH": python_path()}
+    env = {**os.environ, "FRESHCONTEXT_API_KEYS": f"bench:agent:{KEY}", "PYTHONPATH": python_path()}
     proc = spawn_logged(
         [sys.executable, "-m", "pipeline.cli", "--home", str(home), "serve", "--port", str(port), "--workers", str(workers)],
         env, home / "serve.log",
