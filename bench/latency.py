@@ -7,7 +7,9 @@ One run, side by side:
   Plausible help-centre paragraphs, up to ``--real``); the rest are mixtures of two real
   rows (vector = normalised blend plus noise, text = both texts) so the index has real
   structure at full size. SQL holds the matching current documents/versions, so the
-  service's "is this version current" check runs as in production;
+  service's "is this version current" check runs as in production. A run serves from a
+  copy of that home (requests write traces and routed questions), so every run starts
+  from the same state;
 * starts ``freshcontext serve`` (``--workers`` uvicorn processes) and waits for /readyz;
 * ``--clients`` threads send distinct held-out questions over keep-alive connections for
   ``--seconds``; prints p50/p95/p99 and requests/s, and the server-side split (encode,
@@ -33,18 +35,22 @@ One run, side by side:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import http.client
 import json
 import os
 import random
 import re
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -86,6 +92,41 @@ def real_texts(limit: int, data: Path = DATA) -> tuple[list[str], list[str]]:
     rng.shuffle(texts)
     rng.shuffle(questions)
     return texts[:limit], questions
+
+
+def prepared_home(cache: Path, chunks: int, real: int, data: Path, device: str) -> tuple[Path, dict[str, float]]:
+    """The built home of this size under ``cache``, and the build's timings when it was built now.
+
+    A cached home that was served from (an older bench served from it directly: it holds the
+    traces, asked-question logs and routed questions of every run since) is rebuilt, the real
+    texts' vectors kept: each of its runs started with more open questions to compare an
+    escalation with (3,533 after a day of runs) and a larger database to write to."""
+    home = cache / f"home-{chunks}-{real}"
+    if (home / "lancedb" / "company_chunks.lance").exists() and not _served_from(home):
+        return home, {}
+    if home.exists():
+        for child in home.iterdir():
+            if child.name != "real_vectors.npy":  # the slow part of a build, and the same texts
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+    return home, build_home(home, chunks, real, data, device)
+
+
+def _served_from(home: Path) -> bool:
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{home / 'freshcontext.db'}?mode=ro", uri=True)) as conn:
+            return conn.execute("SELECT 1 FROM retrieval_traces LIMIT 1").fetchone() is not None
+    except sqlite3.Error:
+        return True  # unreadable: build it again
+
+
+@contextlib.contextmanager
+def run_copy(home: Path) -> Iterator[Path]:
+    """A copy of the built ``home`` for one run, removed after it: requests write (traces, routed
+    questions), and every run must start from the same state, whatever ran before it."""
+    with tempfile.TemporaryDirectory(prefix="run-", dir=home.parent) as tmp:
+        copy = Path(tmp) / home.name
+        shutil.copytree(home, copy, ignore=shutil.ignore_patterns("real_vectors.npy", "serve.log"))
+        yield copy
 
 
 def build_home(home: Path, chunks: int, real: int, data: Path, device: str) -> dict[str, float]:
@@ -400,26 +441,24 @@ def main() -> None:
     os.environ[EMBEDDING_DEVICE_ENV] = args.device  # the server's workers and the floor apps inherit it
     device = resolve_device(args.device)
     clients = [int(n) for n in str(args.clients).split(",")]
-    home = args.cache / f"home-{args.chunks}-{args.real}"
-    build: dict[str, float] = {}
-    if not (home / "lancedb" / "company_chunks.lance").exists():
-        build = build_home(home, args.chunks, args.real, args.data, device)
+    built, build = prepared_home(args.cache, args.chunks, args.real, args.data, device)
     _, questions = real_texts(0, args.data)
-    floor = recall_and_floor(home, questions, device)
-    proc = start_server(home, free_port_value := free_port(), args.workers)
-    try:
-        served = {n: load(free_port_value, questions, n, args.seconds, args.warmup, server_pid=proc.pid) for n in clients}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
     floors: dict[int, dict[str, object]] = {n: {} for n in clients}
-    if not args.no_http_floor:
-        for n, out in http_floor(questions, clients, args.seconds, args.warmup, args.workers).items():
-            floors[n].update(out)
-    stages = [*([] if args.no_encode_floor else ["encode"]), *(["dense", "retrieve"] if args.stage_floors else [])]
-    for stage in stages:
-        for n, out in http_floor(questions, clients, args.seconds, args.warmup, args.workers, home=home, stage=stage).items():
-            floors[n].update(out)
+    with run_copy(built) as home:
+        floor = recall_and_floor(home, questions, device)
+        proc = start_server(home, free_port_value := free_port(), args.workers)
+        try:
+            served = {n: load(free_port_value, questions, n, args.seconds, args.warmup, server_pid=proc.pid) for n in clients}
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        if not args.no_http_floor:
+            for n, out in http_floor(questions, clients, args.seconds, args.warmup, args.workers).items():
+                floors[n].update(out)
+        stages = [*([] if args.no_encode_floor else ["encode"]), *(["dense", "retrieve"] if args.stage_floors else [])]
+        for stage in stages:
+            for n, out in http_floor(questions, clients, args.seconds, args.warmup, args.workers, home=home, stage=stage).items():
+                floors[n].update(out)
     load_avg = os.getloadavg()[0]
     common = {
         "chunks": args.chunks, "real_rows": min(args.real, args.chunks), "workers": args.workers, "device": device,

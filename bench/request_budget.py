@@ -9,8 +9,8 @@ on its own thread), and prints milliseconds per request with each stage's share.
 part is shown twice: as the path pays it, and alone, back to back in the same run (the path's
 passes over the snapshot evict what the model keeps in the CPU's caches).
 
-It reads the home ``bench/latency.py`` builds (``--chunks``, ``--real``, ``--cache``: run that
-once first) and adds its traces and routed questions to it, as a latency run does.
+It serves a copy of the home ``bench/latency.py`` builds (``--chunks``, ``--real``, ``--cache``;
+built here when missing), so it starts from the state a latency run starts from.
 
     python bench/request_budget.py [--chunks 100000] [--real 20000] [--requests 600] [--json]
 """
@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from pydantic_core import to_json  # noqa: E402
 
-from bench.latency import DATA, real_texts  # noqa: E402
+from bench.latency import DATA, prepared_home, real_texts, run_copy  # noqa: E402
 
 # (label, depth, what is timed; None: timed by ``ask``): a stage's time includes the stages indented below it.
 STAGES = [
@@ -102,9 +102,24 @@ def main() -> None:
     from service.compute import one_compute_thread
 
     one_compute_thread()
-    home = args.cache / f"home-{args.chunks}-{args.real}"
-    if not (home / "lancedb" / "company_chunks.lance").exists():
-        raise SystemExit(f"{home} not found: run bench/latency.py --chunks {args.chunks} --real {args.real} first (it builds the home)")
+    if not (args.data / "stackfaq").is_dir():
+        raise SystemExit(f"{args.data} not found: the benchmark needs ../shared/data (or --data)")
+    built, _ = prepared_home(args.cache, args.chunks, args.real, args.data, "cpu")
+    with run_copy(built) as home:
+        out = measure(home, args.data, args.requests)
+    if args.json:
+        print(json.dumps(out))
+        return
+    per, total = out["ms_per_request"], out["total_ms"]
+    print(f"{args.requests} requests through respond() in one thread ({args.chunks} chunks); CPU per request:")
+    for label, depth, _ in STAGES:
+        print(f"  {'  ' * depth}{label:<{40 - 2 * depth}} {per[label]:6.2f} ms  {100 * per[label] / total:5.1f} %")
+    print(f"  {'all of it':<40} {total:6.2f} ms  (the process: {out['process_cpu_ms']:.2f} ms, other threads included)")
+    print(f"encoding a question alone, back to back: {out['encode_alone_ms']:.2f} ms; in the path: {per['encode the question']:.2f} ms "
+          f"({per['encode the question'] / out['encode_alone_ms']:.2f}x)")
+
+
+def measure(home: Path, data: Path, requests: int) -> dict[str, Any]:
     from context_store.index.embed.query_encoder import build_query_encoder
     from context_store.route import Question, respond
     from context_store.store.context_store import ContextStore
@@ -115,8 +130,11 @@ def main() -> None:
     encoder = build_query_encoder(store.settings.embedding, config.query_encoder, home)  # the server's, without its query cache
     serving = Serving(store, config=config, triggers=[], encoder=lambda: encoder, calibrator=None, reranker=None)
     serving.warm_up()
-    _, questions = real_texts(0, args.data)
-    fresh = iter(questions[1000:])  # held out from bench/latency.py's in-process measurements
+    _, questions = real_texts(0, data)
+    held_out = questions[1000:]  # past those bench/latency.py measures in-process
+    if len(held_out) < 50 + requests + requests // 3:
+        raise SystemExit(f"--requests {requests} needs more held-out questions than the data has ({len(held_out)})")
+    fresh = iter(held_out)
 
     def ask() -> None:
         started = time.thread_time()
@@ -132,30 +150,20 @@ def main() -> None:
     budget = Budget()
     with instrumented(budget, encoder):
         cpu, thread = time.process_time(), time.thread_time()
-        for _ in range(args.requests):
+        for _ in range(requests):
             ask()
         cpu, thread = time.process_time() - cpu, time.thread_time() - thread
     alone = []
-    for _ in range(args.requests // 3):
+    for _ in range(requests // 3):
         started = time.thread_time()
         encoder.encode([next(fresh)])
         alone.append(time.thread_time() - started)
-    per = {label: budget.seconds[label] * 1000 / args.requests for label, _, _ in STAGES}
-    total = per["respond()"] + per["response body (dict, JSON)"]
-    out = {
-        "home": str(home), "requests": args.requests, "ms_per_request": per, "total_ms": total,
-        "process_cpu_ms": cpu * 1000 / args.requests, "calling_thread_cpu_ms": thread * 1000 / args.requests,
+    per = {label: budget.seconds[label] * 1000 / requests for label, _, _ in STAGES}
+    return {
+        "requests": requests, "ms_per_request": per, "total_ms": per["respond()"] + per["response body (dict, JSON)"],
+        "process_cpu_ms": cpu * 1000 / requests, "calling_thread_cpu_ms": thread * 1000 / requests,
         "encode_alone_ms": sum(alone) * 1000 / len(alone), "load_average_1m_after": os.getloadavg()[0],
     }
-    if args.json:
-        print(json.dumps(out))
-        return
-    print(f"{args.requests} requests through respond() in one thread ({args.chunks} chunks); CPU per request:")
-    for label, depth, _ in STAGES:
-        print(f"  {'  ' * depth}{label:<{40 - 2 * depth}} {per[label]:6.2f} ms  {100 * per[label] / total:5.1f} %")
-    print(f"  {'all of it':<40} {total:6.2f} ms  (the process: {out['process_cpu_ms']:.2f} ms, other threads included)")
-    print(f"encoding a question alone, back to back: {out['encode_alone_ms']:.2f} ms; in the path: {per['encode the question']:.2f} ms "
-          f"({per['encode the question'] / out['encode_alone_ms']:.2f}x)")
 
 
 if __name__ == "__main__":
