@@ -92,12 +92,13 @@ def instrumented(budget: Budget, encoder: Any) -> Iterator[None]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--chunks", type=int, default=100_000)
-    parser.add_argument("--real", type=int, default=20_000)
-    parser.add_argument("--requests", type=int, default=600)
-    parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "freshcontext-bench-latency")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--chunks", type=int, default=100_000, help="rows of the home's company_chunks (as bench/latency.py)")
+    parser.add_argument("--real", type=int, default=20_000, help="how many of them are real embedded texts")
+    parser.add_argument("--requests", type=int, default=600, help="questions timed (after 50 unmeasured)")
+    parser.add_argument("--data", type=Path, default=DATA, help="the shared open data (stackfaq, clinc150, plausible_docs_history)")
+    parser.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "freshcontext-bench-latency",
+                        help="where bench/latency.py keeps its built homes")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     from service.compute import one_compute_thread
 
