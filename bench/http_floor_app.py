@@ -29,6 +29,9 @@ from typing import Any
 from fastapi import FastAPI, Header, HTTPException
 from pydantic import BaseModel, Field
 
+from service.compute import one_compute_thread
+
+one_compute_thread()  # as service.asgi does in every worker of the server it stands beside
 STAGES = ("encode", "dense", "retrieve")
 app = FastAPI()
 _ENCODER: Any = None

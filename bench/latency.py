@@ -328,8 +328,7 @@ def http_floor(questions: list[str], clients: list[int], seconds: float, warmup:
     going on to a later ``stage`` of its path (``dense``, ``retrieve``: a stage floor).
     One app serves every client count in turn."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": python_path(), "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
-           "FRESHCONTEXT_FLOOR_STAGE": stage}
+    env = {**os.environ, "PYTHONPATH": python_path(), "FRESHCONTEXT_FLOOR_STAGE": stage}
     if home is not None:
         env["FRESHCONTEXT_FLOOR_HOME"] = str(home)
     log = Path(tempfile.mkstemp(prefix="http-floor-", suffix=".log")[1])

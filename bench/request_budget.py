@@ -18,6 +18,7 @@ built here when missing), so it starts from the state a latency run starts from.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -72,7 +73,7 @@ class Budget:
 def _owner(target: str) -> tuple[Any, str]:
     """``module:attr`` or ``module:Class.attr`` -> (the object holding it, the attribute's name)."""
     module_name, _, path = target.partition(":")
-    owner: Any = __import__(module_name, fromlist=["_"])
+    owner: Any = importlib.import_module(module_name)
     *parents, name = path.split(".")
     for part in parents:
         owner = getattr(owner, part)
@@ -136,6 +137,7 @@ def measure(home: Path, data: Path, requests: int) -> dict[str, Any]:
     if len(held_out) < 50 + requests + requests // 3:
         raise SystemExit(f"--requests {requests} needs more held-out questions than the data has ({len(held_out)})")
     fresh = iter(held_out)
+    budget = Budget()
 
     def ask() -> None:
         started = time.thread_time()
@@ -145,10 +147,9 @@ def measure(home: Path, data: Path, requests: int) -> dict[str, Any]:
         budget.seconds["respond()"] += answered - started
         budget.seconds["response body (dict, JSON)"] += time.thread_time() - answered
 
-    budget = Budget()
     for _ in range(50):
         ask()  # warm: the snapshot's pages, the SQL statements' compiled forms, the open questions' vectors
-    budget = Budget()
+    budget.seconds.clear()
     with instrumented(budget, encoder):
         cpu, thread = time.process_time(), time.thread_time()
         for _ in range(requests):
