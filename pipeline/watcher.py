@@ -3,10 +3,7 @@
 A watchdog observer per source root (inotify where the kernel sees changes; polling on
 network and container mounts, where it does not) feeds a debouncer. On inotify, a file
 whose writer has closed it (or that was renamed into place) is journaled at once: its
-state is final, and waiting longer only adds lag to every edit. "At once" means as soon as
-events pause for ``burst_gap_s`` (20 ms): the files of a checkout or a many-file commit go
-into the journal in one transaction, not one per closed file beside the writes still
-arriving (the warm applier waits for that pause anyway). Anything else waits until
+state is final, and waiting longer only adds lag to every edit. Anything else waits until
 the path has been quiet for ``debounce_s``: a deletion (git and some tools delete, then
 recreate), a copy still in progress (until its close, or ``write_grace_s``), a polled
 root (which sees no close), and more events on a path journaled less than ``debounce_s``
@@ -146,8 +143,7 @@ class SourceWatcher:
     ``debounce_s``: quiet time before a path is journaled, unless inotify saw it closed after
     writing and it was not journaled within ``debounce_s`` (see the module). ``write_grace_s``: how long to
     wait for the close of a file still open for writing before journaling it anyway.
-    ``burst_gap_s``: events closer together than this are one burst (see :meth:`backlog`); a
-    flush waits for the burst to pause, ``burst_hold_s`` at the most (a writer that never pauses).
+    ``burst_gap_s``: events closer together than this are one burst (see :meth:`backlog`).
     """
 
     def __init__(
@@ -160,7 +156,6 @@ class SourceWatcher:
         poll_interval_s: float = 1.0,
         root_check_s: float = 5.0,
         burst_gap_s: float = 0.02,
-        burst_hold_s: float = 0.5,
         on_journal: Callable[[int], None] | None = None,
     ) -> None:
         self.store = store
@@ -170,7 +165,6 @@ class SourceWatcher:
         self.poll_interval_s = poll_interval_s
         self.root_check_s = root_check_s
         self.burst_gap_s = burst_gap_s
-        self.burst_hold_s = burst_hold_s
         self.on_journal = on_journal
         self.stats = WatchStats()
         self._pending: dict[str, _Pending] = {}
@@ -344,26 +338,8 @@ class SourceWatcher:
             # a closed file wakes the loop (it is due at once); quiet windows end within a tick
             self._noted.wait(0.05)
             self._noted.clear()
-            self._burst_pause()
             if not self._stop.is_set():
                 self.flush()
-
-    def _burst_pause(self) -> None:
-        """Wait until events pause for ``burst_gap_s``, or ``burst_hold_s`` has passed.
-
-        Measured on the Plausible replay (58 files written at once): a flush per closed file
-        made 15 journal transactions while the writes were still arriving, slowing them and
-        the applier that waits for their end; one flush at the pause took 30 ms off the
-        median file's lag (0.14-0.16 s against 0.17-0.20 s over its embedding floor).
-        """
-        deadline = time.monotonic() + self.burst_hold_s
-        while not self._stop.is_set():
-            with self._lock:
-                since = time.monotonic() - self._last_event
-            left = deadline - time.monotonic()
-            if since >= self.burst_gap_s or left <= 0:
-                return
-            self._stop.wait(min(self.burst_gap_s - since, left))
 
     def _root_loop(self) -> None:
         while not self._stop.wait(self.root_check_s):
