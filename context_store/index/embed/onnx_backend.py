@@ -28,7 +28,7 @@ from context_store.errors import ConfigError
 from context_store.index.embed.model_files import models_dir, resolve_model_path, threads_for_load
 from context_store.index.embed.torch_backend import SentenceTransformerEmbedder
 
-__all__ = ["MAX_TOKENS", "OnnxEncoder", "export_onnx", "forward_batches", "onnx_encoder"]
+__all__ = ["MAX_TOKENS", "OnnxEncoder", "export_onnx", "forward_batches", "onnx_encoder", "pass_cost"]
 
 MAX_TOKENS = 256  # all-MiniLM-L6-v2's max_seq_length: what the PyTorch path truncates at
 MIN_PARITY = 0.9999
@@ -55,12 +55,17 @@ _ATTENTION_WIDTH = 284.0
 _MOST_PER_PASS = 64
 
 
+def pass_cost(texts: int, width: int) -> float:
+    """One forward pass of ``texts`` rows padded to ``width`` tokens, in tokens (the model above)."""
+    return _PASS_TOKENS + texts * width * (1.0 + width / _ATTENTION_WIDTH)
+
+
 def forward_batches(lengths: list[int], most: int) -> list[np.ndarray]:
-    """Indices of ``lengths`` cut into forward passes of at most ``most`` texts each, cheapest in all.
+    """Indices of ``lengths`` cut into forward passes of at most ``most`` texts each (and 64), cheapest in all.
 
     Texts are taken longest first and each pass is a run of that order (a pass is padded to
-    its first text), cut where the cost model above says that padding costs more than
-    another pass. Exact over those runs (dynamic programming, ``len(lengths) * most`` steps).
+    its first text), cut where ``pass_cost`` says that padding costs more than another pass.
+    Exact over those runs (dynamic programming, ``len(lengths) * most`` steps).
     """
     most = max(1, min(most, _MOST_PER_PASS))
     order = np.argsort([-n for n in lengths], kind="stable")
@@ -69,8 +74,7 @@ def forward_batches(lengths: list[int], most: int) -> list[np.ndarray]:
     start = [0] * (len(widths) + 1)  # where the last of those passes starts
     for j in range(1, len(widths) + 1):
         for i in range(max(0, j - most), j):
-            width = widths[i]
-            cost = best[i] + _PASS_TOKENS + (j - i) * width * (1.0 + width / _ATTENTION_WIDTH)
+            cost = best[i] + pass_cost(j - i, widths[i])
             if cost < best[j]:
                 best[j], start[j] = cost, i
     passes: list[np.ndarray] = []

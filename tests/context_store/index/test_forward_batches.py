@@ -7,12 +7,11 @@ import random
 
 import pytest
 
-from context_store.index.embed.onnx_backend import forward_batches
+from context_store.index.embed.onnx_backend import forward_batches, pass_cost
 
 
 def _cost(lengths: list[int], passes: list[list[int]]) -> float:
-    # the cost model forward_batches minimises (see its module), in tokens
-    return sum(28.0 + len(p) * max(lengths[i] for i in p) * (1 + max(lengths[i] for i in p) / 284.0) for p in passes)
+    return sum(pass_cost(len(p), max(lengths[i] for i in p)) for p in passes)
 
 
 @pytest.mark.parametrize("seed", range(20))
