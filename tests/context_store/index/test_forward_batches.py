@@ -5,9 +5,10 @@ from __future__ import annotations
 import itertools
 import random
 
+import numpy as np
 import pytest
 
-from context_store.index.embed.onnx_backend import forward_batches, pass_cost
+from context_store.index.embed.onnx_backend import forward_batches, pass_cost, spread_passes
 
 
 def _cost(lengths: list[int], passes: list[list[int]]) -> float:
@@ -46,3 +47,38 @@ def test_the_most_per_pass_holds_and_nothing_in_nothing_out() -> None:
     assert forward_batches([], 8) == []
     # batch_size may be large (up to 4096): the passes stay at 64 texts, where a pass's start-up is < 5 %
     assert max(len(p) for p in forward_batches([100] * 300, 4096)) == 64
+
+
+def _busiest(lengths: list[int], order: list[list[int]], workers: int) -> float:
+    loads = [0.0] * workers
+    for p in order:
+        loads[loads.index(min(loads))] += pass_cost(len(p), max(lengths[i] for i in p))
+    return max(loads)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_spread_passes_keep_every_text_once_dearest_first_and_cut_only_what_shortens_the_busiest_worker(seed: int) -> None:
+    rng = random.Random(seed)
+    lengths = [rng.randint(3, 256) for _ in range(rng.randint(1, 40))]
+    workers = rng.choice([2, 3, 4])
+    spread = [list(p) for p in spread_passes(forward_batches(lengths, rng.choice([1, 8, 16])), lengths, workers)]
+    assert sorted(i for p in spread for i in p) == list(range(len(lengths)))
+    costs = [pass_cost(len(p), max(lengths[i] for i in p)) for p in spread]
+    assert costs == sorted(costs, reverse=True)
+    # no worker idles while a pass of several texts could be shared, and cutting the dearest again would not help
+    assert len(spread) >= min(workers, len(lengths)) or len(spread[0]) == 1
+    if len(spread[0]) > 1:
+        half = (len(spread[0]) + 1) // 2
+        again = [spread[0][:half], spread[0][half:], *spread[1:]]
+        again.sort(key=lambda p: -pass_cost(len(p), max(lengths[i] for i in p)))
+        assert _busiest(lengths, again, workers) > _busiest(lengths, spread, workers)
+    # a cut pass keeps its rows in length order: each half is a run of longest-first
+    assert all(lengths[a] >= lengths[b] for p in spread for a, b in itertools.pairwise(p))
+
+
+def test_one_pass_is_cut_so_that_every_worker_has_work_and_a_single_text_is_left_whole() -> None:
+    lengths = [40, 38, 35, 30, 30, 29, 28, 25]
+    halves = spread_passes([np.arange(8)], lengths, 2)
+    assert len(halves) == 2 and sorted(len(p) for p in halves) == [4, 4]
+    assert [p.tolist() for p in spread_passes(forward_batches([200], 8), [200], 2)] == [[0]]
+    assert spread_passes([], [], 2) == []

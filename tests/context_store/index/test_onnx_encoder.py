@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from context_store.errors import ConfigError
 from context_store.index.embed.factory import build_embedder
-from context_store.index.embed.onnx_backend import OnnxEncoder
+from context_store.index.embed.onnx_backend import OnnxEncoder, onnx_encoder
 from context_store.index.embed.torch_backend import SentenceTransformerEmbedder
 from context_store.settings import EmbeddingConfig
 from tests.conftest import REFUNDS_V1, REPO
@@ -93,3 +95,39 @@ def test_a_run_process_embeds_without_importing_torch(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=False, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
+
+
+def test_passes_run_side_by_side_on_several_threads_with_the_vectors_of_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    one = onnx_encoder(EmbeddingConfig().model, tmp_path, threads=1, batch_size=2)
+    two = onnx_encoder(EmbeddingConfig().model, tmp_path, threads=2, batch_size=2)
+    ran_on: set[str] = set()
+    forward = OnnxEncoder._forward
+
+    def watched(session: Any, encodings: list[Any]) -> Any:
+        ran_on.add(threading.current_thread().name)
+        return forward(session, encodings)
+
+    monkeypatch.setattr(OnnxEncoder, "_forward", staticmethod(watched))
+    alone = one.encode(CHUNKS)
+    assert ran_on == {threading.current_thread().name}
+    side_by_side = two.encode(CHUNKS)
+    assert ran_on == {threading.current_thread().name, "onnx-pass"}
+    assert np.min(np.sum(alone * side_by_side, axis=1)) > 0.99999  # row i is still text i's vector
+    assert two.encode(["Gift cards never expire."]).shape == (1, 384)  # one text: the intra-op session
+
+
+def test_a_failing_pass_fails_its_call_and_leaves_no_thread_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    two = onnx_encoder(EmbeddingConfig().model, tmp_path, threads=2, batch_size=2)
+    forward = OnnxEncoder._forward
+
+    def refuses_long_texts(session: Any, encodings: list[Any]) -> Any:
+        if max(len(e.ids) for e in encodings) > 200:
+            raise RuntimeError("this pass failed")
+        return forward(session, encodings)
+
+    monkeypatch.setattr(OnnxEncoder, "_forward", staticmethod(refuses_long_texts))
+    with pytest.raises(RuntimeError, match="this pass failed"):
+        two.encode(CHUNKS)
+    assert not [t for t in threading.enumerate() if t.name == "onnx-pass"]
+    monkeypatch.undo()
+    assert two.encode(CHUNKS).shape == (len(CHUNKS), 384)  # the encoder is fine afterwards
