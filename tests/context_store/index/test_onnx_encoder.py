@@ -102,14 +102,21 @@ def test_passes_run_side_by_side_on_several_threads_with_the_vectors_of_one(tmp_
     two = onnx_encoder(EmbeddingConfig().model, tmp_path, threads=2, batch_size=2)
     ran_on: set[str] = set()
     forward = OnnxEncoder._forward
+    helper_ran = threading.Event()
 
     def watched(session: Any, encodings: list[Any]) -> Any:
         ran_on.add(threading.current_thread().name)
+        if threading.current_thread().name == "onnx-pass":
+            helper_ran.set()
+        elif side_by_side_call:
+            helper_ran.wait(10)  # however the threads are scheduled, a helper takes a pass
         return forward(session, encodings)
 
     monkeypatch.setattr(OnnxEncoder, "_forward", staticmethod(watched))
+    side_by_side_call = False
     alone = one.encode(CHUNKS)
     assert ran_on == {threading.current_thread().name}
+    side_by_side_call = True
     side_by_side = two.encode(CHUNKS)
     assert ran_on == {threading.current_thread().name, "onnx-pass"}
     assert np.min(np.sum(alone * side_by_side, axis=1)) > 0.99999  # row i is still text i's vector
@@ -119,15 +126,21 @@ def test_passes_run_side_by_side_on_several_threads_with_the_vectors_of_one(tmp_
 def test_a_failing_pass_fails_its_call_and_leaves_no_thread_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     two = onnx_encoder(EmbeddingConfig().model, tmp_path, threads=2, batch_size=2)
     forward = OnnxEncoder._forward
+    caller = threading.current_thread()
+    helper_busy = threading.Event()
 
-    def refuses_long_texts(session: Any, encodings: list[Any]) -> Any:
-        if max(len(e.ids) for e in encodings) > 200:
+    def fails_on_the_caller(session: Any, encodings: list[Any]) -> Any:
+        if threading.current_thread() is caller:
+            helper_busy.wait(10)  # fail while a helper is in the middle of a pass
             raise RuntimeError("this pass failed")
+        helper_busy.set()
         return forward(session, encodings)
 
-    monkeypatch.setattr(OnnxEncoder, "_forward", staticmethod(refuses_long_texts))
+    monkeypatch.setattr(OnnxEncoder, "_forward", staticmethod(fails_on_the_caller))
+    running_before = set(threading.enumerate())  # another test's encoder may still have helpers of its own
     with pytest.raises(RuntimeError, match="this pass failed"):
         two.encode(CHUNKS)
-    assert not [t for t in threading.enumerate() if t.name == "onnx-pass"]
+    assert helper_busy.is_set()
+    assert not [t for t in threading.enumerate() if t.name == "onnx-pass" and t not in running_before]
     monkeypatch.undo()
     assert two.encode(CHUNKS).shape == (len(CHUNKS), 384)  # the encoder is fine afterwards
