@@ -104,12 +104,14 @@ def spread_passes(passes: list[np.ndarray], lengths: list[int], workers: int) ->
         return max(loads)
 
     spread = sorted(passes, key=cost, reverse=True)
+    now = busiest(spread)
     while spread and len(spread[0]) > 1:
         head, half = spread[0], (len(spread[0]) + 1) // 2
         cut = sorted([*spread[1:], head[:half], head[half:]], key=cost, reverse=True)
-        if busiest(cut) > busiest(spread):
+        after = busiest(cut)
+        if after > now:
             break
-        spread = cut
+        spread, now = cut, after
     return spread
 
 
