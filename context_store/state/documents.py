@@ -137,7 +137,9 @@ def _sync_source(
         log.error("%s", exc)
         report.source_errors.append(str(exc))
         return
-    docs = _known_documents(session, source.name)
+    # a path sync reads the rows of its own files only: a one-file change to a source of
+    # 100,000 documents must not load (and stat) all of them
+    docs = _known_documents(session, source.name, None if own is None else [p.relative_to(root).as_posix() for p in own])
     present: set[str] = set()
     settled: list[str] = []  # paths read fine: any open skip record for them is resolved
     for f in files:
@@ -146,8 +148,8 @@ def _sync_source(
         if _sync_file(session, store, source, f, docs.get(f.rel_path), report, changes, now):
             settled.append(str(f.path))
     gone = {rel for rel, known in docs.items() if known.version_id is not None} - present
-    if own is not None:  # only files we were asked about can be declared gone
-        gone = {rel for rel in gone if (root / rel).resolve() in own and not (root / rel).exists()}
+    if own is not None:  # asked-about files left unlisted (a link, say) are not gone while they exist
+        gone = {rel for rel in gone if not (root / rel).exists()}
     for rel_path in sorted(gone):
         known = docs[rel_path]
         changes.close.append(known.version_id)
@@ -167,14 +169,20 @@ class _Known:
     content_hash: str | None
 
 
-def _known_documents(session: Session, source_name: str) -> dict[str, _Known]:
-    """rel_path -> the document and its live version's hash (None when deleted); no texts loaded."""
-    rows = session.exec(
+def _known_documents(session: Session, source_name: str, rel_paths: list[str] | None = None) -> dict[str, _Known]:
+    """rel_path -> the document and its live version's hash (None when deleted), for every
+    document of the source or those at ``rel_paths``; no texts loaded."""
+    query = (
         select(Document.rel_path, Document.doc_id, Document.current_version_id, DocumentVersion.content_hash)
         .join(DocumentVersion, col(DocumentVersion.version_id) == col(Document.current_version_id), isouter=True)
         .where(Document.source_name == source_name)
-    ).all()
-    return {rel: _Known(doc_id, vid, h) for rel, doc_id, vid, h in rows}
+    )
+    if rel_paths is not None:  # by primary key: a document's id is its source and path
+        ids = [doc_id_for(source_name, rel) for rel in rel_paths]
+        parts = [query.where(col(Document.doc_id).in_(part)) for part in in_batches(ids)]
+    else:
+        parts = [query]
+    return {rel: _Known(doc_id, vid, h) for part in parts for rel, doc_id, vid, h in session.exec(part).all()}
 
 
 @dataclass

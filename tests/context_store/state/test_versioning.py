@@ -78,6 +78,38 @@ def test_delete_ends_the_document_and_removes_its_rows(store, sources, fake_embe
     assert all(d.ok for d in index_drift(store))
 
 
+def test_a_path_sync_ends_only_the_named_files_that_are_gone(store, sources, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    company = sources["company"]
+    (company / "shipping.md").write_text("# Shipping\n\nParcels leave within two days.\n")
+    ingest(store, fake_embedder)
+    invoices, refunds, shipping = company / "billing" / "invoices.md", company / "refunds.md", company / "shipping.md"
+    invoices.unlink()
+    shipping.unlink()
+    refunds.write_text(refunds.read_text() + "\nMore.\n")
+    report = sync_company_sources(store, paths=[invoices, refunds, company / "never-there.md"])
+    assert (report.seen, report.changed, report.deleted) == (1, 1, 1)
+    assert report.changed_doc_ids == ["company/refunds.md", "company/billing/invoices.md"]
+    with store.session() as s:
+        # shipping.md is gone too, but this sync was not told: the next full scan ends it
+        assert s.get(Document, "company/shipping.md").current_version_id is not None
+        assert s.get(Document, "company/billing/invoices.md").current_version_id is None
+    assert sync_company_sources(store).deleted == 1
+
+
+def test_a_path_sync_keeps_a_named_file_that_is_still_there_but_no_input(store, sources, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    ingest(store, fake_embedder)
+    invoices = sources["company"] / "billing" / "invoices.md"
+    target = sources["company"] / "billing" / "invoices-2026.md"
+    invoices.rename(target)
+    invoices.symlink_to(target)  # a link inside the root is never read as itself; its target is
+    report = sync_company_sources(store, paths=[invoices])
+    assert (report.new, report.deleted) == (1, 0)
+    with store.session() as s:
+        assert s.get(Document, "company/billing/invoices-2026.md").current_version_id is not None
+        assert s.get(Document, "company/billing/invoices.md").current_version_id is not None
+    assert sync_company_sources(store).deleted == 1  # the full scan lists no invoices.md
+
+
 def test_rename_reuses_embeddings(store, sources, fake_embedder) -> None:  # type: ignore[no-untyped-def]
     ingest(store, fake_embedder)
     calls = fake_embedder.texts_embedded
