@@ -18,6 +18,7 @@ The index layer writes these rows (the warm path records them right after a comm
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -129,13 +130,18 @@ def record_fts_coverage(store: ContextStore, *, started: datetime, finished: dat
         return int(result.rowcount or 0)
 
 
-def _company_timelines(session: Session, recorded: Any) -> int:
-    docs = session.exec(
-        select(
-            DocumentVersion.version_id, DocumentVersion.doc_id, DocumentVersion.source_path,
-            DocumentVersion.source_mtime, DocumentVersion.observed_at, DocumentVersion.indexed_at,
-        ).where(col(DocumentVersion.indexed_at).is_not(None), col(DocumentVersion.version_id).not_in(recorded))
-    ).all()
+def _unrecorded(session: Session, query: Any, owner: Any, owners: Collection[str] | None) -> list[Any]:
+    """The rows of ``query`` (indexed versions without a timeline), of ``owners`` only when given."""
+    if owners is None:
+        return list(session.exec(query).all())
+    return [row for part in in_batches(sorted(owners)) for row in session.exec(query.where(col(owner).in_(part))).all()]
+
+
+def _company_timelines(session: Session, recorded: Any, doc_ids: Collection[str] | None) -> int:
+    docs = _unrecorded(session, select(
+        DocumentVersion.version_id, DocumentVersion.doc_id, DocumentVersion.source_path,
+        DocumentVersion.source_mtime, DocumentVersion.observed_at, DocumentVersion.indexed_at,
+    ).where(col(DocumentVersion.indexed_at).is_not(None), col(DocumentVersion.version_id).not_in(recorded)), DocumentVersion.doc_id, doc_ids)
     if not docs:
         return 0
     first = _first_scan(session, "company")
@@ -155,13 +161,11 @@ def _company_timelines(session: Session, recorded: Any) -> int:
     return len(docs)
 
 
-def _user_timelines(session: Session, recorded: Any) -> int:
-    users = session.exec(
-        select(
-            UserSnapshotVersion.version_id, UserSnapshotVersion.user_id, UserSnapshotVersion.source_path,
-            UserSnapshotVersion.observed_at, UserSnapshotVersion.indexed_at,
-        ).where(col(UserSnapshotVersion.indexed_at).is_not(None), col(UserSnapshotVersion.version_id).not_in(recorded))
-    ).all()
+def _user_timelines(session: Session, recorded: Any, user_ids: Collection[str] | None) -> int:
+    users = _unrecorded(session, select(
+        UserSnapshotVersion.version_id, UserSnapshotVersion.user_id, UserSnapshotVersion.source_path,
+        UserSnapshotVersion.observed_at, UserSnapshotVersion.indexed_at,
+    ).where(col(UserSnapshotVersion.indexed_at).is_not(None), col(UserSnapshotVersion.version_id).not_in(recorded)), UserSnapshotVersion.user_id, user_ids)
     if not users:
         return 0
     first = _first_scan(session, "user")
@@ -178,11 +182,16 @@ def _user_timelines(session: Session, recorded: Any) -> int:
     return len(users)
 
 
-def record_lags(store: ContextStore) -> int:
-    """Write the timeline of every indexed version that has none yet; returns rows written."""
+def record_lags(store: ContextStore, *, doc_ids: Collection[str] | None = None, user_ids: Collection[str] | None = None) -> int:
+    """Write the timeline of every indexed version that has none yet; returns rows written.
+
+    ``doc_ids`` / ``user_ids`` limit that kind to the versions of these documents / users (what
+    one apply indexed): looking through every version costs a warm apply 37 ms at 50,000
+    documents, and grows with the corpus, not with the change.
+    """
     with store.session() as session:
         recorded = select(VersionLag.version_id)
-        return _company_timelines(session, recorded) + _user_timelines(session, recorded)
+        return _company_timelines(session, recorded, doc_ids) + _user_timelines(session, recorded, user_ids)
 
 
 def _embedded_at(session: Session, version_ids: list[str]) -> dict[str, datetime]:

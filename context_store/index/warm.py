@@ -136,7 +136,11 @@ class WarmApplier:
             self.cursor = result.cursor
             if result.applied_ids:
                 self.applied += len(result.applied_ids)
-                record_lags(self.store)
+                record_lags(
+                    self.store,
+                    doc_ids=result.company_index.indexed_ids if result.company_index else [],
+                    user_ids=result.user_index.indexed_ids if result.user_index else [],
+                )
                 commits = result.company_index.lancedb_commits if result.company_index else 0
                 if commits:
                     self.uncovered_commits += commits

@@ -7,6 +7,8 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from sqlmodel import select
+
 from context_store._common import utcnow
 from context_store.index.documents import index_pending_documents
 from context_store.index.embed.fake import HashingEmbedder
@@ -37,6 +39,15 @@ def _ingest(store: ContextStore, embedder: HashingEmbedder, paths: list[Path] | 
 
 def _set_mtime(path: Path, when: datetime) -> None:
     os.utime(path, (when.timestamp(), when.timestamp()))
+
+
+def test_timelines_of_named_documents_and_users_only(store: ContextStore, sources: dict[str, Path], fake_embedder: HashingEmbedder) -> None:
+    _ingest(store, fake_embedder)
+    assert record_lags(store, doc_ids=["company/refunds.md", "company/never-there.md"], user_ids=[]) == 1
+    assert record_lags(store, doc_ids=["company/refunds.md"], user_ids=["u-2"]) == 1  # refunds.md's is written
+    with store.session() as s:
+        assert {(t.state_kind, t.key) for t in s.exec(select(VersionLag)).all()} == {("company", "company/refunds.md"), ("user", "u-2")}
+    assert record_lags(store) == 2  # the rest: invoices.md and u-1
 
 
 def test_timelines_backfill_lag_and_clock_skew(store: ContextStore, sources: dict[str, Path], fake_embedder: HashingEmbedder) -> None:

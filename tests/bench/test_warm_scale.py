@@ -1,0 +1,26 @@
+"""bench/warm_scale.py on two tiny corpora: every edit is applied and each figure comes from a timed apply."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import bench.warm_scale as warm_scale
+from context_store.store import vector_index
+
+
+def test_the_benchmark_applies_every_edit_and_reports_both_corpora(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vector_index.VectorIndex, "_replace", vector_index.VectorIndex._replace)  # the bench wraps it
+    assert warm_scale.main(["--small", "12", "--large", "60", "--edits", "4", "--warmup", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["small"]["documents"], out["large"]["documents"]) == (12, 60)
+    assert out["large"]["rows"] > out["small"]["rows"] >= 12
+    for size in ("small", "large"):
+        assert 0 < out[size]["lancedb_commit_median_ms"] < out[size]["apply_median_ms"] <= out[size]["apply_p95_ms"]
+    assert out["large_vs_small"] > 0
+
+
+def test_more_warmup_than_edits_is_refused() -> None:
+    with pytest.raises(SystemExit):
+        warm_scale.main(["--edits", "2", "--warmup", "2"])
