@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-import bench.warm_scale as warm_scale
+from bench import warm_scale
 from context_store.store import vector_index
 
 
