@@ -22,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from context_store.index.embed.fake import HashingEmbedder
@@ -90,8 +91,9 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
 
 
-def _timed_replace(commits: list[float]) -> None:
-    """Time every LanceDB replace of a wave (with opening its table), as the writer thread runs it."""
+def _timed_replace(commits: list[float]) -> Callable[..., None]:
+    """Time every LanceDB replace of a wave (with opening its table), as the writer thread runs it;
+    returns the untimed one, for ``main`` to put back."""
     real = vector_index.VectorIndex._replace
 
     def timed(self, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -102,6 +104,7 @@ def _timed_replace(commits: list[float]) -> None:
             commits.append(time.perf_counter() - began)
 
     vector_index.VectorIndex._replace = timed  # type: ignore[method-assign]
+    return real
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,16 +119,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--edits must be larger than --warmup")
     embedder = HashingEmbedder()
     commits: list[float] = []
-    _timed_replace(commits)
-    with tempfile.TemporaryDirectory(prefix="freshcontext-warm-scale-") as tmp:
-        homes = []
-        for n in (args.small, args.large):
-            print(f"ingesting {n:,} documents ...", file=sys.stderr, flush=True)
-            homes.append(_Home(Path(tmp) / f"corpus-{n}", n, embedder))
-        for edit in range(1, args.edits + 1):
-            for home in homes:
-                home.edit_and_apply(edit, commits)
-        small, large = (home.summary(args.warmup) for home in homes)
+    untimed = _timed_replace(commits)
+    try:
+        with tempfile.TemporaryDirectory(prefix="freshcontext-warm-scale-") as tmp:
+            homes = []
+            for n in (args.small, args.large):
+                print(f"ingesting {n:,} documents ...", file=sys.stderr, flush=True)
+                homes.append(_Home(Path(tmp) / f"corpus-{n}", n, embedder))
+            for edit in range(1, args.edits + 1):
+                for home in homes:
+                    home.edit_and_apply(edit, commits)
+            small, large = (home.summary(args.warmup) for home in homes)
+    finally:
+        vector_index.VectorIndex._replace = untimed  # type: ignore[method-assign]
     out = {
         "small": small, "large": large,
         "large_vs_small": round(float(large["apply_median_ms"]) / float(small["apply_median_ms"]), 2),  # type: ignore[arg-type]
