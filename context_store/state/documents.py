@@ -24,7 +24,7 @@ from context_store.settings import Settings, SourceConfig
 from context_store.state.observed import record_observations
 from context_store.state.roots import SourceRoots
 from context_store.state.skipped_inputs import record_skip, resolve_skips
-from context_store.state.sources import SourceFile, as_rejection, parse_company_file, read_source
+from context_store.state.sources import SourceFile, as_rejection, has_utf8_name, parse_company_file, read_source
 from context_store.store.context_store import ContextStore
 from context_store.store.database import bulk_update, in_batches, lineage_lock
 from context_store.store.models import Document, DocumentVersion
@@ -138,8 +138,11 @@ def _sync_source(
         report.source_errors.append(str(exc))
         return
     # a path sync reads the rows of its own files only: a one-file change to a source of
-    # 100,000 documents must not load (and stat) all of them
-    docs = _known_documents(session, source.name, None if own is None else [p.relative_to(root).as_posix() for p in own])
+    # 100,000 documents must not load (and stat) all of them. A name that is not UTF-8 is
+    # no document (its file is rejected below), and no SQL parameter either.
+    docs = _known_documents(
+        session, source.name, None if own is None else [p.relative_to(root).as_posix() for p in own if has_utf8_name(p)]
+    )
     present: set[str] = set()
     settled: list[str] = []  # paths read fine: any open skip record for them is resolved
     for f in files:

@@ -33,6 +33,7 @@ __all__ = [
     "list_source_files",
     "normalize_facts",
     "parse_company_file",
+    "has_utf8_name",
     "printable_path",
     "read_bytes",
     "read_source",
@@ -65,6 +66,15 @@ class SourceFile:
     def where(self) -> str:
         """The path as text that can be stored and shown, whatever bytes its name holds."""
         return printable_path(self.path)
+
+
+def has_utf8_name(path: str | Path) -> bool:
+    """Whether ``path`` is valid UTF-8; a file whose name is not is never read (``undecodable_name``)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def printable_path(path: str | Path) -> str:
@@ -148,9 +158,7 @@ def _source_file(source: SourceConfig, root: Path, path: Path) -> SourceFile | N
         return None  # vanished between listing and stat (or a link loop): the next scan sees the truth
     if not stat.S_ISREG(st.st_mode):  # the stat above already says; is_file() would stat again
         return None
-    try:
-        str(path).encode("utf-8")
-    except UnicodeEncodeError:
+    if not has_utf8_name(path):
         return _rejected(source, root, path, st, InputRejected(
             "undecodable_name", f"{printable_path(path)}: the file name is not valid UTF-8; rename the file"))
     return SourceFile(

@@ -162,3 +162,17 @@ def test_every_per_file_failure_is_a_skip_and_the_other_files_sync(
     assert "ValueError: a parser bug" in skips["parse_failed"].detail
     assert users_now == {"u-1", "u-2", "u-3"} and report.users.new == 3
     assert retrieve(store, fake_embedder, "gift cards expire").results[0].doc_id == "company/new.md"
+
+
+def test_a_path_sync_naming_a_file_whose_name_is_not_utf8_skips_it_and_syncs_the_rest(
+    sources: dict[str, Path], store: ContextStore, fake_embedder: HashingEmbedder
+) -> None:
+    company = sources["company"]
+    ingest(store, fake_embedder)
+    latin1 = Path(os.fsdecode(os.fsencode(company) + b"/r\xe9sum\xe9-latin1.md"))
+    latin1.write_text("# Latin-1 name\n\nText.\n")
+    refunds = company / "refunds.md"
+    refunds.write_text(refunds.read_text().replace("30 days", "14 days"))
+    report = sync_company_sources(store, paths=[latin1, refunds])  # as a caller naming changed files would
+    assert (report.changed, report.skipped) == (1, 1)
+    assert [i["reason"] for i in report.skipped_inputs] == ["undecodable_name"]
