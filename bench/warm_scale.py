@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from context_store._common import percentile
 from context_store.index.embed.fake import HashingEmbedder
 from context_store.index.ingest import ingest
 from context_store.index.warm import WarmApplier
@@ -77,17 +78,13 @@ class _Home:
         apply_s, commit_s = self.apply_s[warmup:], self.commit_s[warmup:]
         return {
             "documents": self.n, "rows": self.rows, "ingest_s": round(self.ingest_s, 2),
-            "apply_median_ms": _ms(statistics.median(apply_s)), "apply_p95_ms": _ms(_p95(apply_s)),
-            "lancedb_commit_median_ms": _ms(statistics.median(commit_s)), "lancedb_commit_p95_ms": _ms(_p95(commit_s)),
+            "apply_median_ms": _ms(statistics.median(apply_s)), "apply_p95_ms": _ms(percentile(apply_s, 95)),
+            "lancedb_commit_median_ms": _ms(statistics.median(commit_s)), "lancedb_commit_p95_ms": _ms(percentile(commit_s, 95)),
         }
 
 
-def _p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-
-
-def _ms(seconds: float) -> float:
+def _ms(seconds: float | None) -> float:
+    assert seconds is not None
     return round(seconds * 1000, 2)
 
 
