@@ -155,7 +155,7 @@ class SourceWatcher:
         write_grace_s: float = 5.0,
         poll_interval_s: float = 1.0,
         root_check_s: float = 5.0,
-        burst_gap_s: float = 0.02,
+        burst_gap_s: float = 0.01,
         on_journal: Callable[[int], None] | None = None,
     ) -> None:
         self.store = store

@@ -231,7 +231,8 @@ class WarmApplier:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            self._wake.wait(min(left, 0.01))  # each journal flush wakes us; a burst's end does not
+            # each journal flush wakes us; a burst's end does not, so look again soon after it may have come
+            self._wake.wait(min(left, 0.002))
             self._wake.clear()
 
     def optimize(self) -> bool:
